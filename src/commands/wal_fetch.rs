@@ -1,0 +1,219 @@
+//! `wal-fetch NAME DEST`: PostgreSQL's restore_command (walg-compat §7).
+//!
+//! Exit 0 when restored, 74 when the archive has no such file, 1 on any other error. Unlike
+//! WAL-G, a failed download never leaves anything at DEST: the file is decoded into a
+//! temporary name beside it, checked (a segment must be exactly one segment long), fsynced,
+//! and only then linked to DEST. After a segment is restored, the next
+//! `WALG_DOWNLOAD_CONCURRENCY` segments are prefetched by a detached `wal-prefetch` process.
+
+use super::wal_archive;
+use crate::config::Settings;
+use crate::error::Error;
+use crate::format::wal_name::{self, WalFileKind};
+use crate::pipeline::arena::Arena;
+use crate::pipeline::plan;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// WAL-G's sanity check on a prefetched segment: its first four bytes, little-endian, must
+/// be at least this (the page magic of every PostgreSQL version WAL-G supports).
+const MIN_PAGE_MAGIC: u32 = 0xD061;
+
+/// The prefetch folders for a destination: `<P>/.wal-g/prefetch` and its `running/`.
+pub fn prefetch_dirs(settings: &Settings, dest: &Path) -> (PathBuf, PathBuf) {
+    let base = match &settings.prefetch_dir {
+        Some(p) => p.clone(),
+        None => dest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let prefetch = base.join(".wal-g").join("prefetch");
+    let running = prefetch.join("running");
+    (prefetch, running)
+}
+
+/// Removes `path` on drop unless disarmed: no half-written file outlives a failure.
+pub struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    /// Creates a new, empty file at a unique name beside `target`.
+    pub fn beside(target: &Path) -> io::Result<(TempFile, File)> {
+        let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let base = target.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
+        let path = dir.join(format!(".{base}.wal-rus-tmp.{}", std::process::id()));
+        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
+        Ok((TempFile { path, armed: true }, file))
+    }
+
+    /// The temporary path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the file (it was renamed or linked away).
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Downloads `name` into a complete, synced temporary file beside `target`; `None` when the
+/// archive has no such file.
+pub fn download(
+    settings: &Settings,
+    storage: &dyn crate::storage::Storage,
+    arena: &Arena,
+    name: &str,
+    target: &Path,
+) -> Result<Option<TempFile>, Error> {
+    let Some(found) = wal_archive::open(storage, name, settings.encode.method)? else {
+        return Ok(None);
+    };
+    let key = found.key.clone();
+    let (tmp, file) = TempFile::beside(target).map_err(|e| Error::io(format!("creating a file beside {}", target.display()), e))?;
+    let mut file = file;
+    let mut buf = arena.lease();
+    let len = wal_archive::decode_into(found, &mut file, &mut buf)
+        .map_err(|e| match e {
+            Error::Io { context, source } if context == "writing" => Error::io(format!("writing {}", tmp.path().display()), source),
+            other => other,
+        })?;
+    if wal_name::kind_of(name, settings.wal_segment_size) == WalFileKind::Segment && len != settings.wal_segment_size {
+        return Err(Error::io(
+            format!("{key}"),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("holds {len} bytes, a WAL segment has {} (WALG_PG_WAL_SIZE); not restored", settings.wal_segment_size),
+            ),
+        ));
+    }
+    file.sync_all().map_err(|e| Error::io(format!("syncing {}", tmp.path().display()), e))?;
+    Ok(Some(tmp))
+}
+
+/// Moves a finished temporary file to `dest`, failing if `dest` exists (WAL-G opens DEST
+/// with `O_EXCL`).
+fn publish(tmp: TempFile, dest: &Path) -> Result<(), Error> {
+    fs::hard_link(tmp.path(), dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
+    let _ = fs::remove_file(tmp.path());
+    tmp.disarm();
+    if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = crate::storage::fs::sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// Uses a prefetched copy when one is ready (or about to be); true when `dest` was filled.
+fn take_prefetched(settings: &Settings, name: &str, dest: &Path) -> bool {
+    let (prefetch, running) = prefetch_dirs(settings, dest);
+    let ready = prefetch.join(name);
+    let in_progress = running.join(name);
+    if !ready.exists() && in_progress.exists() {
+        // A prefetcher is writing it: wait while it grows, give up after 100 polls without
+        // growth (WAL-G's rule), and never longer than a minute.
+        let start = Instant::now();
+        let mut last = 0u64;
+        let mut idle = 0;
+        while !ready.exists() && idle < 100 && start.elapsed() < Duration::from_secs(60) {
+            match fs::metadata(&in_progress) {
+                Ok(m) if m.len() != last => {
+                    last = m.len();
+                    idle = 0;
+                }
+                Ok(_) => idle += 1,
+                Err(_) => break,
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if !ready.exists() {
+            let _ = fs::remove_file(&in_progress);
+            return false;
+        }
+    }
+    match fs::metadata(&ready) {
+        Ok(m) if m.len() == settings.wal_segment_size => {}
+        Ok(_) => return false,
+        Err(_) => return false,
+    }
+    if dest.exists() || fs::rename(&ready, dest).is_err() {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    let ok = File::open(dest).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && u32::from_le_bytes(magic) >= MIN_PAGE_MAGIC;
+    if !ok {
+        let _ = fs::remove_file(dest);
+        return false;
+    }
+    crate::info!("{name} restored from prefetch");
+    true
+}
+
+/// Starts `wal-prefetch` for the segments after `name`, detached, through this very binary
+/// (never through `PATH`) and with the same config file.
+fn launch_prefetch(settings: &Settings, name: &str, dest: &Path) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut cmd = std::process::Command::new(exe);
+    if let Some(cfg) = &settings.config_file {
+        cmd.arg("--config").arg(cfg);
+    }
+    cmd.arg("wal-prefetch").arg(name).arg(dest);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    if settings.log_level != "DEVEL" {
+        cmd.stderr(std::process::Stdio::null());
+    }
+    // A new session, so PostgreSQL's signals to the restore_command do not reach it.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(_child) => {}
+        Err(e) => crate::warn!("could not start wal-prefetch: {e}"),
+    }
+}
+
+/// Runs `wal-fetch`.
+pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
+    if !wal_name::is_safe_file_name(name) {
+        return Err(Error::Usage(format!("'{name}' is not a WAL file name")));
+    }
+    let dest = match fs::canonicalize(dest) {
+        Ok(real) => real,
+        Err(_) => dest.to_path_buf(),
+    };
+    if dest.exists() {
+        return Err(Error::io(format!("creating {}", dest.display()), io::Error::from(io::ErrorKind::AlreadyExists)));
+    }
+    let kind = wal_name::kind_of(name, settings.wal_segment_size);
+    if kind == WalFileKind::Segment && take_prefetched(settings, name, &dest) {
+        return Ok(());
+    }
+    let plan = plan::wal_fetch(&settings.plan_input());
+    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
+    let storage = settings.open_storage()?;
+    match download(settings, storage.as_ref(), &arena, name, &dest)? {
+        None => Err(Error::NotFound(format!("Archive '{name}' does not exist."))),
+        Some(tmp) => {
+            publish(tmp, &dest)?;
+            crate::info!("{name} restored");
+            if kind == WalFileKind::Segment && settings.download_concurrency > 1 {
+                launch_prefetch(settings, name, &dest);
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Where objects live: one trait, implemented by the file system and by S3.
+//!
+//! Keys are relative to the configured root (WAL-G's prefix plus `WALG_STORAGE_PREFIX`), with
+//! `/` between folders, e.g. `wal_005/000000010000000000000003.lz4`. Retryable versus permanent
+//! failure is decided here, once, from the HTTP status or the I/O error kind; commands only see
+//! `StorageError`.
+
+pub mod error;
+pub mod fs;
+pub mod s3;
+
+pub use error::StorageError;
+
+use std::io::{self, Read};
+
+/// One stored object as a listing shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// Key relative to the storage root.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, seconds since the epoch.
+    pub last_modified: crate::format::time::UtcTime,
+}
+
+/// A body that can be read from the start as often as needed.
+///
+/// S3 must know an object's length (and, signed, its SHA-256) before the first byte is sent,
+/// and a compressed WAL segment's length is unknown until it is compressed. Rather than hold
+/// the object in memory, an upload reads the source once to learn length and digests and
+/// again to send it; retries read it again.
+pub trait BodySource: Sync {
+    /// A fresh stream over the whole body.
+    fn open(&self) -> io::Result<Box<dyn Read + '_>>;
+}
+
+/// A stream of an object's bytes, owned by the caller.
+pub type ObjectReader = Box<dyn Read + Send>;
+
+/// The operations wal-rus needs from an object store.
+pub trait Storage: Send + Sync {
+    /// Stores `body` under `key`, replacing any object of that name; no reader ever sees a
+    /// partial object under `key`. Returns the number of bytes stored.
+    fn put(&self, key: &str, body: &dyn BodySource) -> Result<u64, StorageError>;
+
+    /// Opens `key` for reading; `StorageError::NotFound` when absent. A reader that fails
+    /// half-way returns an `io::Error` rather than a short body.
+    fn get(&self, key: &str) -> Result<ObjectReader, StorageError>;
+
+    /// The object's metadata, or `None` when absent.
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError>;
+
+    /// Calls `each` for every object whose key starts with `prefix`, in key order per page.
+    /// With `recursive == false` only objects directly in the folder named by `prefix` up to
+    /// its last `/` are listed.
+    fn list(
+        &self,
+        prefix: &str,
+        recursive: bool,
+        each: &mut dyn FnMut(ObjectMeta),
+    ) -> Result<(), StorageError>;
+
+    /// Deletes the keys; absent keys are not an error.
+    fn delete_many(&self, keys: &[String]) -> Result<(), StorageError>;
+
+    /// Where this storage points, for messages (never contains secrets).
+    fn describe(&self) -> String;
+}
+
+/// A `BodySource` over bytes in memory, for small documents and tests.
+pub struct BytesBody<'a>(pub &'a [u8]);
+
+impl BodySource for BytesBody<'_> {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.0))
+    }
+}
+
+/// Joins root-relative folder and name with exactly one `/` (walg-compat §1.1 rule 3).
+pub fn join_key(folder: &str, name: &str) -> String {
+    let folder = folder.trim_matches('/');
+    let name = name.trim_start_matches('/');
+    if folder.is_empty() { name.to_string() } else { format!("{folder}/{name}") }
+}

@@ -1,0 +1,397 @@
+//! One S3 call = one signed HTTP request, with timeouts on every connection and bounded
+//! retries with exponential back-off and jitter.
+//!
+//! Retryable versus permanent is decided by `StorageError::is_retryable`: 5xx, throttling,
+//! resets and timeouts are tried again up to `max_retries` times; other 4xx answers (wrong key,
+//! missing bucket, denied) fail at once with S3's own code and message.
+
+use super::sign::{self, PathRules, UtcTime};
+use super::{xml, S3Config};
+use crate::storage::StorageError;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The hash S3 expects for an empty body.
+pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// Largest error or listing document read into memory; S3's are far smaller.
+const MAX_SMALL_BODY: u64 = 4 << 20;
+
+/// A request body for one attempt.
+pub enum Body<'a> {
+    /// No body.
+    Empty,
+    /// Bytes in memory.
+    Bytes(&'a [u8]),
+    /// A stream of exactly `len` bytes.
+    Stream(Box<dyn Read + 'a>, u64),
+}
+
+/// One S3 operation, before signing.
+pub struct Call<'a> {
+    /// HTTP method.
+    pub method: &'static str,
+    /// S3 operation name, for messages.
+    pub op: &'static str,
+    /// Full object key inside the bucket, or `None` for bucket-level calls.
+    pub key: Option<&'a str>,
+    /// Query parameters, decoded.
+    pub query: Vec<(String, String)>,
+    /// Extra headers (lower-case names); all of them are signed.
+    pub headers: Vec<(String, String)>,
+    /// Hex SHA-256 of the body.
+    pub payload_hash: String,
+}
+
+impl<'a> Call<'a> {
+    /// A call without body or parameters.
+    pub fn new(method: &'static str, op: &'static str, key: Option<&'a str>) -> Call<'a> {
+        Call { method, op, key, query: Vec::new(), headers: Vec::new(), payload_hash: EMPTY_SHA256.into() }
+    }
+
+    fn what(&self, bucket: &str) -> String {
+        self.key.unwrap_or(bucket).to_string()
+    }
+}
+
+/// The HTTP side of S3: addressing, signing, sending, retrying.
+pub struct Client {
+    /// Resolved settings.
+    pub cfg: S3Config,
+    scheme: String,
+    /// `host[:port]` as sent in the Host header.
+    authority: String,
+    virtual_host: bool,
+    agent: ureq::Agent,
+    jitter: std::sync::Mutex<u64>,
+}
+
+/// S3's rule for bucket names usable as a DNS label (else path style is used).
+fn dns_compatible(bucket: &str, https: bool) -> bool {
+    let b = bucket.as_bytes();
+    (3..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0] != b'.' && b[0] != b'-'
+        && b[b.len() - 1] != b'.' && b[b.len() - 1] != b'-'
+        && !bucket.contains("..")
+        && bucket.parse::<std::net::Ipv4Addr>().is_err()
+        && !(https && bucket.contains('.'))
+}
+
+/// The TLS configuration, built on first HTTPS use: system roots plus the extra CA file.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, StorageError> {
+    let cfg_err = |detail: String| StorageError::Transport { op: "TLS setup", key: String::new(), detail };
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    if let Some(path) = ca_file {
+        let data = std::fs::read(path)
+            .map_err(|e| cfg_err(format!("reading WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut &data[..]) {
+            let cert = cert.map_err(|e| cfg_err(format!("WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
+            roots.add(cert).map_err(|e| cfg_err(format!("WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(cfg_err(format!("WALG_S3_CA_CERT_FILE {} holds no PEM certificate", path.display())));
+        }
+    }
+    if roots.is_empty() {
+        return Err(cfg_err("no trusted CA certificates found (system store empty; set WALG_S3_CA_CERT_FILE)".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| cfg_err(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+impl Client {
+    /// Resolves addressing and builds the HTTP agent.
+    pub fn new(cfg: S3Config) -> Result<Client, StorageError> {
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", cfg.region));
+        let (scheme, rest) = match endpoint.split_once("://") {
+            Some((s, r)) => (s.to_ascii_lowercase(), r),
+            // An endpoint without a scheme is HTTPS, as in the AWS SDK.
+            None => ("https".to_string(), endpoint.as_str()),
+        };
+        if scheme != "http" && scheme != "https" {
+            return Err(StorageError::Transport {
+                op: "configure",
+                key: String::new(),
+                detail: format!("AWS_ENDPOINT scheme must be http or https, got {scheme}"),
+            });
+        }
+        let authority = rest.split('/').next().unwrap_or("").to_string();
+        let https = scheme == "https";
+        let virtual_host = !cfg.force_path_style && dns_compatible(&cfg.bucket, https);
+        let mut builder = ureq::AgentBuilder::new()
+            .timeout_connect(cfg.connect_timeout)
+            .timeout_read(cfg.io_timeout)
+            .timeout_write(cfg.io_timeout)
+            .max_idle_connections(4)
+            .redirects(0)
+            .user_agent(concat!("wal-rus/", env!("CARGO_PKG_VERSION")));
+        if https {
+            builder = builder.tls_config(tls_config(cfg.ca_cert_file.as_deref())?);
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            ^ u64::from(std::process::id()) << 32;
+        Ok(Client { cfg, scheme, authority, virtual_host, agent: builder.build(), jitter: std::sync::Mutex::new(seed | 1) })
+    }
+
+    /// `scheme://host` for messages.
+    pub fn endpoint_display(&self) -> String {
+        format!("{}://{}", self.scheme, self.authority)
+    }
+
+    fn host(&self) -> String {
+        if self.virtual_host { format!("{}.{}", self.cfg.bucket, self.authority) } else { self.authority.clone() }
+    }
+
+    /// The wire path: `/key` (virtual host) or `/bucket/key` (path style), percent-encoded.
+    fn path(&self, key: Option<&str>) -> String {
+        let key = key.map(|k| sign::uri_encode(k, false)).unwrap_or_default();
+        if self.virtual_host {
+            format!("/{key}")
+        } else if key.is_empty() {
+            format!("/{}", sign::uri_encode(&self.cfg.bucket, true))
+        } else {
+            format!("/{}/{key}", sign::uri_encode(&self.cfg.bucket, true))
+        }
+    }
+
+    /// Sends `call` once. The Host header we sign is the one ureq sends: the URL's authority.
+    pub fn send_once(&self, call: &Call, body: Body) -> Result<ureq::Response, StorageError> {
+        let host = self.host();
+        let path = self.path(call.key);
+        let now = UtcTime::now();
+        let mut headers: Vec<(String, String)> = vec![
+            ("host".into(), host.clone()),
+            ("x-amz-content-sha256".into(), call.payload_hash.clone()),
+            ("x-amz-date".into(), now.amz_date()),
+        ];
+        if let Some(token) = &self.cfg.credentials.session_token {
+            headers.push(("x-amz-security-token".into(), token.clone()));
+        }
+        // Every extra header is signed: x-amz-*, content-md5 and range are all part of what
+        // S3 must not let a middlebox change.
+        headers.extend(call.headers.iter().cloned());
+        let req = sign::Request {
+            method: call.method,
+            path: &path,
+            query: &call.query,
+            headers: &headers,
+            payload_hash: &call.payload_hash,
+        };
+        let auth = sign::authorization(&self.cfg.credentials, &self.cfg.region, "s3", now, &req, PathRules::S3);
+        let mut url = format!("{}://{}{}", self.scheme, host, path);
+        if !call.query.is_empty() {
+            let q: Vec<String> = call
+                .query
+                .iter()
+                .map(|(k, v)| format!("{}={}", sign::uri_encode(k, true), sign::uri_encode(v, true)))
+                .collect();
+            url.push('?');
+            url.push_str(&q.join("&"));
+        }
+        let mut request = self.agent.request(call.method, &url).set("Authorization", &auth);
+        // ureq writes the Host header from the URL itself; everything else we set.
+        for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
+            request = request.set(k, v);
+        }
+        let what = call.what(&self.cfg.bucket);
+        let result = match body {
+            Body::Empty if call.method == "PUT" || call.method == "POST" => {
+                request.set("Content-Length", "0").send_bytes(&[])
+            }
+            Body::Empty => request.call(),
+            Body::Bytes(b) => request.send_bytes(b),
+            Body::Stream(reader, len) => request.set("Content-Length", &len.to_string()).send(reader),
+        };
+        match result {
+            Ok(resp) => Ok(resp),
+            Err(ureq::Error::Status(status, resp)) => Err(status_error(call, &what, status, resp)),
+            Err(ureq::Error::Transport(t)) => Err(StorageError::Transport {
+                op: call.op,
+                key: what,
+                detail: transport_detail(&t),
+            }),
+        }
+    }
+
+    /// Sends `call`, retrying what is retryable; `body` makes a fresh body for each attempt.
+    pub fn send_with_retries<'b>(
+        &self,
+        call: &Call,
+        body: &mut dyn FnMut() -> Body<'b>,
+    ) -> Result<ureq::Response, StorageError> {
+        self.retry(call.op, &mut || self.send_once(call, body()))
+    }
+
+    /// Runs `attempt` until it succeeds, fails permanently, or retries run out.
+    pub fn retry<T>(
+        &self,
+        op: &str,
+        attempt: &mut dyn FnMut() -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let mut n = 0u32;
+        loop {
+            match attempt() {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_retryable() && n < self.cfg.max_retries => {
+                    let delay = self.backoff(n, e.is_throttle());
+                    crate::warn!("{op}: {e}; retry {} of {} in {} ms", n + 1, self.cfg.max_retries, delay.as_millis());
+                    std::thread::sleep(delay);
+                    n += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Exponential back-off with full jitter: 100 ms doubling up to 5 s, or the throttling
+    /// bounds when S3 asked us to slow down.
+    pub fn backoff(&self, attempt: u32, throttled: bool) -> Duration {
+        let (base, cap) = if throttled {
+            (self.cfg.min_throttle_delay, self.cfg.max_throttle_delay.min(Duration::from_secs(60)))
+        } else {
+            (Duration::from_millis(100), Duration::from_secs(5))
+        };
+        let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(cap).max(base);
+        let r = {
+            let mut s = self.jitter.lock().unwrap_or_else(|p| p.into_inner());
+            *s ^= *s << 13;
+            *s ^= *s >> 7;
+            *s ^= *s << 17;
+            *s
+        };
+        let span = ceiling.as_millis().saturating_sub(base.as_millis() / 2) as u64;
+        Duration::from_millis(base.as_millis() as u64 / 2 + r % span.max(1))
+    }
+}
+
+/// A transport error in words, without the URL's query (which never holds secrets here, but
+/// keep messages short).
+fn transport_detail(t: &ureq::Transport) -> String {
+    let kind = t.kind();
+    let msg = t.message().map(str::to_string).unwrap_or_default();
+    let src = std::error::Error::source(t).map(|s| s.to_string()).unwrap_or_default();
+    let mut out = format!("{kind}");
+    for part in [msg, src] {
+        if !part.is_empty() && !out.contains(&part) {
+            out.push_str(": ");
+            out.push_str(&part);
+        }
+    }
+    out
+}
+
+/// Turns an error answer into a `StorageError`, reading S3's `<Error>` document when there is
+/// one and describing anything else (an HTML page from a proxy, say) without dumping it.
+fn status_error(call: &Call, what: &str, status: u16, resp: ureq::Response) -> StorageError {
+    let mut body = Vec::new();
+    let _ = resp.into_reader().take(64 * 1024).read_to_end(&mut body);
+    let parsed = xml::parse_error(&body);
+    let (code, message) = match parsed {
+        Some(e) => (e.code, e.message),
+        None if body.is_empty() => (
+            match status {
+                404 => "NotFound".to_string(),
+                403 => "Forbidden".to_string(),
+                _ => format!("HTTP{status}"),
+            },
+            String::new(),
+        ),
+        None => {
+            let text: String = String::from_utf8_lossy(&body)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(120)
+                .collect();
+            ("non-S3 error page".to_string(), text)
+        }
+    };
+    let is_missing_object = status == 404
+        && call.key.is_some()
+        && (code == "NoSuchKey" || code == "NotFound")
+        && call.op != "UploadPart";
+    if is_missing_object {
+        return StorageError::NotFound { key: what.to_string() };
+    }
+    let message = match code.as_str() {
+        "NoSuchBucket" => format!("bucket does not exist. {message}"),
+        "SignatureDoesNotMatch" => format!("{message} (check AWS_SECRET_ACCESS_KEY)"),
+        "InvalidAccessKeyId" => format!("{message} (check AWS_ACCESS_KEY_ID)"),
+        _ => message,
+    };
+    StorageError::Remote { op: call.op, key: what.to_string(), status, code, message }
+}
+
+/// Reads a small response body (listing, error, multipart answer) into memory, bounded.
+pub fn read_small_body(resp: ureq::Response, op: &'static str, key: &str) -> Result<Vec<u8>, StorageError> {
+    let mut body = Vec::new();
+    resp.into_reader()
+        .take(MAX_SMALL_BODY)
+        .read_to_end(&mut body)
+        .map_err(|e| StorageError::Io { op, key: key.to_string(), source: e })?;
+    Ok(body)
+}
+
+/// Base64 of the MD5 digest, for `Content-MD5` (DeleteObjects requires it).
+pub fn content_md5(body: &[u8]) -> String {
+    use base64::Engine;
+    use md5::Digest;
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
+}
+
+/// Parses an RFC 7231 date (`Last-Modified`), e.g. `Tue, 24 Nov 2026 03:10:27 GMT`.
+pub fn parse_http_date(s: &str) -> Option<UtcTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let month = MONTHS.iter().position(|m| *m == parts[2])? + 1;
+    let iso = format!("{}-{:02}-{:02}T{}Z", parts[3], month, parts[1].parse::<u32>().ok()?, parts[4]);
+    crate::format::time::UtcTime::parse_rfc3339(&iso)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_names() {
+        assert!(dns_compatible("my-bucket", true));
+        assert!(!dns_compatible("my.bucket", true));
+        assert!(dns_compatible("my.bucket", false));
+        assert!(!dns_compatible("My_Bucket", false));
+        assert!(!dns_compatible("192.168.1.1", false));
+        assert!(!dns_compatible("ab", false));
+    }
+
+    #[test]
+    fn http_dates() {
+        assert_eq!(parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"), Some(UtcTime(1_440_938_160)));
+        assert_eq!(parse_http_date("garbage"), None);
+    }
+
+    #[test]
+    fn md5_header() {
+        // RFC 1864 example digest of the empty string.
+        assert_eq!(content_md5(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
+    }
+}

@@ -1,0 +1,186 @@
+//! S3 storage (`WALG_S3_PREFIX`): our own SigV4 signer over blocking HTTP (ureq + rustls).
+//!
+//! Split one concern per file: `sign` computes signatures, `xml` reads and writes S3's XML,
+//! `http` turns one call into one signed request with timeouts and bounded retries, `upload`
+//! stores bodies (single PUT or multipart), `read` streams objects and resumes broken bodies.
+
+pub mod http;
+pub mod read;
+pub mod sign;
+pub mod upload;
+pub mod xml;
+
+use super::{BodySource, ObjectMeta, ObjectReader, Storage, StorageError};
+use crate::format::time::UtcTime;
+use http::{Body, Call, Client};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Everything needed to reach one bucket, resolved from settings by `config`.
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket: empty, or ending in `/`.
+    pub root: String,
+    /// Endpoint URL (`AWS_ENDPOINT`), e.g. `http://127.0.0.1:9000`; AWS when `None`.
+    pub endpoint: Option<String>,
+    /// Signing region.
+    pub region: String,
+    /// Path-style addressing (`AWS_S3_FORCE_PATH_STYLE`).
+    pub force_path_style: bool,
+    /// Static credentials.
+    pub credentials: sign::Credentials,
+    /// Extra CA bundle (`WALG_S3_CA_CERT_FILE`).
+    pub ca_cert_file: Option<PathBuf>,
+    /// `x-amz-storage-class` sent with uploads.
+    pub storage_class: String,
+    /// `x-amz-server-side-encryption` (`AES256` or `aws:kms`).
+    pub sse: Option<String>,
+    /// KMS key id for `aws:kms`.
+    pub sse_kms_id: Option<String>,
+    /// Multipart part size in bytes (`WALG_S3_MAX_PART_SIZE`).
+    pub part_size: u64,
+    /// Retries after the first attempt (`WALG_S3_MAX_RETRIES`).
+    pub max_retries: u32,
+    /// Shortest back-off when throttled (`S3_MIN_THROTTLING_RETRY_DELAY`).
+    pub min_throttle_delay: Duration,
+    /// Longest back-off when throttled (`S3_MAX_THROTTLING_RETRY_DELAY`).
+    pub max_throttle_delay: Duration,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout for each read or write on the connection.
+    pub io_timeout: Duration,
+    /// Keys per DeleteObjects call (`S3_DELETE_BATCH_SIZE`).
+    pub delete_batch: usize,
+}
+
+/// S3 as a `Storage`.
+pub struct S3Storage {
+    client: Arc<Client>,
+}
+
+impl S3Storage {
+    /// Prepares the client; no request is sent until the first operation.
+    pub fn new(cfg: S3Config) -> Result<S3Storage, StorageError> {
+        Ok(S3Storage { client: Arc::new(Client::new(cfg)?) })
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.client.cfg.root, key.trim_start_matches('/'))
+    }
+}
+
+impl Storage for S3Storage {
+    fn put(&self, key: &str, body: &dyn BodySource) -> Result<u64, StorageError> {
+        upload::put(&self.client, &self.full_key(key), body)
+    }
+
+    fn get(&self, key: &str) -> Result<ObjectReader, StorageError> {
+        read::open(self.client.clone(), self.full_key(key))
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
+        let full = self.full_key(key);
+        let call = Call::new("HEAD", "HeadObject", Some(&full));
+        match self.client.send_with_retries(&call, &mut || Body::Empty) {
+            Ok(resp) => {
+                let size = resp.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let last_modified = resp
+                    .header("last-modified")
+                    .and_then(http::parse_http_date)
+                    .unwrap_or(UtcTime(0));
+                Ok(Some(ObjectMeta { key: key.to_string(), size, last_modified }))
+            }
+            Err(StorageError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(
+        &self,
+        prefix: &str,
+        recursive: bool,
+        each: &mut dyn FnMut(ObjectMeta),
+    ) -> Result<(), StorageError> {
+        let root = self.client.cfg.root.clone();
+        let full_prefix = self.full_key(prefix);
+        let mut token: Option<String> = None;
+        loop {
+            let mut call = Call::new("GET", "ListObjectsV2", None);
+            call.query.push(("list-type".into(), "2".into()));
+            call.query.push(("prefix".into(), full_prefix.clone()));
+            if !recursive {
+                call.query.push(("delimiter".into(), "/".into()));
+            }
+            if let Some(t) = &token {
+                call.query.push(("continuation-token".into(), t.clone()));
+            }
+            let page = match self.client.send_with_retries(&call, &mut || Body::Empty) {
+                Ok(resp) => {
+                    let body = http::read_small_body(resp, "ListObjectsV2", &full_prefix)?;
+                    xml::parse_list_v2(&body).map_err(|e| StorageError::Protocol {
+                        op: "ListObjectsV2",
+                        key: full_prefix.clone(),
+                        detail: e.to_string(),
+                    })?
+                }
+                // Some S3-compatible servers answer NoSuchKey for an empty folder.
+                Err(StorageError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for obj in page.objects {
+                // A "directory marker" object named like the folder itself is not an object.
+                if obj.key.ends_with('/') {
+                    continue;
+                }
+                let Some(rel) = obj.key.strip_prefix(&root) else { continue };
+                each(ObjectMeta {
+                    key: rel.to_string(),
+                    size: obj.size,
+                    last_modified: UtcTime::parse_rfc3339(&obj.last_modified).unwrap_or(UtcTime(0)),
+                });
+            }
+            match (page.is_truncated, page.next_continuation_token) {
+                (true, Some(t)) => token = Some(t),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
+        for batch in keys.chunks(self.client.cfg.delete_batch.max(1)) {
+            let full: Vec<String> = batch.iter().map(|k| self.full_key(k)).collect();
+            let body = xml::delete_objects_body(&full, true);
+            let mut call = Call::new("POST", "DeleteObjects", None);
+            call.query.push(("delete".into(), String::new()));
+            call.headers.push(("content-md5".into(), http::content_md5(body.as_bytes())));
+            call.payload_hash = sign::sha256_hex(body.as_bytes());
+            let resp = self
+                .client
+                .send_with_retries(&call, &mut || Body::Bytes(body.as_bytes()))?;
+            let answer = http::read_small_body(resp, "DeleteObjects", &self.client.cfg.bucket)?;
+            let failures = xml::parse_delete_result(&answer).map_err(|e| StorageError::Protocol {
+                op: "DeleteObjects",
+                key: self.client.cfg.bucket.clone(),
+                detail: e.to_string(),
+            })?;
+            if let Some(f) = failures.into_iter().find(|f| f.code != "NoSuchKey") {
+                return Err(StorageError::Remote {
+                    op: "DeleteObjects",
+                    key: f.key,
+                    status: 200,
+                    code: f.code,
+                    message: f.message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let c = &self.client.cfg;
+        format!("s3://{}/{} at {}", c.bucket, c.root, self.client.endpoint_display())
+    }
+}

@@ -1,0 +1,222 @@
+//! Storing a body in S3 without holding it in memory.
+//!
+//! S3 needs each request's length, and with a signed payload its SHA-256, before the body.
+//! Pass one reads the source to learn the total length and the SHA-256 of every part-sized
+//! slice (32 bytes a part); pass two reads it again and streams it: as one PutObject when it
+//! fits in one part, else as a multipart upload whose parts are slices of the same stream.
+//! Memory is one read buffer, whatever the object's size. A failed multipart upload is
+//! aborted so no orphan parts remain.
+
+use super::http::{Body, Call, Client};
+use super::{sign, xml};
+use crate::storage::{BodySource, StorageError};
+use sha2::{Digest, Sha256};
+use std::io::{self, Read};
+
+/// Size of the read buffer used for hashing.
+pub const READ_BUFFER: usize = 64 * 1024;
+
+/// What pass one learned about a body.
+#[derive(Debug, PartialEq)]
+pub struct BodyDigest {
+    /// Total length in bytes.
+    pub len: u64,
+    /// SHA-256 of each `part_size` slice, in order (one entry for a body of at most one part).
+    pub part_hashes: Vec<[u8; 32]>,
+}
+
+/// Pass one: reads `source` once, hashing each `part_size` slice.
+pub fn digest(source: &dyn BodySource, part_size: u64, key: &str) -> Result<BodyDigest, StorageError> {
+    let io_err = |e: io::Error| StorageError::Io { op: "read body", key: key.to_string(), source: e };
+    let mut reader = source.open().map_err(io_err)?;
+    let mut buf = vec![0u8; READ_BUFFER];
+    let mut hashes = Vec::new();
+    let mut hasher = Sha256::new();
+    let mut in_part = 0u64;
+    let mut len = 0u64;
+    loop {
+        let want = (part_size - in_part).min(buf.len() as u64) as usize;
+        let n = match reader.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_err(e)),
+        };
+        hasher.update(&buf[..n]);
+        in_part += n as u64;
+        len += n as u64;
+        if in_part == part_size {
+            hashes.push(hasher.finalize_reset().into());
+            in_part = 0;
+        }
+    }
+    if in_part > 0 || hashes.is_empty() {
+        hashes.push(hasher.finalize().into());
+    }
+    Ok(BodyDigest { len, part_hashes: hashes })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Headers every upload carries (storage class, server-side encryption).
+fn upload_headers(client: &Client) -> Vec<(String, String)> {
+    let mut h = vec![("x-amz-storage-class".to_string(), client.cfg.storage_class.clone())];
+    if let Some(sse) = &client.cfg.sse {
+        h.push(("x-amz-server-side-encryption".into(), sse.clone()));
+        if let Some(id) = &client.cfg.sse_kms_id {
+            h.push(("x-amz-server-side-encryption-aws-kms-key-id".into(), id.clone()));
+        }
+    }
+    h
+}
+
+/// Opens the source and skips to `offset` (used to start a part's retry mid-stream).
+fn open_at<'a>(source: &'a dyn BodySource, offset: u64) -> io::Result<Box<dyn Read + 'a>> {
+    let mut r = source.open()?;
+    let skipped = io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
+    if skipped != offset {
+        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body shorter on second read"));
+    }
+    Ok(r)
+}
+
+/// Stores `source` under the full key `key`; returns its length.
+pub fn put(client: &Client, key: &str, source: &dyn BodySource) -> Result<u64, StorageError> {
+    let part_size = client.cfg.part_size.max(5 << 20);
+    let d = digest(source, part_size, key)?;
+    if d.part_hashes.len() == 1 {
+        put_single(client, key, source, d.len, &d.part_hashes[0])?;
+    } else {
+        put_multipart(client, key, source, part_size, &d)?;
+    }
+    Ok(d.len)
+}
+
+fn put_single(client: &Client, key: &str, source: &dyn BodySource, len: u64, hash: &[u8; 32]) -> Result<(), StorageError> {
+    let mut call = Call::new("PUT", "PutObject", Some(key));
+    call.headers = upload_headers(client);
+    call.payload_hash = hex(hash);
+    client.retry("PutObject", &mut || {
+        let reader = source
+            .open()
+            .map_err(|e| StorageError::Io { op: "read body", key: key.to_string(), source: e })?;
+        client.send_once(&call, Body::Stream(reader, len)).map(drop)
+    })
+}
+
+fn put_multipart(
+    client: &Client,
+    key: &str,
+    source: &dyn BodySource,
+    part_size: u64,
+    d: &BodyDigest,
+) -> Result<(), StorageError> {
+    let mut create = Call::new("POST", "CreateMultipartUpload", Some(key));
+    create.query.push(("uploads".into(), String::new()));
+    create.headers = upload_headers(client);
+    let resp = client.send_with_retries(&create, &mut || Body::Empty)?;
+    let body = super::http::read_small_body(resp, "CreateMultipartUpload", key)?;
+    let upload_id = xml::parse_initiate_multipart(&body).map_err(|e| StorageError::Protocol {
+        op: "CreateMultipartUpload",
+        key: key.to_string(),
+        detail: e.to_string(),
+    })?;
+    let result = upload_parts(client, key, source, part_size, d, &upload_id);
+    if result.is_err() {
+        let mut abort = Call::new("DELETE", "AbortMultipartUpload", Some(key));
+        abort.query.push(("uploadId".into(), upload_id.clone()));
+        if let Err(e) = client.send_with_retries(&abort, &mut || Body::Empty) {
+            crate::warn!("could not abort multipart upload of {key}: {e}");
+        }
+    }
+    result
+}
+
+fn upload_parts(
+    client: &Client,
+    key: &str,
+    source: &dyn BodySource,
+    part_size: u64,
+    d: &BodyDigest,
+    upload_id: &str,
+) -> Result<(), StorageError> {
+    let io_err = |e: io::Error| StorageError::Io { op: "read body", key: key.to_string(), source: e };
+    let mut stream = source.open().map_err(io_err)?;
+    let mut etags = Vec::with_capacity(d.part_hashes.len());
+    for (i, hash) in d.part_hashes.iter().enumerate() {
+        let offset = i as u64 * part_size;
+        let len = part_size.min(d.len - offset);
+        let number = (i + 1) as u32;
+        let mut call = Call::new("PUT", "UploadPart", Some(key));
+        call.query.push(("partNumber".into(), number.to_string()));
+        call.query.push(("uploadId".into(), upload_id.to_string()));
+        call.payload_hash = hex(hash);
+        let mut first = true;
+        let resp = client.retry("UploadPart", &mut || {
+            // The first attempt continues the shared stream; a retry reopens it at the part.
+            let body: Box<dyn Read + '_> = if first {
+                first = false;
+                Box::new((&mut stream).take(len))
+            } else {
+                Box::new(open_at(source, offset).map_err(io_err)?.take(len))
+            };
+            client.send_once(&call, Body::Stream(body, len))
+        })?;
+        let etag = resp.header("etag").map(str::to_string).ok_or_else(|| StorageError::Protocol {
+            op: "UploadPart",
+            key: key.to_string(),
+            detail: "no ETag in answer".into(),
+        })?;
+        etags.push((number, etag));
+        if !first {
+            // After a retry the shared stream sits at an unknown place: reopen after this part.
+            stream = open_at(source, offset + len).map_err(io_err)?;
+        }
+    }
+    let body = xml::complete_multipart_body(&etags);
+    let mut complete = Call::new("POST", "CompleteMultipartUpload", Some(key));
+    complete.query.push(("uploadId".into(), upload_id.to_string()));
+    complete.payload_hash = sign::sha256_hex(body.as_bytes());
+    let resp = client.send_with_retries(&complete, &mut || Body::Bytes(body.as_bytes()))?;
+    // S3 may answer 200 and still report an error in the body.
+    let answer = super::http::read_small_body(resp, "CompleteMultipartUpload", key)?;
+    if let Some(e) = xml::parse_error(&answer) {
+        return Err(StorageError::Remote {
+            op: "CompleteMultipartUpload",
+            key: key.to_string(),
+            status: 200,
+            code: e.code,
+            message: e.message,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::BytesBody;
+
+    #[test]
+    fn digest_splits_parts() {
+        let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let d = digest(&BytesBody(&data), 5 << 20, "k").unwrap();
+        assert_eq!(d.len, data.len() as u64);
+        assert_eq!(d.part_hashes.len(), 3);
+        let expect: [u8; 32] = Sha256::digest(&data[5 << 20..10 << 20]).into();
+        assert_eq!(d.part_hashes[1], expect);
+        let last: [u8; 32] = Sha256::digest(&data[10 << 20..]).into();
+        assert_eq!(d.part_hashes[2], last);
+    }
+
+    #[test]
+    fn digest_exact_and_empty() {
+        let data = vec![1u8; 5 << 20];
+        assert_eq!(digest(&BytesBody(&data), 5 << 20, "k").unwrap().part_hashes.len(), 1);
+        let empty = digest(&BytesBody(b""), 5 << 20, "k").unwrap();
+        assert_eq!(empty.len, 0);
+        assert_eq!(hex(&empty.part_hashes[0]), super::super::http::EMPTY_SHA256);
+    }
+}
