@@ -26,7 +26,9 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{PgCluster, S3Server, Tool, free_port, postgres_owned_tempdir, require_or_fail, wait_for, wal_segment_range};
+use common::{
+    PgCluster, S3Server, Tool, free_port, postgres_owned_tempdir, require_or_fail, wait_for_or_explain, wal_segment_range,
+};
 
 /// Primary settings: archive via wal-rus, and make WAL segments come quickly.
 const PRIMARY_CONF: &str = "\
@@ -102,6 +104,7 @@ fn run_scenario(env: &[(String, String)], object_for: impl Fn(&str) -> PathBuf, 
     // Every segment from the first to the last must be in storage, non-empty.
     let segments = wal_segment_range(&first, &last);
     assert!(segments.len() >= 4, "expected several segments, got {first}..{last}");
+    eprintln!("primary archived {} segments ({first}..{last})", segments.len());
     let missing: Vec<String> = segments
         .iter()
         .filter(|s| !std::fs::metadata(object_for(s)).is_ok_and(|m| m.is_file() && m.len() > 0))
@@ -129,12 +132,24 @@ fn run_scenario(env: &[(String, String)], object_for: impl Fn(&str) -> PathBuf, 
 
     standby.start();
     assert_eq!(standby.psql("select pg_is_in_recovery()"), "t");
-    wait_for(&format!("standby replay to reach {final_lsn}"), REPLAY_TIMEOUT, || {
-        let reached = standby
-            .try_psql(&format!("select pg_last_wal_replay_lsn() >= '{final_lsn}'::pg_lsn"))
-            .ok()?;
-        (reached == "t").then_some(())
-    });
+    wait_for_or_explain(
+        &format!("standby replay to reach {final_lsn}"),
+        REPLAY_TIMEOUT,
+        || {
+            let reached = standby
+                .try_psql(&format!("select pg_last_wal_replay_lsn() >= '{final_lsn}'::pg_lsn"))
+                .ok()?;
+            (reached == "t").then_some(())
+        },
+        || {
+            format!(
+                "standby replayed up to {:?}\n--- standby log ---\n{}\n{}",
+                standby.try_psql("select pg_last_wal_replay_lsn()"),
+                standby.server_log_tail(60),
+                storage_debug()
+            )
+        },
+    );
 
     let primary_dump = primary.dumpall();
     let standby_dump = standby.dumpall();
@@ -170,7 +185,8 @@ fn switch_wal(pg: &PgCluster) -> String {
 /// Waits until pg_stat_archiver reports `segment` (or a later one) archived.
 /// Any failed archive attempt fails the test immediately, with the log.
 fn wait_archived(pg: &PgCluster, segment: &str, storage_debug: &dyn Fn() -> String) {
-    wait_for(&format!("{segment} to be archived"), ARCHIVE_TIMEOUT, || {
+    let explain = || format!("pg_stat_archiver: {:?}\n--- server log ---\n{}", pg.try_psql("select * from pg_stat_archiver"), pg.server_log_tail(40));
+    wait_for_or_explain(&format!("{segment} to be archived"), ARCHIVE_TIMEOUT, || {
         let row = pg.psql("select coalesce(last_archived_wal, ''), failed_count, coalesce(last_failed_wal, '') from pg_stat_archiver");
         let fields: Vec<&str> = row.split('|').collect();
         let (archived, failed, failed_wal) = (fields[0], fields[1], fields[2]);
@@ -182,6 +198,7 @@ fn wait_archived(pg: &PgCluster, segment: &str, storage_debug: &dyn Fn() -> Stri
             );
         }
         // Same timeline, fixed-width upper-case hex: string order is WAL order.
-        (archived.len() == 24 && archived >= segment).then_some(())
-    });
+        // .backup files (from pg_basebackup) sort right after their segment.
+        archived.get(..24).is_some_and(|a| a >= segment).then_some(())
+    }, explain);
 }

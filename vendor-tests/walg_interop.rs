@@ -248,13 +248,26 @@ fn walg_supports_brotli(walg: &Path) -> bool {
             true
         } else {
             if !text.contains("unknown compression method") {
-                eprintln!("WARNING: WAL-G brotli probe failed for another reason; brotli not tested:\n{text}");
+                common::loud(&format!("WARNING: WAL-G brotli probe failed for another reason; brotli not tested:\n{text}"));
             } else {
-                eprintln!("note: this WAL-G build has no brotli support; brotli interop not tested");
+                common::loud("note: this WAL-G build has no brotli support; brotli interop not tested");
             }
             false
         }
     })
+}
+
+/// Runs `case(index, method)` for every method, all of them even when one
+/// fails, then fails listing every method that did (each failure's own
+/// message is printed by the panic hook as it happens).
+fn for_each_method(walg: &Path, case: impl Fn(usize, &'static str)) {
+    let failed: Vec<&str> = methods(walg)
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, method)| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(i, method))).is_err())
+        .map(|(_, method)| method)
+        .collect();
+    assert!(failed.is_empty(), "failed for compression method(s) {failed:?} (details above)");
 }
 
 /// Common setup: WAL-G (and s3s-fs for S3) present, else skip/fail per
@@ -272,7 +285,7 @@ fn setup(test: &str, kind: Kind) -> Option<(PathBuf, Storage)> {
 /// WAL-G wal-push → wal-rus wal-fetch, every method.
 fn walg_push_walrus_fetch(test: &str, kind: Kind) {
     let Some((walg, storage)) = setup(test, kind) else { return };
-    for (i, method) in methods(&walg).into_iter().enumerate() {
+    for_each_method(&walg, |i, method| {
         let sub = format!("walg-push/{method}");
         let env = with_method(&storage.env(&sub), method);
         let ws = Workspace::new();
@@ -289,13 +302,13 @@ fn walg_push_walrus_fetch(test: &str, kind: Kind) {
         let out = ws.walrus(&["wal-fetch", &name, path_str(&dest)], &env);
         assert!(out.status.success(), "[{kind:?}/{method}] wal-rus wal-fetch of WAL-G's {name} failed\n{}", output_text(&out));
         assert_same(&original, &dest, &format!("[{kind:?}/{method}] wal-rus fetch of WAL-G push"));
-    }
+    });
 }
 
 /// wal-rus wal-push → WAL-G wal-fetch, every method.
 fn walrus_push_walg_fetch(test: &str, kind: Kind) {
     let Some((walg, storage)) = setup(test, kind) else { return };
-    for (i, method) in methods(&walg).into_iter().enumerate() {
+    for_each_method(&walg, |i, method| {
         let sub = format!("walrus-push/{method}");
         let env = with_method(&storage.env(&sub), method);
         let ws = Workspace::new();
@@ -312,13 +325,13 @@ fn walrus_push_walg_fetch(test: &str, kind: Kind) {
         let out = ws.walg(&walg, &["wal-fetch", &name, path_str(&dest)], &env);
         assert!(out.status.success(), "[{kind:?}/{method}] WAL-G wal-fetch of wal-rus's {name} failed\n{}", output_text(&out));
         assert_same(&original, &dest, &format!("[{kind:?}/{method}] WAL-G fetch of wal-rus push"));
-    }
+    });
 }
 
 /// A timeline history file both ways, every method.
 fn history_both_ways(test: &str, kind: Kind) {
     let Some((walg, storage)) = setup(test, kind) else { return };
-    for method in methods(&walg) {
+    for_each_method(&walg, |_, method| {
         for (pusher, fetcher) in [("WAL-G", "wal-rus"), ("wal-rus", "WAL-G")] {
             let sub = format!("history/{method}/{pusher}");
             let env = with_method(&storage.env(&sub), method);
@@ -339,7 +352,7 @@ fn history_both_ways(test: &str, kind: Kind) {
             );
             assert_same(HISTORY_BODY.as_bytes(), &dest, &format!("[{kind:?}/{method}] {HISTORY_NAME} {pusher} → {fetcher}"));
         }
-    }
+    });
 }
 
 /// Both tools report a missing segment with the same exit code (PostgreSQL

@@ -27,8 +27,6 @@ pub(super) const WALG_DICT_SIZE: u32 = 8 << 20;
 /// Largest dictionary we decode.
 pub(super) const MAX_DICT_SIZE: u32 = 64 << 20;
 
-/// Unknown uncompressed size in the header.
-const SIZE_UNKNOWN: u64 = u64::MAX;
 const HEADER_BYTES: usize = 13;
 
 /// `lzma-rust2`'s compressed-input buffer (`INPUT_BUFFER_MAX`, not exported).
@@ -178,6 +176,95 @@ impl<R: Read> Read for LzmaDecoder<R> {
             Err(e) => {
                 let e = wrap_error(self.slot.take(), e);
                 Err(remember(&mut self.failed, e))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testdata::{ErrOf, noise, walish};
+    use super::*;
+
+    /// Unknown uncompressed size in the header.
+    const SIZE_UNKNOWN: u64 = u64::MAX;
+
+    fn encode(data: &[u8]) -> Vec<u8> {
+        let mut e = LzmaEncoder::new(Vec::new()).unwrap();
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn decode(data: &[u8]) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        LzmaDecoder::new(data).read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    /// An LZMA-alone stream as WAL-G writes it: 8 MiB dictionary, unknown
+    /// size, end marker (xz preset 6 = normal mode, binary tree).
+    fn walg_like(data: &[u8], known_size: bool) -> Vec<u8> {
+        let mut o = LzmaOptions::with_preset(6);
+        o.dict_size = WALG_DICT_SIZE;
+        let size = known_size.then_some(data.len() as u64);
+        let mut w = LzmaWriter::new_use_header(Vec::new(), &o, size).unwrap();
+        w.write_all(data).unwrap();
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn header_is_walg_shaped() {
+        let f = encode(b"hello");
+        assert_eq!(f[0], 0x5D);
+        assert_eq!(u32::from_le_bytes(f[1..5].try_into().unwrap()), OWN_DICT_SIZE);
+        assert_eq!(u64::from_le_bytes(f[5..13].try_into().unwrap()), SIZE_UNKNOWN);
+        assert_eq!(decode(&f).unwrap(), b"hello");
+        assert_eq!(decode(&encode(b"")).unwrap(), b"");
+    }
+
+    #[test]
+    fn reads_walg_dictionary_known_and_unknown_size() {
+        let data = [walish(3 << 20, 1), noise(100_000, 2)].concat();
+        for known in [false, true] {
+            let f = walg_like(&data, known);
+            assert_eq!(&f[..5], &[0x5D, 0, 0, 0x80, 0]);
+            assert!(decode(&f).unwrap() == data, "known size {known}");
+        }
+    }
+
+    #[test]
+    fn truncation_and_bad_headers() {
+        let f = encode(&walish(30_000, 3));
+        for cut in 0..f.len() {
+            assert!(decode(&f[..cut]).is_err(), "cut {cut}");
+        }
+        let mut big = f.clone();
+        big[1..5].copy_from_slice(&(MAX_DICT_SIZE + 1).to_le_bytes());
+        let err = decode(&big).err_of();
+        assert!(err.to_string().contains("exceeds"), "{err}");
+        let mut bad = f.clone();
+        bad[0] = 225;
+        assert_eq!(decode(&bad).err_of().kind(), io::ErrorKind::InvalidData);
+        let mut lclp = f.clone();
+        lclp[0] = 4 + 9; // lc 4, lp 1
+        assert!(decode(&lclp).err_of().to_string().contains("lc + lp"));
+        // Known size shorter than the data it claims.
+        let mut known = walg_like(b"abcdefgh", true);
+        known[5] = 20;
+        assert!(decode(&known).is_err());
+    }
+
+    #[test]
+    fn corruption_is_detected_or_harmless() {
+        // LZMA has no checksum: a flipped bit may decode to other bytes.
+        // What matters is that it never panics or runs away.
+        let data = walish(20_000, 4);
+        let f = encode(&data);
+        for i in (13..f.len()).step_by(11) {
+            let mut g = f.clone();
+            g[i] ^= 0x20;
+            if let Ok(out) = decode(&g) {
+                assert!(out.len() < 10 * data.len());
             }
         }
     }

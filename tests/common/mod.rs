@@ -188,13 +188,18 @@ pub fn require_or_fail(tool: Tool, test: &str) -> Option<PathBuf> {
                     tool.label()
                 );
             }
-            eprintln!(
-                "\n########## SKIPPED {test}: {} unavailable: {why} ##########\n",
-                tool.label()
-            );
+            loud(&format!("########## SKIPPED {test}: {} unavailable: {why} ##########", tool.label()));
             None
         }
     }
+}
+
+/// Prints `msg` on the real stderr. Unlike `eprintln!`, this is not captured
+/// by the test harness, so skip notices show up in `cargo test` output even
+/// for tests that pass.
+pub fn loud(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "\n{msg}\n");
 }
 
 // ------------------------------------------------------- running processes
@@ -335,14 +340,25 @@ pub fn peak_rss_kib(cmd: &mut Command) -> (Output, u64) {
 
 /// Polls `probe` (every 200 ms) until it returns `Some`, panicking after
 /// `timeout` with `what` in the message.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    wait_for_or_explain(what, timeout, probe, String::new)
+}
+
+/// `wait_for`, adding `explain()` (e.g. a server log tail) to the timeout
+/// message.
+pub fn wait_for_or_explain<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+    explain: impl FnOnce() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = probe() {
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            panic!("timed out after {timeout:?} waiting for {what}\n{}", explain());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -513,8 +529,7 @@ impl S3Server {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
-                .env("RUST_LOG", "warn")
-                .process_group(0);
+                .env("RUST_LOG", "warn");
             let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let deadline = Instant::now() + Duration::from_secs(10);
