@@ -317,3 +317,56 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     // Still fine afterwards with the right settings.
     ok(&fetch(&good), "fetch after repairs");
 }
+
+/// Invoked through a link named `wal-g`, the binary behaves the same; every command has help.
+#[test]
+fn drop_in_as_wal_g_and_help_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("wal-g");
+    std::os::unix::fs::symlink(common::walrus_bin(), &link).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let wal = pg_wal(dir.path());
+    let name = seg_name(5);
+    fs::write(wal.join(&name), segment(5, false)).unwrap();
+    let mut cmd = Command::new(&link);
+    common::hermetic(&mut cmd).args(["wal-push", wal.join(&name).to_str().unwrap()]).env("WALG_FILE_PREFIX", files.path());
+    let out = common::run_with_timeout(&mut cmd, Duration::from_secs(60));
+    ok(&out, "wal-g wal-push");
+    assert!(files.path().join(format!("wal_005/{name}.lz4")).is_file());
+
+    let help = run_walrus(["--help"], &[("X", "Y")]);
+    let text = output_text(&help);
+    for command in ["wal-push", "wal-fetch", "wal-prefetch", "memory-plan"] {
+        assert!(text.contains(command), "--help lacks {command}:\n{text}");
+        let sub = run_walrus([command, "--help"], &[("X", "Y")]);
+        assert!(sub.status.success(), "{command} --help: {}", output_text(&sub));
+        assert!(output_text(&sub).contains("Usage"), "{}", output_text(&sub));
+    }
+}
+
+/// A JSON config file is honoured, and the environment wins over it.
+#[test]
+fn config_file_and_environment_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let from_file = tempfile::tempdir().unwrap();
+    let from_env = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("walg.json");
+    fs::write(&cfg, format!(r#"{{"WALG_FILE_PREFIX": "{}", "WALG_COMPRESSION_METHOD": "zstd"}}"#, from_file.path().display())).unwrap();
+    let wal = pg_wal(dir.path());
+    let name = seg_name(6);
+    fs::write(wal.join(&name), segment(6, false)).unwrap();
+    let out = run_walrus(["--config", cfg.to_str().unwrap(), "wal-push", wal.join(&name).to_str().unwrap()], &[("X", "Y")]);
+    ok(&out, "push with config file");
+    assert!(from_file.path().join(format!("wal_005/{name}.zst")).is_file());
+    let out = run_walrus(
+        ["--config", cfg.to_str().unwrap(), "wal-push", wal.join(&name).to_str().unwrap()],
+        &[("WALG_FILE_PREFIX", from_env.path().to_str().unwrap())],
+    );
+    ok(&out, "push with env override");
+    assert!(from_env.path().join(format!("wal_005/{name}.zst")).is_file());
+    // A malformed value in the file names the setting.
+    fs::write(&cfg, format!(r#"{{"WALG_FILE_PREFIX": "{}", "WALG_UPLOAD_CONCURRENCY": "lots"}}"#, from_file.path().display())).unwrap();
+    let out = run_walrus(["--config", cfg.to_str().unwrap(), "wal-push", wal.join(&name).to_str().unwrap()], &[("X", "Y")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(output_text(&out).contains("WALG_UPLOAD_CONCURRENCY"), "{}", output_text(&out));
+}

@@ -63,6 +63,16 @@ fn encoder_state_bytes_for(lgwin: u32) -> u64 {
     ring + storage + commands + hasher + fixed + ENC_OUT_BYTES as u64
 }
 
+/// Most bytes one `write_all` of `len` bytes (or `finish`, `len` 0) hands
+/// to the sink: a metablock holds up to `2^(lgwin+1)` bytes of input and is
+/// emitted whole by the call that completes it, plus the input of that call;
+/// a metablock that would come out larger than its input is stored instead
+/// (a few header bytes per metablock).
+pub(super) fn burst_bytes(len: u64) -> u64 {
+    let input = len + (1u64 << (OWN_LGWIN + 1));
+    input + input / 64 + 1024
+}
+
 /// Heap of a decoder for windows up to `2^lgwin`: the ring buffer (allocated
 /// once at full size, see [`BrotliDecoder::new`]) with its write-ahead slack,
 /// plus Huffman tables and context maps. For the quality-3 streams WAL-G and
@@ -142,6 +152,12 @@ impl<W: Write> BrotliEncoder<W> {
         let mut offset = 0;
         while offset < buf.len() {
             self.run(BrotliEncoderOperation::BROTLI_OPERATION_PROCESS, buf, &mut offset)?;
+        }
+        // Hand out a finished metablock now rather than on the next call,
+        // so one call never carries a previous call's output (see
+        // `burst_bytes`). Only moves bytes: the stream is the same.
+        while self.state.has_more_output() {
+            self.run(BrotliEncoderOperation::BROTLI_OPERATION_PROCESS, &[], &mut 0)?;
         }
         Ok(())
     }

@@ -69,6 +69,18 @@ pub(super) fn encoder_state_bytes() -> u64 {
     (src + dst + ENCODER_HASH_TABLE_BYTES + OUT_BUF_BYTES + ENCODER_STRUCT_BYTES) as u64
 }
 
+/// Most bytes one `write_all` of `len` bytes (or `finish`, `len` 0) hands
+/// to the sink: `lz4_flex` emits a block only when its 64 KiB block buffer
+/// is full and more input arrives, so a call emits at most
+/// `ceil(len / 64 KiB)` blocks (`finish` the last one), each at most its
+/// input plus a 4-byte header (incompressible blocks are stored); plus the
+/// 7-byte frame header, the 8-byte end mark and checksum, and up to 16 KiB
+/// that our output buffer held back from earlier calls.
+pub(super) fn burst_bytes(len: u64) -> u64 {
+    let block = WRITE_BLOCK_BYTES as u64;
+    (len.div_ceil(block) + 1) * (block + 4) + 7 + 8 + OUT_BUF_BYTES as u64
+}
+
 const FRAME_MAGIC: u32 = 0x184D_2204;
 const LEGACY_MAGIC: u32 = 0x184C_2102;
 const SKIPPABLE_MAGIC_MIN: u32 = 0x184D_2A50;

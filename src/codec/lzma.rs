@@ -56,6 +56,16 @@ pub(super) fn encoder_state_bytes() -> u64 {
     options().get_memory_usage() as u64 * 1024 + OUT_BUF_BYTES as u64
 }
 
+/// Most bytes one `write_all` of `len` bytes (or `finish`, `len` 0) hands
+/// to the sink: LZMA encodes as input arrives, keeping back only the match
+/// finder's lookahead (under 1 KiB), and adaptive range coding expands even
+/// random data by about 1 %; plus the 13-byte header, the end marker, and up
+/// to 16 KiB our output buffer held back from earlier calls.
+pub(super) fn burst_bytes(len: u64) -> u64 {
+    let input = len + 1024;
+    input + input / 16 + 64 + OUT_BUF_BYTES as u64
+}
+
 /// Heap of [`LzmaDecoder`] for a dictionary of `dict_size` bytes with
 /// `lc + lp <= 4`: window, probability models (`lzma-rust2`'s estimate),
 /// its input buffer and our struct. The window grows by doubling through

@@ -387,6 +387,22 @@ pub fn encoder_state_bytes(opts: EncodeOptions) -> u64 {
     }
 }
 
+/// Most bytes an [`Encoder`] with these options hands to its writer during
+/// one `write` of `write_len` bytes, or during `finish` (pass 0). A sink that
+/// stages the encoder's output per call (e.g. to hash it before upload) must
+/// take this much. Brotli is the outlier: a metablock of up to 2 MiB comes
+/// out in the one call that completes it.
+pub fn encoder_burst_bytes(opts: EncodeOptions, write_len: usize) -> u64 {
+    let len = write_len as u64;
+    match opts.method {
+        Method::Lz4 => lz4::burst_bytes(len),
+        Method::Zstd => zstd::burst_bytes(len),
+        Method::Lzma => lzma::burst_bytes(len),
+        Method::Brotli => brotli::burst_bytes(len),
+        Method::None => len,
+    }
+}
+
 /// Heap bytes a [`Decoder`] holds at most for any object that WAL-G or
 /// wal-rus may have written in this format: zstd with WAL-G's 8 MiB window,
 /// LZMA with WAL-G's 8 MiB dictionary, Brotli with WAL-G's 4 MiB window
@@ -821,6 +837,44 @@ mod tests {
             assert!(r.is_err(), "{m:?}");
             assert!(e.write_all(b"x").is_err());
             assert!(e.finish().is_err());
+        }
+    }
+
+    #[test]
+    fn bursts_stay_within_reported_bound() {
+        /// Counts what reaches the sink; the test reads it between calls.
+        struct Count(std::rc::Rc<std::cell::Cell<u64>>);
+        impl Write for Count {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                self.0.set(self.0.get() + buf.len() as u64);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let inputs = [noise(6 << 20, 31), walish(6 << 20, 32), vec![0u8; 6 << 20]];
+        for m in ALL_METHODS {
+            for data in &inputs {
+                for step in [1usize, 1000, 64 << 10, 1 << 20] {
+                    let data = if step == 1 { &data[..200_000] } else { &data[..] };
+                    let counter = std::rc::Rc::new(std::cell::Cell::new(0));
+                    let mut e = Encoder::new(opts(m), Count(counter.clone()), None).unwrap();
+                    let bound = encoder_burst_bytes(opts(m), step);
+                    let mut worst = 0;
+                    for c in data.chunks(step) {
+                        let before = counter.get();
+                        e.write_all(c).unwrap();
+                        worst = worst.max(counter.get() - before);
+                    }
+                    assert!(worst <= bound, "{m:?} step {step}: {worst} > {bound}");
+                    let before = counter.get();
+                    e.finish().unwrap();
+                    let last = counter.get() - before;
+                    let bound = encoder_burst_bytes(opts(m), 0);
+                    assert!(last <= bound, "{m:?} finish: {last} > {bound}");
+                }
+            }
         }
     }
 

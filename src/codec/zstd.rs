@@ -92,6 +92,16 @@ pub(super) fn encoder_state_bytes(level: ZstdLevel) -> u64 {
     buffers + tables + seq_store + fixed + ENC_OUT_BYTES as u64
 }
 
+/// Most bytes one `write_all` of `len` bytes (or `finish`, `len` 0) hands
+/// to the sink: libzstd compresses a block once 128 KiB of input are
+/// buffered, so a call completes at most `ceil(len / 128 KiB)` blocks, and
+/// `finish` one more; a block never exceeds its input by more than its
+/// 3-byte header (it is stored raw instead), plus the frame header (18) and
+/// checksum (4).
+pub(super) fn burst_bytes(len: u64) -> u64 {
+    (len.div_ceil(BLOCK_BYTES) + 1) * (BLOCK_BYTES + 3) + 32
+}
+
 /// Size of libzstd's `ZSTD_DCtx` struct (entropy tables, 64 KiB literal
 /// buffer, ...) rounded up; the tests check it against `ZSTD_sizeof_DCtx`.
 const DCTX_STRUCT_BYTES: u64 = 168 * 1024;
@@ -150,7 +160,21 @@ impl<W: Write> ZstdEncoder<W> {
             let n = output.pos();
             self.inner.write_all(&self.out[..n])?;
         }
-        Ok(())
+        // Drain what libzstd still holds of the blocks this call completed,
+        // so no call carries output of an earlier one (see `burst_bytes`).
+        // Only moves bytes: no new block is started without input.
+        loop {
+            let mut input = InBuffer::around(&[]);
+            let mut output = OutBuffer::around(&mut self.out[..]);
+            self.cctx
+                .compress_stream2(&mut output, &mut input, ZSTD_EndDirective::ZSTD_e_continue)
+                .map_err(|c| io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(c))))?;
+            let n = output.pos();
+            self.inner.write_all(&self.out[..n])?;
+            if n < self.out.len() {
+                return Ok(());
+            }
+        }
     }
 
     /// Passes on the flush to the sink without ending a zstd block: output
