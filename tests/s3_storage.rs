@@ -102,3 +102,43 @@ fn config_of(s3: &S3Server) -> S3Config {
         delete_batch: 1000,
     }
 }
+
+/// A stream that cannot be replayed goes up in parts from the caller's buffers; a stream that
+/// breaks half-way leaves no object and no unfinished upload behind.
+#[test]
+fn streamed_multipart_uploads() {
+    let Some(_) = require_or_fail(Tool::S3s, "streamed_multipart_uploads") else { return };
+    let s3 = S3Server::start();
+    let st = storage(&s3, "", 5 << 20);
+    let arena = wal_rus::pipeline::arena::Arena::new(3, 5 << 20);
+    let data: Vec<u8> = (0..(17u32 << 20) + 11).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
+    let n = st.put_stream("tar_partitions/part_001.tar.lz4", &mut &data[..], &arena, 2).unwrap();
+    assert_eq!(n, data.len() as u64);
+    let mut back = Vec::new();
+    st.get("tar_partitions/part_001.tar.lz4").unwrap().read_to_end(&mut back).unwrap();
+    assert!(back == data);
+    assert_eq!(arena.free(), 3, "every part buffer came back");
+    // Small streams are one PutObject.
+    assert_eq!(st.put_stream("small", &mut &b"tiny"[..], &arena, 2).unwrap(), 4);
+
+    struct Breaks(usize);
+    impl Read for Breaks {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::Error::other("disk went away"));
+            }
+            let n = buf.len().min(self.0);
+            buf[..n].fill(7);
+            self.0 -= n;
+            Ok(n)
+        }
+    }
+    let err = st.put_stream("broken", &mut Breaks(12 << 20), &arena, 2).unwrap_err();
+    assert!(err.to_string().contains("disk went away"), "{err}");
+    assert!(st.head("broken").unwrap().is_none());
+    let leftovers: Vec<_> = std::fs::read_dir(s3.data_root()).unwrap().flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("upload_id"))
+        .collect();
+    assert!(leftovers.is_empty(), "unfinished upload left: {leftovers:?}");
+}

@@ -28,8 +28,16 @@ pub(super) struct GzipDecoder<R> {
 impl<R: Read> GzipDecoder<R> {
     pub(super) fn new(inner: R) -> Self {
         let slot = ErrorSlot::default();
-        let d = MultiGzDecoder::new(Source { inner, slot: slot.clone() });
-        GzipDecoder { d, slot, produced_any: false, failed: None }
+        let d = MultiGzDecoder::new(Source {
+            inner,
+            slot: slot.clone(),
+        });
+        GzipDecoder {
+            d,
+            slot,
+            produced_any: false,
+            failed: None,
+        }
     }
 }
 
@@ -44,7 +52,10 @@ impl<R: Read> Read for GzipDecoder<R> {
         match self.d.read(buf) {
             Ok(0) if !self.produced_any && self.d.header().is_none() => {
                 // Go's gzip reader fails on an empty object; so do we.
-                Err(remember(&mut self.failed, truncated("gzip: empty input, no gzip member")))
+                Err(remember(
+                    &mut self.failed,
+                    truncated("gzip: empty input, no gzip member"),
+                ))
             }
             Ok(n) => {
                 self.produced_any |= n > 0;

@@ -18,7 +18,9 @@ use std::io::{self, Read, Write};
 use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 use xxhash_rust::xxh32::{Xxh32, xxh32};
 
-use super::{IN_BUF_BYTES, OUT_BUF_BYTES, OutBuf, Sticky, corrupt, read_retry, remember, truncated};
+use super::{
+    IN_BUF_BYTES, OUT_BUF_BYTES, OutBuf, Sticky, corrupt, read_retry, remember, truncated,
+};
 
 /// Block size we write. 64 KiB is the smallest the frame format offers and
 /// costs almost nothing in ratio, since matches cannot reach further anyway.
@@ -40,7 +42,9 @@ impl<W: Write> Lz4Encoder<W> {
             .block_mode(BlockMode::Independent)
             .block_checksums(false)
             .content_checksum(true);
-        Lz4Encoder { enc: FrameEncoder::with_frame_info(info, OutBuf::new(inner)) }
+        Lz4Encoder {
+            enc: FrameEncoder::with_frame_info(info, OutBuf::new(inner)),
+        }
     }
 
     pub(super) fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -78,7 +82,7 @@ pub(super) fn encoder_state_bytes() -> u64 {
 /// that our output buffer held back from earlier calls.
 pub(super) fn burst_bytes(len: u64) -> u64 {
     let block = WRITE_BLOCK_BYTES as u64;
-    (len.div_ceil(block) + 1) * (block + 4) + 7 + 8 + OUT_BUF_BYTES as u64
+    len.div_ceil(block).max(1) * (block + 4) + 7 + 8 + OUT_BUF_BYTES as u64
 }
 
 const FRAME_MAGIC: u32 = 0x184D_2204;
@@ -122,8 +126,14 @@ enum State {
     /// Copying literals; how many are left.
     Literals(usize),
     Offset,
-    MatchLenExt { offset: usize, len: usize },
-    Match { offset: usize, left: usize },
+    MatchLenExt {
+        offset: usize,
+        len: usize,
+    },
+    Match {
+        offset: usize,
+        left: usize,
+    },
     BlockChecksum,
     /// After the end mark: content checksum (if any) and frame checks.
     FrameEnd,
@@ -216,7 +226,8 @@ impl<R: Read> Lz4Decoder<R> {
         while self.avail() < n && !self.in_eof {
             if self.in_pos > 0 {
                 if self.block_hash_on {
-                    self.block_hash.update(&self.inb[self.block_mark..self.in_pos]);
+                    self.block_hash
+                        .update(&self.inb[self.block_mark..self.in_pos]);
                     self.block_mark = 0;
                 }
                 self.inb.copy_within(self.in_pos..self.in_len, 0);
@@ -267,7 +278,8 @@ impl<R: Read> Lz4Decoder<R> {
     fn slide(&mut self) {
         debug_assert!(self.wpos == OUT_BYTES && self.rpos == self.wpos);
         if self.content_checksum {
-            self.content_hash.update(&self.out[self.hash_mark..self.wpos]);
+            self.content_hash
+                .update(&self.out[self.hash_mark..self.wpos]);
         }
         self.out.copy_within(OUT_BYTES - HISTORY..OUT_BYTES, 0);
         self.wpos = HISTORY;
@@ -349,7 +361,9 @@ impl<R: Read> Lz4Decoder<R> {
             return Err(corrupt("lz4: reserved bits set in frame descriptor"));
         }
         if has_dict {
-            return Err(corrupt("lz4: frame needs a dictionary, which is not supported"));
+            return Err(corrupt(
+                "lz4: frame needs a dictionary, which is not supported",
+            ));
         }
         let block_max = match (bd >> 4) & 0x07 {
             4 => 64 << 10,
@@ -358,12 +372,18 @@ impl<R: Read> Lz4Decoder<R> {
             7 => 4 << 20,
             _ => return Err(corrupt("lz4: invalid maximum block size")),
         };
-        let content_size = has_size.then(|| {
-            u64::from_le_bytes(desc[2..10].try_into().expect("8 bytes"))
-        });
+        let content_size =
+            has_size.then(|| u64::from_le_bytes(desc[2..10].try_into().expect("8 bytes")));
         self.in_pos += len + 1;
         let linked = flg & 0x20 == 0;
-        self.begin_frame(false, block_max, linked, flg & 0x10 != 0, flg & 0x04 != 0, content_size);
+        self.begin_frame(
+            false,
+            block_max,
+            linked,
+            flg & 0x10 != 0,
+            flg & 0x04 != 0,
+            content_size,
+        );
         self.state = State::BlockHeader;
         Ok(())
     }
@@ -412,10 +432,16 @@ impl<R: Read> Lz4Decoder<R> {
         }
         let size = (v & 0x7FFF_FFFF) as usize;
         if size > self.block_max {
-            return Err(corrupt("lz4: block larger than the frame's maximum block size"));
+            return Err(corrupt(
+                "lz4: block larger than the frame's maximum block size",
+            ));
         }
         self.begin_block(size);
-        self.state = if v & 0x8000_0000 != 0 { State::Stored } else { State::Token };
+        self.state = if v & 0x8000_0000 != 0 {
+            State::Stored
+        } else {
+            State::Token
+        };
         Ok(())
     }
 
@@ -431,7 +457,10 @@ impl<R: Read> Lz4Decoder<R> {
             return Err(truncated(MSG_TRUNCATED));
         }
         let v = self.u32_at(self.in_pos);
-        if matches!(v, FRAME_MAGIC | LEGACY_MAGIC | SKIPPABLE_MAGIC_MIN..=SKIPPABLE_MAGIC_MAX) {
+        if matches!(
+            v,
+            FRAME_MAGIC | LEGACY_MAGIC | SKIPPABLE_MAGIC_MIN..=SKIPPABLE_MAGIC_MAX
+        ) {
             // Another frame follows; leave its magic for `frame_start`.
             self.frames += 1;
             self.state = State::Magic;
@@ -462,7 +491,8 @@ impl<R: Read> Lz4Decoder<R> {
 
     fn end_block(&mut self) {
         if self.block_hash_on {
-            self.block_hash.update(&self.inb[self.block_mark..self.in_pos]);
+            self.block_hash
+                .update(&self.inb[self.block_mark..self.in_pos]);
             self.block_hash_on = false;
             self.state = State::BlockChecksum;
         } else if self.legacy {
@@ -484,7 +514,8 @@ impl<R: Read> Lz4Decoder<R> {
     fn frame_end(&mut self) -> io::Result<()> {
         if self.content_checksum {
             let stored = self.take_u32()?;
-            self.content_hash.update(&self.out[self.hash_mark..self.wpos]);
+            self.content_hash
+                .update(&self.out[self.hash_mark..self.wpos]);
             self.hash_mark = self.wpos;
             if stored != self.content_hash.digest() {
                 return Err(corrupt("lz4: content checksum mismatch"));
@@ -503,7 +534,9 @@ impl<R: Read> Lz4Decoder<R> {
     /// Accounts for `k` bytes about to be written at `wpos`.
     fn check_room(&self, k: usize) -> io::Result<()> {
         if self.block_out + k > self.block_max {
-            return Err(corrupt("lz4: block decodes to more than the maximum block size"));
+            return Err(corrupt(
+                "lz4: block decodes to more than the maximum block size",
+            ));
         }
         Ok(())
     }
@@ -542,8 +575,11 @@ impl<R: Read> Lz4Decoder<R> {
                     let t = self.block_byte()?;
                     self.token = t;
                     let lit = (t >> 4) as usize;
-                    self.state =
-                        if lit == 15 { State::LitLenExt(15) } else { State::Literals(lit) };
+                    self.state = if lit == 15 {
+                        State::LitLenExt(15)
+                    } else {
+                        State::Literals(lit)
+                    };
                 }
                 State::LitLenExt(len) => {
                     let b = self.block_byte()?;
@@ -551,7 +587,11 @@ impl<R: Read> Lz4Decoder<R> {
                     if len > self.block_left {
                         return Err(corrupt("lz4: literal run longer than its block"));
                     }
-                    self.state = if b == 255 { State::LitLenExt(len) } else { State::Literals(len) };
+                    self.state = if b == 255 {
+                        State::LitLenExt(len)
+                    } else {
+                        State::Literals(len)
+                    };
                 }
                 State::Literals(left) => {
                     if left > self.block_left {
@@ -595,9 +635,15 @@ impl<R: Read> Lz4Decoder<R> {
                     }
                     let nibble = (self.token & 0x0F) as usize;
                     self.state = if nibble == 15 {
-                        State::MatchLenExt { offset, len: 15 + 4 }
+                        State::MatchLenExt {
+                            offset,
+                            len: 15 + 4,
+                        }
                     } else {
-                        State::Match { offset, left: nibble + 4 }
+                        State::Match {
+                            offset,
+                            left: nibble + 4,
+                        }
                     };
                 }
                 State::MatchLenExt { offset, len } => {
@@ -627,7 +673,10 @@ impl<R: Read> Lz4Decoder<R> {
                     self.check_room(k)?;
                     self.copy_match(offset, k);
                     self.produced(k);
-                    self.state = State::Match { offset, left: left - k };
+                    self.state = State::Match {
+                        offset,
+                        left: left - k,
+                    };
                 }
                 _ => return Ok(()),
             }
@@ -778,7 +827,9 @@ mod tests {
     fn walg_header_is_validated_and_accepted() {
         // The header checksum of FLG 0x64 BD 0x70 is 0xB9, as WAL-G writes.
         assert_eq!((xxh32(&[0x64, 0x70], 0) >> 8) as u8, 0xB9);
-        let empty = [0x04, 0x22, 0x4D, 0x18, 0x64, 0x70, 0xB9, 0, 0, 0, 0, 0x05, 0x5D, 0xCC, 0x02];
+        let empty = [
+            0x04, 0x22, 0x4D, 0x18, 0x64, 0x70, 0xB9, 0, 0, 0, 0, 0x05, 0x5D, 0xCC, 0x02,
+        ];
         assert_eq!(decode(&empty).unwrap(), b"");
         for data in [walish(9 << 20, 1), noise(5 << 20, 2), walish(100, 3)] {
             let f = walg_frame(&data);
@@ -791,7 +842,12 @@ mod tests {
         let empty = ours(b"");
         // FLG 0x64 as WAL-G; BD 0x40 (64 KiB blocks) instead of 0x70.
         let hc = (xxh32(&[0x64, 0x40], 0) >> 8) as u8;
-        assert_eq!(empty, [0x04, 0x22, 0x4D, 0x18, 0x64, 0x40, hc, 0, 0, 0, 0, 0x05, 0x5D, 0xCC, 0x02]);
+        assert_eq!(
+            empty,
+            [
+                0x04, 0x22, 0x4D, 0x18, 0x64, 0x40, hc, 0, 0, 0, 0, 0x05, 0x5D, 0xCC, 0x02
+            ]
+        );
         let data = walish(1 << 20, 4);
         let f = ours(&data);
         assert_eq!(&f[..7], &[0x04, 0x22, 0x4D, 0x18, 0x64, 0x40, hc]);
@@ -811,7 +867,12 @@ mod tests {
             walish(5 << 20, 7),
             [noise(3 << 20, 8), walish(3 << 20, 9)].concat(),
         ];
-        for size in [BlockSize::Max64KB, BlockSize::Max256KB, BlockSize::Max1MB, BlockSize::Max4MB] {
+        for size in [
+            BlockSize::Max64KB,
+            BlockSize::Max256KB,
+            BlockSize::Max1MB,
+            BlockSize::Max4MB,
+        ] {
             for mode in [BlockMode::Independent, BlockMode::Linked] {
                 for (bc, cc) in [(false, false), (true, false), (false, true), (true, true)] {
                     for data in &inputs {
@@ -824,7 +885,11 @@ mod tests {
                                 .content_size(cs);
                             let f = flex(info, data);
                             let got = decode(&f).unwrap();
-                            assert!(got == *data, "{size:?} {mode:?} bc={bc} cc={cc} len={}", data.len());
+                            assert!(
+                                got == *data,
+                                "{size:?} {mode:?} bc={bc} cc={cc} len={}",
+                                data.len()
+                            );
                         }
                     }
                 }
@@ -842,8 +907,18 @@ mod tests {
             .content_checksum(true)
             .content_size(Some(data.len() as u64));
         let f = flex(info, &data);
-        for (step, rbuf) in [(1, 1), (1, 7000), (3, 100), (4096, 1), (100_000, 65_536), (7, 200_000)] {
-            assert!(decode_trickle(&f, step, rbuf).unwrap() == data, "step {step} rbuf {rbuf}");
+        for (step, rbuf) in [
+            (1, 1),
+            (1, 7000),
+            (3, 100),
+            (4096, 1),
+            (100_000, 65_536),
+            (7, 200_000),
+        ] {
+            assert!(
+                decode_trickle(&f, step, rbuf).unwrap() == data,
+                "step {step} rbuf {rbuf}"
+            );
         }
     }
 
@@ -875,7 +950,13 @@ mod tests {
             .block_checksums(true)
             .content_checksum(true)
             .content_size(Some(data.len() as u64));
-        let frames = [ours(&data), walg_frame(&data), flex(info, &data), ours(b""), skippable(4)];
+        let frames = [
+            ours(&data),
+            walg_frame(&data),
+            flex(info, &data),
+            ours(b""),
+            skippable(4),
+        ];
         for f in frames {
             for cut in 0..f.len() {
                 let err = decode(&f[..cut]).err_of();
@@ -907,7 +988,10 @@ mod tests {
                 g[i / 8] ^= 1 << (i % 8);
                 match decode(&g) {
                     Err(e) => assert!(
-                        matches!(e.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof),
+                        matches!(
+                            e.kind(),
+                            io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                        ),
                         "{e}"
                     ),
                     // An offset flipped to an identical earlier copy of the
@@ -932,8 +1016,13 @@ mod tests {
     #[test]
     fn hand_made_blocks() {
         // "abcd" then a 10-byte match at offset 4, then 5 literals.
-        let ok = [0x46, b'a', b'b', b'c', b'd', 4, 0, 0x50, b'v', b'w', b'x', b'y', b'z'];
-        assert_eq!(decode(&raw_block_frame(&ok, true)).unwrap(), b"abcdabcdabcdabvwxyz");
+        let ok = [
+            0x46, b'a', b'b', b'c', b'd', 4, 0, 0x50, b'v', b'w', b'x', b'y', b'z',
+        ];
+        assert_eq!(
+            decode(&raw_block_frame(&ok, true)).unwrap(),
+            b"abcdabcdabcdabvwxyz"
+        );
         // Offset 1 repeats a single byte (the run-length case).
         let rle = [0x1F, b'z', 1, 0, 200, 0x00];
         let out = decode(&raw_block_frame(&rle, true)).unwrap();
@@ -941,12 +1030,27 @@ mod tests {
 
         let bad = [
             (&[0x40, b'a', b'b', b'c', b'd', 0, 0, 0x00][..], "offset 0"),
-            (&[0x40, b'a', b'b', b'c', b'd', 5, 0, 0x00][..], "offset beyond history"),
-            (&[0x40, b'a', b'b', b'c', b'd', 4, 0][..], "ends with a match"),
-            (&[0x40, b'a', b'b', b'c', b'd', 4][..], "ends inside the offset"),
-            (&[0x50, b'a', b'b', b'c', b'd'][..], "literals past block end"),
+            (
+                &[0x40, b'a', b'b', b'c', b'd', 5, 0, 0x00][..],
+                "offset beyond history",
+            ),
+            (
+                &[0x40, b'a', b'b', b'c', b'd', 4, 0][..],
+                "ends with a match",
+            ),
+            (
+                &[0x40, b'a', b'b', b'c', b'd', 4][..],
+                "ends inside the offset",
+            ),
+            (
+                &[0x50, b'a', b'b', b'c', b'd'][..],
+                "literals past block end",
+            ),
             (&[0xF0, 255, 255][..], "literal length past block end"),
-            (&[0x4F, b'a', b'b', b'c', b'd', 4, 0, 255][..], "match length past block end"),
+            (
+                &[0x4F, b'a', b'b', b'c', b'd', 4, 0, 255][..],
+                "match length past block end",
+            ),
         ];
         for (block, what) in bad {
             let err = decode(&raw_block_frame(block, true)).err_of();
@@ -975,7 +1079,10 @@ mod tests {
             f
         };
         assert_eq!(decode(&frame(0x40)).unwrap(), b"abcdabcd");
-        assert_eq!(decode(&frame(0x60)).err_of().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            decode(&frame(0x60)).err_of().kind(),
+            io::ErrorKind::InvalidData
+        );
     }
 
     #[test]
@@ -983,8 +1090,14 @@ mod tests {
         let good = ours(b"hello");
         let mut garbage_after = good.clone();
         garbage_after.extend_from_slice(b"junk");
-        assert_eq!(decode(&garbage_after).err_of().kind(), io::ErrorKind::InvalidData);
-        assert_eq!(decode(b"not lz4").err_of().kind(), io::ErrorKind::InvalidData);
+        assert_eq!(
+            decode(&garbage_after).err_of().kind(),
+            io::ErrorKind::InvalidData
+        );
+        assert_eq!(
+            decode(b"not lz4").err_of().kind(),
+            io::ErrorKind::InvalidData
+        );
         // Dictionary id (FLG bit 0) with a valid header checksum.
         let flg = 0x65;
         let mut f = vec![0x04, 0x22, 0x4D, 0x18, flg, 0x40, 1, 2, 3, 4];
@@ -1014,7 +1127,9 @@ mod tests {
     #[test]
     fn buffers_stay_fixed_for_4mib_blocks() {
         let data = walish(16 << 20, 18);
-        let info = FrameInfo::new().block_size(BlockSize::Max4MB).content_checksum(true);
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max4MB)
+            .content_checksum(true);
         let f = flex(info, &data);
         let mut d = Lz4Decoder::new(&f[..]);
         let mut n = 0;

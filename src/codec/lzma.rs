@@ -12,7 +12,9 @@
 //! dictionary up to 64 MiB (WAL-G writes 8 MiB), and refuses larger
 //! dictionaries and `lc + lp > 4` (as liblzma does) instead of allocating
 //! for them. The decoder grows its window with the output, so small objects
-//! never pay for the full dictionary.
+//! never pay for the full dictionary. Like WAL-G's reader it ignores bytes
+//! after the end marker. The format has no checksum: truncation is always
+//! detected, but a corrupted byte may decode to wrong data.
 
 use std::io::{self, Read, Write};
 
@@ -158,7 +160,10 @@ impl<R: Read> LzmaDecoder<R> {
             )));
         }
         let size = u64::from_le_bytes(self.header[5..13].try_into().expect("8 bytes"));
-        let src = Source { inner: self.inner.take().expect("header not yet read"), slot: self.slot.clone() };
+        let src = Source {
+            inner: self.inner.take().expect("header not yet read"),
+            slot: self.slot.clone(),
+        };
         // Reads the range coder's first bytes, so it can fail like `read`.
         let reader = LzmaReader::new_with_props(src, size, props, dict, None)
             .map_err(|e| wrap_error(self.slot.take(), e))?;
@@ -226,8 +231,14 @@ mod tests {
     fn header_is_walg_shaped() {
         let f = encode(b"hello");
         assert_eq!(f[0], 0x5D);
-        assert_eq!(u32::from_le_bytes(f[1..5].try_into().unwrap()), OWN_DICT_SIZE);
-        assert_eq!(u64::from_le_bytes(f[5..13].try_into().unwrap()), SIZE_UNKNOWN);
+        assert_eq!(
+            u32::from_le_bytes(f[1..5].try_into().unwrap()),
+            OWN_DICT_SIZE
+        );
+        assert_eq!(
+            u64::from_le_bytes(f[5..13].try_into().unwrap()),
+            SIZE_UNKNOWN
+        );
         assert_eq!(decode(&f).unwrap(), b"hello");
         assert_eq!(decode(&encode(b"")).unwrap(), b"");
     }

@@ -19,10 +19,13 @@
 //!   depends only on the input bytes and [`EncodeOptions`] — not on how the
 //!   input was chunked into `write` calls, and not on `flush` calls, which
 //!   never end a block early.
-//! * **No silent short reads.** A truncated or corrupt object always ends in
-//!   an `io::Error` (`UnexpectedEof` or `InvalidData`, message prefixed with
-//!   the format name) before the decoder would report end of stream. Bytes
-//!   returned before such an error must be discarded by the caller.
+//! * **No silent short reads.** A truncated object always ends in an
+//!   `io::Error` (`UnexpectedEof` or `InvalidData`, message prefixed with the
+//!   format name) before the decoder would report end of stream, and so does
+//!   corruption in the formats that carry a checksum (LZ4 and zstd as we and
+//!   WAL-G write them, gzip). LZMA and Brotli have none, so a flipped bit
+//!   there is caught only when it breaks the stream's structure. Bytes
+//!   returned before an error must be discarded by the caller.
 
 use std::io::{self, Read, Write};
 
@@ -204,7 +207,10 @@ pub struct EncodeOptions {
 impl Default for EncodeOptions {
     /// WAL-G's defaults: LZ4, and zstd level `default` should zstd be chosen.
     fn default() -> Self {
-        EncodeOptions { method: Method::Lz4, zstd_level: ZstdLevel::Default }
+        EncodeOptions {
+            method: Method::Lz4,
+            zstd_level: ZstdLevel::Default,
+        }
     }
 }
 
@@ -248,7 +254,10 @@ impl<W: Write> Encoder<W> {
             Method::Brotli => EncoderInner::Brotli(Box::new(brotli::BrotliEncoder::new(inner))),
             Method::None => EncoderInner::None(inner),
         };
-        Ok(Encoder { inner, poisoned: false })
+        Ok(Encoder {
+            inner,
+            poisoned: false,
+        })
     }
 
     /// Writes the end of the frame/stream (end marks, checksums), flushes `W`
@@ -317,10 +326,11 @@ fn poisoned_error() -> io::Error {
 
 /// A streaming decompressor for one object.
 ///
-/// A truncated or corrupt object always produces an `io::Error`
-/// (`UnexpectedEof` or `InvalidData`) before `read` returns `Ok(0)`; the data
-/// returned before that error is not trustworthy and must be discarded.
-/// Errors of the underlying reader are passed through unchanged.
+/// A truncated object (or a corrupt one, where the format can tell) produces
+/// an `io::Error` (`UnexpectedEof` or `InvalidData`) before `read` returns
+/// `Ok(0)`, and every later `read` fails the same way; the data returned
+/// before that error is not trustworthy and must be discarded. Errors of the
+/// underlying reader are passed through unchanged.
 pub struct Decoder<R: Read> {
     inner: DecoderInner<R>,
 }
@@ -342,9 +352,7 @@ impl<R: Read> Decoder<R> {
             ReadFormat::Lz4 => DecoderInner::Lz4(Box::new(lz4::Lz4Decoder::new(inner))),
             ReadFormat::Zstd => DecoderInner::Zstd(zstd::ZstdDecoder::new(inner)?),
             ReadFormat::Lzma => DecoderInner::Lzma(Box::new(lzma::LzmaDecoder::new(inner))),
-            ReadFormat::Brotli => {
-                DecoderInner::Brotli(Box::new(brotli::BrotliDecoder::new(inner)))
-            }
+            ReadFormat::Brotli => DecoderInner::Brotli(Box::new(brotli::BrotliDecoder::new(inner))),
             ReadFormat::Gzip => DecoderInner::Gzip(Box::new(gzip::GzipDecoder::new(inner))),
             ReadFormat::Plain => DecoderInner::Plain(inner),
         };
@@ -466,7 +474,10 @@ struct OutBuf<W: Write> {
 
 impl<W: Write> OutBuf<W> {
     fn new(inner: W) -> Self {
-        OutBuf { inner, buf: Vec::with_capacity(OUT_BUF_BYTES) }
+        OutBuf {
+            inner,
+            buf: Vec::with_capacity(OUT_BUF_BYTES),
+        }
     }
 
     fn flush_buf(&mut self) -> io::Result<()> {
@@ -568,8 +579,14 @@ impl Sticky {
 /// Records a format error (not an inner I/O error, which may be transient)
 /// so it is reported again on every later call.
 fn remember(slot: &mut Option<Sticky>, err: io::Error) -> io::Error {
-    if matches!(err.kind(), io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) {
-        *slot = Some(Sticky { kind: err.kind(), msg: err.to_string() });
+    if matches!(
+        err.kind(),
+        io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+    ) {
+        *slot = Some(Sticky {
+            kind: err.kind(),
+            msg: err.to_string(),
+        });
     }
     err
 }
@@ -654,11 +671,19 @@ mod tests {
     use super::testdata::{ErrOf, noise, walish};
     use super::*;
 
-    const ALL_METHODS: [Method; 5] =
-        [Method::Lz4, Method::Lzma, Method::Zstd, Method::Brotli, Method::None];
+    const ALL_METHODS: [Method; 5] = [
+        Method::Lz4,
+        Method::Lzma,
+        Method::Zstd,
+        Method::Brotli,
+        Method::None,
+    ];
 
     fn opts(method: Method) -> EncodeOptions {
-        EncodeOptions { method, zstd_level: ZstdLevel::Default }
+        EncodeOptions {
+            method,
+            zstd_level: ZstdLevel::Default,
+        }
     }
 
     fn encode_chunked(o: EncodeOptions, data: &[u8], chunk: usize, hint: Option<u64>) -> Vec<u8> {
@@ -680,7 +705,10 @@ mod tests {
     fn settings_and_extensions() {
         for m in ALL_METHODS {
             assert_eq!(Method::from_setting(m.setting_name()), Some(m));
-            assert_eq!(ReadFormat::from_extension(m.extension()), Some(m.read_format()));
+            assert_eq!(
+                ReadFormat::from_extension(m.extension()),
+                Some(m.read_format())
+            );
         }
         assert_eq!(Method::from_setting("LZ4"), None);
         assert_eq!(Method::from_setting("zst"), None);
@@ -736,7 +764,10 @@ mod tests {
                 if m != Method::Zstd && level != ZstdLevel::Default {
                     continue;
                 }
-                let o = EncodeOptions { method: m, zstd_level: level };
+                let o = EncodeOptions {
+                    method: m,
+                    zstd_level: level,
+                };
                 let a = encode_chunked(o, &data, 64 << 10, hint);
                 let b = encode_chunked(o, &data, 100_003, hint);
                 assert!(a == b, "{m:?} {level:?}: two encodes differ");
@@ -754,8 +785,16 @@ mod tests {
     #[test]
     fn every_zstd_level_round_trips() {
         let data = walish(400_000, 9);
-        for level in [ZstdLevel::Fastest, ZstdLevel::Default, ZstdLevel::Better, ZstdLevel::Best] {
-            let o = EncodeOptions { method: Method::Zstd, zstd_level: level };
+        for level in [
+            ZstdLevel::Fastest,
+            ZstdLevel::Default,
+            ZstdLevel::Better,
+            ZstdLevel::Best,
+        ] {
+            let o = EncodeOptions {
+                method: Method::Zstd,
+                zstd_level: level,
+            };
             let enc = encode_chunked(o, &data, 65536, Some(data.len() as u64));
             assert_eq!(decode(ReadFormat::Zstd, &enc).unwrap(), data);
         }
@@ -770,7 +809,11 @@ mod tests {
             let first = if m == Method::Zstd { 1 } else { 0 };
             for cut in first..enc.len() {
                 let r = decode(m.read_format(), &enc[..cut]);
-                assert!(r.is_err(), "{m:?} cut at {cut} of {} decoded silently", enc.len());
+                assert!(
+                    r.is_err(),
+                    "{m:?} cut at {cut} of {} decoded silently",
+                    enc.len()
+                );
             }
         }
     }
@@ -782,7 +825,10 @@ mod tests {
             let enc = encode_chunked(opts(m), &data, 4096, None);
             let err = decode(m.read_format(), &enc[..enc.len() / 2]).err_of();
             let name = m.setting_name();
-            assert!(err.to_string().starts_with(&format!("{name}: ")), "{m:?}: {err}");
+            assert!(
+                err.to_string().starts_with(&format!("{name}: ")),
+                "{m:?}: {err}"
+            );
         }
     }
 
@@ -857,7 +903,11 @@ mod tests {
         for m in ALL_METHODS {
             for data in &inputs {
                 for step in [1usize, 1000, 64 << 10, 1 << 20] {
-                    let data = if step == 1 { &data[..200_000] } else { &data[..] };
+                    let data = if step == 1 {
+                        &data[..200_000]
+                    } else {
+                        &data[..]
+                    };
                     let counter = std::rc::Rc::new(std::cell::Cell::new(0));
                     let mut e = Encoder::new(opts(m), Count(counter.clone()), None).unwrap();
                     let bound = encoder_burst_bytes(opts(m), step);
@@ -883,8 +933,14 @@ mod tests {
         for m in ALL_METHODS {
             let o = opts(m);
             let f = m.read_format();
-            assert!(decoder_state_bytes_own(o) <= decoder_state_bytes(f), "{m:?}");
-            assert!(decoder_state_bytes(f) <= decoder_state_bytes_max(f), "{m:?}");
+            assert!(
+                decoder_state_bytes_own(o) <= decoder_state_bytes(f),
+                "{m:?}"
+            );
+            assert!(
+                decoder_state_bytes(f) <= decoder_state_bytes_max(f),
+                "{m:?}"
+            );
         }
         // The default path must stay tiny: wal-push/wal-fetch of a 16 MiB
         // segment has to fit the whole process in 8 MiB.

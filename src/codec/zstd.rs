@@ -55,7 +55,12 @@ fn cparams(level: ZstdLevel) -> CParams {
         ZstdLevel::Better => (21, 19, 20, Strategy::Lazy),
         ZstdLevel::Best => (22, 21, 22, Strategy::Lazy2),
     };
-    CParams { window_log: window_log.min(OWN_MAX_WINDOW_LOG), chain_log, hash_log, strategy }
+    CParams {
+        window_log: window_log.min(OWN_MAX_WINDOW_LOG),
+        chain_log,
+        hash_log,
+        strategy,
+    }
 }
 
 /// Window log of the frames we write at this level.
@@ -94,12 +99,12 @@ pub(super) fn encoder_state_bytes(level: ZstdLevel) -> u64 {
 
 /// Most bytes one `write_all` of `len` bytes (or `finish`, `len` 0) hands
 /// to the sink: libzstd compresses a block once 128 KiB of input are
-/// buffered, so a call completes at most `ceil(len / 128 KiB)` blocks, and
-/// `finish` one more; a block never exceeds its input by more than its
-/// 3-byte header (it is stored raw instead), plus the frame header (18) and
-/// checksum (4).
+/// buffered (and `write_all` drains what it completed), so a call emits at
+/// most `ceil(len / 128 KiB)` blocks and `finish` one; a block never exceeds
+/// its input by more than its 3-byte header (it is stored raw instead), plus
+/// the frame header (18) and checksum (4).
 pub(super) fn burst_bytes(len: u64) -> u64 {
-    (len.div_ceil(BLOCK_BYTES) + 1) * (BLOCK_BYTES + 3) + 32
+    len.div_ceil(BLOCK_BYTES).max(1) * (BLOCK_BYTES + 3) + 32
 }
 
 /// Size of libzstd's `ZSTD_DCtx` struct (entropy tables, 64 KiB literal
@@ -120,7 +125,10 @@ fn zstd_error(code: usize) -> io::Error {
 }
 
 fn setup_error(what: &str, code: usize) -> io::Error {
-    io::Error::other(format!("zstd: cannot set {what}: {}", zstd_safe::get_error_name(code)))
+    io::Error::other(format!(
+        "zstd: cannot set {what}: {}",
+        zstd_safe::get_error_name(code)
+    ))
 }
 
 /// Streaming zstd compressor producing a single frame.
@@ -145,9 +153,14 @@ impl<W: Write> ZstdEncoder<W> {
         cctx.set_parameter(CParameter::NbWorkers(0))
             .map_err(|c| setup_error("worker count", c))?;
         if size_hint.is_some() {
-            cctx.set_pledged_src_size(size_hint).map_err(|c| setup_error("pledged size", c))?;
+            cctx.set_pledged_src_size(size_hint)
+                .map_err(|c| setup_error("pledged size", c))?;
         }
-        Ok(ZstdEncoder { cctx, out: vec![0; ENC_OUT_BYTES].into_boxed_slice(), inner })
+        Ok(ZstdEncoder {
+            cctx,
+            out: vec![0; ENC_OUT_BYTES].into_boxed_slice(),
+            inner,
+        })
     }
 
     pub(super) fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
@@ -251,18 +264,22 @@ impl<R: Read> ZstdDecoder<R> {
             }
             let mut output = OutBuffer::around(&mut *buf);
             let mut input = InBuffer::around(&self.inb[self.in_pos..self.in_len]);
-            let hint = self.dctx.decompress_stream(&mut output, &mut input).map_err(|c| {
-                // libzstd returns error codes as `(size_t)-code`.
-                let too_large = ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge as usize;
-                if c == 0usize.wrapping_sub(too_large) {
-                    corrupt(format!(
-                        "zstd: frame window larger than the {} MiB limit",
-                        1 << (MAX_WINDOW_LOG - 20)
-                    ))
-                } else {
-                    zstd_error(c)
-                }
-            })?;
+            let hint = self
+                .dctx
+                .decompress_stream(&mut output, &mut input)
+                .map_err(|c| {
+                    // libzstd returns error codes as `(size_t)-code`.
+                    let too_large =
+                        ZSTD_ErrorCode::ZSTD_error_frameParameter_windowTooLarge as usize;
+                    if c == 0usize.wrapping_sub(too_large) {
+                        corrupt(format!(
+                            "zstd: frame window larger than the {} MiB limit",
+                            1 << (MAX_WINDOW_LOG - 20)
+                        ))
+                    } else {
+                        zstd_error(c)
+                    }
+                })?;
             let consumed = input.pos();
             let produced = output.pos();
             self.in_pos += consumed;
@@ -316,8 +333,12 @@ mod tests {
         Ok(out)
     }
 
-    const LEVELS: [ZstdLevel; 4] =
-        [ZstdLevel::Fastest, ZstdLevel::Default, ZstdLevel::Better, ZstdLevel::Best];
+    const LEVELS: [ZstdLevel; 4] = [
+        ZstdLevel::Fastest,
+        ZstdLevel::Default,
+        ZstdLevel::Better,
+        ZstdLevel::Best,
+    ];
 
     #[test]
     fn frame_shape() {
@@ -345,7 +366,10 @@ mod tests {
         for cut in (1..f.len()).step_by(97).chain(f.len() - 8..f.len()) {
             let err = decode(&f[..cut]).err_of();
             assert!(
-                matches!(err.kind(), io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData),
+                matches!(
+                    err.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::InvalidData
+                ),
                 "cut {cut}: {err}"
             );
         }
@@ -389,15 +413,21 @@ mod tests {
         let data = walish(1 << 20, 6);
         let mut cctx = CCtx::create();
         cctx.set_parameter(CParameter::WindowLog(24)).unwrap();
-        cctx.set_parameter(CParameter::ContentSizeFlag(false)).unwrap();
+        cctx.set_parameter(CParameter::ContentSizeFlag(false))
+            .unwrap();
         let mut out = vec![0; data.len() + 1024];
         let mut o = OutBuffer::around(&mut out[..]);
         // Stream the input first: an `e_end` on the first call would let
         // libzstd see the whole input and shrink the window to fit it.
         let mut i = InBuffer::around(&data);
-        cctx.compress_stream2(&mut o, &mut i, ZSTD_EndDirective::ZSTD_e_continue).unwrap();
+        cctx.compress_stream2(&mut o, &mut i, ZSTD_EndDirective::ZSTD_e_continue)
+            .unwrap();
         let mut i = InBuffer::around(&[]);
-        while cctx.compress_stream2(&mut o, &mut i, ZSTD_EndDirective::ZSTD_e_end).unwrap() != 0 {}
+        while cctx
+            .compress_stream2(&mut o, &mut i, ZSTD_EndDirective::ZSTD_e_end)
+            .unwrap()
+            != 0
+        {}
         let n = o.pos();
         assert_eq!((out[5] >> 3) + 10, 24, "window descriptor");
         let err = decode(&out[..n]).err_of();
@@ -409,12 +439,22 @@ mod tests {
         let big = walish(16 << 20, 7);
         for level in LEVELS {
             for len in [1000usize, 100_000, 1 << 20, 16 << 20] {
-                let hint = if len == 16 << 20 { None } else { Some(len as u64) };
+                let hint = if len == 16 << 20 {
+                    None
+                } else {
+                    Some(len as u64)
+                };
                 let (f, held) = encode(level, &big[..len], hint);
                 let bound = encoder_state_bytes(level) - ENC_OUT_BYTES as u64;
-                assert!(held <= bound, "{level:?} len {len}: libzstd holds {held} > {bound}");
+                assert!(
+                    held <= bound,
+                    "{level:?} len {len}: libzstd holds {held} > {bound}"
+                );
                 if len == 16 << 20 {
-                    assert!(held * 10 >= bound * 8, "{level:?}: bound {bound} loose vs {held}");
+                    assert!(
+                        held * 10 >= bound * 8,
+                        "{level:?}: bound {bound} loose vs {held}"
+                    );
                 }
                 let mut d = ZstdDecoder::new(&f[..]).unwrap();
                 let mut out = Vec::new();

@@ -9,7 +9,7 @@
 use super::WAL_FOLDER;
 use crate::codec::{Decoder, Method, ReadFormat, WAL_PROBE_ORDER};
 use crate::error::Error;
-use crate::storage::{ObjectReader, Storage, StorageError};
+use crate::storage::{read_full, ObjectReader, Storage, StorageError};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 
@@ -104,20 +104,6 @@ pub fn same_content(found: Found, local: &mut dyn Read, buf: &mut [u8]) -> Resul
             return Ok(true);
         }
     }
-}
-
-/// Reads until `buf` is full or the stream ends.
-fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match r.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -122,3 +122,13 @@ mod tests {
         assert_eq!(t.join().unwrap(), 16);
     }
 }
+
+impl crate::storage::PartBuffers for Arena {
+    fn lease_part(&self) -> crate::storage::PartBuffer<'_> {
+        Box::new(self.lease())
+    }
+
+    fn part_size(&self) -> usize {
+        self.size
+    }
+}

@@ -7,10 +7,11 @@
 //! the design, not an estimate after the fact. The per-unit constants below were measured on
 //! the release build and carry headroom; `memory-plan --json` prints every term.
 
-use crate::codec::{self, EncodeOptions, Method, ReadFormat};
+use crate::codec::{self, EncodeOptions, ReadFormat};
 use serde::Serialize;
 
 const KIB: u64 = 1024;
+#[cfg(test)]
 const MIB: u64 = 1024 * KIB;
 
 /// Size of every arena buffer: one read of local data or one slice of compressed output.
@@ -38,13 +39,11 @@ pub const TLS_CONNECTION: u64 = 96 * KIB;
 /// The parsed system CA roots, held once per process when the endpoint is HTTPS.
 pub const TLS_ROOTS: u64 = 768 * KIB;
 
-/// Most output an encoder can emit for one input buffer beyond the buffer itself (a flushed
-/// block at finish). LZ4 and none emit at most one 64 KiB block per write.
-fn encoder_burst(method: Method) -> u64 {
-    match method {
-        Method::Lz4 | Method::None => 0,
-        Method::Zstd | Method::Brotli | Method::Lzma => 192 * KIB,
-    }
+/// Most output an encoder can hand the staging buffer in one call beyond what the staging
+/// arena buffer already holds: one `IO_BUFFER` write, or the final flush.
+fn encoder_burst(opts: EncodeOptions) -> u64 {
+    let burst = codec::encoder_burst_bytes(opts, IO_BUFFER).max(codec::encoder_burst_bytes(opts, 0));
+    burst.saturating_sub(IO_BUFFER as u64)
 }
 
 /// The settings the plan depends on.
@@ -150,7 +149,7 @@ pub fn wal_push(input: &PlanInput) -> CommandPlan {
     p.add_common(input, uploaders);
     // An uploader first compares with the archived copy (always for .history files), then
     // compresses: the decoder and the encoder are never alive at the same time.
-    let encode = codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode.method);
+    let encode = codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode);
     let check = codec::decoder_state_bytes_own(input.encode);
     p.add("codec_state", uploaders, encode.max(check));
     if input.remote {
@@ -194,7 +193,7 @@ pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::ZstdLevel;
+    use crate::codec::{Method, ZstdLevel};
 
     fn defaults() -> PlanInput {
         PlanInput {

@@ -71,6 +71,11 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl FsStorage {
     fn write_atomically(&self, key: &str, body: &dyn BodySource) -> io::Result<u64> {
+        let mut reader = body.open()?;
+        self.write_stream_atomically(key, &mut reader)
+    }
+
+    fn write_stream_atomically(&self, key: &str, reader: &mut dyn std::io::Read) -> io::Result<u64> {
         let path = self.path_of(key);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir)?;
@@ -78,8 +83,7 @@ impl FsStorage {
         let tmp = dir.join(format!("{file_name}.tmp.{}-{}", UtcTime::now().amz_date(), unique_hex()));
         let result = (|| {
             let mut out = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            let mut reader = body.open()?;
-            let written = io::copy(&mut reader, &mut out)?;
+            let written = io::copy(reader, &mut out)?;
             out.flush()?;
             out.sync_all()?;
             drop(out);
@@ -97,6 +101,17 @@ impl FsStorage {
 impl Storage for FsStorage {
     fn put(&self, key: &str, body: &dyn BodySource) -> Result<u64, StorageError> {
         self.write_atomically(key, body).map_err(|e| io_err("put", key, e))
+    }
+
+    fn put_stream(
+        &self,
+        key: &str,
+        body: &mut dyn std::io::Read,
+        _parts: &dyn super::PartBuffers,
+        _concurrency: usize,
+    ) -> Result<u64, StorageError> {
+        // A local file needs no parts: the stream goes straight to the temporary file.
+        self.write_stream_atomically(key, body).map_err(|e| io_err("put", key, e))
     }
 
     fn get(&self, key: &str) -> Result<ObjectReader, StorageError> {

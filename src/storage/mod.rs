@@ -12,6 +12,7 @@ pub mod s3;
 pub use error::StorageError;
 
 use std::io::{self, Read};
+use std::ops::DerefMut;
 
 /// One stored object as a listing shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,11 +39,35 @@ pub trait BodySource: Sync {
 /// A stream of an object's bytes, owned by the caller.
 pub type ObjectReader = Box<dyn Read + Send>;
 
+/// One part-sized buffer lent by the caller; returned when dropped.
+pub type PartBuffer<'a> = Box<dyn DerefMut<Target = Vec<u8>> + Send + 'a>;
+
+/// Part-sized buffers lent by the caller (the command's arena), so a streamed upload holds
+/// only the memory the plan gave it. Leasing blocks while every buffer is out, which is what
+/// makes the reader wait for the uploads.
+pub trait PartBuffers: Sync {
+    /// Borrows one buffer of `part_size()` bytes.
+    fn lease_part(&self) -> PartBuffer<'_>;
+    /// Size of every buffer, at least S3's 5 MiB minimum part size.
+    fn part_size(&self) -> usize;
+}
+
 /// The operations wal-rus needs from an object store.
 pub trait Storage: Send + Sync {
     /// Stores `body` under `key`, replacing any object of that name; no reader ever sees a
     /// partial object under `key`. Returns the number of bytes stored.
     fn put(&self, key: &str, body: &dyn BodySource) -> Result<u64, StorageError>;
+
+    /// Stores a stream that cannot be read twice (a tar of files that change while read),
+    /// under `key`, with up to `concurrency` parts in flight, each in a buffer from `parts`.
+    /// Nothing appears under `key` unless the whole stream was stored. Returns its length.
+    fn put_stream(
+        &self,
+        key: &str,
+        body: &mut dyn Read,
+        parts: &dyn PartBuffers,
+        concurrency: usize,
+    ) -> Result<u64, StorageError>;
 
     /// Opens `key` for reading; `StorageError::NotFound` when absent. A reader that fails
     /// half-way returns an `io::Error` rather than a short body.
@@ -82,4 +107,18 @@ pub fn join_key(folder: &str, name: &str) -> String {
     let folder = folder.trim_matches('/');
     let name = name.trim_start_matches('/');
     if folder.is_empty() { name.to_string() } else { format!("{folder}/{name}") }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+pub fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }

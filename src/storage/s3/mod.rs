@@ -77,6 +77,16 @@ impl Storage for S3Storage {
         upload::put(&self.client, &self.full_key(key), body)
     }
 
+    fn put_stream(
+        &self,
+        key: &str,
+        body: &mut dyn std::io::Read,
+        parts: &dyn super::PartBuffers,
+        concurrency: usize,
+    ) -> Result<u64, StorageError> {
+        upload::put_stream(&self.client, &self.full_key(key), body, parts, concurrency)
+    }
+
     fn get(&self, key: &str) -> Result<ObjectReader, StorageError> {
         read::open(self.client.clone(), self.full_key(key))
     }

@@ -9,7 +9,7 @@
 
 use super::http::{Body, Call, Client};
 use super::{sign, xml};
-use crate::storage::{BodySource, StorageError};
+use crate::storage::{read_full, BodySource, PartBuffer, PartBuffers, StorageError};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 
@@ -113,25 +113,7 @@ fn put_multipart(
     part_size: u64,
     d: &BodyDigest,
 ) -> Result<(), StorageError> {
-    let mut create = Call::new("POST", "CreateMultipartUpload", Some(key));
-    create.query.push(("uploads".into(), String::new()));
-    create.headers = upload_headers(client);
-    let resp = client.send_with_retries(&create, &mut || Body::Empty)?;
-    let body = super::http::read_small_body(resp, "CreateMultipartUpload", key)?;
-    let upload_id = xml::parse_initiate_multipart(&body).map_err(|e| StorageError::Protocol {
-        op: "CreateMultipartUpload",
-        key: key.to_string(),
-        detail: e.to_string(),
-    })?;
-    let result = upload_parts(client, key, source, part_size, d, &upload_id);
-    if result.is_err() {
-        let mut abort = Call::new("DELETE", "AbortMultipartUpload", Some(key));
-        abort.query.push(("uploadId".into(), upload_id.clone()));
-        if let Err(e) = client.send_with_retries(&abort, &mut || Body::Empty) {
-            crate::warn!("could not abort multipart upload of {key}: {e}");
-        }
-    }
-    result
+    in_multipart(client, key, |upload_id| Ok(((), upload_parts(client, key, source, part_size, d, upload_id)?)))
 }
 
 fn upload_parts(
@@ -141,7 +123,7 @@ fn upload_parts(
     part_size: u64,
     d: &BodyDigest,
     upload_id: &str,
-) -> Result<(), StorageError> {
+) -> Result<Vec<(u32, String)>, StorageError> {
     let io_err = |e: io::Error| StorageError::Io { op: "read body", key: key.to_string(), source: e };
     let mut stream = source.open().map_err(io_err)?;
     let mut etags = Vec::with_capacity(d.part_hashes.len());
@@ -175,7 +157,26 @@ fn upload_parts(
             stream = open_at(source, offset + len).map_err(io_err)?;
         }
     }
-    let body = xml::complete_multipart_body(&etags);
+    Ok(etags)
+}
+
+/// Starts a multipart upload; returns its id.
+fn create_multipart(client: &Client, key: &str) -> Result<String, StorageError> {
+    let mut create = Call::new("POST", "CreateMultipartUpload", Some(key));
+    create.query.push(("uploads".into(), String::new()));
+    create.headers = upload_headers(client);
+    let resp = client.send_with_retries(&create, &mut || Body::Empty)?;
+    let body = super::http::read_small_body(resp, "CreateMultipartUpload", key)?;
+    xml::parse_initiate_multipart(&body).map_err(|e| StorageError::Protocol {
+        op: "CreateMultipartUpload",
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// Completes a multipart upload from its parts' ETags (in part order).
+fn complete_multipart(client: &Client, key: &str, upload_id: &str, etags: &[(u32, String)]) -> Result<(), StorageError> {
+    let body = xml::complete_multipart_body(etags);
     let mut complete = Call::new("POST", "CompleteMultipartUpload", Some(key));
     complete.query.push(("uploadId".into(), upload_id.to_string()));
     complete.payload_hash = sign::sha256_hex(body.as_bytes());
@@ -183,15 +184,31 @@ fn upload_parts(
     // S3 may answer 200 and still report an error in the body.
     let answer = super::http::read_small_body(resp, "CompleteMultipartUpload", key)?;
     if let Some(e) = xml::parse_error(&answer) {
-        return Err(StorageError::Remote {
-            op: "CompleteMultipartUpload",
-            key: key.to_string(),
-            status: 200,
-            code: e.code,
-            message: e.message,
-        });
+        return Err(StorageError::Remote { op: "CompleteMultipartUpload", key: key.to_string(), status: 200, code: e.code, message: e.message });
     }
     Ok(())
+}
+
+/// Runs `parts` inside a multipart upload of `key`, completing it on success and aborting it
+/// on failure so no orphan parts remain.
+fn in_multipart<T>(
+    client: &Client,
+    key: &str,
+    parts: impl FnOnce(&str) -> Result<(T, Vec<(u32, String)>), StorageError>,
+) -> Result<T, StorageError> {
+    let upload_id = create_multipart(client, key)?;
+    let result = parts(&upload_id).and_then(|(value, mut etags)| {
+        etags.sort_by_key(|(n, _)| *n);
+        complete_multipart(client, key, &upload_id, &etags).map(|()| value)
+    });
+    if result.is_err() {
+        let mut abort = Call::new("DELETE", "AbortMultipartUpload", Some(key));
+        abort.query.push(("uploadId".into(), upload_id.clone()));
+        if let Err(e) = client.send_with_retries(&abort, &mut || Body::Empty) {
+            crate::warn!("could not abort multipart upload of {key}: {e}");
+        }
+    }
+    result
 }
 
 #[cfg(test)]
@@ -219,4 +236,127 @@ mod tests {
         assert_eq!(empty.len, 0);
         assert_eq!(hex(&empty.part_hashes[0]), super::super::http::EMPTY_SHA256);
     }
+}
+
+/// Stores a stream that cannot be replayed: each part is read into a buffer lent by the
+/// caller, hashed, and uploaded by one of `concurrency` part uploaders while the next part is
+/// read. A stream that fits in one buffer becomes a single PutObject.
+pub fn put_stream(
+    client: &Client,
+    key: &str,
+    body: &mut dyn Read,
+    parts: &dyn PartBuffers,
+    concurrency: usize,
+) -> Result<u64, StorageError> {
+    let io_err = |e: io::Error| StorageError::Io { op: "read body", key: key.to_string(), source: e };
+    let mut first = parts.lease_part();
+    let size = parts.part_size();
+    first.resize(size, 0);
+    let n = read_full(body, &mut first[..]).map_err(io_err)?;
+    if n < size {
+        let bytes = &first[..n];
+        let mut call = Call::new("PUT", "PutObject", Some(key));
+        call.headers = upload_headers(client);
+        call.payload_hash = sign::sha256_hex(bytes);
+        client.send_with_retries(&call, &mut || Body::Bytes(bytes))?;
+        return Ok(n as u64);
+    }
+
+    in_multipart(client, key, |upload_id| stream_parts(client, key, body, parts, concurrency, first, n, upload_id))
+}
+
+/// The multipart body of `put_stream`: reader on this thread, part uploaders beside it.
+#[allow(clippy::too_many_arguments)]
+fn stream_parts(
+    client: &Client,
+    key: &str,
+    body: &mut dyn Read,
+    parts: &dyn PartBuffers,
+    concurrency: usize,
+    first: PartBuffer<'_>,
+    first_len: usize,
+    upload_id: &str,
+) -> Result<(u64, Vec<(u32, String)>), StorageError> {
+    let size = parts.part_size();
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let etags = std::sync::Mutex::new(Vec::<(u32, String)>::new());
+    let first_error = std::sync::Mutex::new(None::<StorageError>);
+    let upload_one = |number: u32, buf: PartBuffer<'_>, len: usize| {
+        if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let bytes = &buf[..len];
+        let mut call = Call::new("PUT", "UploadPart", Some(key));
+        call.query.push(("partNumber".into(), number.to_string()));
+        call.query.push(("uploadId".into(), upload_id.to_string()));
+        call.payload_hash = sign::sha256_hex(bytes);
+        match client.send_with_retries(&call, &mut || Body::Bytes(bytes)) {
+            Ok(resp) => match resp.header("etag") {
+                Some(tag) => etags.lock().unwrap_or_else(|p| p.into_inner()).push((number, tag.to_string())),
+                None => {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let e = StorageError::Protocol { op: "UploadPart", key: key.to_string(), detail: "no ETag in answer".into() };
+                    first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                }
+            },
+            Err(e) => {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+            }
+        }
+    };
+    let mut total = first_len as u64;
+    let read_result: Result<(), StorageError> = std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<(u32, PartBuffer<'_>, usize)>(1);
+        let mut handles = Vec::new();
+        for i in 0..concurrency.max(1) {
+            let rx = rx.clone();
+            let upload_one = &upload_one;
+            let h = std::thread::Builder::new()
+                .name(format!("upload-part-{i}"))
+                .stack_size(256 * 1024)
+                .spawn_scoped(s, move || {
+                    for (number, buf, len) in rx.iter() {
+                        upload_one(number, buf, len);
+                    }
+                })
+                .map_err(|e| StorageError::Io { op: "start part uploader", key: key.to_string(), source: e })?;
+            handles.push(h);
+        }
+        drop(rx);
+        let mut number = 1u32;
+        let _ = tx.send((number, first, first_len));
+        let outcome = loop {
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                break Ok(());
+            }
+            let mut buf = parts.lease_part();
+            buf.resize(size, 0);
+            let n = match read_full(body, &mut buf[..]) {
+                Ok(n) => n,
+                Err(e) => break Err(StorageError::Io { op: "read body", key: key.to_string(), source: e }),
+            };
+            if n == 0 {
+                break Ok(());
+            }
+            number += 1;
+            if number > 10_000 {
+                break Err(StorageError::Protocol { op: "UploadPart", key: key.to_string(), detail: "more than 10000 parts; raise the part size".into() });
+            }
+            total += n as u64;
+            if tx.send((number, buf, n)).is_err() {
+                break Ok(());
+            }
+        };
+        drop(tx);
+        for h in handles {
+            let _ = h.join();
+        }
+        outcome
+    });
+    read_result?;
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok((total, etags.into_inner().unwrap_or_else(|p| p.into_inner())))
 }
