@@ -3,7 +3,9 @@
 
 pub mod arena;
 pub mod compress;
+pub mod extract;
 pub mod plan;
+pub mod tar_stream;
 pub mod workers;
 
 /// glibc gives every thread its own 64 MiB malloc arena unless told otherwise; one shared

@@ -1,0 +1,377 @@
+//! The read stage of a base backup: walk the data directory in WAL-G's order and turn it into
+//! tar partitions, one `Read` stream per partition, pulled by the compress stage.
+//!
+//! Nothing is collected up front: the walker holds one sorted listing per directory level,
+//! and a partition reads one file at a time through a fixed buffer. A file is stored with the
+//! size it had at `stat` time: one that shrinks while read is padded with zeros, one that
+//! grows is cut, one that vanishes is left out (WAL replay repairs all three, walg-compat
+//! §3.4).
+
+use crate::format::tar::{self, Header, Kind};
+use std::fs::{self, File, Metadata};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Base names WAL-G leaves out of a backup (a directory of that name is kept, empty).
+pub const EXCLUDED: &[&str] = &[
+    "log", "pg_log", "pg_xlog", "pg_wal", "pgsql_tmp", "postgresql.auto.conf.tmp", "postmaster.pid",
+    "postmaster.opts", "recovery.conf", "pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial",
+    "pg_stat_tmp", "pg_snapshots", "pg_subtrans", "standby.signal",
+];
+
+/// One thing found by the walk.
+#[derive(Debug)]
+pub struct Entry {
+    /// Where it is on disk.
+    pub path: PathBuf,
+    /// Its tar name: `/` for the root, `/base/5/1259`, `/pg_tblspc/<oid>/...`.
+    pub name: String,
+    /// File, directory or link.
+    pub kind: Kind,
+    /// Its metadata at walk time.
+    pub meta: Metadata,
+    /// Link target for symlinks.
+    pub link: String,
+}
+
+/// A tablespace found under `pg_tblspc/`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tablespace {
+    /// The link's name (the tablespace OID).
+    pub name: String,
+    /// The real directory (link target, trailing `/` removed).
+    pub location: String,
+}
+
+struct Level {
+    dir: PathBuf,
+    name: String,
+    children: std::vec::IntoIter<String>,
+    /// Inside a tablespace's real directory, where links are not tablespaces.
+    in_tablespace: bool,
+}
+
+/// Depth-first walk of a data directory in lexical order, without following symlinks except
+/// the tablespace links in `pg_tblspc/`.
+pub struct Walker {
+    stack: Vec<Level>,
+    root: PathBuf,
+    started: bool,
+    /// Paths of `pg_control` files diverted from the data partitions.
+    pub pg_control: Option<PathBuf>,
+    /// Tablespaces in discovery order.
+    pub tablespaces: Vec<Tablespace>,
+    /// Sum of `stat` sizes of every entry visited (sentinel `DataCatalogSize`).
+    pub catalog_size: u64,
+}
+
+fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = fs::read_dir(dir)?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+impl Walker {
+    /// A walk of `root`.
+    pub fn new(root: &Path) -> Walker {
+        Walker { stack: Vec::new(), root: root.to_path_buf(), started: false, pg_control: None, tablespaces: Vec::new(), catalog_size: 0 }
+    }
+
+    fn push_dir(&mut self, dir: PathBuf, name: String, in_tablespace: bool) -> io::Result<()> {
+        let children = sorted_names(&dir)?.into_iter();
+        self.stack.push(Level { dir, name, children, in_tablespace });
+        Ok(())
+    }
+
+    /// The next entry to store, or `None` at the end of the walk.
+    pub fn next_entry(&mut self) -> io::Result<Option<Entry>> {
+        if !self.started {
+            self.started = true;
+            let meta = fs::metadata(&self.root)?;
+            self.catalog_size += meta.len();
+            self.push_dir(self.root.clone(), String::new(), false)?;
+            return Ok(Some(Entry { path: self.root.clone(), name: "/".into(), kind: Kind::Dir, meta, link: String::new() }));
+        }
+        loop {
+            let Some(level) = self.stack.last_mut() else { return Ok(None) };
+            let Some(child) = level.children.next() else {
+                self.stack.pop();
+                continue;
+            };
+            let path = level.dir.join(&child);
+            let name = format!("{}/{child}", level.name);
+            let in_tablespace = level.in_tablespace;
+            let at_tblspc = level.name == "/pg_tblspc" && !in_tablespace;
+            let meta = match fs::symlink_metadata(&path) {
+                Ok(m) => m,
+                // Vanished since the listing: nothing to store.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            self.catalog_size += meta.len();
+            let ft = meta.file_type();
+            if at_tblspc && ft.is_symlink() {
+                let target = fs::read_link(&path)?;
+                let real = if target.is_absolute() { target } else { level_dir(&path).join(target) };
+                let location = real.to_string_lossy().trim_end_matches('/').to_string();
+                self.tablespaces.push(Tablespace { name: child.clone(), location });
+                // The link and the real root are not entries; what is inside them is.
+                self.push_dir(real, name, true)?;
+                continue;
+            }
+            if EXCLUDED.contains(&child.as_str()) {
+                if ft.is_dir() {
+                    return Ok(Some(Entry { path, name, kind: Kind::Dir, meta, link: String::new() }));
+                }
+                continue;
+            }
+            if child == "pg_control" && ft.is_file() {
+                self.pg_control = Some(path);
+                continue;
+            }
+            if ft.is_dir() {
+                self.push_dir(path.clone(), name.clone(), in_tablespace)?;
+                return Ok(Some(Entry { path, name, kind: Kind::Dir, meta, link: String::new() }));
+            }
+            if ft.is_symlink() {
+                let link = fs::read_link(&path)?.to_string_lossy().into_owned();
+                return Ok(Some(Entry { path, name, kind: Kind::Symlink, meta, link }));
+            }
+            if ft.is_file() {
+                return Ok(Some(Entry { path, name, kind: Kind::File, meta, link: String::new() }));
+            }
+            // Sockets, FIFOs, devices: not part of a cluster's data.
+        }
+    }
+}
+
+fn level_dir(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The tar header for an entry read from disk.
+pub fn header_for(e: &Entry, size: u64) -> Header {
+    Header {
+        name: e.name.clone(),
+        kind: e.kind,
+        mode: e.meta.permissions().mode() & 0o7777,
+        uid: u64::from(e.meta.uid()),
+        gid: u64::from(e.meta.gid()),
+        uname: String::new(),
+        gname: String::new(),
+        mtime: e.meta.mtime(),
+        size,
+        link: e.link.clone(),
+    }
+}
+
+/// What a partition reports about each entry it stored, for `files_metadata.json`.
+pub trait EntrySink {
+    /// `entry` was written into the current partition.
+    fn stored(&mut self, entry: &Entry);
+}
+
+/// One tar partition as a stream: entries pulled from the walker until the payload passes
+/// `threshold` bytes (files are never split) or the walk ends, then the end-of-archive marker.
+pub struct Partition<'a, S: EntrySink> {
+    walker: &'a mut Walker,
+    sink: &'a mut S,
+    threshold: u64,
+    /// Payload bytes (file data) written so far.
+    pub payload: u64,
+    /// Entries written so far.
+    pub entries: u64,
+    pending: Vec<u8>,
+    pending_pos: usize,
+    file: Option<(File, u64, usize)>,
+    finished: bool,
+    /// True when the walk has no more entries.
+    pub walk_done: bool,
+}
+
+impl<'a, S: EntrySink> Partition<'a, S> {
+    /// A partition that continues `walker`.
+    pub fn new(walker: &'a mut Walker, sink: &'a mut S, threshold: u64) -> Self {
+        Partition { walker, sink, threshold, payload: 0, entries: 0, pending: Vec::with_capacity(2048), pending_pos: 0, file: None, finished: false, walk_done: false }
+    }
+
+    /// Queues the next entry's header (and opens its file); false at the end of the partition.
+    fn advance(&mut self) -> io::Result<bool> {
+        self.pending.clear();
+        self.pending_pos = 0;
+        if self.finished {
+            return Ok(false);
+        }
+        if self.payload > self.threshold {
+            self.finish();
+            return Ok(true);
+        }
+        let entry = loop {
+            match self.walker.next_entry()? {
+                None => {
+                    self.walk_done = true;
+                    self.finish();
+                    return Ok(true);
+                }
+                Some(e) if e.kind == Kind::File => match File::open(&e.path) {
+                    Ok(f) => {
+                        let size = e.meta.len();
+                        self.file = Some((f, size, tar::padding(size)));
+                        break e;
+                    }
+                    // Gone between the walk and the open: leave it out.
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(io::Error::new(err.kind(), format!("{}: {err}", e.path.display()))),
+                },
+                Some(e) => break e,
+            }
+        };
+        let size = if entry.kind == Kind::File { entry.meta.len() } else { 0 };
+        tar::encode(&header_for(&entry, size), &mut self.pending);
+        self.payload += size;
+        self.entries += 1;
+        self.sink.stored(&entry);
+        Ok(true)
+    }
+
+    fn finish(&mut self) {
+        self.finished = true;
+        self.pending.extend_from_slice(&tar::END_OF_ARCHIVE);
+    }
+}
+
+impl<S: EntrySink> Read for Partition<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            if self.pending_pos < self.pending.len() {
+                let n = buf.len().min(self.pending.len() - self.pending_pos);
+                buf[..n].copy_from_slice(&self.pending[self.pending_pos..self.pending_pos + n]);
+                self.pending_pos += n;
+                return Ok(n);
+            }
+            if let Some((file, remaining, pad)) = self.file.as_mut() {
+                if *remaining > 0 {
+                    let want = buf.len().min(*remaining as usize);
+                    let n = match file.read(&mut buf[..want]) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    // Shrunk while read: the rest of the recorded size is zeros.
+                    let n = if n == 0 {
+                        buf[..want].fill(0);
+                        want
+                    } else {
+                        n
+                    };
+                    *remaining -= n as u64;
+                    return Ok(n);
+                }
+                let pad = *pad;
+                self.file = None;
+                self.pending.clear();
+                self.pending_pos = 0;
+                self.pending.resize(pad, 0);
+                continue;
+            }
+            if !self.advance()? {
+                return Ok(0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Names(Vec<(String, String)>);
+    impl EntrySink for Names {
+        fn stored(&mut self, e: &Entry) {
+            self.0.push((e.name.clone(), format!("{:?}", e.kind)));
+        }
+    }
+
+    #[test]
+    fn walks_like_walg_and_splits_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data");
+        let ts = dir.path().join("ts1");
+        for p in ["base/1", "global", "pg_wal/archive_status", "pg_tblspc", "pg_stat_tmp"] {
+            fs::create_dir_all(d.join(p)).unwrap();
+        }
+        fs::create_dir_all(ts.join("PG_15_202209061/5")).unwrap();
+        fs::write(d.join("PG_VERSION"), "15\n").unwrap();
+        fs::write(d.join("base/1/1259"), vec![1u8; 9000]).unwrap();
+        fs::write(d.join("base/1/1260"), vec![2u8; 10]).unwrap();
+        fs::write(d.join("global/pg_control"), vec![3u8; 8192]).unwrap();
+        fs::write(d.join("pg_wal/000000010000000000000001"), vec![0u8; 100]).unwrap();
+        fs::write(d.join("postmaster.pid"), "1").unwrap();
+        fs::write(ts.join("PG_15_202209061/5/16400"), vec![4u8; 700]).unwrap();
+        std::os::unix::fs::symlink(&ts, d.join("pg_tblspc/16400")).unwrap();
+
+        let mut walker = Walker::new(&d);
+        let mut names = Names(Vec::new());
+        let mut parts = Vec::new();
+        loop {
+            let mut p = Partition::new(&mut walker, &mut names, 5000);
+            let mut bytes = Vec::new();
+            p.read_to_end(&mut bytes).unwrap();
+            let done = p.walk_done;
+            parts.push(bytes);
+            if done {
+                break;
+            }
+        }
+        assert_eq!(parts.len(), 2, "cut after the 9000-byte file passed the threshold");
+        let listed: Vec<&str> = names.0.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(listed, [
+            "/", "/PG_VERSION", "/base", "/base/1", "/base/1/1259",
+            "/base/1/1260", "/global", "/pg_stat_tmp", "/pg_tblspc",
+            "/pg_tblspc/16400/PG_15_202209061", "/pg_tblspc/16400/PG_15_202209061/5",
+            "/pg_tblspc/16400/PG_15_202209061/5/16400", "/pg_wal",
+        ]);
+        assert_eq!(walker.pg_control.as_deref(), Some(d.join("global/pg_control").as_path()));
+        assert_eq!(walker.tablespaces, [Tablespace { name: "16400".into(), location: ts.display().to_string() }]);
+        // Every partition is a valid tar whose entries carry the data.
+        let mut found = Vec::new();
+        for bytes in &parts {
+            let mut a = ::tar::Archive::new(&bytes[..]);
+            for e in a.entries().unwrap() {
+                let mut e = e.unwrap();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                found.push((String::from_utf8(e.path_bytes().into_owned()).unwrap(), data.len()));
+            }
+            assert!(bytes.ends_with(&[0u8; 1024]));
+        }
+        assert!(found.contains(&("/base/1/1259".to_string(), 9000)));
+        assert!(found.contains(&("/pg_tblspc/16400/PG_15_202209061/5/16400".to_string(), 700)));
+    }
+
+    #[test]
+    fn a_file_that_shrinks_is_padded_to_its_recorded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("f"), vec![9u8; 3000]).unwrap();
+        let mut walker = Walker::new(dir.path());
+        let mut names = Names(Vec::new());
+        let mut p = Partition::new(&mut walker, &mut names, 1 << 30);
+        let mut out = vec![0u8; 2000];
+        let mut got = 0;
+        // Read the root header and the file header, then shrink the file.
+        while got < 1024 {
+            got += p.read(&mut out[got..1024]).unwrap();
+        }
+        fs::write(dir.path().join("f"), vec![9u8; 100]).unwrap();
+        let mut rest = Vec::new();
+        p.read_to_end(&mut rest).unwrap();
+        let mut all = out[..1024].to_vec();
+        all.extend(rest);
+        let mut a = ::tar::Archive::new(&all[..]);
+        let sizes: Vec<u64> = a.entries().unwrap().map(|e| e.unwrap().header().size().unwrap()).collect();
+        assert_eq!(sizes, [0, 3000]);
+    }
+}
