@@ -74,7 +74,26 @@ pub struct Settings {
     pub log_level: String,
     /// The `--config` file in effect, passed on to the prefetch helper.
     pub config_file: Option<PathBuf>,
+    /// `WALG_TAR_SIZE_THRESHOLD`: payload bytes after which a tar partition is closed.
+    pub tar_size_threshold: u64,
+    /// `WALG_SENTINEL_USER_DATA`: JSON stored as the backup's user data.
+    pub sentinel_user_data: Option<String>,
+    /// `WALG_VERIFY_PAGE_CHECKSUMS`.
+    pub verify_page_checksums: bool,
+    /// `WALG_TAR_DISABLE_FSYNC`: restore without fsync per file.
+    pub tar_disable_fsync: bool,
+    /// `WALG_DELTA_MAX_STEPS` (wal-rus takes full backups only; a value above 0 is noted).
+    pub delta_max_steps: u64,
+    /// The connection settings (`PG*`, and `USER`/`HOME` for libpq's defaults) as found in
+    /// the environment or the config file.
+    pub pg: HashMap<String, String>,
 }
+
+/// Connection settings handed to the PostgreSQL client.
+const PG_SETTINGS: &[&str] = &[
+    "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGDATABASE", "PGSSLMODE",
+    "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGAPPNAME", "PGCONNECT_TIMEOUT", "USER", "LOGNAME", "HOME",
+];
 
 /// Looks settings up in the environment, then in the config file.
 pub struct Sources {
@@ -226,6 +245,17 @@ impl Settings {
             pg_ready_rename: bool_setting(src, "PG_READY_RENAME", false)?,
             log_level,
             config_file: src.file_path.clone(),
+            tar_size_threshold: uint_setting(src, "WALG_TAR_SIZE_THRESHOLD", 1_073_741_823, 1, u64::MAX)?,
+            sentinel_user_data: match src.get("WALG_SENTINEL_USER_DATA") {
+                Some(v) if serde_json::from_str::<serde_json::Value>(&v).is_err() => {
+                    return Err(bad("WALG_SENTINEL_USER_DATA", "is not valid JSON"));
+                }
+                other => other,
+            },
+            verify_page_checksums: bool_setting(src, "WALG_VERIFY_PAGE_CHECKSUMS", false)?,
+            tar_disable_fsync: bool_setting(src, "WALG_TAR_DISABLE_FSYNC", false)?,
+            delta_max_steps: uint_setting(src, "WALG_DELTA_MAX_STEPS", 0, 0, u64::MAX)?,
+            pg: PG_SETTINGS.iter().filter_map(|k| src.get(k).map(|v| (k.to_string(), v))).collect(),
         })
     }
 
@@ -341,13 +371,23 @@ impl Settings {
         })
     }
 
+    /// Looks up a connection setting for the PostgreSQL client.
+    pub fn pg_setting(&self, name: &str) -> Option<String> {
+        self.pg.get(name).cloned()
+    }
+
     /// The inputs of the memory plan.
     pub fn plan_input(&self) -> crate::pipeline::plan::PlanInput {
         let (remote, https) = match &self.storage {
             StorageSettings::File { .. } => (false, false),
             StorageSettings::S3(c) => (true, c.endpoint.as_deref().is_none_or(|e| !e.to_ascii_lowercase().starts_with("http://"))),
         };
+        let part_size = match &self.storage {
+            StorageSettings::File { .. } => 0,
+            StorageSettings::S3(c) => c.part_size,
+        };
         crate::pipeline::plan::PlanInput {
+            part_size,
             encode: self.encode,
             upload_concurrency: self.upload_concurrency,
             download_concurrency: self.download_concurrency,

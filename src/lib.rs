@@ -11,5 +11,6 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod log;
+pub mod pg;
 pub mod pipeline;
 pub mod storage;

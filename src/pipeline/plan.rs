@@ -11,7 +11,6 @@ use crate::codec::{self, EncodeOptions, ReadFormat};
 use serde::Serialize;
 
 const KIB: u64 = 1024;
-#[cfg(test)]
 const MIB: u64 = 1024 * KIB;
 
 /// Size of every arena buffer: one read of local data or one slice of compressed output.
@@ -61,7 +60,24 @@ pub struct PlanInput {
     pub https: bool,
     /// Whether storage is remote (S3) rather than local files.
     pub remote: bool,
+    /// `WALG_S3_MAX_PART_SIZE` (0 for file storage).
+    pub part_size: u64,
 }
+
+/// Most part uploads a streamed upload keeps in flight: two already saturate this class of
+/// host (2 cores), and each costs a part buffer.
+pub const MAX_PART_UPLOADERS: usize = 2;
+
+/// Largest part a streamed upload buffers. `WALG_S3_MAX_PART_SIZE` may ask for more (20 MiB by
+/// default); any part size of 5 MiB or more is valid S3, and smaller parts keep the plan small.
+pub const MAX_STREAM_PART: u64 = 8 * MIB;
+
+/// Allowance for the walker's sorted listing of the largest directory and the files-metadata
+/// spool's buffers.
+pub const WALK_AND_SPOOL: u64 = 2 * MIB;
+
+/// One PostgreSQL session (socket buffers, protocol state, a result row).
+pub const PG_SESSION: u64 = 256 * KIB;
 
 /// One term of the formula.
 #[derive(Clone, Debug, Serialize)]
@@ -175,6 +191,35 @@ pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
     p
 }
 
+/// The part size and number of part uploaders of streamed uploads (tar partitions).
+pub fn stream_parts(input: &PlanInput) -> (usize, usize) {
+    let uploaders = input.upload_concurrency.clamp(1, MAX_PART_UPLOADERS);
+    let size = input.part_size.clamp(5 * MIB, MAX_STREAM_PART) as usize;
+    (uploaders, size)
+}
+
+/// `backup-push`: one walker/compressor thread, part uploaders beside it.
+pub fn backup_push(input: &PlanInput) -> CommandPlan {
+    let (uploaders, part) = stream_parts(input);
+    let (threads, parts) = if input.remote { (1 + uploaders as u64, uploaders + 1) } else { (1, 0) };
+    let mut p = CommandPlan::new("backup-push", threads, uploaders as u64, 2);
+    p.add_common(input, uploaders as u64 + 1);
+    p.add("part_buffers", parts as u64, part as u64);
+    p.add("codec_state", 1, codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode));
+    p.add("walk_and_files_spool", 1, WALK_AND_SPOOL);
+    p.add("postgres_session", 1, PG_SESSION);
+    p
+}
+
+/// `backup-fetch`: `WALG_DOWNLOAD_CONCURRENCY` partitions unpacked at once.
+pub fn backup_fetch(input: &PlanInput) -> CommandPlan {
+    let workers = input.download_concurrency.max(1) as u64;
+    let mut p = CommandPlan::new("backup-fetch", 1 + workers, workers, workers as usize);
+    p.add_common(input, workers);
+    p.add("decoder_state", workers, codec::decoder_state_bytes_own(input.encode));
+    p
+}
+
 /// The worst decoder any stored object may need: archives can hold objects that WAL-G or
 /// an earlier configuration wrote with another method.
 pub fn worst_decoder_bytes() -> u64 {
@@ -187,7 +232,7 @@ pub fn worst_decoder_bytes() -> u64 {
 
 /// Every command's plan.
 pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
-    vec![wal_push(input), wal_fetch(input), wal_prefetch(input)]
+    vec![wal_push(input), wal_fetch(input), wal_prefetch(input), backup_push(input), backup_fetch(input)]
 }
 
 #[cfg(test)]
@@ -203,6 +248,7 @@ mod tests {
             bg_uploaded_limit: 32,
             https: false,
             remote: true,
+            part_size: 20 * MIB,
         }
     }
 
@@ -232,5 +278,6 @@ mod tests {
         assert!(wal_fetch(&i).peak_rss_bytes < 8 * MIB);
         let one = PlanInput { upload_concurrency: 1, ..i };
         assert!(wal_push(&one).peak_rss_bytes < 8 * MIB);
+        assert!(backup_push(&i).peak_rss_bytes < 64 * MIB);
     }
 }

@@ -1,0 +1,26 @@
+//! A small synchronous PostgreSQL client for the backup commands.
+//!
+//! Backups must tell the server when they start and stop (`pg_backup_start` /
+//! `pg_backup_stop`) and read a few settings, all over one session that stays open for the
+//! whole copy. wal-rus has no async runtime, and a full driver would bring one, so this is a
+//! blocking client over `std` sockets that speaks just enough of the frontend protocol
+//! (via the `postgres-protocol` crate): startup, TLS (rustls), trust/password/md5/SCRAM
+//! login, simple queries with text results, and terminate.
+//!
+//! Connection settings come from the same `PG*` variables and `~/.pgpass` as libpq.
+//!
+//! Not supported: multiple hosts in PGHOST, PGHOSTADDR, PGSERVICE/PGOPTIONS, client
+//! certificates (PGSSLCERT/PGSSLKEY), GSSAPI/SSPI/Kerberos, PGCHANNELBINDING (SCRAM binds
+//! to the TLS certificate whenever it can, but cannot be forced), the extended query
+//! protocol, COPY, and cancel requests. Host-name lookup uses the system resolver, which
+//! `connect_timeout` does not bound.
+
+mod conn;
+mod error;
+mod params;
+pub mod pgpass;
+mod tls;
+
+pub use conn::{Connection, QueryResult, parse_server_version};
+pub use error::PgError;
+pub use params::{ConnParams, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SslMode};
