@@ -34,6 +34,16 @@ pub enum Command {
     WalPrefetch(WalPrefetch),
     /// memory-plan
     MemoryPlan(MemoryPlan),
+    /// backup-push
+    BackupPush(BackupPush),
+    /// backup-fetch
+    BackupFetch(BackupFetch),
+    /// backup-list
+    BackupList(BackupList),
+    /// backup-mark
+    BackupMark(BackupMark),
+    /// delete
+    Delete(Delete),
 }
 
 /// Archive one WAL file (archive_command = 'wal-rus wal-push %p'). Also uploads other files
@@ -80,4 +90,89 @@ pub struct MemoryPlan {
     /// print JSON (one object per command with peak_rss_bytes and its components)
     #[argh(switch)]
     pub json: bool,
+}
+
+/// Take a full base backup of the local data directory (non-exclusive pg_backup_start /
+/// pg_backup_stop over PG* connection settings) and store it as WAL-G does.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "backup-push")]
+pub struct BackupPush {
+    /// the data directory (default: PGDATA); must be the server's data_directory
+    #[argh(positional)]
+    pub data_dir: Option<PathBuf>,
+    /// mark the backup permanent (never deleted by retention)
+    #[argh(switch, short = 'p')]
+    pub permanent: bool,
+    /// always a full backup (wal-rus takes only full backups)
+    #[argh(switch, short = 'f')]
+    pub full: bool,
+    /// JSON stored as the backup's user data (WALG_SENTINEL_USER_DATA)
+    #[argh(option)]
+    pub add_user_data: Option<String>,
+    /// verify page checksums while reading (WALG_VERIFY_PAGE_CHECKSUMS)
+    #[argh(switch, short = 'v')]
+    pub verify: bool,
+}
+
+/// Restore a base backup into an empty directory. Recovery settings (restore_command,
+/// recovery.signal) are left to you, as with WAL-G.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "backup-fetch")]
+pub struct BackupFetch {
+    /// destination directory (created if missing; must be empty)
+    #[argh(positional)]
+    pub dest: PathBuf,
+    /// backup name, or LATEST
+    #[argh(positional)]
+    pub name: String,
+    /// JSON tablespace specification relocating tablespaces
+    #[argh(option)]
+    pub restore_spec: Option<PathBuf>,
+}
+
+/// List backups, oldest first.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "backup-list")]
+pub struct BackupList {
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+    /// also read each backup's metadata.json
+    #[argh(switch)]
+    pub detail: bool,
+    /// a table for people (with --json: indented)
+    #[argh(switch)]
+    pub pretty: bool,
+}
+
+/// Mark a backup (and its base chain) permanent, or with -i impermanent.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "backup-mark")]
+pub struct BackupMark {
+    /// the backup name
+    #[argh(positional)]
+    pub name: String,
+    /// remove the permanent mark instead
+    #[argh(switch, short = 'i')]
+    pub impermanent: bool,
+}
+
+/// Delete old backups and WAL. Dry run unless --confirm.
+/// Forms: retain [FULL|FIND_FULL] N [--after X] | before [FIND_FULL] NAME|TIME |
+/// everything [FORCE] | target [FIND_FULL] NAME | garbage [ARCHIVES|BACKUPS]
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "delete")]
+pub struct Delete {
+    /// the mode and its arguments, e.g. `retain FULL 3`
+    #[argh(positional)]
+    pub args: Vec<String>,
+    /// really delete (without it, only list what would be deleted)
+    #[argh(switch)]
+    pub confirm: bool,
+    /// order backups by metadata.json start_time instead of by start segment
+    #[argh(switch)]
+    pub use_sentinel_time: bool,
+    /// with retain: also keep every backup from this backup name or RFC 3339 time on
+    #[argh(option)]
+    pub after: Option<String>,
 }

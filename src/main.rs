@@ -17,6 +17,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::WalPush(c) => commands::wal_push::run(&settings, &c.path).map(drop),
         Command::WalFetch(c) => commands::wal_fetch::run(&settings, &c.name, &c.dest),
         Command::WalPrefetch(c) => commands::wal_prefetch::run(&settings, &c.name, &c.dest),
+        Command::BackupPush(c) => commands::backup_push::run(&settings, &c),
+        Command::BackupFetch(c) => commands::backup_fetch::run(&settings, &c),
+        Command::BackupList(c) => commands::backup_list::run(&settings, &c),
+        Command::BackupMark(c) => commands::backup_mark::run(&settings, &c),
+        Command::Delete(c) => commands::delete::run(&settings, &c),
         Command::MemoryPlan(c) => {
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&commands::memory_plan::json(&settings)).unwrap_or_default());

@@ -191,7 +191,7 @@ fn restore(
     let control = special.iter().find(|k| role_of(k) == Role::Control).cloned();
     let label = special.iter().find(|k| role_of(k) == Role::Label).cloned();
     if control.is_none() && crate::format::backup_name::is_walg_name(name) {
-        return Err(Error::NotFound(format!("Expect pg_control archive, but not found in {folder}")));
+        return Err(Error::io(format!("restoring {name}"), io::Error::new(io::ErrorKind::NotFound, format!("Expect pg_control archive, but not found in {folder}"))));
     }
     data.sort();
     crate::info!("restoring {name}: {} data partitions into {}", data.len(), dest.display());

@@ -708,6 +708,31 @@ impl PgCluster {
         cluster
     }
 
+    /// A cluster whose data directory is made by `fill` (e.g. `wal-rus backup-fetch` run
+    /// through `run_walrus_as_postgres`) instead of initdb. `extra_conf` and `env` as in
+    /// `init_with_env`; the harness settings are appended only when `fill` succeeded.
+    pub fn from_restore(port: u16, extra_conf: &str, env: &[(String, String)], fill: impl FnOnce(&PgCluster) -> Output) -> (PgCluster, Output) {
+        let cluster = Self::prepare(port, env);
+        let out = fill(&cluster);
+        if out.status.success() {
+            cluster.append_conf(&cluster.harness_conf(extra_conf));
+        }
+        (cluster, out)
+    }
+
+    /// Runs wal-rus as the postgres user through this cluster's wrapper (so with its
+    /// settings), from the cluster's base directory.
+    pub fn run_walrus_as_postgres(&self, args: &[&str], timeout: Duration) -> Output {
+        run_with_timeout(as_postgres(&self.walrus_wrapper(), self.base_dir()).args(args), timeout)
+    }
+
+    /// A command running wal-rus as postgres through the wrapper, to spawn or time.
+    pub fn walrus_command(&self, args: &[&str]) -> Command {
+        let mut cmd = as_postgres(&self.walrus_wrapper(), self.base_dir());
+        cmd.args(args);
+        cmd
+    }
+
     fn prepare(port: u16, env: &[(String, String)]) -> PgCluster {
         let bindir = Tool::Postgres.locate().unwrap_or_else(|e| panic!("PostgreSQL unavailable: {e}"));
         let base = postgres_owned_tempdir("walrus-test-");

@@ -1,0 +1,186 @@
+//! The backup catalogue as WAL-G sees it (walg-compat §1.6), shared by every backup command.
+//!
+//! A backup exists exactly when its sentinel does, directly in `basebackups_005/`; its name
+//! is the sentinel's file name cut at the first `_backup`; `LATEST` is the sentinel with the
+//! newest last-modified time. Nothing here derives existence or order from folders, names or
+//! `metadata.json`, because WAL-G does not, and the two tools must agree on what exists.
+//!
+//! Listings keep one small record per backup; documents are read one at a time and are small
+//! (a legacy sentinel with embedded file maps is streamed past, see `format::sentinel`).
+
+use super::BACKUP_FOLDER;
+use crate::error::Error;
+use crate::format::backup_name::{self, SENTINEL_SUFFIX};
+use crate::format::metadata::ExtendedMetadata;
+use crate::format::sentinel::Sentinel;
+use crate::format::time::UtcTime;
+use crate::storage::{BytesBody, Storage, StorageError};
+use std::io::{self, Read};
+
+/// The word that selects the newest backup.
+pub const LATEST: &str = "LATEST";
+
+/// One backup as the listing of `basebackups_005/` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupRef {
+    /// Backup name (`base_...`).
+    pub name: String,
+    /// Key of its sentinel, relative to the storage root.
+    pub sentinel_key: String,
+    /// Last modification of the sentinel, as the storage reports it.
+    pub modified: UtcTime,
+}
+
+/// Key of backup `name`'s sentinel.
+pub fn sentinel_key(name: &str) -> String {
+    format!("{BACKUP_FOLDER}/{}", backup_name::sentinel_file_name(name))
+}
+
+/// Prefix of every object inside backup `name`'s folder (ends with `/`).
+pub fn folder_prefix(name: &str) -> String {
+    format!("{BACKUP_FOLDER}/{name}/")
+}
+
+/// Key of backup `name`'s `metadata.json`.
+pub fn metadata_key(name: &str) -> String {
+    format!("{BACKUP_FOLDER}/{name}/metadata.json")
+}
+
+/// Key of backup `name`'s `files_metadata.json`.
+pub fn files_metadata_key(name: &str) -> String {
+    format!("{BACKUP_FOLDER}/{name}/files_metadata.json")
+}
+
+/// Every backup, oldest sentinel first. Ties keep the listing's (key) order, so the one
+/// listed last counts as newer, as in WAL-G master's stable sort.
+pub fn list_backups(storage: &dyn Storage) -> Result<Vec<BackupRef>, Error> {
+    let mut out = Vec::new();
+    storage.list(&format!("{BACKUP_FOLDER}/"), false, &mut |m| {
+        if !m.key.ends_with(SENTINEL_SUFFIX) {
+            return;
+        }
+        if let Some(name) = backup_name::name_from_sentinel(&m.key) {
+            out.push(BackupRef { name: name.to_string(), sentinel_key: m.key.clone(), modified: m.last_modified });
+        }
+    })?;
+    out.sort_by_key(|b| b.modified);
+    Ok(out)
+}
+
+/// The newest backup, or `None` when there is none.
+pub fn latest(storage: &dyn Storage) -> Result<Option<BackupRef>, Error> {
+    Ok(list_backups(storage)?.pop())
+}
+
+/// The error WAL-G gives for a backup that is not there.
+pub fn missing_backup(name: &str) -> Error {
+    Error::Usage(format!("Backup '{name}' does not exist."))
+}
+
+/// Finds `LATEST` or a named backup (a HEAD of its sentinel, as WAL-G does).
+pub fn resolve(storage: &dyn Storage, name: &str) -> Result<BackupRef, Error> {
+    if name == LATEST {
+        return latest(storage)?.ok_or_else(|| Error::Usage("No backups found".into()));
+    }
+    if !backup_name::is_usable_name(name) {
+        return Err(missing_backup(name));
+    }
+    let key = sentinel_key(name);
+    match storage.head(&key)? {
+        Some(meta) => Ok(BackupRef { name: name.to_string(), sentinel_key: key, modified: meta.last_modified }),
+        None => Err(missing_backup(name)),
+    }
+}
+
+fn invalid(key: &str, e: impl std::fmt::Display) -> Error {
+    Error::io(format!("reading {key}"), io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+}
+
+/// Reads backup `name`'s sentinel; a missing sentinel means the backup does not exist.
+pub fn read_sentinel(storage: &dyn Storage, name: &str) -> Result<Sentinel, Error> {
+    let key = sentinel_key(name);
+    let reader = match storage.get(&key) {
+        Ok(r) => r,
+        Err(StorageError::NotFound { .. }) => return Err(missing_backup(name)),
+        Err(e) => return Err(e.into()),
+    };
+    Sentinel::from_reader(reader).map_err(|e| invalid(&key, e))
+}
+
+/// Reads backup `name`'s `metadata.json`; `Ok(None)` when it does not exist.
+pub fn read_metadata(storage: &dyn Storage, name: &str) -> Result<Option<ExtendedMetadata>, Error> {
+    let key = metadata_key(name);
+    let mut reader = match storage.get(&key) {
+        Ok(r) => r,
+        Err(StorageError::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut bytes = Vec::new();
+    reader.read_to_end(&mut bytes).map_err(|e| Error::io(format!("reading {key}"), e))?;
+    ExtendedMetadata::from_slice(&bytes).map(Some).map_err(|e| invalid(&key, e))
+}
+
+/// Writes backup `name`'s `metadata.json` (raw JSON, never compressed or encrypted).
+pub fn write_metadata(storage: &dyn Storage, name: &str, meta: &ExtendedMetadata) -> Result<(), Error> {
+    let json = meta.to_json();
+    storage.put(&metadata_key(name), &BytesBody(json.as_bytes()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::fs::FsStorage;
+    use std::time::{Duration, SystemTime};
+
+    fn put_at(root: &std::path::Path, st: &FsStorage, key: &str, body: &[u8], secs: u64) {
+        st.put(key, &BytesBody(body)).unwrap();
+        let f = std::fs::File::options().write(true).open(root.join(key)).unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+    }
+
+    #[test]
+    fn catalogue() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = FsStorage::new(dir.path().to_str().unwrap());
+        let a = "base_000000010000000000000003";
+        let b = "base_000000010000000000000007_D_000000010000000000000003";
+        put_at(dir.path(), &st, &sentinel_key(b), br#"{"LSN":117440552,"DeltaFrom":"base_000000010000000000000003","DeltaLSN":1,"DeltaFullName":"x","DeltaCount":1}"#, 2_000);
+        put_at(dir.path(), &st, &sentinel_key(a), br#"{"LSN":50331688}"#, 1_000);
+        // Neither a sibling folder without sentinel nor objects inside folders count.
+        put_at(dir.path(), &st, "basebackups_005/base_000000010000000000000009/metadata.json", b"{}", 3_000);
+        put_at(dir.path(), &st, "basebackups_005/junk_backup_stop_sentinel.json.tmp", b"{}", 3_000);
+        let list = list_backups(&st).unwrap();
+        assert_eq!(list.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(list[0].modified, UtcTime(1_000));
+        assert_eq!(latest(&st).unwrap().unwrap().name, b);
+        assert_eq!(resolve(&st, LATEST).unwrap().name, b);
+        assert_eq!(resolve(&st, a).unwrap().sentinel_key, "basebackups_005/base_000000010000000000000003_backup_stop_sentinel.json");
+        let err = resolve(&st, "base_000000010000000000000009").unwrap_err();
+        assert_eq!(err.to_string(), "Backup 'base_000000010000000000000009' does not exist.");
+        assert!(resolve(&st, "../x").is_err());
+        assert!(read_sentinel(&st, b).unwrap().is_delta());
+        assert!(read_sentinel(&st, "base_000000010000000000000009").is_err());
+
+        assert_eq!(read_metadata(&st, a).unwrap(), None);
+        let meta = ExtendedMetadata {
+            start_time: "2024-05-01T10:00:00Z".into(),
+            finish_time: "2024-05-01T10:00:01Z".into(),
+            is_permanent: true,
+            ..Default::default()
+        };
+        write_metadata(&st, a, &meta).unwrap();
+        assert_eq!(read_metadata(&st, a).unwrap().unwrap(), meta);
+        put_at(dir.path(), &st, &metadata_key(b), b"{not json", 1);
+        assert!(read_metadata(&st, b).unwrap_err().to_string().contains("metadata.json"));
+    }
+
+    #[test]
+    fn empty_catalogue() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = FsStorage::new(dir.path().to_str().unwrap());
+        assert!(list_backups(&st).unwrap().is_empty());
+        assert!(latest(&st).unwrap().is_none());
+        assert!(resolve(&st, LATEST).is_err());
+    }
+}
