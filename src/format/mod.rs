@@ -1,9 +1,8 @@
-//! What WAL-G writes, as pure code with no I/O: WAL file names and segment arithmetic,
-//! timestamps in the forms storage and logs use.
+//! What WAL-G writes, apart from where it is stored: WAL file names and segment arithmetic,
+//! LSNs, backup names, the sentinel, `metadata.json`, `files_metadata.json` (with its on-disk
+//! spool, so the document never has to fit in memory), tablespace specs, tar headers, and
+//! time and JSON text in Go's forms.
 
-pub mod tar;
-pub mod time;
-pub mod wal_name;
 pub mod backup_name;
 pub mod files_metadata;
 pub mod go_json;
@@ -11,3 +10,6 @@ pub mod lsn;
 pub mod metadata;
 pub mod sentinel;
 pub mod spec;
+pub mod tar;
+pub mod time;
+pub mod wal_name;
