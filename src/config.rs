@@ -6,9 +6,9 @@
 //! touches storage.
 
 use crate::codec::{EncodeOptions, Method, ZstdLevel};
-use crate::storage::fs::FsStorage;
-use crate::storage::s3::{sign::Credentials, S3Config, S3Storage};
 use crate::storage::Storage;
+use crate::storage::fs::FsStorage;
+use crate::storage::s3::{S3Config, S3Storage, sign::Credentials};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -32,11 +32,15 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 fn bad(setting: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError { setting: setting.to_string(), message: message.into() }
+    ConfigError {
+        setting: setting.to_string(),
+        message: message.into(),
+    }
 }
 
 /// Where storage is.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one value per process; boxing buys nothing
 pub enum StorageSettings {
     /// `WALG_FILE_PREFIX`.
     File {
@@ -91,21 +95,55 @@ pub struct Settings {
 
 /// Connection settings handed to the PostgreSQL client.
 const PG_SETTINGS: &[&str] = &[
-    "PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGPASSWORD", "PGPASSFILE", "PGDATABASE", "PGSSLMODE",
-    "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY", "PGAPPNAME", "PGCONNECT_TIMEOUT", "USER", "LOGNAME", "HOME",
+    "PGHOST",
+    "PGHOSTADDR",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGPASSFILE",
+    "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGAPPNAME",
+    "PGCONNECT_TIMEOUT",
+    "USER",
+    "LOGNAME",
+    "HOME",
 ];
 
 /// Looks settings up in the environment, then in the config file.
 pub struct Sources {
-    env: Box<dyn Fn(&str) -> Option<String>>,
+    env: Lookup,
     file: HashMap<String, String>,
     /// The config file read, if any.
     pub file_path: Option<PathBuf>,
 }
 
+/// A function from a setting's name to its value.
+type Lookup = Box<dyn Fn(&str) -> Option<String>>;
+
 /// Settings WAL-G knows that a config file may carry without a warning. wal-rus reads only
 /// some of them; the others are accepted so a shared `.walg.json` keeps working.
-const KNOWN_PREFIXES: &[&str] = &["WALG_", "WALE_", "AWS_", "PG", "S3_", "TOTAL_BG_UPLOADED_LIMIT", "WALRUS_", "GOMAXPROCS", "HTTP_", "PROFILE_", "OSS_", "GCS_", "AZURE_", "OS_", "SSH_", "YC_"];
+const KNOWN_PREFIXES: &[&str] = &[
+    "WALG_",
+    "WALE_",
+    "AWS_",
+    "PG",
+    "S3_",
+    "TOTAL_BG_UPLOADED_LIMIT",
+    "WALRUS_",
+    "GOMAXPROCS",
+    "HTTP_",
+    "PROFILE_",
+    "OSS_",
+    "GCS_",
+    "AZURE_",
+    "OS_",
+    "SSH_",
+    "YC_",
+];
 
 impl Sources {
     /// The process environment and an optional config file (`--config`, else `~/.walg.json`
@@ -118,12 +156,23 @@ impl Sources {
                 _ => (HashMap::new(), None),
             },
         };
-        Ok(Sources { env: Box::new(|k| std::env::var(k).ok()), file, file_path })
+        Ok(Sources {
+            env: Box::new(|k| std::env::var(k).ok()),
+            file,
+            file_path,
+        })
     }
 
     /// Sources from a function and a map, for tests.
-    pub fn from_parts(env: impl Fn(&str) -> Option<String> + 'static, file: HashMap<String, String>) -> Sources {
-        Sources { env: Box::new(env), file, file_path: None }
+    pub fn from_parts(
+        env: impl Fn(&str) -> Option<String> + 'static,
+        file: HashMap<String, String>,
+    ) -> Sources {
+        Sources {
+            env: Box::new(env),
+            file,
+            file_path: None,
+        }
     }
 
     /// A setting's value: environment (non-empty) first, then the file.
@@ -136,7 +185,9 @@ impl Sources {
 
     /// The first of several spellings that is set, with the spelling found.
     fn first(&self, names: &[&str]) -> Option<(String, String)> {
-        names.iter().find_map(|n| self.get(n).map(|v| (n.to_string(), v)))
+        names
+            .iter()
+            .find_map(|n| self.get(n).map(|v| (n.to_string(), v)))
     }
 
     /// WAL-G's lookup for storage-specific settings: bare name, then `WALG_`, then `WALE_`.
@@ -148,10 +199,17 @@ impl Sources {
 /// Reads a `.walg.json` file: an object of setting names to strings, numbers or booleans.
 fn read_config_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| bad(&name, format!("cannot read config file: {e}")))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| bad(&name, format!("not a JSON config file ({e}); wal-rus reads WAL-G's JSON format")))?;
-    let obj = value.as_object().ok_or_else(|| bad(&name, "config file must hold a JSON object"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(&name, format!("cannot read config file: {e}")))?;
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        bad(
+            &name,
+            format!("not a JSON config file ({e}); wal-rus reads WAL-G's JSON format"),
+        )
+    })?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad(&name, "config file must hold a JSON object"))?;
     let mut out = HashMap::new();
     for (k, v) in obj {
         let key = k.to_ascii_uppercase();
@@ -160,7 +218,12 @@ fn read_config_file(path: &Path) -> Result<HashMap<String, String>, ConfigError>
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
             serde_json::Value::Null => continue,
-            _ => return Err(bad(&format!("{name}: {k}"), "value must be a string, number or boolean")),
+            _ => {
+                return Err(bad(
+                    &format!("{name}: {k}"),
+                    "value must be a string, number or boolean",
+                ));
+            }
         };
         if !KNOWN_PREFIXES.iter().any(|p| key.starts_with(p)) {
             crate::warn!("{k} is unknown");
@@ -175,17 +238,32 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
     match v {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(bad(name, format!("'{v}' is not a boolean (use true or false)"))),
+        _ => Err(bad(
+            name,
+            format!("'{v}' is not a boolean (use true or false)"),
+        )),
     }
 }
 
 fn bool_setting(src: &Sources, name: &str, default: bool) -> Result<bool, ConfigError> {
-    src.get(name).map_or(Ok(default), |v| parse_bool(name, v.trim()))
+    src.get(name)
+        .map_or(Ok(default), |v| parse_bool(name, v.trim()))
 }
 
-fn uint_setting(src: &Sources, name: &str, default: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
-    let Some(v) = src.get(name) else { return Ok(default) };
-    let n: u64 = v.trim().parse().map_err(|_| bad(name, format!("'{v}' is not a whole number")))?;
+fn uint_setting(
+    src: &Sources,
+    name: &str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(v) = src.get(name) else {
+        return Ok(default);
+    };
+    let n: u64 = v
+        .trim()
+        .parse()
+        .map_err(|_| bad(name, format!("'{v}' is not a whole number")))?;
     if n < min || n > max {
         return Err(bad(name, format!("{n} is out of range {min}..={max}")));
     }
@@ -202,42 +280,68 @@ pub fn parse_s3_prefix(name: &str, url: &str) -> Result<(String, String), Config
         return Err(bad(name, format!("'{url}' has no bucket name")));
     }
     let path = path.trim_matches('/');
-    Ok((bucket.to_string(), if path.is_empty() { String::new() } else { format!("{path}/") }))
+    Ok((
+        bucket.to_string(),
+        if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        },
+    ))
 }
 
 impl Settings {
     /// Reads and validates every setting.
     pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
-        let storage_prefix = src.get("WALG_STORAGE_PREFIX").map(|p| p.trim_matches('/').to_string());
+        let storage_prefix = src
+            .get("WALG_STORAGE_PREFIX")
+            .map(|p| p.trim_matches('/').to_string());
         let storage = Self::storage(src, storage_prefix.as_deref())?;
 
-        let method_name = src.get("WALG_COMPRESSION_METHOD").unwrap_or_else(|| "lz4".into());
+        let method_name = src
+            .get("WALG_COMPRESSION_METHOD")
+            .unwrap_or_else(|| "lz4".into());
         let method = Method::from_setting(&method_name).ok_or_else(|| {
             bad("WALG_COMPRESSION_METHOD", format!("unknown compression method '{method_name}', supported methods are: [brotli lz4 lzma none zstd]"))
         })?;
         let zstd_level = match src.get("WALG_ZSTD_LEVEL") {
             None => ZstdLevel::Default,
             Some(_) if method != Method::Zstd => {
-                return Err(bad("WALG_ZSTD_LEVEL", "is only valid with WALG_COMPRESSION_METHOD=zstd"));
+                return Err(bad(
+                    "WALG_ZSTD_LEVEL",
+                    "is only valid with WALG_COMPRESSION_METHOD=zstd",
+                ));
             }
-            Some(v) => ZstdLevel::from_setting(&v)
-                .ok_or_else(|| bad("WALG_ZSTD_LEVEL", format!("'{v}' is not one of fastest, default, better, best")))?,
+            Some(v) => ZstdLevel::from_setting(&v).ok_or_else(|| {
+                bad(
+                    "WALG_ZSTD_LEVEL",
+                    format!("'{v}' is not one of fastest, default, better, best"),
+                )
+            })?,
         };
 
         let wal_mib = uint_setting(src, "WALG_PG_WAL_SIZE", 16, 1, 1024)?;
         if !wal_mib.is_power_of_two() {
-            return Err(bad("WALG_PG_WAL_SIZE", format!("{wal_mib} MiB is not a power of two")));
+            return Err(bad(
+                "WALG_PG_WAL_SIZE",
+                format!("{wal_mib} MiB is not a power of two"),
+            ));
         }
         let log_level = src.get("WALG_LOG_LEVEL").unwrap_or_else(|| "NORMAL".into());
         if !matches!(log_level.as_str(), "NORMAL" | "DEVEL" | "ERROR") {
-            return Err(bad("WALG_LOG_LEVEL", format!("'{log_level}' is not one of NORMAL, DEVEL, ERROR")));
+            return Err(bad(
+                "WALG_LOG_LEVEL",
+                format!("'{log_level}' is not one of NORMAL, DEVEL, ERROR"),
+            ));
         }
         Ok(Settings {
             storage,
             encode: EncodeOptions { method, zstd_level },
             upload_concurrency: uint_setting(src, "WALG_UPLOAD_CONCURRENCY", 16, 1, 1024)? as usize,
-            download_concurrency: uint_setting(src, "WALG_DOWNLOAD_CONCURRENCY", 10, 1, 1024)? as usize,
-            bg_uploaded_limit: uint_setting(src, "TOTAL_BG_UPLOADED_LIMIT", 32, 0, 1_000_000)? as usize,
+            download_concurrency: uint_setting(src, "WALG_DOWNLOAD_CONCURRENCY", 10, 1, 1024)?
+                as usize,
+            bg_uploaded_limit: uint_setting(src, "TOTAL_BG_UPLOADED_LIMIT", 32, 0, 1_000_000)?
+                as usize,
             prevent_wal_overwrite: bool_setting(src, "WALG_PREVENT_WAL_OVERWRITE", false)?,
             wal_segment_size: crate::format::wal_name::segment_size_from_mib(wal_mib),
             prefetch_dir: src.get("WALG_PREFETCH_DIR").map(PathBuf::from),
@@ -245,7 +349,13 @@ impl Settings {
             pg_ready_rename: bool_setting(src, "PG_READY_RENAME", false)?,
             log_level,
             config_file: src.file_path.clone(),
-            tar_size_threshold: uint_setting(src, "WALG_TAR_SIZE_THRESHOLD", 1_073_741_823, 1, u64::MAX)?,
+            tar_size_threshold: uint_setting(
+                src,
+                "WALG_TAR_SIZE_THRESHOLD",
+                1_073_741_823,
+                1,
+                u64::MAX,
+            )?,
             sentinel_user_data: match src.get("WALG_SENTINEL_USER_DATA") {
                 Some(v) if serde_json::from_str::<serde_json::Value>(&v).is_err() => {
                     return Err(bad("WALG_SENTINEL_USER_DATA", "is not valid JSON"));
@@ -255,18 +365,27 @@ impl Settings {
             verify_page_checksums: bool_setting(src, "WALG_VERIFY_PAGE_CHECKSUMS", false)?,
             tar_disable_fsync: bool_setting(src, "WALG_TAR_DISABLE_FSYNC", false)?,
             delta_max_steps: uint_setting(src, "WALG_DELTA_MAX_STEPS", 0, 0, u64::MAX)?,
-            pg: PG_SETTINGS.iter().filter_map(|k| src.get(k).map(|v| (k.to_string(), v))).collect(),
+            pg: PG_SETTINGS
+                .iter()
+                .filter_map(|k| src.get(k).map(|v| (k.to_string(), v)))
+                .collect(),
         })
     }
 
-    fn storage(src: &Sources, storage_prefix: Option<&str>) -> Result<StorageSettings, ConfigError> {
+    fn storage(
+        src: &Sources,
+        storage_prefix: Option<&str>,
+    ) -> Result<StorageSettings, ConfigError> {
         let with_sub = |root: String| match storage_prefix {
             Some(p) if !p.is_empty() => format!("{root}{p}/"),
             _ => root,
         };
         // WAL-G's order: OSS, S3, FILE, GS, AZ, SWIFT, SSH; WALG_ before WALE_.
         for kind in ["OSS", "S3", "FILE", "GS", "AZ", "SWIFT", "SSH"] {
-            let Some((name, value)) = src.first(&[&format!("WALG_{kind}_PREFIX"), &format!("WALE_{kind}_PREFIX")]) else {
+            let Some((name, value)) = src.first(&[
+                &format!("WALG_{kind}_PREFIX"),
+                &format!("WALE_{kind}_PREFIX"),
+            ]) else {
                 continue;
             };
             return match kind {
@@ -275,17 +394,27 @@ impl Settings {
                     Ok(StorageSettings::S3(Self::s3(src, bucket, with_sub(root))?))
                 }
                 "FILE" => {
-                    let dir = value.strip_prefix("file://localhost").unwrap_or(&value).trim_end_matches('/').to_string();
+                    let dir = value
+                        .strip_prefix("file://localhost")
+                        .unwrap_or(&value)
+                        .trim_end_matches('/')
+                        .to_string();
                     let root = match storage_prefix {
                         Some(p) if !p.is_empty() => format!("{dir}/{p}"),
                         _ => dir,
                     };
                     Ok(StorageSettings::File { root })
                 }
-                _ => Err(bad(&name, "this storage type is not supported by wal-rus (use WALG_S3_PREFIX or WALG_FILE_PREFIX)")),
+                _ => Err(bad(
+                    &name,
+                    "this storage type is not supported by wal-rus (use WALG_S3_PREFIX or WALG_FILE_PREFIX)",
+                )),
             };
         }
-        Err(bad("WALG_S3_PREFIX", "no storage configured: set WALG_S3_PREFIX (or WALE_S3_PREFIX) or WALG_FILE_PREFIX"))
+        Err(bad(
+            "WALG_S3_PREFIX",
+            "no storage configured: set WALG_S3_PREFIX (or WALE_S3_PREFIX) or WALG_FILE_PREFIX",
+        ))
     }
 
     fn s3(src: &Sources, bucket: String, root: String) -> Result<S3Config, ConfigError> {
@@ -297,26 +426,54 @@ impl Settings {
             .first(&["AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY"])
             .map(|(_, v)| v.trim().to_string())
             .ok_or_else(|| bad("AWS_SECRET_ACCESS_KEY", "not set"))?;
-        let endpoint = src.get("AWS_ENDPOINT").map(|e| e.trim_end_matches('/').to_string());
+        let endpoint = src
+            .get("AWS_ENDPOINT")
+            .map(|e| e.trim_end_matches('/').to_string());
         if let Some(e) = &endpoint {
             let scheme = e.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
             if matches!(scheme.as_deref(), Some(s) if s != "http" && s != "https") {
-                return Err(bad("AWS_ENDPOINT", format!("'{e}' must start with http:// or https://")));
+                return Err(bad(
+                    "AWS_ENDPOINT",
+                    format!("'{e}' must start with http:// or https://"),
+                ));
             }
         }
         let region = match src.get("AWS_REGION") {
             Some(r) => r,
             None if endpoint.is_some() => "us-east-1".to_string(),
-            None => return Err(bad("AWS_REGION", "not set (required when AWS_ENDPOINT is not set)")),
+            None => {
+                return Err(bad(
+                    "AWS_REGION",
+                    "not set (required when AWS_ENDPOINT is not set)",
+                ));
+            }
         };
         let sse = src.storage_setting("S3_SSE").map(|(_, v)| v);
         let sse_kms_id = src.storage_setting("S3_SSE_KMS_ID").map(|(_, v)| v);
         match (sse.as_deref(), &sse_kms_id) {
-            (Some("aws:kms"), None) => return Err(bad("WALG_S3_SSE_KMS_ID", "must be set when WALG_S3_SSE=aws:kms")),
-            (Some(s), Some(_)) if s != "aws:kms" => return Err(bad("WALG_S3_SSE_KMS_ID", "is only valid with WALG_S3_SSE=aws:kms")),
-            (None, Some(_)) => return Err(bad("WALG_S3_SSE_KMS_ID", "is only valid with WALG_S3_SSE=aws:kms")),
+            (Some("aws:kms"), None) => {
+                return Err(bad(
+                    "WALG_S3_SSE_KMS_ID",
+                    "must be set when WALG_S3_SSE=aws:kms",
+                ));
+            }
+            (Some(s), Some(_)) if s != "aws:kms" => {
+                return Err(bad(
+                    "WALG_S3_SSE_KMS_ID",
+                    "is only valid with WALG_S3_SSE=aws:kms",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "WALG_S3_SSE_KMS_ID",
+                    "is only valid with WALG_S3_SSE=aws:kms",
+                ));
+            }
             (Some(s), _) if s != "AES256" && s != "aws:kms" => {
-                return Err(bad("WALG_S3_SSE", format!("'{s}' is not AES256 or aws:kms")));
+                return Err(bad(
+                    "WALG_S3_SSE",
+                    format!("'{s}' is not AES256 or aws:kms"),
+                ));
             }
             _ => {}
         }
@@ -326,18 +483,30 @@ impl Settings {
         let part_size = match src.storage_setting("S3_MAX_PART_SIZE") {
             None => 20 * 1024 * 1024,
             Some((name, v)) => {
-                let n: u64 = v.trim().parse().map_err(|_| bad(&name, format!("'{v}' is not a whole number")))?;
+                let n: u64 = v
+                    .trim()
+                    .parse()
+                    .map_err(|_| bad(&name, format!("'{v}' is not a whole number")))?;
                 if !(5 << 20..=5 << 30).contains(&n) {
-                    return Err(bad(&name, format!("{n} is outside S3's part size range 5 MiB..5 GiB")));
+                    return Err(bad(
+                        &name,
+                        format!("{n} is outside S3's part size range 5 MiB..5 GiB"),
+                    ));
                 }
                 n
             }
         };
         let retries = match src.storage_setting("S3_MAX_RETRIES") {
             None => 15,
-            Some((name, v)) => v.trim().parse::<u32>().map_err(|_| bad(&name, format!("'{v}' is not a whole number")))?.min(100),
+            Some((name, v)) => v
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| bad(&name, format!("'{v}' is not a whole number")))?
+                .min(100),
         };
-        let ms = |name: &str, default: u64| uint_setting(src, name, default, 0, 3_600_000).map(Duration::from_millis);
+        let ms = |name: &str, default: u64| {
+            uint_setting(src, name, default, 0, 3_600_000).map(Duration::from_millis)
+        };
         Ok(S3Config {
             bucket,
             root,
@@ -349,15 +518,26 @@ impl Settings {
                 secret_access_key: secret,
                 session_token: src.get("AWS_SESSION_TOKEN").map(|t| t.trim().to_string()),
             },
-            ca_cert_file: src.storage_setting("S3_CA_CERT_FILE").map(|(_, v)| PathBuf::from(v)),
-            storage_class: src.storage_setting("S3_STORAGE_CLASS").map(|(_, v)| v).unwrap_or_else(|| "STANDARD".into()),
+            ca_cert_file: src
+                .storage_setting("S3_CA_CERT_FILE")
+                .map(|(_, v)| PathBuf::from(v)),
+            storage_class: src
+                .storage_setting("S3_STORAGE_CLASS")
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| "STANDARD".into()),
             sse,
             sse_kms_id,
             part_size,
             max_retries: retries,
             min_throttle_delay: ms("S3_MIN_THROTTLING_RETRY_DELAY", 500)?,
             max_throttle_delay: ms("S3_MAX_THROTTLING_RETRY_DELAY", 300_000)?,
-            connect_timeout: Duration::from_secs(uint_setting(src, "WALRUS_CONNECT_TIMEOUT", 10, 1, 3600)?),
+            connect_timeout: Duration::from_secs(uint_setting(
+                src,
+                "WALRUS_CONNECT_TIMEOUT",
+                10,
+                1,
+                3600,
+            )?),
             io_timeout: Duration::from_secs(uint_setting(src, "WALRUS_IO_TIMEOUT", 60, 1, 3600)?),
             delete_batch: uint_setting(src, "S3_DELETE_BATCH_SIZE", 1000, 1, 1000)? as usize,
         })
@@ -380,7 +560,12 @@ impl Settings {
     pub fn plan_input(&self) -> crate::pipeline::plan::PlanInput {
         let (remote, https) = match &self.storage {
             StorageSettings::File { .. } => (false, false),
-            StorageSettings::S3(c) => (true, c.endpoint.as_deref().is_none_or(|e| !e.to_ascii_lowercase().starts_with("http://"))),
+            StorageSettings::S3(c) => (
+                true,
+                c.endpoint
+                    .as_deref()
+                    .is_none_or(|e| !e.to_ascii_lowercase().starts_with("http://")),
+            ),
         };
         let part_size = match &self.storage {
             StorageSettings::File { .. } => 0,
@@ -403,56 +588,173 @@ mod tests {
     use super::*;
 
     fn load(pairs: &[(&str, &str)], file: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        let env: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let file = file.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let file = file
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Settings::load(&Sources::from_parts(move |k| env.get(k).cloned(), file))
     }
 
     #[test]
     fn s3_prefix_and_defaults() {
-        let s = load(&[("WALG_S3_PREFIX", "s3://bkt/pg/main/"), ("AWS_ACCESS_KEY_ID", " AK "), ("AWS_SECRET_ACCESS_KEY", "sk"), ("AWS_REGION", "eu-west-1")], &[]).unwrap();
-        let StorageSettings::S3(c) = &s.storage else { panic!() };
+        let s = load(
+            &[
+                ("WALG_S3_PREFIX", "s3://bkt/pg/main/"),
+                ("AWS_ACCESS_KEY_ID", " AK "),
+                ("AWS_SECRET_ACCESS_KEY", "sk"),
+                ("AWS_REGION", "eu-west-1"),
+            ],
+            &[],
+        )
+        .unwrap();
+        let StorageSettings::S3(c) = &s.storage else {
+            panic!()
+        };
         assert_eq!((c.bucket.as_str(), c.root.as_str()), ("bkt", "pg/main/"));
         assert_eq!(c.credentials.access_key_id, "AK");
         assert_eq!(c.part_size, 20_971_520);
         assert_eq!(s.encode.method, Method::Lz4);
-        assert_eq!((s.upload_concurrency, s.download_concurrency, s.bg_uploaded_limit), (16, 10, 32));
+        assert_eq!(
+            (
+                s.upload_concurrency,
+                s.download_concurrency,
+                s.bg_uploaded_limit
+            ),
+            (16, 10, 32)
+        );
         assert_eq!(s.wal_segment_size, 16 << 20);
-        assert_eq!(parse_s3_prefix("X", "s3://b").unwrap(), ("b".into(), "".into()));
-        assert_eq!(parse_s3_prefix("X", "s3://b/a//c/").unwrap(), ("b".into(), "a//c/".into()));
+        assert_eq!(
+            parse_s3_prefix("X", "s3://b").unwrap(),
+            ("b".into(), "".into())
+        );
+        assert_eq!(
+            parse_s3_prefix("X", "s3://b/a//c/").unwrap(),
+            ("b".into(), "a//c/".into())
+        );
     }
 
     #[test]
     fn env_wins_over_file_and_empty_is_unset() {
-        let s = load(&[("WALG_FILE_PREFIX", "/env"), ("WALG_COMPRESSION_METHOD", "")], &[("WALG_FILE_PREFIX", "/file"), ("WALG_COMPRESSION_METHOD", "zstd")]).unwrap();
+        let s = load(
+            &[
+                ("WALG_FILE_PREFIX", "/env"),
+                ("WALG_COMPRESSION_METHOD", ""),
+            ],
+            &[
+                ("WALG_FILE_PREFIX", "/file"),
+                ("WALG_COMPRESSION_METHOD", "zstd"),
+            ],
+        )
+        .unwrap();
         assert!(matches!(&s.storage, StorageSettings::File { root } if root == "/env"));
         assert_eq!(s.encode.method, Method::Zstd);
     }
 
     #[test]
     fn storage_prefix_and_order() {
-        let s = load(&[("WALG_FILE_PREFIX", "file://localhost/tmp/a/"), ("WALG_STORAGE_PREFIX", "/sub/")], &[]).unwrap();
+        let s = load(
+            &[
+                ("WALG_FILE_PREFIX", "file://localhost/tmp/a/"),
+                ("WALG_STORAGE_PREFIX", "/sub/"),
+            ],
+            &[],
+        )
+        .unwrap();
         assert!(matches!(&s.storage, StorageSettings::File { root } if root == "/tmp/a/sub"));
         // S3 comes before FILE in WAL-G's order.
-        let s = load(&[("WALG_FILE_PREFIX", "/x"), ("WALE_S3_PREFIX", "s3://b/p"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b"), ("AWS_ENDPOINT", "http://h:1")], &[]).unwrap();
+        let s = load(
+            &[
+                ("WALG_FILE_PREFIX", "/x"),
+                ("WALE_S3_PREFIX", "s3://b/p"),
+                ("AWS_ACCESS_KEY_ID", "a"),
+                ("AWS_SECRET_ACCESS_KEY", "b"),
+                ("AWS_ENDPOINT", "http://h:1"),
+            ],
+            &[],
+        )
+        .unwrap();
         assert!(matches!(&s.storage, StorageSettings::S3(c) if c.region == "us-east-1"));
     }
 
     #[test]
     fn bad_values_name_the_setting() {
         let cases: &[(&[(&str, &str)], &str)] = &[
-            (&[("WALG_FILE_PREFIX", "/x"), ("WALG_COMPRESSION_METHOD", "LZ4")], "WALG_COMPRESSION_METHOD"),
-            (&[("WALG_FILE_PREFIX", "/x"), ("WALG_UPLOAD_CONCURRENCY", "many")], "WALG_UPLOAD_CONCURRENCY"),
-            (&[("WALG_FILE_PREFIX", "/x"), ("WALG_UPLOAD_CONCURRENCY", "0")], "WALG_UPLOAD_CONCURRENCY"),
-            (&[("WALG_FILE_PREFIX", "/x"), ("WALG_PREVENT_WAL_OVERWRITE", "yes")], "WALG_PREVENT_WAL_OVERWRITE"),
-            (&[("WALG_FILE_PREFIX", "/x"), ("WALG_PG_WAL_SIZE", "24")], "WALG_PG_WAL_SIZE"),
-            (&[("WALG_FILE_PREFIX", "/x"), ("WALG_ZSTD_LEVEL", "best")], "WALG_ZSTD_LEVEL"),
+            (
+                &[
+                    ("WALG_FILE_PREFIX", "/x"),
+                    ("WALG_COMPRESSION_METHOD", "LZ4"),
+                ],
+                "WALG_COMPRESSION_METHOD",
+            ),
+            (
+                &[
+                    ("WALG_FILE_PREFIX", "/x"),
+                    ("WALG_UPLOAD_CONCURRENCY", "many"),
+                ],
+                "WALG_UPLOAD_CONCURRENCY",
+            ),
+            (
+                &[("WALG_FILE_PREFIX", "/x"), ("WALG_UPLOAD_CONCURRENCY", "0")],
+                "WALG_UPLOAD_CONCURRENCY",
+            ),
+            (
+                &[
+                    ("WALG_FILE_PREFIX", "/x"),
+                    ("WALG_PREVENT_WAL_OVERWRITE", "yes"),
+                ],
+                "WALG_PREVENT_WAL_OVERWRITE",
+            ),
+            (
+                &[("WALG_FILE_PREFIX", "/x"), ("WALG_PG_WAL_SIZE", "24")],
+                "WALG_PG_WAL_SIZE",
+            ),
+            (
+                &[("WALG_FILE_PREFIX", "/x"), ("WALG_ZSTD_LEVEL", "best")],
+                "WALG_ZSTD_LEVEL",
+            ),
             (&[("WALG_S3_PREFIX", "bucket/path")], "WALG_S3_PREFIX"),
             (&[("WALG_S3_PREFIX", "s3://b/p")], "AWS_ACCESS_KEY_ID"),
-            (&[("WALG_S3_PREFIX", "s3://b/p"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b")], "AWS_REGION"),
-            (&[("WALG_S3_PREFIX", "s3://b/p"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b"), ("AWS_ENDPOINT", "ftp://x")], "AWS_ENDPOINT"),
-            (&[("WALG_S3_PREFIX", "s3://b/p"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b"), ("AWS_REGION", "r"), ("WALG_S3_SSE", "aws:kms")], "WALG_S3_SSE_KMS_ID"),
-            (&[("WALG_S3_PREFIX", "s3://b/p"), ("AWS_ACCESS_KEY_ID", "a"), ("AWS_SECRET_ACCESS_KEY", "b"), ("AWS_REGION", "r"), ("S3_MAX_PART_SIZE", "1000")], "S3_MAX_PART_SIZE"),
+            (
+                &[
+                    ("WALG_S3_PREFIX", "s3://b/p"),
+                    ("AWS_ACCESS_KEY_ID", "a"),
+                    ("AWS_SECRET_ACCESS_KEY", "b"),
+                ],
+                "AWS_REGION",
+            ),
+            (
+                &[
+                    ("WALG_S3_PREFIX", "s3://b/p"),
+                    ("AWS_ACCESS_KEY_ID", "a"),
+                    ("AWS_SECRET_ACCESS_KEY", "b"),
+                    ("AWS_ENDPOINT", "ftp://x"),
+                ],
+                "AWS_ENDPOINT",
+            ),
+            (
+                &[
+                    ("WALG_S3_PREFIX", "s3://b/p"),
+                    ("AWS_ACCESS_KEY_ID", "a"),
+                    ("AWS_SECRET_ACCESS_KEY", "b"),
+                    ("AWS_REGION", "r"),
+                    ("WALG_S3_SSE", "aws:kms"),
+                ],
+                "WALG_S3_SSE_KMS_ID",
+            ),
+            (
+                &[
+                    ("WALG_S3_PREFIX", "s3://b/p"),
+                    ("AWS_ACCESS_KEY_ID", "a"),
+                    ("AWS_SECRET_ACCESS_KEY", "b"),
+                    ("AWS_REGION", "r"),
+                    ("S3_MAX_PART_SIZE", "1000"),
+                ],
+                "S3_MAX_PART_SIZE",
+            ),
             (&[("WALG_GS_PREFIX", "gs://b/p")], "WALG_GS_PREFIX"),
             (&[], "WALG_S3_PREFIX"),
         ];

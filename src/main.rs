@@ -24,7 +24,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Delete(c) => commands::delete::run(&settings, &c),
         Command::MemoryPlan(c) => {
             if c.json {
-                println!("{}", serde_json::to_string_pretty(&commands::memory_plan::json(&settings)).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&commands::memory_plan::json(&settings))
+                        .unwrap_or_default()
+                );
             } else {
                 print!("{}", commands::memory_plan::text(&settings));
             }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{output_text, peak_rss_kib, require_or_fail, PgCluster, S3Server, Tool};
+use common::{PgCluster, S3Server, Tool, output_text, peak_rss_kib, require_or_fail};
 use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -50,9 +50,15 @@ fn wait_archived(pg: &PgCluster) {
     let current = pg.psql("select pg_walfile_name(pg_current_wal_lsn())");
     pg.psql("select pg_switch_wal()");
     common::wait_for("archiving", Duration::from_secs(120), || {
-        let row = pg.psql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver");
+        let row =
+            pg.psql("select coalesce(last_archived_wal, ''), failed_count from pg_stat_archiver");
         let (last, failed) = row.split_once('|').unwrap();
-        assert_eq!(failed, "0", "archive_command failed:\n{}", pg.server_log_tail(40));
+        assert_eq!(
+            failed,
+            "0",
+            "archive_command failed:\n{}",
+            pg.server_log_tail(40)
+        );
         (last >= current.as_str()).then_some(())
     });
 }
@@ -60,9 +66,13 @@ fn wait_archived(pg: &PgCluster) {
 /// Restores LATEST into a new cluster recovering through wal-fetch, with `target` settings.
 fn restore(primary_env: &[(String, String)], target: &str) -> PgCluster {
     let port = common::free_port();
-    let conf = format!("archive_mode = off\nrestore_command = '{{walrus}} wal-fetch %f %p'\n{target}\n");
+    let conf =
+        format!("archive_mode = off\nrestore_command = '{{walrus}} wal-fetch %f %p'\n{target}\n");
     let (mut restored, out) = PgCluster::from_restore(port, &conf, primary_env, |c| {
-        c.run_walrus_as_postgres(&["backup-fetch", c.data_dir().to_str().unwrap(), "LATEST"], LONG)
+        c.run_walrus_as_postgres(
+            &["backup-fetch", c.data_dir().to_str().unwrap(), "LATEST"],
+            LONG,
+        )
     });
     ok(&out, "backup-fetch");
     restored.create_signal_file("recovery.signal");
@@ -78,12 +88,19 @@ fn pitr(env: Vec<(String, String)>) {
     primary.pgbench_init(10);
     // A pgbench load runs while the backup is taken.
     let mut load = primary.client("pgbench");
-    load.args(["-T", "8", "-c", "4", "postgres"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    load.args(["-T", "8", "-c", "4", "postgres"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let mut load = load.spawn().expect("pgbench");
     std::thread::sleep(Duration::from_millis(500));
-    let push = primary.run_walrus_as_postgres(&["backup-push", primary.data_dir().to_str().unwrap()], LONG);
+    let push = primary
+        .run_walrus_as_postgres(&["backup-push", primary.data_dir().to_str().unwrap()], LONG);
     ok(&push, "backup-push");
-    assert!(output_text(&push).contains("Wrote backup with name base_"), "{}", output_text(&push));
+    assert!(
+        output_text(&push).contains("Wrote backup with name base_"),
+        "{}",
+        output_text(&push)
+    );
     let _ = load.wait();
     // Writes after the backup: some before the restore point, some after it.
     primary.psql("create table before_rp as select g from generate_series(1, 1000) g");
@@ -96,25 +113,41 @@ fn pitr(env: Vec<(String, String)>) {
 
     let restored_env = with_pg(env.clone(), 0);
     let end = restore(&restored_env, "recovery_target_action = promote");
-    assert!(end.dumpall() == source, "restored cluster differs from the source");
+    assert!(
+        end.dumpall() == source,
+        "restored cluster differs from the source"
+    );
     drop(end);
 
-    let at_rp = restore(&restored_env, "recovery_target_name = 'walrus_rp'\nrecovery_target_action = promote");
+    let at_rp = restore(
+        &restored_env,
+        "recovery_target_name = 'walrus_rp'\nrecovery_target_action = promote",
+    );
     assert_eq!(at_rp.psql("select count(*) from before_rp"), "1000");
-    assert_eq!(at_rp.try_psql("select count(*) from after_rp").ok(), None, "after_rp must not exist at the restore point");
+    assert_eq!(
+        at_rp.try_psql("select count(*) from after_rp").ok(),
+        None,
+        "after_rp must not exist at the restore point"
+    );
 }
 
 #[test]
 fn pitr_under_load_file_storage() {
-    let Some(_) = require_or_fail(Tool::Postgres, "pitr_under_load_file_storage") else { return };
+    let Some(_) = require_or_fail(Tool::Postgres, "pitr_under_load_file_storage") else {
+        return;
+    };
     let files = common::postgres_owned_tempdir("walrus-archive-");
     pitr(storage_env(files.path()));
 }
 
 #[test]
 fn pitr_under_load_s3() {
-    let Some(_) = require_or_fail(Tool::Postgres, "pitr_under_load_s3") else { return };
-    let Some(_) = require_or_fail(Tool::S3s, "pitr_under_load_s3") else { return };
+    let Some(_) = require_or_fail(Tool::Postgres, "pitr_under_load_s3") else {
+        return;
+    };
+    let Some(_) = require_or_fail(Tool::S3s, "pitr_under_load_s3") else {
+        return;
+    };
     let s3 = S3Server::start();
     pitr(s3.env("pitr"));
 }
@@ -123,16 +156,27 @@ fn pitr_under_load_s3() {
 /// scale 10 and 100, on S3 at default settings.
 #[test]
 fn backup_push_memory_is_flat_and_within_plan() {
-    let Some(_) = require_or_fail(Tool::Postgres, "backup_push_memory_is_flat_and_within_plan") else { return };
-    let Some(_) = require_or_fail(Tool::S3s, "backup_push_memory_is_flat_and_within_plan") else { return };
+    let Some(_) = require_or_fail(Tool::Postgres, "backup_push_memory_is_flat_and_within_plan")
+    else {
+        return;
+    };
+    let Some(_) = require_or_fail(Tool::S3s, "backup_push_memory_is_flat_and_within_plan") else {
+        return;
+    };
     let s3 = S3Server::start();
     let env = s3.env("mem");
     let primary = archiving_primary(&env);
     let plan_out = common::run_walrus(["memory-plan", "--json"], &env);
     ok(&plan_out, "memory-plan");
     let plan: serde_json::Value = serde_json::from_slice(&plan_out.stdout).unwrap();
-    let planned_push = plan["commands"]["backup-push"]["peak_rss_bytes"].as_u64().unwrap() / 1024;
-    let planned_fetch = plan["commands"]["backup-fetch"]["peak_rss_bytes"].as_u64().unwrap() / 1024;
+    let planned_push = plan["commands"]["backup-push"]["peak_rss_bytes"]
+        .as_u64()
+        .unwrap()
+        / 1024;
+    let planned_fetch = plan["commands"]["backup-fetch"]["peak_rss_bytes"]
+        .as_u64()
+        .unwrap()
+        / 1024;
     let mut peaks = Vec::new();
     for scale in [10u32, 100] {
         primary.pgbench_init(scale);
@@ -143,58 +187,115 @@ fn backup_push_memory_is_flat_and_within_plan() {
         let started = Instant::now();
         let (out, kib) = peak_rss_kib(&mut cmd);
         ok(&out, "backup-push");
-        let size: u64 = primary.psql("select pg_database_size('postgres')").parse().unwrap();
-        eprintln!("backup-push scale {scale}: database {} MiB, peak RSS {kib} KiB (plan {planned_push} KiB), {:.1} s", size >> 20, started.elapsed().as_secs_f64());
-        assert!(kib < 64 * 1024, "backup-push peak RSS {kib} KiB is not under 64 MiB");
-        assert!(kib <= planned_push, "backup-push {kib} KiB above its plan {planned_push} KiB");
+        let size: u64 = primary
+            .psql("select pg_database_size('postgres')")
+            .parse()
+            .unwrap();
+        eprintln!(
+            "backup-push scale {scale}: database {} MiB, peak RSS {kib} KiB (plan {planned_push} KiB), {:.1} s",
+            size >> 20,
+            started.elapsed().as_secs_f64()
+        );
+        assert!(
+            kib < 64 * 1024,
+            "backup-push peak RSS {kib} KiB is not under 64 MiB"
+        );
+        assert!(
+            kib <= planned_push,
+            "backup-push {kib} KiB above its plan {planned_push} KiB"
+        );
         peaks.push(kib);
     }
     let (small, large) = (peaks[0] as f64, peaks[1] as f64);
-    assert!(large <= small * 1.15, "peak RSS grew from {small} KiB to {large} KiB with the database");
+    assert!(
+        large <= small * 1.15,
+        "peak RSS grew from {small} KiB to {large} KiB with the database"
+    );
 
     // Restoring the large backup stays within its plan too.
     let dest = common::postgres_owned_tempdir("walrus-fetch-");
     let mut fetch = Command::new(common::walrus_bin());
-    common::hermetic(&mut fetch).args(["backup-fetch", dest.path().join("d").to_str().unwrap(), "LATEST"]).envs(env.clone());
+    common::hermetic(&mut fetch)
+        .args([
+            "backup-fetch",
+            dest.path().join("d").to_str().unwrap(),
+            "LATEST",
+        ])
+        .envs(env.clone());
     let (out, kib) = peak_rss_kib(&mut fetch);
     ok(&out, "backup-fetch");
     eprintln!("backup-fetch scale 100: peak RSS {kib} KiB (plan {planned_fetch} KiB)");
-    assert!(kib <= planned_fetch, "backup-fetch {kib} KiB above its plan");
+    assert!(
+        kib <= planned_fetch,
+        "backup-fetch {kib} KiB above its plan"
+    );
 }
 
 #[test]
 fn bad_input_fails_clearly() {
-    let Some(_) = require_or_fail(Tool::Postgres, "bad_input_fails_clearly") else { return };
+    let Some(_) = require_or_fail(Tool::Postgres, "bad_input_fails_clearly") else {
+        return;
+    };
     let files = common::postgres_owned_tempdir("walrus-archive-");
     let env = storage_env(files.path());
     let mut primary = archiving_primary(&env);
     primary.pgbench_init(5);
-    ok(&primary.run_walrus_as_postgres(&["backup-push", primary.data_dir().to_str().unwrap()], LONG), "backup-push");
+    ok(
+        &primary
+            .run_walrus_as_postgres(&["backup-push", primary.data_dir().to_str().unwrap()], LONG),
+        "backup-push",
+    );
     let root = files.path().join("basebackups_005");
-    let sentinel = fs::read_dir(&root).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().ends_with("_backup_stop_sentinel.json")).unwrap();
-    let name = sentinel.file_name().unwrap().to_string_lossy().replace("_backup_stop_sentinel.json", "");
+    let sentinel = fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("_backup_stop_sentinel.json"))
+        .unwrap();
+    let name = sentinel
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace("_backup_stop_sentinel.json", "");
     let parts = root.join(&name).join("tar_partitions");
     let fetch = |dest: &Path, what: &str| -> Output {
         common::run_walrus(["backup-fetch", dest.to_str().unwrap(), what], &env)
     };
     let expect_fail = |out: Output, words: &[&str], dest: &Path, what: &str| {
         let text = output_text(&out);
-        assert_eq!(out.status.code(), Some(1), "{what}: expected exit 1:\n{text}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: expected exit 1:\n{text}"
+        );
         for w in words {
             assert!(text.contains(w), "{what}: message lacks '{w}':\n{text}");
         }
-        assert!(!dest.join("global/pg_control").exists(), "{what}: a startable half-restore was left");
+        assert!(
+            !dest.join("global/pg_control").exists(),
+            "{what}: a startable half-restore was left"
+        );
     };
     let scratch = tempfile::tempdir().unwrap();
 
     // A name that does not exist.
     let d = scratch.path().join("nobackup");
-    expect_fail(fetch(&d, "base_000000010000000000000099"), &["does not exist"], &d, "unknown name");
+    expect_fail(
+        fetch(&d, "base_000000010000000000000099"),
+        &["does not exist"],
+        &d,
+        "unknown name",
+    );
     // A destination that is not empty.
     let d = scratch.path().join("full");
     fs::create_dir_all(&d).unwrap();
     fs::write(d.join("x"), "x").unwrap();
-    expect_fail(fetch(&d, "LATEST"), &["not empty"], &d, "non-empty destination");
+    expect_fail(
+        fetch(&d, "LATEST"),
+        &["not empty"],
+        &d,
+        "non-empty destination",
+    );
 
     // A corrupt data partition.
     let part = parts.join("part_001.tar.lz4");
@@ -208,18 +309,33 @@ fn bad_input_fails_clearly() {
     // A truncated one.
     fs::write(&part, &original[..original.len() / 3]).unwrap();
     let d = scratch.path().join("truncated");
-    expect_fail(fetch(&d, "LATEST"), &["part_001"], &d, "truncated partition");
+    expect_fail(
+        fetch(&d, "LATEST"),
+        &["part_001"],
+        &d,
+        "truncated partition",
+    );
     // A missing one: the check against files_metadata.json notices.
     fs::remove_file(&part).unwrap();
     let d = scratch.path().join("missing-part");
-    expect_fail(fetch(&d, "LATEST"), &["incomplete"], &d, "missing partition");
+    expect_fail(
+        fetch(&d, "LATEST"),
+        &["incomplete"],
+        &d,
+        "missing partition",
+    );
     fs::write(&part, &original).unwrap();
     // A missing pg_control partition.
     let control = parts.join("pg_control.tar.lz4");
     let control_bytes = fs::read(&control).unwrap();
     fs::remove_file(&control).unwrap();
     let d = scratch.path().join("no-control");
-    expect_fail(fetch(&d, "LATEST"), &["pg_control"], &d, "missing pg_control");
+    expect_fail(
+        fetch(&d, "LATEST"),
+        &["pg_control"],
+        &d,
+        "missing pg_control",
+    );
     fs::write(&control, &control_bytes).unwrap();
     // A corrupt sentinel.
     let sentinel_bytes = fs::read(&sentinel).unwrap();
@@ -229,19 +345,30 @@ fn bad_input_fails_clearly() {
     // A missing sentinel: the backup does not exist.
     fs::remove_file(&sentinel).unwrap();
     let d = scratch.path().join("no-sentinel");
-    expect_fail(fetch(&d, &name), &["does not exist"], &d, "missing sentinel");
+    expect_fail(
+        fetch(&d, &name),
+        &["does not exist"],
+        &d,
+        "missing sentinel",
+    );
     fs::write(&sentinel, &sentinel_bytes).unwrap();
 
     // A full destination disk (a 24 MiB tmpfs; needs root to mount).
     let small = scratch.path().join("small-disk");
     fs::create_dir_all(&small).unwrap();
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(&small).status().is_ok_and(|s| s.success());
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .is_ok_and(|s| s.success());
     if mounted {
         let d = small.join("pgdata");
         expect_fail(fetch(&d, "LATEST"), &["No space left"], &d, "full disk");
         let _ = Command::new("umount").arg(&small).status();
     } else {
-        eprintln!("\n########## SKIPPED full-disk case: could not mount a tmpfs (not root?) ##########\n");
+        eprintln!(
+            "\n########## SKIPPED full-disk case: could not mount a tmpfs (not root?) ##########\n"
+        );
     }
 
     // The intact backup still restores.
@@ -250,15 +377,35 @@ fn bad_input_fails_clearly() {
 
     // PostgreSQL stopping in the middle of a backup: no sentinel for it.
     primary.pgbench_init(20);
-    let before: Vec<_> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
+    let before: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     let mut push = primary.walrus_command(&["backup-push", primary.data_dir().to_str().unwrap()]);
-    push.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    push.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let child = push.spawn().unwrap();
     std::thread::sleep(Duration::from_millis(400));
     primary.stop_mode("immediate");
     let out = child.wait_with_output().unwrap();
-    assert!(!out.status.success(), "backup-push succeeded although PostgreSQL stopped:\n{}", String::from_utf8_lossy(&out.stderr));
-    let after: Vec<_> = fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with("_backup_stop_sentinel.json")).collect();
-    assert_eq!(after.len(), before.iter().filter(|n| n.to_string_lossy().ends_with("_backup_stop_sentinel.json")).count(), "a sentinel was written for a failed backup");
+    assert!(
+        !out.status.success(),
+        "backup-push succeeded although PostgreSQL stopped:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after: Vec<_> = fs::read_dir(&root)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with("_backup_stop_sentinel.json"))
+        .collect();
+    assert_eq!(
+        after.len(),
+        before
+            .iter()
+            .filter(|n| n.to_string_lossy().ends_with("_backup_stop_sentinel.json"))
+            .count(),
+        "a sentinel was written for a failed backup"
+    );
 }

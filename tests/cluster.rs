@@ -27,7 +27,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{
-    PgCluster, S3Server, Tool, free_port, postgres_owned_tempdir, require_or_fail, wait_for_or_explain, wal_segment_range,
+    PgCluster, S3Server, Tool, free_port, postgres_owned_tempdir, require_or_fail,
+    wait_for_or_explain, wal_segment_range,
 };
 
 /// Primary settings: archive via wal-rus, and make WAL segments come quickly.
@@ -63,17 +64,25 @@ fn archive_and_standby_restore_file_storage() {
     // Written by archive_command (postgres user), read back by the test.
     let store = postgres_owned_tempdir("walrus-store-");
     let env = vec![
-        ("WALG_FILE_PREFIX".to_string(), store.path().display().to_string()),
+        (
+            "WALG_FILE_PREFIX".to_string(),
+            store.path().display().to_string(),
+        ),
         ("WALG_COMPRESSION_METHOD".to_string(), "lz4".to_string()),
     ];
     let wal_dir = store.path().join("wal_005");
-    run_scenario(&env, |segment| wal_dir.join(format!("{segment}.lz4")), &|| String::new());
+    run_scenario(
+        &env,
+        |segment| wal_dir.join(format!("{segment}.lz4")),
+        &|| String::new(),
+    );
 }
 
 #[test]
 fn archive_and_standby_restore_s3() {
     let test = "archive_and_standby_restore_s3";
-    if require_or_fail(Tool::Postgres, test).is_none() || require_or_fail(Tool::S3s, test).is_none() {
+    if require_or_fail(Tool::Postgres, test).is_none() || require_or_fail(Tool::S3s, test).is_none()
+    {
         return;
     }
     let s3 = S3Server::start();
@@ -82,14 +91,24 @@ fn archive_and_standby_restore_s3() {
     run_scenario(
         &env,
         |segment| s3.object_path(&format!("cluster/pg15/wal_005/{segment}.lz4")),
-        &|| format!("--- objects under cluster/pg15/ ---\n{}\n--- s3s-fs log ---\n{}", s3.list_keys("cluster/pg15/").join("\n"), s3.log()),
+        &|| {
+            format!(
+                "--- objects under cluster/pg15/ ---\n{}\n--- s3s-fs log ---\n{}",
+                s3.list_keys("cluster/pg15/").join("\n"),
+                s3.log()
+            )
+        },
     );
 }
 
 /// The whole primary → archive → standby scenario for one storage backend.
 /// `object_for(segment)` is where that segment must be stored on disk;
 /// `storage_debug()` adds backend state to failure messages.
-fn run_scenario(env: &[(String, String)], object_for: impl Fn(&str) -> PathBuf, storage_debug: &dyn Fn() -> String) {
+fn run_scenario(
+    env: &[(String, String)],
+    object_for: impl Fn(&str) -> PathBuf,
+    storage_debug: &dyn Fn() -> String,
+) {
     let mut primary = PgCluster::init_with_env(free_port(), PRIMARY_CONF, env);
     primary.start();
     let first = primary.psql("select pg_walfile_name(pg_current_wal_lsn())");
@@ -103,8 +122,14 @@ fn run_scenario(env: &[(String, String)], object_for: impl Fn(&str) -> PathBuf, 
 
     // Every segment from the first to the last must be in storage, non-empty.
     let segments = wal_segment_range(&first, &last);
-    assert!(segments.len() >= 4, "expected several segments, got {first}..{last}");
-    eprintln!("primary archived {} segments ({first}..{last})", segments.len());
+    assert!(
+        segments.len() >= 4,
+        "expected several segments, got {first}..{last}"
+    );
+    eprintln!(
+        "primary archived {} segments ({first}..{last})",
+        segments.len()
+    );
     let missing: Vec<String> = segments
         .iter()
         .filter(|s| !std::fs::metadata(object_for(s)).is_ok_and(|m| m.is_file() && m.len() > 0))
@@ -137,7 +162,9 @@ fn run_scenario(env: &[(String, String)], object_for: impl Fn(&str) -> PathBuf, 
         REPLAY_TIMEOUT,
         || {
             let reached = standby
-                .try_psql(&format!("select pg_last_wal_replay_lsn() >= '{final_lsn}'::pg_lsn"))
+                .try_psql(&format!(
+                    "select pg_last_wal_replay_lsn() >= '{final_lsn}'::pg_lsn"
+                ))
                 .ok()?;
             (reached == "t").then_some(())
         },
@@ -153,7 +180,10 @@ fn run_scenario(env: &[(String, String)], object_for: impl Fn(&str) -> PathBuf, 
 
     let primary_dump = primary.dumpall();
     let standby_dump = standby.dumpall();
-    assert!(primary_dump.contains("after_backup"), "primary dump lacks the after_backup table");
+    assert!(
+        primary_dump.contains("after_backup"),
+        "primary dump lacks the after_backup table"
+    );
     if primary_dump != standby_dump {
         let (n, (p, s)) = primary_dump
             .lines()
@@ -171,7 +201,11 @@ fn run_scenario(env: &[(String, String)], object_for: impl Fn(&str) -> PathBuf, 
 
     // wal-fetch must have been used for real: the standby restored segments.
     let log = standby.server_log();
-    assert!(log.contains("restored log file"), "standby log shows no restored WAL:\n{}", standby.server_log_tail(60));
+    assert!(
+        log.contains("restored log file"),
+        "standby log shows no restored WAL:\n{}",
+        standby.server_log_tail(60)
+    );
 
     standby.stop();
     primary.stop();
@@ -185,20 +219,34 @@ fn switch_wal(pg: &PgCluster) -> String {
 /// Waits until pg_stat_archiver reports `segment` (or a later one) archived.
 /// Any failed archive attempt fails the test immediately, with the log.
 fn wait_archived(pg: &PgCluster, segment: &str, storage_debug: &dyn Fn() -> String) {
-    let explain = || format!("pg_stat_archiver: {:?}\n--- server log ---\n{}", pg.try_psql("select * from pg_stat_archiver"), pg.server_log_tail(40));
-    wait_for_or_explain(&format!("{segment} to be archived"), ARCHIVE_TIMEOUT, || {
-        let row = pg.psql("select coalesce(last_archived_wal, ''), failed_count, coalesce(last_failed_wal, '') from pg_stat_archiver");
-        let fields: Vec<&str> = row.split('|').collect();
-        let (archived, failed, failed_wal) = (fields[0], fields[1], fields[2]);
-        if failed != "0" {
-            panic!(
-                "archive_command failed {failed} time(s) (last failed: {failed_wal}).\n--- server log ---\n{}\n{}",
-                pg.server_log_tail(60),
-                storage_debug()
-            );
-        }
-        // Same timeline, fixed-width upper-case hex: string order is WAL order.
-        // .backup files (from pg_basebackup) sort right after their segment.
-        archived.get(..24).is_some_and(|a| a >= segment).then_some(())
-    }, explain);
+    let explain = || {
+        format!(
+            "pg_stat_archiver: {:?}\n--- server log ---\n{}",
+            pg.try_psql("select * from pg_stat_archiver"),
+            pg.server_log_tail(40)
+        )
+    };
+    wait_for_or_explain(
+        &format!("{segment} to be archived"),
+        ARCHIVE_TIMEOUT,
+        || {
+            let row = pg.psql("select coalesce(last_archived_wal, ''), failed_count, coalesce(last_failed_wal, '') from pg_stat_archiver");
+            let fields: Vec<&str> = row.split('|').collect();
+            let (archived, failed, failed_wal) = (fields[0], fields[1], fields[2]);
+            if failed != "0" {
+                panic!(
+                    "archive_command failed {failed} time(s) (last failed: {failed_wal}).\n--- server log ---\n{}\n{}",
+                    pg.server_log_tail(60),
+                    storage_debug()
+                );
+            }
+            // Same timeline, fixed-width upper-case hex: string order is WAL order.
+            // .backup files (from pg_basebackup) sort right after their segment.
+            archived
+                .get(..24)
+                .is_some_and(|a| a >= segment)
+                .then_some(())
+        },
+        explain,
+    );
 }

@@ -54,11 +54,20 @@ fn cluster(extra_conf: &str, prepare: impl FnOnce(&Path)) -> PgCluster {
         sql_literal(TLS_PW)
     ));
     // An md5 pg_hba line with a SCRAM verifier silently does SCRAM; store an md5 hash.
-    pg.psql(&format!("SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD {};", sql_literal(MD5_PW)));
+    pg.psql(&format!(
+        "SET password_encryption = 'md5'; CREATE ROLE md5_user LOGIN PASSWORD {};",
+        sql_literal(MD5_PW)
+    ));
     pg
 }
 
-fn params(host: &str, port: u16, user: &str, password: Option<&str>, sslmode: SslMode) -> ConnParams {
+fn params(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: Option<&str>,
+    sslmode: SslMode,
+) -> ConnParams {
     ConnParams {
         host: host.to_string(),
         port,
@@ -79,11 +88,23 @@ fn tcp(pg: &PgCluster, user: &str, password: Option<&str>, sslmode: SslMode) -> 
 }
 
 fn socket(pg: &PgCluster) -> ConnParams {
-    params(pg.base_dir().to_str().unwrap(), pg.port(), "postgres", None, SslMode::Prefer)
+    params(
+        pg.base_dir().to_str().unwrap(),
+        pg.port(),
+        "postgres",
+        None,
+        SslMode::Prefer,
+    )
 }
 
 fn connect(p: &ConnParams, pg: &PgCluster) -> Connection {
-    Connection::connect(p).unwrap_or_else(|e| panic!("connect {}: {e}\n--- server log ---\n{}", p.describe(), pg.server_log_tail(30)))
+    Connection::connect(p).unwrap_or_else(|e| {
+        panic!(
+            "connect {}: {e}\n--- server log ---\n{}",
+            p.describe(),
+            pg.server_log_tail(30)
+        )
+    })
 }
 
 fn one(conn: &mut Connection, sql: &str) -> Option<String> {
@@ -101,11 +122,20 @@ fn trust_socket_queries_errors_and_backup_round_trip() {
     let pg = cluster("", |_| {});
     let mut conn = connect(&socket(&pg), &pg);
     assert!(!conn.uses_tls(), "no TLS over Unix sockets");
-    assert_eq!(one(&mut conn, "select current_user").as_deref(), Some("postgres"));
-    assert_eq!(one(&mut conn, "select current_setting('application_name')").as_deref(), Some("wal-rus-test"));
+    assert_eq!(
+        one(&mut conn, "select current_user").as_deref(),
+        Some("postgres")
+    );
+    assert_eq!(
+        one(&mut conn, "select current_setting('application_name')").as_deref(),
+        Some("wal-rus-test")
+    );
 
     // Version and parameters from the startup ParameterStatus messages.
-    let num: u32 = one(&mut conn, "show server_version_num").unwrap().parse().unwrap();
+    let num: u32 = one(&mut conn, "show server_version_num")
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(conn.server_version_num(), num);
     assert!((150000..160000).contains(&num), "{num}");
     assert_eq!(conn.parameter("client_encoding"), Some("UTF8"));
@@ -122,29 +152,61 @@ fn trust_socket_queries_errors_and_backup_round_trip() {
     assert_eq!(r.rows[0], [Some("1".to_string()), Some("v1".to_string())]);
     assert_eq!(r.rows[1], [Some("2".to_string()), None]);
     let r = conn.query("select '', null::text, 'ünïcødé'").unwrap();
-    assert_eq!(r.rows, [[Some(String::new()), None, Some("ünïcødé".to_string())]]);
+    assert_eq!(
+        r.rows,
+        [[Some(String::new()), None, Some("ünïcødé".to_string())]]
+    );
     // Several statements: rows of all results, columns of the last.
     let r = conn.query("select 1 as a; select 2 as b, 3 as c").unwrap();
     assert_eq!(r.columns, ["b", "c"]);
-    assert_eq!(r.rows, [vec![Some("1".to_string())], vec![Some("2".to_string()), Some("3".to_string())]]);
+    assert_eq!(
+        r.rows,
+        [
+            vec![Some("1".to_string())],
+            vec![Some("2".to_string()), Some("3".to_string())]
+        ]
+    );
     // Statements without rows, empty queries and notices.
     conn.execute("create temporary table t (x int)").unwrap();
     conn.execute("insert into t values (1), (2)").unwrap();
     conn.execute("").unwrap();
-    conn.execute("do $$ begin raise notice 'just a notice'; end $$").unwrap();
-    assert_eq!(conn.query("select x from t where x > 5").unwrap().rows.len(), 0);
-    assert!(matches!(conn.query_one("select x from t"), Err(PgError::Protocol(_))));
+    conn.execute("do $$ begin raise notice 'just a notice'; end $$")
+        .unwrap();
+    assert_eq!(
+        conn.query("select x from t where x > 5")
+            .unwrap()
+            .rows
+            .len(),
+        0
+    );
+    assert!(matches!(
+        conn.query_one("select x from t"),
+        Err(PgError::Protocol(_))
+    ));
 
     // A syntax error comes back as a server error and the session stays usable.
     let err = conn.query("selec 1").unwrap_err();
     match &err {
-        PgError::Server { severity, code, message, .. } => {
-            assert_eq!((severity.as_str(), code.as_str()), ("ERROR", "42601"), "{err}");
+        PgError::Server {
+            severity,
+            code,
+            message,
+            ..
+        } => {
+            assert_eq!(
+                (severity.as_str(), code.as_str()),
+                ("ERROR", "42601"),
+                "{err}"
+            );
             assert!(message.contains("syntax error"), "{err}");
         }
         other => panic!("expected a server error, got {other:?}"),
     }
-    assert!(err.to_string().starts_with("ERROR 42601: syntax error at or near \"selec\""), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("ERROR 42601: syntax error at or near \"selec\""),
+        "{err}"
+    );
     assert_eq!(err.sqlstate(), Some("42601"));
     assert!(conn.is_alive());
     // An error in the middle of a multi-statement query: drained, still usable.
@@ -171,7 +233,10 @@ fn trust_socket_queries_errors_and_backup_round_trip() {
     let row = &stop.rows[0];
     assert!(row[0].as_deref().unwrap().contains('/'));
     let label = row[1].as_deref().expect("labelfile");
-    assert!(label.contains(&format!("START WAL LOCATION: {start_lsn}")), "{label}");
+    assert!(
+        label.contains(&format!("START WAL LOCATION: {start_lsn}")),
+        "{label}"
+    );
     assert!(label.contains("LABEL: x\n"), "{label}");
     assert_eq!(row[2].as_deref(), Some(""), "no tablespaces, empty map");
 
@@ -181,23 +246,41 @@ fn trust_socket_queries_errors_and_backup_round_trip() {
     let mut slow = connect(&p, &pg);
     let started = Instant::now();
     let err = slow.query("select pg_sleep(5)").unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, PgError::Io { .. }), "{err:?}");
     assert!(err.to_string().contains("no answer within 500ms"), "{err}");
-    assert!(matches!(slow.query("select 1"), Err(PgError::Broken { .. })));
+    assert!(matches!(
+        slow.query("select 1"),
+        Err(PgError::Broken { .. })
+    ));
     assert!(!slow.is_alive());
 
     // A session the server ends reports it, then stays failed.
     let mut victim = connect(&socket(&pg), &pg);
     let pid = victim.backend_pid();
-    assert_eq!(one(&mut conn, &format!("select pg_terminate_backend({pid}, 10000)")).as_deref(), Some("t"));
+    assert_eq!(
+        one(
+            &mut conn,
+            &format!("select pg_terminate_backend({pid}, 10000)")
+        )
+        .as_deref(),
+        Some("t")
+    );
     let err = victim.query("select 1").unwrap_err();
     assert!(
-        matches!(&err, PgError::Server { code, .. } if code == "57P01") || matches!(err, PgError::Io { .. }),
+        matches!(&err, PgError::Server { code, .. } if code == "57P01")
+            || matches!(err, PgError::Io { .. }),
         "{err:?}"
     );
     assert!(!victim.is_alive());
-    assert!(matches!(victim.query("select 1"), Err(PgError::Broken { .. })));
+    assert!(matches!(
+        victim.query("select 1"),
+        Err(PgError::Broken { .. })
+    ));
 
     // A database that does not exist is a server error, not an authentication failure.
     let mut p = socket(&pg);
@@ -205,7 +288,10 @@ fn trust_socket_queries_errors_and_backup_round_trip() {
     match Connection::connect(&p) {
         Err(e @ PgError::Server { .. }) => {
             assert_eq!(e.sqlstate(), Some("3D000"));
-            assert_eq!(e.to_string(), "FATAL 3D000: database \"nosuchdb\" does not exist");
+            assert_eq!(
+                e.to_string(),
+                "FATAL 3D000: database \"nosuchdb\" does not exist"
+            );
         }
         other => panic!("expected 3D000, got {:?}", other.err()),
     }
@@ -223,7 +309,10 @@ fn password_logins_over_tcp() {
     let user_of = |c: &mut Connection| one(c, "select current_user").unwrap();
 
     // SCRAM-SHA-256; sslmode=prefer falls back to plain when the server says 'N'.
-    let mut c = connect(&tcp(&pg, "scram_user", Some(SCRAM_PW), SslMode::Prefer), &pg);
+    let mut c = connect(
+        &tcp(&pg, "scram_user", Some(SCRAM_PW), SslMode::Prefer),
+        &pg,
+    );
     assert!(!c.uses_tls());
     assert_eq!(user_of(&mut c), "scram_user");
     c.close();
@@ -236,12 +325,21 @@ fn password_logins_over_tcp() {
     drop(c);
     let log = pg.server_log();
     for method in ["method=scram-sha-256", "method=md5", "method=password"] {
-        assert!(log.contains(method), "server log shows no {method} login:\n{}", pg.server_log_tail(40));
+        assert!(
+            log.contains(method),
+            "server log shows no {method} login:\n{}",
+            pg.server_log_tail(40)
+        );
     }
 
     // Wrong passwords: 28P01, the server's message, and never the password we sent.
-    for (user, wrong) in [("scram_user", "wrong-scram-secret"), ("md5_user", "wrong-md5-secret"), ("pw_user", "wrong-clear-secret")] {
-        let err = Connection::connect(&tcp(&pg, user, Some(wrong), SslMode::Disable)).expect_err("wrong password accepted");
+    for (user, wrong) in [
+        ("scram_user", "wrong-scram-secret"),
+        ("md5_user", "wrong-md5-secret"),
+        ("pw_user", "wrong-clear-secret"),
+    ] {
+        let err = Connection::connect(&tcp(&pg, user, Some(wrong), SslMode::Disable))
+            .expect_err("wrong password accepted");
         match &err {
             PgError::Auth { user: u, code, .. } => {
                 assert_eq!(u, user);
@@ -249,29 +347,43 @@ fn password_logins_over_tcp() {
             }
             other => panic!("expected an auth error, got {other:?}"),
         }
-        assert_eq!(err.to_string(), format!("FATAL 28P01: password authentication failed for user \"{user}\""));
+        assert_eq!(
+            err.to_string(),
+            format!("FATAL 28P01: password authentication failed for user \"{user}\"")
+        );
         assert!(!format!("{err} {err:?}").contains(wrong));
     }
 
     // No password at all: the client says so itself.
-    let err = Connection::connect(&tcp(&pg, "scram_user", None, SslMode::Disable)).expect_err("login without password");
+    let err = Connection::connect(&tcp(&pg, "scram_user", None, SslMode::Disable))
+        .expect_err("login without password");
     assert!(matches!(&err, PgError::Auth { code: None, .. }), "{err:?}");
     assert!(err.to_string().contains("no password is set"), "{err}");
 
     // No pg_hba line: 28000.
-    let err = Connection::connect(&tcp(&pg, "tls_user", Some(TLS_PW), SslMode::Disable)).expect_err("rejected");
+    let err = Connection::connect(&tcp(&pg, "tls_user", Some(TLS_PW), SslMode::Disable))
+        .expect_err("rejected");
     assert_eq!(err.sqlstate(), Some("28000"), "{err}");
     assert!(!err.to_string().contains(TLS_PW));
 
     // sslmode=require must not quietly go plain.
-    let err = Connection::connect(&tcp(&pg, "scram_user", Some(SCRAM_PW), SslMode::Require)).expect_err("no TLS here");
+    let err = Connection::connect(&tcp(&pg, "scram_user", Some(SCRAM_PW), SslMode::Require))
+        .expect_err("no TLS here");
     assert!(matches!(err, PgError::Tls(_)), "{err:?}");
     assert!(err.to_string().contains("does not support SSL"), "{err}");
 
     // The environment path: PGPASSFILE with a wildcard line.
     let dir = tempfile::tempdir().unwrap();
     let passfile = dir.path().join("pgpass");
-    fs::write(&passfile, format!("127.0.0.1:{}:*:md5_user:{}\n", pg.port(), MD5_PW.replace('\\', "\\\\"))).unwrap();
+    fs::write(
+        &passfile,
+        format!(
+            "127.0.0.1:{}:*:md5_user:{}\n",
+            pg.port(),
+            MD5_PW.replace('\\', "\\\\")
+        ),
+    )
+    .unwrap();
     fs::set_permissions(&passfile, fs::Permissions::from_mode(0o600)).unwrap();
     let port = pg.port().to_string();
     let env = [
@@ -282,31 +394,60 @@ fn password_logins_over_tcp() {
         ("PGPASSFILE", passfile.to_str().unwrap()),
         ("PGSSLMODE", "disable"),
     ];
-    let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    let get = |k: &str| {
+        env.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    };
     let p = ConnParams::from_lookup(&get).unwrap();
     let mut c = connect(&p, &pg);
     assert_eq!(user_of(&mut c), "md5_user");
-    assert_eq!(one(&mut c, "select current_setting('application_name')").as_deref(), Some("wal-rus"));
+    assert_eq!(
+        one(&mut c, "select current_setting('application_name')").as_deref(),
+        Some("wal-rus")
+    );
 }
 
 #[test]
 fn closed_port_fails_fast_with_a_clear_message() {
     let port = free_port();
-    let mut p = params("127.0.0.1", port, "postgres", Some("not-in-messages"), SslMode::Prefer);
+    let mut p = params(
+        "127.0.0.1",
+        port,
+        "postgres",
+        Some("not-in-messages"),
+        SslMode::Prefer,
+    );
     p.connect_timeout = Duration::from_secs(3);
     let started = Instant::now();
     let err = Connection::connect(&p).expect_err("nothing listens on a free port");
-    assert!(started.elapsed() < p.connect_timeout, "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < p.connect_timeout,
+        "{:?}",
+        started.elapsed()
+    );
     assert!(matches!(err, PgError::Connect { .. }), "{err:?}");
-    assert_eq!(err.to_string(), format!("connecting to 127.0.0.1:{port}: Connection refused"));
+    assert_eq!(
+        err.to_string(),
+        format!("connecting to 127.0.0.1:{port}: Connection refused")
+    );
     assert!(!format!("{err:?}").contains("not-in-messages"));
 
     let dir = tempfile::tempdir().unwrap();
-    let p = params(dir.path().to_str().unwrap(), port, "postgres", None, SslMode::Prefer);
+    let p = params(
+        dir.path().to_str().unwrap(),
+        port,
+        "postgres",
+        None,
+        SslMode::Prefer,
+    );
     let err = Connection::connect(&p).expect_err("no socket there");
     assert_eq!(
         err.to_string(),
-        format!("connecting to socket {}/.s.PGSQL.{port}: No such file or directory", dir.path().display())
+        format!(
+            "connecting to socket {}/.s.PGSQL.{port}: No such file or directory",
+            dir.path().display()
+        )
     );
 }
 
@@ -317,25 +458,70 @@ struct Certs {
 
 impl Certs {
     fn make() -> Option<Certs> {
-        let openssl = ["/usr/bin/openssl", "/usr/local/bin/openssl"].into_iter().find(|p| Path::new(p).exists())?;
+        let openssl = ["/usr/bin/openssl", "/usr/local/bin/openssl"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
         let dir = tempfile::tempdir().unwrap();
         let run = |args: &[&str]| {
-            run_ok(Command::new(openssl).args(args).current_dir(dir.path()), Duration::from_secs(60));
+            run_ok(
+                Command::new(openssl).args(args).current_dir(dir.path()),
+                Duration::from_secs(60),
+            );
         };
         run(&[
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
-            "-subj", "/CN=wal-rus test CA", "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=wal-rus test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ]);
-        run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
         fs::write(
             dir.path().join("server.ext"),
             "subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
         )
         .unwrap();
         run(&[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "2", "-days", "2",
-            "-sha256", "-extfile", "server.ext", "-out", "server.crt",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-set_serial",
+            "2",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            "server.ext",
+            "-out",
+            "server.crt",
         ]);
         Some(Certs { dir })
     }
@@ -352,31 +538,60 @@ fn tls_sslmodes() {
         return;
     }
     let Some(certs) = Certs::make() else {
-        loud(&format!("########## SKIPPED {test}: the openssl CLI is not installed ##########"));
+        loud(&format!(
+            "########## SKIPPED {test}: the openssl CLI is not installed ##########"
+        ));
         return;
     };
-    let pg = cluster("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n", |data| {
-        for name in ["server.crt", "server.key"] {
-            let dest = data.join(name);
-            fs::copy(certs.path(name), &dest).unwrap();
-            fs::set_permissions(&dest, fs::Permissions::from_mode(0o600)).unwrap();
-            chown_postgres(&dest);
-        }
-    });
-    let ssl_in_use = |c: &mut Connection| one(c, "select ssl from pg_stat_ssl where pid = pg_backend_pid()").unwrap();
+    let pg = cluster(
+        "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        |data| {
+            for name in ["server.crt", "server.key"] {
+                let dest = data.join(name);
+                fs::copy(certs.path(name), &dest).unwrap();
+                fs::set_permissions(&dest, fs::Permissions::from_mode(0o600)).unwrap();
+                chown_postgres(&dest);
+            }
+        },
+    );
+    let ssl_in_use = |c: &mut Connection| {
+        one(
+            c,
+            "select ssl from pg_stat_ssl where pid = pg_backend_pid()",
+        )
+        .unwrap()
+    };
 
     // require: encrypted, certificate not checked; SCRAM over TLS (channel binding).
     let mut c = connect(&tcp(&pg, "tls_user", Some(TLS_PW), SslMode::Require), &pg);
     assert!(c.uses_tls());
     assert_eq!(ssl_in_use(&mut c), "t");
-    assert_eq!(one(&mut c, "select current_user").as_deref(), Some("tls_user"));
+    assert_eq!(
+        one(&mut c, "select current_user").as_deref(),
+        Some("tls_user")
+    );
     // Larger replies cross several TLS records.
-    let r = c.query("select repeat('x', 100000) from generate_series(1, 3)").unwrap();
-    assert!(r.rows.iter().all(|row| row[0].as_ref().map(String::len) == Some(100000)));
+    let r = c
+        .query("select repeat('x', 100000) from generate_series(1, 3)")
+        .unwrap();
+    assert!(
+        r.rows
+            .iter()
+            .all(|row| row[0].as_ref().map(String::len) == Some(100000))
+    );
     c.close();
     // Wrong password over TLS is the same clear error.
-    let err = Connection::connect(&tcp(&pg, "tls_user", Some("bad-tls-secret"), SslMode::Require)).expect_err("connect should fail");
-    assert_eq!(err.to_string(), "FATAL 28P01: password authentication failed for user \"tls_user\"");
+    let err = Connection::connect(&tcp(
+        &pg,
+        "tls_user",
+        Some("bad-tls-secret"),
+        SslMode::Require,
+    ))
+    .expect_err("connect should fail");
+    assert_eq!(
+        err.to_string(),
+        "FATAL 28P01: password authentication failed for user \"tls_user\""
+    );
 
     // prefer (libpq's default) uses TLS when offered; trust and md5 work over it too.
     let mut c = connect(&tcp(&pg, "md5_user", Some(MD5_PW), SslMode::Prefer), &pg);
@@ -388,7 +603,8 @@ fn tls_sslmodes() {
     drop(c);
 
     // disable is refused by the hostssl-only user; allow retries with TLS.
-    let err = Connection::connect(&tcp(&pg, "tls_user", Some(TLS_PW), SslMode::Disable)).expect_err("connect should fail");
+    let err = Connection::connect(&tcp(&pg, "tls_user", Some(TLS_PW), SslMode::Disable))
+        .expect_err("connect should fail");
     assert_eq!(err.sqlstate(), Some("28000"), "{err}");
     let mut c = connect(&tcp(&pg, "tls_user", Some(TLS_PW), SslMode::Allow), &pg);
     assert!(c.uses_tls());
@@ -407,7 +623,8 @@ fn tls_sslmodes() {
     let mut c = connect(&verified("localhost", SslMode::VerifyFull), &pg);
     assert_eq!(ssl_in_use(&mut c), "t");
     drop(c);
-    let err = Connection::connect(&verified("127.0.0.1", SslMode::VerifyFull)).expect_err("name mismatch accepted");
+    let err = Connection::connect(&verified("127.0.0.1", SslMode::VerifyFull))
+        .expect_err("name mismatch accepted");
     assert!(matches!(err, PgError::Tls(_)), "{err:?}");
     assert!(err.to_string().contains("certificate"), "{err}");
     let mut c = connect(&verified("127.0.0.1", SslMode::VerifyCa), &pg);

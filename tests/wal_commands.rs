@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{output_text, peak_rss_kib, require_or_fail, run_walrus, S3Server, Tool};
+use common::{S3Server, Tool, output_text, peak_rss_kib, require_or_fail, run_walrus};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,20 +63,46 @@ fn s3_or_skip(test: &str) -> Option<S3Server> {
 
 #[test]
 fn round_trip_every_method_s3_and_file() {
-    let Some(s3) = s3_or_skip("round_trip_every_method_s3_and_file") else { return };
+    let Some(s3) = s3_or_skip("round_trip_every_method_s3_and_file") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let wal = pg_wal(dir.path());
     let files = tempfile::tempdir().unwrap();
     let data = segment(7, false);
     for (storage, base) in [
         ("s3", s3.env("rt")),
-        ("file", vec![("WALG_FILE_PREFIX".to_string(), files.path().display().to_string())]),
+        (
+            "file",
+            vec![(
+                "WALG_FILE_PREFIX".to_string(),
+                files.path().display().to_string(),
+            )],
+        ),
     ] {
-        for (i, (method, ext)) in [("lz4", ".lz4"), ("zstd", ".zst"), ("lzma", ".lzma"), ("brotli", ".br"), ("none", "")].iter().enumerate() {
+        for (i, (method, ext)) in [
+            ("lz4", ".lz4"),
+            ("zstd", ".zst"),
+            ("lzma", ".lzma"),
+            ("brotli", ".br"),
+            ("none", ""),
+        ]
+        .iter()
+        .enumerate()
+        {
             let name = seg_name(i as u64 + 1);
             fs::write(wal.join(&name), &data).unwrap();
-            let env = env_with(&base, &[("WALG_COMPRESSION_METHOD", method), ("WALG_DOWNLOAD_CONCURRENCY", "1")]);
-            ok(&run_walrus(["wal-push", wal.join(&name).to_str().unwrap()], &env), "wal-push");
+            let env = env_with(
+                &base,
+                &[
+                    ("WALG_COMPRESSION_METHOD", method),
+                    ("WALG_DOWNLOAD_CONCURRENCY", "1"),
+                ],
+            );
+            ok(
+                &run_walrus(["wal-push", wal.join(&name).to_str().unwrap()], &env),
+                "wal-push",
+            );
             let key = format!("wal_005/{name}{ext}");
             let stored = match storage {
                 "s3" => fs::read(s3.object_path(&format!("rt/{key}"))).unwrap(),
@@ -88,13 +114,28 @@ fn round_trip_every_method_s3_and_file() {
             if *method == "none" {
                 assert_eq!(stored, data);
             } else {
-                assert!(stored.len() < data.len(), "{method} compressed the compressible half");
+                assert!(
+                    stored.len() < data.len(),
+                    "{method} compressed the compressible half"
+                );
             }
             // Fetch with a different configured method: the probe must still find it.
             let dest = dir.path().join(format!("restored-{storage}-{method}"));
-            let fetch_env = env_with(&env, &[("WALG_COMPRESSION_METHOD", if *method == "lz4" { "zstd" } else { "lz4" })]);
-            ok(&run_walrus(["wal-fetch", &name, dest.to_str().unwrap()], &fetch_env), "wal-fetch");
-            assert!(fs::read(&dest).unwrap() == data, "{storage}/{method}: restored bytes differ");
+            let fetch_env = env_with(
+                &env,
+                &[(
+                    "WALG_COMPRESSION_METHOD",
+                    if *method == "lz4" { "zstd" } else { "lz4" },
+                )],
+            );
+            ok(
+                &run_walrus(["wal-fetch", &name, dest.to_str().unwrap()], &fetch_env),
+                "wal-fetch",
+            );
+            assert!(
+                fs::read(&dest).unwrap() == data,
+                "{storage}/{method}: restored bytes differ"
+            );
         }
     }
 }
@@ -105,11 +146,22 @@ fn missing_segment_exits_74_and_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("RECOVERYXLOG");
     let env = [("WALG_FILE_PREFIX", files.path().to_str().unwrap())];
-    let out = run_walrus(["wal-fetch", "000000010000000000000042", dest.to_str().unwrap()], &env);
+    let out = run_walrus(
+        [
+            "wal-fetch",
+            "000000010000000000000042",
+            dest.to_str().unwrap(),
+        ],
+        &env,
+    );
     assert_eq!(out.status.code(), Some(74), "{}", output_text(&out));
     assert!(output_text(&out).contains("000000010000000000000042"));
     assert!(!dest.exists());
-    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left in the destination folder");
+    assert_eq!(
+        fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left in the destination folder"
+    );
 }
 
 #[test]
@@ -120,23 +172,53 @@ fn history_files_are_protected_against_overwrite() {
     let h = wal.join("00000002.history");
     let env = [("WALG_FILE_PREFIX", files.path().to_str().unwrap())];
     fs::write(&h, "1\t0/3000000\tno recovery target specified\n").unwrap();
-    ok(&run_walrus(["wal-push", h.to_str().unwrap()], &env), "first push");
-    ok(&run_walrus(["wal-push", h.to_str().unwrap()], &env), "identical push");
+    ok(
+        &run_walrus(["wal-push", h.to_str().unwrap()], &env),
+        "first push",
+    );
+    ok(
+        &run_walrus(["wal-push", h.to_str().unwrap()], &env),
+        "identical push",
+    );
     fs::write(&h, "1\t0/5000000\tanother cluster\n").unwrap();
     let out = run_walrus(["wal-push", h.to_str().unwrap()], &env);
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
-    assert!(output_text(&out).contains("contents differ"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("contents differ"),
+        "{}",
+        output_text(&out)
+    );
     // The archived copy is still the first one.
     let dest = dir.path().join("h");
-    ok(&run_walrus(["wal-fetch", "00000002.history", dest.to_str().unwrap()], &env), "fetch history");
-    assert_eq!(fs::read_to_string(dest).unwrap(), "1\t0/3000000\tno recovery target specified\n");
+    ok(
+        &run_walrus(
+            ["wal-fetch", "00000002.history", dest.to_str().unwrap()],
+            &env,
+        ),
+        "fetch history",
+    );
+    assert_eq!(
+        fs::read_to_string(dest).unwrap(),
+        "1\t0/3000000\tno recovery target specified\n"
+    );
     // WALG_PREVENT_WAL_OVERWRITE applies the same rule to segments.
     let seg = wal.join(seg_name(3));
     fs::write(&seg, segment(1, false)).unwrap();
-    let protect = [("WALG_FILE_PREFIX", files.path().to_str().unwrap()), ("WALG_PREVENT_WAL_OVERWRITE", "true")];
-    ok(&run_walrus(["wal-push", seg.to_str().unwrap()], &protect), "segment push");
+    let protect = [
+        ("WALG_FILE_PREFIX", files.path().to_str().unwrap()),
+        ("WALG_PREVENT_WAL_OVERWRITE", "true"),
+    ];
+    ok(
+        &run_walrus(["wal-push", seg.to_str().unwrap()], &protect),
+        "segment push",
+    );
     fs::write(&seg, segment(2, false)).unwrap();
-    assert_eq!(run_walrus(["wal-push", seg.to_str().unwrap()], &protect).status.code(), Some(1));
+    assert_eq!(
+        run_walrus(["wal-push", seg.to_str().unwrap()], &protect)
+            .status
+            .code(),
+        Some(1)
+    );
 }
 
 #[test]
@@ -146,22 +228,43 @@ fn read_ahead_uploads_ready_files_and_leaves_markers() {
     let wal = pg_wal(dir.path());
     for n in 1..=6u64 {
         fs::write(wal.join(seg_name(n)), segment(n, false)).unwrap();
-        fs::write(wal.join("archive_status").join(format!("{}.ready", seg_name(n))), "").unwrap();
+        fs::write(
+            wal.join("archive_status")
+                .join(format!("{}.ready", seg_name(n))),
+            "",
+        )
+        .unwrap();
     }
-    let env = [("WALG_FILE_PREFIX", files.path().to_str().unwrap()), ("WALG_COMPRESSION_METHOD", "lzma")];
+    let env = [
+        ("WALG_FILE_PREFIX", files.path().to_str().unwrap()),
+        ("WALG_COMPRESSION_METHOD", "lzma"),
+    ];
     // lzma is slow enough that the background workers get work done meanwhile.
-    ok(&run_walrus(["wal-push", wal.join(seg_name(1)).to_str().unwrap()], &env), "wal-push");
+    ok(
+        &run_walrus(["wal-push", wal.join(seg_name(1)).to_str().unwrap()], &env),
+        "wal-push",
+    );
     let markers = wal.join("walg_data/walg_archive_status");
     let marked: Vec<String> = fs::read_dir(&markers)
-        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
         .unwrap_or_default();
     assert!(!marked.is_empty(), "no background upload happened");
     for m in &marked {
-        assert!(files.path().join(format!("wal_005/{m}.lzma")).is_file(), "{m} marked but not stored");
+        assert!(
+            files.path().join(format!("wal_005/{m}.lzma")).is_file(),
+            "{m} marked but not stored"
+        );
         // PostgreSQL's later call returns at once and removes the marker.
         let out = run_walrus(["wal-push", wal.join(m).to_str().unwrap()], &env);
         ok(&out, "wal-push of a marked file");
-        assert!(output_text(&out).contains("earlier background upload"), "{}", output_text(&out));
+        assert!(
+            output_text(&out).contains("earlier background upload"),
+            "{}",
+            output_text(&out)
+        );
         assert!(!markers.join(m).exists());
     }
 }
@@ -171,15 +274,34 @@ fn prefetch_fills_the_next_segments() {
     let files = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let wal = pg_wal(dir.path());
-    let base = [("WALG_FILE_PREFIX", files.path().to_str().unwrap()), ("WALG_DOWNLOAD_CONCURRENCY", "1")];
+    let base = [
+        ("WALG_FILE_PREFIX", files.path().to_str().unwrap()),
+        ("WALG_DOWNLOAD_CONCURRENCY", "1"),
+    ];
     for n in 1..=4u64 {
         fs::write(wal.join(seg_name(n)), segment(n, false)).unwrap();
-        ok(&run_walrus(["wal-push", wal.join(seg_name(n)).to_str().unwrap()], &base), "push");
+        ok(
+            &run_walrus(["wal-push", wal.join(seg_name(n)).to_str().unwrap()], &base),
+            "push",
+        );
     }
     let restore = dir.path().join("restore");
     fs::create_dir_all(&restore).unwrap();
-    let env = [("WALG_FILE_PREFIX", files.path().to_str().unwrap()), ("WALG_DOWNLOAD_CONCURRENCY", "3")];
-    ok(&run_walrus(["wal-fetch", &seg_name(1), restore.join("RECOVERYXLOG").to_str().unwrap()], &env), "fetch 1");
+    let env = [
+        ("WALG_FILE_PREFIX", files.path().to_str().unwrap()),
+        ("WALG_DOWNLOAD_CONCURRENCY", "3"),
+    ];
+    ok(
+        &run_walrus(
+            [
+                "wal-fetch",
+                &seg_name(1),
+                restore.join("RECOVERYXLOG").to_str().unwrap(),
+            ],
+            &env,
+        ),
+        "fetch 1",
+    );
     let prefetched = restore.join(".wal-g/prefetch").join(seg_name(2));
     let deadline = Instant::now() + Duration::from_secs(60);
     while !restore.join(".wal-g/prefetch").join(seg_name(4)).exists() && Instant::now() < deadline {
@@ -187,32 +309,63 @@ fn prefetch_fills_the_next_segments() {
     }
     assert!(prefetched.exists(), "segment 2 was not prefetched");
     fs::remove_file(restore.join("RECOVERYXLOG")).unwrap();
-    let out = run_walrus(["wal-fetch", &seg_name(2), restore.join("RECOVERYXLOG").to_str().unwrap()], &env);
+    let out = run_walrus(
+        [
+            "wal-fetch",
+            &seg_name(2),
+            restore.join("RECOVERYXLOG").to_str().unwrap(),
+        ],
+        &env,
+    );
     ok(&out, "fetch 2");
-    assert!(output_text(&out).contains("from prefetch"), "{}", output_text(&out));
-    assert_eq!(fs::read(restore.join("RECOVERYXLOG")).unwrap(), segment(2, false));
+    assert!(
+        output_text(&out).contains("from prefetch"),
+        "{}",
+        output_text(&out)
+    );
+    assert_eq!(
+        fs::read(restore.join("RECOVERYXLOG")).unwrap(),
+        segment(2, false)
+    );
     // Nothing partial is ever left under prefetch/running/.
-    let running: Vec<_> = fs::read_dir(restore.join(".wal-g/prefetch/running")).unwrap().flatten().map(|e| e.file_name()).collect();
-    assert!(running.iter().all(|n| !n.to_string_lossy().contains("tmp")), "{running:?}");
+    let running: Vec<_> = fs::read_dir(restore.join(".wal-g/prefetch/running"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        running.iter().all(|n| !n.to_string_lossy().contains("tmp")),
+        "{running:?}"
+    );
 }
 
 /// Peak RSS of one wal-push and one wal-fetch of a 16 MiB segment to S3 at default settings,
 /// against the 8 MiB promise and against memory-plan's figure for the same settings.
 #[test]
 fn wal_push_and_fetch_memory_within_plan() {
-    let Some(s3) = s3_or_skip("wal_push_and_fetch_memory_within_plan") else { return };
+    let Some(s3) = s3_or_skip("wal_push_and_fetch_memory_within_plan") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let wal = pg_wal(dir.path());
     let env = s3.env("mem");
     let plan_out = run_walrus(["memory-plan", "--json"], &env);
     ok(&plan_out, "memory-plan");
-    let plan: serde_json::Value = serde_json::from_slice(&plan_out.stdout).expect("memory-plan prints JSON");
-    let planned = |cmd: &str| plan["commands"][cmd]["peak_rss_bytes"].as_u64().expect("peak_rss_bytes") / 1024;
+    let plan: serde_json::Value =
+        serde_json::from_slice(&plan_out.stdout).expect("memory-plan prints JSON");
+    let planned = |cmd: &str| {
+        plan["commands"][cmd]["peak_rss_bytes"]
+            .as_u64()
+            .expect("peak_rss_bytes")
+            / 1024
+    };
     for (n, incompressible) in [(1u64, true), (2, false)] {
         let name = seg_name(n);
         fs::write(wal.join(&name), segment(n, incompressible)).unwrap();
         let mut push = Command::new(common::walrus_bin());
-        common::hermetic(&mut push).args(["wal-push", wal.join(&name).to_str().unwrap()]).envs(env.iter().cloned());
+        common::hermetic(&mut push)
+            .args(["wal-push", wal.join(&name).to_str().unwrap()])
+            .envs(env.iter().cloned());
         let (out, push_kib) = peak_rss_kib(&mut push);
         ok(&out, "wal-push");
         let dest = dir.path().join(format!("fetched-{n}"));
@@ -226,36 +379,67 @@ fn wal_push_and_fetch_memory_within_plan() {
         assert!(fs::read(&dest).unwrap() == segment(n, incompressible));
         eprintln!(
             "peak RSS ({}): wal-push {push_kib} KiB (plan {} KiB), wal-fetch {fetch_kib} KiB (plan {} KiB)",
-            if incompressible { "incompressible" } else { "mixed" },
+            if incompressible {
+                "incompressible"
+            } else {
+                "mixed"
+            },
             planned("wal-push"),
             planned("wal-fetch")
         );
-        assert!(push_kib < 8 * 1024, "wal-push peak RSS {push_kib} KiB is not under 8 MiB");
-        assert!(fetch_kib < 8 * 1024, "wal-fetch peak RSS {fetch_kib} KiB is not under 8 MiB");
-        assert!(push_kib <= planned("wal-push"), "wal-push {push_kib} KiB above its plan");
-        assert!(fetch_kib <= planned("wal-fetch"), "wal-fetch {fetch_kib} KiB above its plan");
+        assert!(
+            push_kib < 8 * 1024,
+            "wal-push peak RSS {push_kib} KiB is not under 8 MiB"
+        );
+        assert!(
+            fetch_kib < 8 * 1024,
+            "wal-fetch peak RSS {fetch_kib} KiB is not under 8 MiB"
+        );
+        assert!(
+            push_kib <= planned("wal-push"),
+            "wal-push {push_kib} KiB above its plan"
+        );
+        assert!(
+            fetch_kib <= planned("wal-fetch"),
+            "wal-fetch {fetch_kib} KiB above its plan"
+        );
     }
 }
 
 #[test]
 fn bad_input_fails_clearly_and_writes_nothing() {
-    let Some(s3) = s3_or_skip("bad_input_fails_clearly_and_writes_nothing") else { return };
+    let Some(s3) = s3_or_skip("bad_input_fails_clearly_and_writes_nothing") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let wal = pg_wal(dir.path());
     let name = seg_name(9);
     fs::write(wal.join(&name), segment(9, false)).unwrap();
     let good = env_with(&s3.env("bad"), &[("WALG_DOWNLOAD_CONCURRENCY", "1")]);
-    ok(&run_walrus(["wal-push", wal.join(&name).to_str().unwrap()], &good), "setup push");
+    ok(
+        &run_walrus(["wal-push", wal.join(&name).to_str().unwrap()], &good),
+        "setup push",
+    );
     let dest = dir.path().join("RECOVERYXLOG");
-    let fetch = |env: &[(String, String)]| run_walrus(["wal-fetch", &name, dest.to_str().unwrap()], env);
+    let fetch =
+        |env: &[(String, String)]| run_walrus(["wal-fetch", &name, dest.to_str().unwrap()], env);
     let expect_fail = |out: std::process::Output, words: &[&str], what: &str| {
         let text = output_text(&out);
-        assert_eq!(out.status.code(), Some(1), "{what}: expected exit 1:\n{text}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{what}: expected exit 1:\n{text}"
+        );
         for w in words {
             assert!(text.contains(w), "{what}: message lacks '{w}':\n{text}");
         }
         assert!(!dest.exists(), "{what}: destination was written");
-        let left: Vec<_> = fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != "pg_wal").collect();
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n != "pg_wal")
+            .collect();
         assert!(left.is_empty(), "{what}: left {left:?}");
     };
     let secret = s3.secret_key.clone();
@@ -270,10 +454,24 @@ fn bad_input_fails_clearly_and_writes_nothing() {
 
     // An endpoint nobody listens on: fails within the retry budget, no hang.
     let port = common::free_port();
-    let unreachable = env_with(&good, &[("AWS_ENDPOINT", &format!("http://127.0.0.1:{port}")), ("WALG_S3_MAX_RETRIES", "2")]);
+    let unreachable = env_with(
+        &good,
+        &[
+            ("AWS_ENDPOINT", &format!("http://127.0.0.1:{port}")),
+            ("WALG_S3_MAX_RETRIES", "2"),
+        ],
+    );
     let start = Instant::now();
-    expect_fail(fetch(&unreachable), &["127.0.0.1", "onnect"], "unreachable endpoint");
-    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+    expect_fail(
+        fetch(&unreachable),
+        &["127.0.0.1", "onnect"],
+        "unreachable endpoint",
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        start.elapsed()
+    );
 
     // A bucket that does not exist.
     let nobucket = env_with(&good, &[("WALG_S3_PREFIX", "s3://no-such-bucket/x")]);
@@ -304,13 +502,26 @@ fn bad_input_fails_clearly_and_writes_nothing() {
     // An unknown compression method: refused before anything is uploaded.
     let name2 = seg_name(11);
     fs::write(wal.join(&name2), segment(11, false)).unwrap();
-    let out = run_walrus(["wal-push", wal.join(&name2).to_str().unwrap()], &env_with(&good, &[("WALG_COMPRESSION_METHOD", "snappy")]));
+    let out = run_walrus(
+        ["wal-push", wal.join(&name2).to_str().unwrap()],
+        &env_with(&good, &[("WALG_COMPRESSION_METHOD", "snappy")]),
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(output_text(&out).contains("WALG_COMPRESSION_METHOD"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("WALG_COMPRESSION_METHOD"),
+        "{}",
+        output_text(&out)
+    );
     assert!(s3.list_keys(&format!("bad/wal_005/{name2}")).is_empty());
 
     // A missing local file.
-    let out = run_walrus(["wal-push", wal.join("000000010000000000000099").to_str().unwrap()], &good);
+    let out = run_walrus(
+        [
+            "wal-push",
+            wal.join("000000010000000000000099").to_str().unwrap(),
+        ],
+        &good,
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(output_text(&out).contains("000000010000000000000099"));
 
@@ -329,7 +540,9 @@ fn drop_in_as_wal_g_and_help_for_every_command() {
     let name = seg_name(5);
     fs::write(wal.join(&name), segment(5, false)).unwrap();
     let mut cmd = Command::new(&link);
-    common::hermetic(&mut cmd).args(["wal-push", wal.join(&name).to_str().unwrap()]).env("WALG_FILE_PREFIX", files.path());
+    common::hermetic(&mut cmd)
+        .args(["wal-push", wal.join(&name).to_str().unwrap()])
+        .env("WALG_FILE_PREFIX", files.path());
     let out = common::run_with_timeout(&mut cmd, Duration::from_secs(60));
     ok(&out, "wal-g wal-push");
     assert!(files.path().join(format!("wal_005/{name}.lz4")).is_file());
@@ -339,7 +552,11 @@ fn drop_in_as_wal_g_and_help_for_every_command() {
     for command in ["wal-push", "wal-fetch", "wal-prefetch", "memory-plan"] {
         assert!(text.contains(command), "--help lacks {command}:\n{text}");
         let sub = run_walrus([command, "--help"], &[("X", "Y")]);
-        assert!(sub.status.success(), "{command} --help: {}", output_text(&sub));
+        assert!(
+            sub.status.success(),
+            "{command} --help: {}",
+            output_text(&sub)
+        );
         assert!(output_text(&sub).contains("Usage"), "{}", output_text(&sub));
     }
 }
@@ -351,22 +568,71 @@ fn config_file_and_environment_precedence() {
     let from_file = tempfile::tempdir().unwrap();
     let from_env = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("walg.json");
-    fs::write(&cfg, format!(r#"{{"WALG_FILE_PREFIX": "{}", "WALG_COMPRESSION_METHOD": "zstd"}}"#, from_file.path().display())).unwrap();
+    fs::write(
+        &cfg,
+        format!(
+            r#"{{"WALG_FILE_PREFIX": "{}", "WALG_COMPRESSION_METHOD": "zstd"}}"#,
+            from_file.path().display()
+        ),
+    )
+    .unwrap();
     let wal = pg_wal(dir.path());
     let name = seg_name(6);
     fs::write(wal.join(&name), segment(6, false)).unwrap();
-    let out = run_walrus(["--config", cfg.to_str().unwrap(), "wal-push", wal.join(&name).to_str().unwrap()], &[("X", "Y")]);
-    ok(&out, "push with config file");
-    assert!(from_file.path().join(format!("wal_005/{name}.zst")).is_file());
     let out = run_walrus(
-        ["--config", cfg.to_str().unwrap(), "wal-push", wal.join(&name).to_str().unwrap()],
+        [
+            "--config",
+            cfg.to_str().unwrap(),
+            "wal-push",
+            wal.join(&name).to_str().unwrap(),
+        ],
+        &[("X", "Y")],
+    );
+    ok(&out, "push with config file");
+    assert!(
+        from_file
+            .path()
+            .join(format!("wal_005/{name}.zst"))
+            .is_file()
+    );
+    let out = run_walrus(
+        [
+            "--config",
+            cfg.to_str().unwrap(),
+            "wal-push",
+            wal.join(&name).to_str().unwrap(),
+        ],
         &[("WALG_FILE_PREFIX", from_env.path().to_str().unwrap())],
     );
     ok(&out, "push with env override");
-    assert!(from_env.path().join(format!("wal_005/{name}.zst")).is_file());
+    assert!(
+        from_env
+            .path()
+            .join(format!("wal_005/{name}.zst"))
+            .is_file()
+    );
     // A malformed value in the file names the setting.
-    fs::write(&cfg, format!(r#"{{"WALG_FILE_PREFIX": "{}", "WALG_UPLOAD_CONCURRENCY": "lots"}}"#, from_file.path().display())).unwrap();
-    let out = run_walrus(["--config", cfg.to_str().unwrap(), "wal-push", wal.join(&name).to_str().unwrap()], &[("X", "Y")]);
+    fs::write(
+        &cfg,
+        format!(
+            r#"{{"WALG_FILE_PREFIX": "{}", "WALG_UPLOAD_CONCURRENCY": "lots"}}"#,
+            from_file.path().display()
+        ),
+    )
+    .unwrap();
+    let out = run_walrus(
+        [
+            "--config",
+            cfg.to_str().unwrap(),
+            "wal-push",
+            wal.join(&name).to_str().unwrap(),
+        ],
+        &[("X", "Y")],
+    );
     assert_eq!(out.status.code(), Some(1));
-    assert!(output_text(&out).contains("WALG_UPLOAD_CONCURRENCY"), "{}", output_text(&out));
+    assert!(
+        output_text(&out).contains("WALG_UPLOAD_CONCURRENCY"),
+        "{}",
+        output_text(&out)
+    );
 }

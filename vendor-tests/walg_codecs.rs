@@ -31,7 +31,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{COMMAND_TIMEOUT, S3Server, Tool, hermetic, output_text, require_or_fail, run_walrus, run_with_timeout};
+use common::{
+    COMMAND_TIMEOUT, S3Server, Tool, hermetic, output_text, require_or_fail, run_walrus,
+    run_with_timeout,
+};
 use tempfile::TempDir;
 
 const SEGMENT_SIZE: usize = 16 << 20;
@@ -49,14 +52,20 @@ const METHODS: [(&str, &str); 3] = [("lz4", "lz4"), ("lzma", "lzma"), ("zstd", "
 /// cache's bin/walg-codecs. Missing: panics under CI/WALRUS_REQUIRE_TOOLS,
 /// otherwise prints a loud skip notice and returns `None`.
 fn oracle_bin(test: &str) -> Option<PathBuf> {
-    let explicit = std::env::var("WALRUS_WALG_CODECS_BIN").ok().filter(|v| !v.trim().is_empty());
+    let explicit = std::env::var("WALRUS_WALG_CODECS_BIN")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
     let candidate = match explicit {
         Some(p) => Some(PathBuf::from(p)),
         None => std::env::var("WALRUS_TOOLS")
             .ok()
             .filter(|v| !v.trim().is_empty())
             .map(PathBuf::from)
-            .or_else(|| std::env::var("HOME").ok().map(|h| Path::new(&h).join(".cache/wal-rus-tools")))
+            .or_else(|| {
+                std::env::var("HOME")
+                    .ok()
+                    .map(|h| Path::new(&h).join(".cache/wal-rus-tools"))
+            })
             .map(|dir| dir.join("bin/walg-codecs")),
     };
     let why = match &candidate {
@@ -79,7 +88,9 @@ fn oracle_bin(test: &str) -> Option<PathBuf> {
              Run scripts/ensure-tools and source its env file (CI/WALRUS_REQUIRE_TOOLS forbid skipping)."
         );
     }
-    common::loud(&format!("########## SKIPPED {test}: walg-codecs unavailable: {why} ##########"));
+    common::loud(&format!(
+        "########## SKIPPED {test}: walg-codecs unavailable: {why} ##########"
+    ));
     None
 }
 
@@ -103,7 +114,10 @@ fn try_oracle(bin: &Path, op: &str, arg: &str, input: &[u8]) -> Result<Vec<u8>, 
     if out.status.success() {
         Ok(fs::read(&outp).unwrap())
     } else {
-        Err(format!("walg-codecs {op} {arg} failed\n{}", output_text(&out)))
+        Err(format!(
+            "walg-codecs {op} {arg} failed\n{}",
+            output_text(&out)
+        ))
     }
 }
 
@@ -127,7 +141,12 @@ enum Storage {
 impl Storage {
     fn new(kind: Kind) -> Storage {
         match kind {
-            Kind::File => Storage::File(tempfile::Builder::new().prefix("walrus-codecs-").tempdir().unwrap()),
+            Kind::File => Storage::File(
+                tempfile::Builder::new()
+                    .prefix("walrus-codecs-")
+                    .tempdir()
+                    .unwrap(),
+            ),
             Kind::S3 => Storage::S3(S3Server::start()),
         }
     }
@@ -186,7 +205,10 @@ struct Workspace {
 
 impl Workspace {
     fn new() -> Workspace {
-        let dir = tempfile::Builder::new().prefix("walrus-codecs-ws-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("walrus-codecs-ws-")
+            .tempdir()
+            .unwrap();
         for sub in ["pgdata", "pg_wal/archive_status", "restore", "home"] {
             fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -205,8 +227,14 @@ impl Workspace {
 
     fn env(&self, env: &[(String, String)]) -> Vec<(String, String)> {
         let mut env = env.to_vec();
-        env.push(("PGDATA".into(), self.dir.path().join("pgdata").display().to_string()));
-        env.push(("HOME".into(), self.dir.path().join("home").display().to_string()));
+        env.push((
+            "PGDATA".into(),
+            self.dir.path().join("pgdata").display().to_string(),
+        ));
+        env.push((
+            "HOME".into(),
+            self.dir.path().join("home").display().to_string(),
+        ));
         env.push(("WALG_DOWNLOAD_CONCURRENCY".into(), "1".into()));
         env
     }
@@ -289,7 +317,11 @@ fn segment_name(n: u64) -> String {
 
 fn assert_same(expected: &[u8], got: &[u8], what: &str) {
     if got != expected {
-        let at = got.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(got.len().min(expected.len()));
+        let at = got
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(expected.len()));
         panic!(
             "{what}: content differs (got {} bytes, expected {}; first difference at byte {at}: got {:02X?}, expected {:02X?})",
             got.len(),
@@ -301,7 +333,8 @@ fn assert_same(expected: &[u8], got: &[u8], what: &str) {
 }
 
 fn assert_same_file(expected: &[u8], actual: &Path, what: &str) {
-    let got = fs::read(actual).unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", actual.display()));
+    let got = fs::read(actual)
+        .unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", actual.display()));
     assert_same(expected, &got, what);
 }
 
@@ -323,7 +356,11 @@ fn assert_single_lz4_frame(obj: &[u8], what: &str) -> usize {
     );
     let flg = obj[4];
     let bd = obj[5];
-    assert_eq!(flg >> 6, 0b01, "{what}: LZ4 frame version bits of FLG {flg:#04X} are not 01");
+    assert_eq!(
+        flg >> 6,
+        0b01,
+        "{what}: LZ4 frame version bits of FLG {flg:#04X} are not 01"
+    );
     let block_checksum = flg & 0x10 != 0;
     let content_size = flg & 0x08 != 0;
     let content_checksum = flg & 0x04 != 0;
@@ -338,14 +375,20 @@ fn assert_single_lz4_frame(obj: &[u8], what: &str) -> usize {
     let mut pos = 6 + if content_size { 8 } else { 0 } + if dict_id { 4 } else { 0 } + 1;
     let mut blocks = 0;
     loop {
-        assert!(pos + 4 <= obj.len(), "{what}: LZ4 frame truncated at byte {pos} (block {blocks})");
+        assert!(
+            pos + 4 <= obj.len(),
+            "{what}: LZ4 frame truncated at byte {pos} (block {blocks})"
+        );
         let word = u32::from_le_bytes(obj[pos..pos + 4].try_into().unwrap());
         pos += 4;
         if word == 0 {
             break;
         }
         let size = (word & 0x7FFF_FFFF) as usize;
-        assert!(size <= max_block, "{what}: LZ4 block {blocks} holds {size} bytes, more than BD allows ({max_block})");
+        assert!(
+            size <= max_block,
+            "{what}: LZ4 block {blocks} holds {size} bytes, more than BD allows ({max_block})"
+        );
         pos += size + if block_checksum { 4 } else { 0 };
         blocks += 1;
     }
@@ -379,10 +422,15 @@ fn for_each_method(methods: &[&'static str], case: impl Fn(usize, &'static str, 
         .iter()
         .filter(|(m, _)| methods.contains(m))
         .enumerate()
-        .filter(|&(i, &(m, e))| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(i, m, e))).is_err())
+        .filter(|&(i, &(m, e))| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(i, m, e))).is_err()
+        })
         .map(|(_, (m, _))| *m)
         .collect();
-    assert!(failed.is_empty(), "failed for compression method(s) {failed:?} (details above)");
+    assert!(
+        failed.is_empty(),
+        "failed for compression method(s) {failed:?} (details above)"
+    );
 }
 
 fn setup(test: &str, kind: Kind) -> Option<(PathBuf, Storage)> {
@@ -400,7 +448,9 @@ const S3_METHODS: &[&str] = &["lz4", "zstd"];
 
 /// (a) WAL-G-framed segment → wal-rus wal-fetch (configured method differs).
 fn walg_object_walrus_fetch(test: &str, kind: Kind, methods: &[&'static str]) {
-    let Some((bin, storage)) = setup(test, kind) else { return };
+    let Some((bin, storage)) = setup(test, kind) else {
+        return;
+    };
     for_each_method(methods, |i, method, ext| {
         let sub = format!("walg-objects/{method}");
         let name = segment_name(0x20 + i as u64);
@@ -424,13 +474,19 @@ fn walg_object_walrus_fetch(test: &str, kind: Kind, methods: &[&'static str]) {
             output_text(&out),
             storage.listing(&sub)
         );
-        assert_same_file(&original, &dest, &format!("[{kind:?}/{method}] wal-rus fetch of a WAL-G-compressed segment"));
+        assert_same_file(
+            &original,
+            &dest,
+            &format!("[{kind:?}/{method}] wal-rus fetch of a WAL-G-compressed segment"),
+        );
     });
 }
 
 /// (b) wal-rus wal-push → WAL-G's decompressor.
 fn walrus_push_walg_read(test: &str, kind: Kind, methods: &[&'static str]) {
-    let Some((bin, storage)) = setup(test, kind) else { return };
+    let Some((bin, storage)) = setup(test, kind) else {
+        return;
+    };
     for_each_method(methods, |i, method, ext| {
         let sub = format!("walrus-push/{method}");
         let env = with_method(&storage.env(&sub), method);
@@ -440,13 +496,26 @@ fn walrus_push_walg_read(test: &str, kind: Kind, methods: &[&'static str]) {
         let seg = ws.wal_file(&name, &original);
 
         let out = ws.walrus(&["wal-push", path_str(&seg)], &env);
-        assert!(out.status.success(), "[{kind:?}/{method}] wal-rus wal-push failed\n{}", output_text(&out));
+        assert!(
+            out.status.success(),
+            "[{kind:?}/{method}] wal-rus wal-push failed\n{}",
+            output_text(&out)
+        );
         let path = storage.object(&sub, &format!("wal_005/{name}.{ext}"));
-        let object = fs::read(&path)
-            .unwrap_or_else(|e| panic!("[{kind:?}/{method}] no object {}: {e}\n{}", path.display(), storage.listing(&sub)));
+        let object = fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "[{kind:?}/{method}] no object {}: {e}\n{}",
+                path.display(),
+                storage.listing(&sub)
+            )
+        });
         if method == "lz4" {
-            let blocks = assert_single_lz4_frame(&object, &format!("[{kind:?}/lz4] wal-rus object"));
-            assert!(blocks >= 1, "[{kind:?}/lz4] wal-rus object has no data block");
+            let blocks =
+                assert_single_lz4_frame(&object, &format!("[{kind:?}/lz4] wal-rus object"));
+            assert!(
+                blocks >= 1,
+                "[{kind:?}/lz4] wal-rus object has no data block"
+            );
         }
         // WAL-G's lz4 reader stops after the first frame: decoding the whole
         // 16 MiB (half of it incompressible) proves there is only one.
@@ -457,13 +526,19 @@ fn walrus_push_walg_read(test: &str, kind: Kind, methods: &[&'static str]) {
                 &object[..object.len().min(16)]
             )
         });
-        assert_same(&original, &decoded, &format!("[{kind:?}/{method}] WAL-G's reader on wal-rus's push"));
+        assert_same(
+            &original,
+            &decoded,
+            &format!("[{kind:?}/{method}] WAL-G's reader on wal-rus's push"),
+        );
     });
 }
 
 /// (c) Empty and small `.history` files, both directions.
 fn history_edge_cases(test: &str) {
-    let Some((bin, storage)) = setup(test, Kind::File) else { return };
+    let Some((bin, storage)) = setup(test, Kind::File) else {
+        return;
+    };
     for_each_method(ALL, |_, method, ext| {
         for (label, body) in [("empty", &b""[..]), ("small", HISTORY_BODY)] {
             // WAL-G's writer → wal-rus.
@@ -471,10 +546,17 @@ fn history_edge_cases(test: &str) {
             let object = oracle(&bin, "compress", method, body);
             if body.is_empty() {
                 match method {
-                    "zstd" => assert!(object.is_empty(), "WAL-G's zstd writes {} bytes for empty input, expected 0", object.len()),
+                    "zstd" => assert!(
+                        object.is_empty(),
+                        "WAL-G's zstd writes {} bytes for empty input, expected 0",
+                        object.len()
+                    ),
                     "lz4" => assert_eq!(
                         object,
-                        [0x04, 0x22, 0x4D, 0x18, 0x64, 0x70, 0xB9, 0, 0, 0, 0, 0x05, 0x5D, 0xCC, 0x02],
+                        [
+                            0x04, 0x22, 0x4D, 0x18, 0x64, 0x70, 0xB9, 0, 0, 0, 0, 0x05, 0x5D, 0xCC,
+                            0x02
+                        ],
                         "WAL-G's lz4 frame for empty input"
                     ),
                     _ => {}
@@ -500,7 +582,11 @@ fn history_edge_cases(test: &str) {
                 &object[..object.len().min(32)],
                 output_text(&out)
             );
-            assert_same_file(body, &dest, &format!("[{method}/{label}] {HISTORY_NAME} WAL-G → wal-rus"));
+            assert_same_file(
+                body,
+                &dest,
+                &format!("[{method}/{label}] {HISTORY_NAME} WAL-G → wal-rus"),
+            );
 
             // wal-rus → WAL-G's reader.
             let sub = format!("history/{method}/{label}/walrus");
@@ -508,12 +594,24 @@ fn history_edge_cases(test: &str) {
             let ws = Workspace::new();
             let file = ws.wal_file(HISTORY_NAME, body);
             let out = ws.walrus(&["wal-push", path_str(&file)], &env);
-            assert!(out.status.success(), "[{method}/{label}] wal-rus wal-push {HISTORY_NAME} failed\n{}", output_text(&out));
+            assert!(
+                out.status.success(),
+                "[{method}/{label}] wal-rus wal-push {HISTORY_NAME} failed\n{}",
+                output_text(&out)
+            );
             let path = storage.object(&sub, &format!("wal_005/{HISTORY_NAME}.{ext}"));
-            let object = fs::read(&path)
-                .unwrap_or_else(|e| panic!("[{method}/{label}] no object {}: {e}\n{}", path.display(), storage.listing(&sub)));
+            let object = fs::read(&path).unwrap_or_else(|e| {
+                panic!(
+                    "[{method}/{label}] no object {}: {e}\n{}",
+                    path.display(),
+                    storage.listing(&sub)
+                )
+            });
             if method == "lz4" {
-                assert_single_lz4_frame(&object, &format!("[{method}/{label}] wal-rus {HISTORY_NAME}"));
+                assert_single_lz4_frame(
+                    &object,
+                    &format!("[{method}/{label}] wal-rus {HISTORY_NAME}"),
+                );
             }
             let decoded = try_oracle(&bin, "decompress", ext, &object).unwrap_or_else(|e| {
                 panic!(
@@ -522,7 +620,11 @@ fn history_edge_cases(test: &str) {
                     &object[..object.len().min(32)]
                 )
             });
-            assert_same(body, &decoded, &format!("[{method}/{label}] {HISTORY_NAME} wal-rus → WAL-G"));
+            assert_same(
+                body,
+                &decoded,
+                &format!("[{method}/{label}] {HISTORY_NAME} wal-rus → WAL-G"),
+            );
         }
     });
 }
@@ -559,7 +661,9 @@ fn history_empty_and_small_both_ways_file() {
 #[test]
 fn lz4_fetch_peak_rss_file() {
     let test = "lz4_fetch_peak_rss_file";
-    let Some((bin, storage)) = setup(test, Kind::File) else { return };
+    let Some((bin, storage)) = setup(test, Kind::File) else {
+        return;
+    };
     let sub = "rss";
     let name = segment_name(0x40);
     let original = fake_segment(0x40, 0xFEED_BEEF);
@@ -576,10 +680,16 @@ fn lz4_fetch_peak_rss_file() {
         cmd.env(k, v);
     }
     let (out, kib) = common::peak_rss_kib(&mut cmd);
-    assert!(out.status.success(), "wal-rus wal-fetch failed\n{}", output_text(&out));
+    assert!(
+        out.status.success(),
+        "wal-rus wal-fetch failed\n{}",
+        output_text(&out)
+    );
     assert_same_file(&original, &dest, "wal-rus fetch of a WAL-G lz4 segment");
     eprintln!("{test}: wal-rus wal-fetch of a 16 MiB WAL-G lz4 segment: peak RSS {kib} KiB");
-    common::loud(&format!("{test}: peak RSS {kib} KiB (limit {LZ4_FETCH_RSS_LIMIT_KIB} KiB)"));
+    common::loud(&format!(
+        "{test}: peak RSS {kib} KiB (limit {LZ4_FETCH_RSS_LIMIT_KIB} KiB)"
+    ));
     assert!(
         kib < LZ4_FETCH_RSS_LIMIT_KIB,
         "wal-rus used {kib} KiB peak RSS fetching a 16 MiB lz4 segment (limit {LZ4_FETCH_RSS_LIMIT_KIB} KiB)"

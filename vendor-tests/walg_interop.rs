@@ -26,7 +26,8 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use common::{
-    COMMAND_TIMEOUT, S3Server, Tool, hermetic, output_text, require_or_fail, run_walrus, run_with_timeout,
+    COMMAND_TIMEOUT, S3Server, Tool, hermetic, output_text, require_or_fail, run_walrus,
+    run_with_timeout,
 };
 use tempfile::TempDir;
 
@@ -64,7 +65,12 @@ enum Storage {
 impl Storage {
     fn new(kind: Kind) -> Storage {
         match kind {
-            Kind::File => Storage::File(tempfile::Builder::new().prefix("walrus-interop-").tempdir().unwrap()),
+            Kind::File => Storage::File(
+                tempfile::Builder::new()
+                    .prefix("walrus-interop-")
+                    .tempdir()
+                    .unwrap(),
+            ),
             Kind::S3 => Storage::S3(S3Server::start()),
         }
     }
@@ -123,7 +129,10 @@ struct Workspace {
 
 impl Workspace {
     fn new() -> Workspace {
-        let dir = tempfile::Builder::new().prefix("walrus-interop-ws-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("walrus-interop-ws-")
+            .tempdir()
+            .unwrap();
         for sub in ["pgdata", "pg_wal/archive_status", "restore", "home"] {
             fs::create_dir_all(dir.path().join(sub)).unwrap();
         }
@@ -160,7 +169,10 @@ impl Workspace {
     /// Runs wal-rus with the same surroundings as `walg`.
     fn walrus(&self, args: &[&str], env: &[(String, String)]) -> Output {
         let mut env = env.to_vec();
-        env.push(("PGDATA".into(), self.dir.path().join("pgdata").display().to_string()));
+        env.push((
+            "PGDATA".into(),
+            self.dir.path().join("pgdata").display().to_string(),
+        ));
         run_walrus(args, &env)
     }
 }
@@ -209,7 +221,11 @@ fn fake_segment(segno: u64, seed: u64) -> Vec<u8> {
         };
         let random_half = i * PAGE < SEGMENT_SIZE / 2;
         for (j, b) in page[header..].iter_mut().enumerate() {
-            *b = if random_half { next() as u8 } else { text[j % text.len()] };
+            *b = if random_half {
+                next() as u8
+            } else {
+                text[j % text.len()]
+            };
         }
     }
     buf
@@ -264,10 +280,15 @@ fn for_each_method(walg: &Path, case: impl Fn(usize, &'static str)) {
     let failed: Vec<&str> = methods(walg)
         .into_iter()
         .enumerate()
-        .filter(|&(i, method)| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(i, method))).is_err())
+        .filter(|&(i, method)| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| case(i, method))).is_err()
+        })
         .map(|(_, method)| method)
         .collect();
-    assert!(failed.is_empty(), "failed for compression method(s) {failed:?} (details above)");
+    assert!(
+        failed.is_empty(),
+        "failed for compression method(s) {failed:?} (details above)"
+    );
 }
 
 /// Common setup: WAL-G (and s3s-fs for S3) present, else skip/fail per
@@ -284,7 +305,9 @@ fn setup(test: &str, kind: Kind) -> Option<(PathBuf, Storage)> {
 
 /// WAL-G wal-push → wal-rus wal-fetch, every method.
 fn walg_push_walrus_fetch(test: &str, kind: Kind) {
-    let Some((walg, storage)) = setup(test, kind) else { return };
+    let Some((walg, storage)) = setup(test, kind) else {
+        return;
+    };
     for_each_method(&walg, |i, method| {
         let sub = format!("walg-push/{method}");
         let env = with_method(&storage.env(&sub), method);
@@ -294,20 +317,39 @@ fn walg_push_walrus_fetch(test: &str, kind: Kind) {
         let seg = ws.wal_file(&name, &original);
 
         let out = ws.walg(&walg, &["wal-push", path_str(&seg)], &env);
-        assert!(out.status.success(), "[{kind:?}/{method}] WAL-G wal-push failed\n{}", output_text(&out));
+        assert!(
+            out.status.success(),
+            "[{kind:?}/{method}] WAL-G wal-push failed\n{}",
+            output_text(&out)
+        );
         let object = storage.object(&sub, &format!("wal_005/{name}{}", extension(method)));
-        assert!(object.is_file(), "[{kind:?}/{method}] WAL-G did not store {}\n{}", object.display(), storage.listing(&sub));
+        assert!(
+            object.is_file(),
+            "[{kind:?}/{method}] WAL-G did not store {}\n{}",
+            object.display(),
+            storage.listing(&sub)
+        );
 
         let dest = ws.restore_path("RECOVERYXLOG");
         let out = ws.walrus(&["wal-fetch", &name, path_str(&dest)], &env);
-        assert!(out.status.success(), "[{kind:?}/{method}] wal-rus wal-fetch of WAL-G's {name} failed\n{}", output_text(&out));
-        assert_same(&original, &dest, &format!("[{kind:?}/{method}] wal-rus fetch of WAL-G push"));
+        assert!(
+            out.status.success(),
+            "[{kind:?}/{method}] wal-rus wal-fetch of WAL-G's {name} failed\n{}",
+            output_text(&out)
+        );
+        assert_same(
+            &original,
+            &dest,
+            &format!("[{kind:?}/{method}] wal-rus fetch of WAL-G push"),
+        );
     });
 }
 
 /// wal-rus wal-push → WAL-G wal-fetch, every method.
 fn walrus_push_walg_fetch(test: &str, kind: Kind) {
-    let Some((walg, storage)) = setup(test, kind) else { return };
+    let Some((walg, storage)) = setup(test, kind) else {
+        return;
+    };
     for_each_method(&walg, |i, method| {
         let sub = format!("walrus-push/{method}");
         let env = with_method(&storage.env(&sub), method);
@@ -317,20 +359,39 @@ fn walrus_push_walg_fetch(test: &str, kind: Kind) {
         let seg = ws.wal_file(&name, &original);
 
         let out = ws.walrus(&["wal-push", path_str(&seg)], &env);
-        assert!(out.status.success(), "[{kind:?}/{method}] wal-rus wal-push failed\n{}", output_text(&out));
+        assert!(
+            out.status.success(),
+            "[{kind:?}/{method}] wal-rus wal-push failed\n{}",
+            output_text(&out)
+        );
         let object = storage.object(&sub, &format!("wal_005/{name}{}", extension(method)));
-        assert!(object.is_file(), "[{kind:?}/{method}] wal-rus did not store {}\n{}", object.display(), storage.listing(&sub));
+        assert!(
+            object.is_file(),
+            "[{kind:?}/{method}] wal-rus did not store {}\n{}",
+            object.display(),
+            storage.listing(&sub)
+        );
 
         let dest = ws.restore_path("RECOVERYXLOG");
         let out = ws.walg(&walg, &["wal-fetch", &name, path_str(&dest)], &env);
-        assert!(out.status.success(), "[{kind:?}/{method}] WAL-G wal-fetch of wal-rus's {name} failed\n{}", output_text(&out));
-        assert_same(&original, &dest, &format!("[{kind:?}/{method}] WAL-G fetch of wal-rus push"));
+        assert!(
+            out.status.success(),
+            "[{kind:?}/{method}] WAL-G wal-fetch of wal-rus's {name} failed\n{}",
+            output_text(&out)
+        );
+        assert_same(
+            &original,
+            &dest,
+            &format!("[{kind:?}/{method}] WAL-G fetch of wal-rus push"),
+        );
     });
 }
 
 /// A timeline history file both ways, every method.
 fn history_both_ways(test: &str, kind: Kind) {
-    let Some((walg, storage)) = setup(test, kind) else { return };
+    let Some((walg, storage)) = setup(test, kind) else {
+        return;
+    };
     for_each_method(&walg, |_, method| {
         for (pusher, fetcher) in [("WAL-G", "wal-rus"), ("wal-rus", "WAL-G")] {
             let sub = format!("history/{method}/{pusher}");
@@ -338,19 +399,35 @@ fn history_both_ways(test: &str, kind: Kind) {
             let ws = Workspace::new();
             let file = ws.wal_file(HISTORY_NAME, HISTORY_BODY.as_bytes());
             let push: &[&str] = &["wal-push", path_str(&file)];
-            let out = if pusher == "WAL-G" { ws.walg(&walg, push, &env) } else { ws.walrus(push, &env) };
-            assert!(out.status.success(), "[{kind:?}/{method}] {pusher} wal-push {HISTORY_NAME} failed\n{}", output_text(&out));
+            let out = if pusher == "WAL-G" {
+                ws.walg(&walg, push, &env)
+            } else {
+                ws.walrus(push, &env)
+            };
+            assert!(
+                out.status.success(),
+                "[{kind:?}/{method}] {pusher} wal-push {HISTORY_NAME} failed\n{}",
+                output_text(&out)
+            );
 
             let dest = ws.restore_path(HISTORY_NAME);
             let fetch: &[&str] = &["wal-fetch", HISTORY_NAME, path_str(&dest)];
-            let out = if fetcher == "WAL-G" { ws.walg(&walg, fetch, &env) } else { ws.walrus(fetch, &env) };
+            let out = if fetcher == "WAL-G" {
+                ws.walg(&walg, fetch, &env)
+            } else {
+                ws.walrus(fetch, &env)
+            };
             assert!(
                 out.status.success(),
                 "[{kind:?}/{method}] {fetcher} wal-fetch of {pusher}'s {HISTORY_NAME} failed\n{}\n{}",
                 output_text(&out),
                 storage.listing(&sub)
             );
-            assert_same(HISTORY_BODY.as_bytes(), &dest, &format!("[{kind:?}/{method}] {HISTORY_NAME} {pusher} → {fetcher}"));
+            assert_same(
+                HISTORY_BODY.as_bytes(),
+                &dest,
+                &format!("[{kind:?}/{method}] {HISTORY_NAME} {pusher} → {fetcher}"),
+            );
         }
     });
 }
@@ -358,7 +435,9 @@ fn history_both_ways(test: &str, kind: Kind) {
 /// Both tools report a missing segment with the same exit code (PostgreSQL
 /// only cares that it is non-zero; scripts may care about 74).
 fn missing_segment_exit_code(test: &str, kind: Kind) {
-    let Some((walg, storage)) = setup(test, kind) else { return };
+    let Some((walg, storage)) = setup(test, kind) else {
+        return;
+    };
     let env = storage.env("missing");
     let ws = Workspace::new();
     let name = segment_name(0x42);
@@ -367,7 +446,11 @@ fn missing_segment_exit_code(test: &str, kind: Kind) {
     let walg_left_file = dest.exists();
     let _ = fs::remove_file(&dest);
     let walrus_out = ws.walrus(&["wal-fetch", &name, path_str(&dest)], &env);
-    assert!(!walg_out.status.success(), "WAL-G found a segment that was never pushed?\n{}", output_text(&walg_out));
+    assert!(
+        !walg_out.status.success(),
+        "WAL-G found a segment that was never pushed?\n{}",
+        output_text(&walg_out)
+    );
     assert_eq!(
         walrus_out.status.code(),
         walg_out.status.code(),
@@ -376,14 +459,23 @@ fn missing_segment_exit_code(test: &str, kind: Kind) {
         output_text(&walg_out)
     );
     if !walg_left_file {
-        assert!(!dest.exists(), "[{kind:?}] wal-rus left {} behind after a failed fetch", dest.display());
+        assert!(
+            !dest.exists(),
+            "[{kind:?}] wal-rus left {} behind after a failed fetch",
+            dest.display()
+        );
     }
 }
 
 fn assert_same(expected: &[u8], actual: &Path, what: &str) {
-    let got = fs::read(actual).unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", actual.display()));
+    let got = fs::read(actual)
+        .unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", actual.display()));
     if got != expected {
-        let at = got.iter().zip(expected).position(|(a, b)| a != b).unwrap_or(got.len().min(expected.len()));
+        let at = got
+            .iter()
+            .zip(expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(expected.len()));
         panic!(
             "{what}: content differs (got {} bytes, expected {}; first difference at byte {at})",
             got.len(),

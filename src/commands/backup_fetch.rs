@@ -39,7 +39,11 @@ enum Role {
 
 fn role_of(object: &str) -> Role {
     let base = object.rsplit('/').next().unwrap_or(object);
-    let is = |stem: &str| base.find(stem).is_some_and(|i| base[i + stem.len()..].is_empty() || base[i + stem.len()..].starts_with('.'));
+    let is = |stem: &str| {
+        base.find(stem).is_some_and(|i| {
+            base[i + stem.len()..].is_empty() || base[i + stem.len()..].starts_with('.')
+        })
+    };
     if is("pg_control.tar") {
         Role::Control
     } else if is("backup_label.tar") {
@@ -56,24 +60,50 @@ fn format_of(object: &str) -> Result<ReadFormat, Error> {
     if ext == "tar" {
         return Ok(ReadFormat::Plain);
     }
-    ReadFormat::from_extension(ext).ok_or_else(|| Error::io(object.to_string(), io::Error::new(io::ErrorKind::InvalidData, format!("unsupported file type .{ext}"))))
+    ReadFormat::from_extension(ext).ok_or_else(|| {
+        Error::io(
+            object.to_string(),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("unsupported file type .{ext}"),
+            ),
+        )
+    })
 }
 
 /// Downloads, decodes and unpacks one partition.
-fn unpack_one(storage: &dyn Storage, key: &str, dest: &Path, buf: &mut [u8], fsync: bool) -> Result<Extracted, Error> {
+fn unpack_one(
+    storage: &dyn Storage,
+    key: &str,
+    dest: &Path,
+    buf: &mut [u8],
+    fsync: bool,
+) -> Result<Extracted, Error> {
     let format = format_of(key)?;
     let raw = storage.get(key)?;
-    let mut decoded = Decoder::new(format, raw).map_err(|e| Error::io(format!("decompressing {key}"), e))?;
-    extract::unpack(&mut decoded, dest, buf, fsync).map_err(|e| Error::io(format!("restoring {key}"), e))
+    let mut decoded =
+        Decoder::new(format, raw).map_err(|e| Error::io(format!("decompressing {key}"), e))?;
+    extract::unpack(&mut decoded, dest, buf, fsync)
+        .map_err(|e| Error::io(format!("restoring {key}"), e))
 }
 
 /// Unpacks with retries; the partition is re-extracted from its start each time.
-fn unpack_with_retries(storage: &dyn Storage, key: &str, dest: &Path, buf: &mut [u8], fsync: bool) -> Result<Extracted, Error> {
+fn unpack_with_retries(
+    storage: &dyn Storage,
+    key: &str,
+    dest: &Path,
+    buf: &mut [u8],
+    fsync: bool,
+) -> Result<Extracted, Error> {
     let mut attempt = 1;
     loop {
         match unpack_one(storage, key, dest, buf, fsync) {
             Ok(x) => return Ok(x),
-            Err(e) if attempt < ATTEMPTS && !matches!(e, Error::Storage(StorageError::NotFound { .. })) && !is_disk_full(&e) => {
+            Err(e)
+                if attempt < ATTEMPTS
+                    && !matches!(e, Error::Storage(StorageError::NotFound { .. }))
+                    && !is_disk_full(&e) =>
+            {
                 crate::warn!("{e}; trying {key} again ({attempt} of {})", ATTEMPTS - 1);
                 std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)));
                 attempt += 1;
@@ -95,13 +125,24 @@ fn link_tablespaces(dest: &Path, spec: &TablespaceSpec) -> Result<(), Error> {
     let dir = dest.join("pg_tblspc");
     fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     for name in &spec.tablespaces {
-        let loc = spec.location(name).ok_or_else(|| Error::Usage(format!("tablespace spec has no location for {name}")))?;
-        fs::create_dir_all(&loc.loc).map_err(|e| Error::io(format!("creating tablespace directory {}", loc.loc), e))?;
+        let loc = spec
+            .location(name)
+            .ok_or_else(|| Error::Usage(format!("tablespace spec has no location for {name}")))?;
+        fs::create_dir_all(&loc.loc)
+            .map_err(|e| Error::io(format!("creating tablespace directory {}", loc.loc), e))?;
         let link = dir.join(name);
         match fs::read_link(&link) {
             Ok(target) if target == Path::new(&loc.loc) => {}
-            Ok(target) => return Err(Error::Usage(format!("{} points to {}, not {}", link.display(), target.display(), loc.loc))),
-            Err(_) => std::os::unix::fs::symlink(&loc.loc, &link).map_err(|e| Error::io(format!("linking {}", link.display()), e))?,
+            Ok(target) => {
+                return Err(Error::Usage(format!(
+                    "{} points to {}, not {}",
+                    link.display(),
+                    target.display(),
+                    loc.loc
+                )));
+            }
+            Err(_) => std::os::unix::fs::symlink(&loc.loc, &link)
+                .map_err(|e| Error::io(format!("linking {}", link.display()), e))?,
         }
     }
     Ok(())
@@ -125,7 +166,8 @@ fn verify(storage: &dyn Storage, name: &str, dest: &Path) -> Result<u64, Error> 
             return Ok(());
         }
         checked += 1;
-        let present = extract::target_path(dest, &entry).is_some_and(|p| fs::symlink_metadata(p).is_ok());
+        let present =
+            extract::target_path(dest, &entry).is_some_and(|p| fs::symlink_metadata(p).is_ok());
         if !present && missing.len() < 10 {
             missing.push(entry);
         }
@@ -135,7 +177,10 @@ fn verify(storage: &dyn Storage, name: &str, dest: &Path) -> Result<u64, Error> 
     if !missing.is_empty() {
         return Err(Error::io(
             format!("restore of {name} is incomplete"),
-            io::Error::new(io::ErrorKind::InvalidData, format!("not restored: {}", missing.join(", "))),
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not restored: {}", missing.join(", ")),
+            ),
         ));
     }
     Ok(checked)
@@ -147,21 +192,35 @@ pub fn run(settings: &Settings, args: &BackupFetch) -> Result<(), Error> {
     let backup = backups::resolve(storage.as_ref(), &args.name)?;
     let sentinel = backups::read_sentinel(storage.as_ref(), &backup.name)?;
     if sentinel.is_delta() {
-        return Err(Error::Usage(format!("{} is a delta backup; wal-rus restores full backups only", backup.name)));
+        return Err(Error::Usage(format!(
+            "{} is a delta backup; wal-rus restores full backups only",
+            backup.name
+        )));
     }
     let dest = &args.dest;
     match fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(Error::Usage(format!("destination {} is not empty", dest.display())));
+                return Err(Error::Usage(format!(
+                    "destination {} is not empty",
+                    dest.display()
+                )));
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
+            fs::create_dir_all(dest)
+                .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
         }
         Err(e) => return Err(Error::io(format!("reading {}", dest.display()), e)),
     }
-    let result = restore(settings, storage.as_ref(), &backup.name, &sentinel, dest, args.restore_spec.as_deref());
+    let result = restore(
+        settings,
+        storage.as_ref(),
+        &backup.name,
+        &sentinel,
+        dest,
+        args.restore_spec.as_deref(),
+    );
     if result.is_err() {
         // Never leave something that starts as if it were a complete restore.
         let _ = fs::remove_file(dest.join("global/pg_control"));
@@ -187,14 +246,29 @@ fn restore(
     let folder = format!("{}tar_partitions/", folder_prefix(name));
     let mut partitions: Vec<String> = Vec::new();
     storage.list(&folder, false, &mut |m| partitions.push(m.key))?;
-    let (mut data, special): (Vec<String>, Vec<String>) = partitions.into_iter().partition(|k| role_of(k) == Role::Data);
-    let control = special.iter().find(|k| role_of(k) == Role::Control).cloned();
+    let (mut data, special): (Vec<String>, Vec<String>) = partitions
+        .into_iter()
+        .partition(|k| role_of(k) == Role::Data);
+    let control = special
+        .iter()
+        .find(|k| role_of(k) == Role::Control)
+        .cloned();
     let label = special.iter().find(|k| role_of(k) == Role::Label).cloned();
     if control.is_none() && crate::format::backup_name::is_walg_name(name) {
-        return Err(Error::io(format!("restoring {name}"), io::Error::new(io::ErrorKind::NotFound, format!("Expect pg_control archive, but not found in {folder}"))));
+        return Err(Error::io(
+            format!("restoring {name}"),
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("Expect pg_control archive, but not found in {folder}"),
+            ),
+        ));
     }
     data.sort();
-    crate::info!("restoring {name}: {} data partitions into {}", data.len(), dest.display());
+    crate::info!(
+        "restoring {name}: {} data partitions into {}",
+        data.len(),
+        dest.display()
+    );
 
     let plan = plan::backup_fetch(&settings.plan_input());
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
@@ -222,7 +296,8 @@ fn restore(
     let threads = plan.transfers as usize;
     std::thread::scope(|s| -> Result<(), Error> {
         let (tx, rx) = bounded::<String>(threads);
-        let handles = workers::spawn_workers(s, "backup-fetch", threads, rx, &work).map_err(|e| Error::io("starting restore workers", e))?;
+        let handles = workers::spawn_workers(s, "backup-fetch", threads, rx, &work)
+            .map_err(|e| Error::io("starting restore workers", e))?;
         for key in data {
             if tx.send(key).is_err() {
                 break;
@@ -248,7 +323,12 @@ fn restore(
     }
     let checked = verify(storage, name, dest)?;
     let t = totals.into_inner().unwrap_or_else(|p| p.into_inner());
-    crate::info!("restored {name}: {} files, {} directories, {:.1} MiB; {checked} entries checked against files_metadata.json", t.files, t.dirs, t.bytes as f64 / 1048576.0);
+    crate::info!(
+        "restored {name}: {} files, {} directories, {:.1} MiB; {checked} entries checked against files_metadata.json",
+        t.files,
+        t.dirs,
+        t.bytes as f64 / 1048576.0
+    );
     Ok(())
 }
 
@@ -258,10 +338,16 @@ mod tests {
 
     #[test]
     fn partition_roles_and_formats() {
-        assert_eq!(role_of("b/tar_partitions/pg_control.tar.lz4"), Role::Control);
+        assert_eq!(
+            role_of("b/tar_partitions/pg_control.tar.lz4"),
+            Role::Control
+        );
         assert_eq!(role_of("b/tar_partitions/pg_control.tar."), Role::Control);
         assert_eq!(role_of("b/tar_partitions/pg_control.tar"), Role::Control);
-        assert_eq!(role_of("b/tar_partitions/backup_label.tar.zst"), Role::Label);
+        assert_eq!(
+            role_of("b/tar_partitions/backup_label.tar.zst"),
+            Role::Label
+        );
         assert_eq!(role_of("b/tar_partitions/part_001.tar.lz4"), Role::Data);
         assert_eq!(role_of("b/tar_partitions/copy_0.tar.br"), Role::Data);
         assert_eq!(format_of("part_001.tar.lz4").unwrap(), ReadFormat::Lz4);

@@ -35,7 +35,10 @@ pub fn run(settings: &Settings, args: &crate::cli::BackupList) -> Result<(), Err
         let mut rows = Vec::with_capacity(list.len());
         for b in list {
             let meta = backups::read_metadata(storage.as_ref(), &b.name)?.ok_or_else(|| {
-                Error::Usage(format!("metadata.json of backup '{}' does not exist; backup-list --detail needs it", b.name))
+                Error::Usage(format!(
+                    "metadata.json of backup '{}' does not exist; backup-list --detail needs it",
+                    b.name
+                ))
             })?;
             rows.push((b, meta));
         }
@@ -66,8 +69,18 @@ pub fn wal_file_name(b: &BackupRef) -> &str {
 
 /// Go's `time.RFC850` layout in UTC: `Monday, 02-Jan-06 15:04:05 UTC`.
 pub fn rfc850(t: UtcTime) -> String {
-    const DAYS: [&str; 7] = ["Thursday", "Friday", "Saturday", "Sunday", "Monday", "Tuesday", "Wednesday"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const DAYS: [&str; 7] = [
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+    ];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     // The date fields come from the RFC 3339 text so the calendar arithmetic lives in one place.
     let iso = t.rfc3339();
     let year = &iso[2..4];
@@ -75,7 +88,10 @@ pub fn rfc850(t: UtcTime) -> String {
     let day = &iso[8..10];
     let clock = &iso[11..19];
     let weekday = DAYS[t.0.div_euclid(86_400).rem_euclid(7) as usize];
-    format!("{weekday}, {day}-{}-{year} {clock} UTC", MONTHS[month.clamp(1, 12) - 1])
+    format!(
+        "{weekday}, {day}-{}-{year} {clock} UTC",
+        MONTHS[month.clamp(1, 12) - 1]
+    )
 }
 
 /// A stored time as RFC 3339 without fraction; unparseable text is shown as stored.
@@ -98,7 +114,11 @@ fn base_members(o: &mut ObjectWriter, b: &BackupRef) {
 fn json_array(items: impl Iterator<Item = String>, pretty: bool) -> String {
     let items: Vec<String> = items.collect();
     let compact = format!("[{}]", items.join(","));
-    let mut text = if pretty { go_json::indent(&compact, "    ") } else { compact };
+    let mut text = if pretty {
+        go_json::indent(&compact, "    ")
+    } else {
+        compact
+    };
     text.push('\n');
     text
 }
@@ -119,16 +139,41 @@ pub fn render(list: &[BackupRef], json: bool, pretty: bool) -> String {
         return String::new();
     }
     if pretty {
-        let header = ["#", "BACKUP NAME", "MODIFIED", "WAL FILE NAME", "STORAGE NAME"];
+        let header = [
+            "#",
+            "BACKUP NAME",
+            "MODIFIED",
+            "WAL FILE NAME",
+            "STORAGE NAME",
+        ];
         let rows: Vec<Vec<String>> = list
             .iter()
             .enumerate()
-            .map(|(i, b)| vec![i.to_string(), b.name.clone(), rfc850(b.modified), wal_file_name(b).to_string(), STORAGE_NAME.into()])
+            .map(|(i, b)| {
+                vec![
+                    i.to_string(),
+                    b.name.clone(),
+                    rfc850(b.modified),
+                    wal_file_name(b).to_string(),
+                    STORAGE_NAME.into(),
+                ]
+            })
             .collect();
         return box_table(&header, &rows, &[0]);
     }
-    let mut rows = vec![["backup_name", "modified", "wal_file_name", "storage_name"].map(String::from).to_vec()];
-    rows.extend(list.iter().map(|b| vec![b.name.clone(), b.modified.rfc3339(), wal_file_name(b).to_string(), STORAGE_NAME.into()]));
+    let mut rows = vec![
+        ["backup_name", "modified", "wal_file_name", "storage_name"]
+            .map(String::from)
+            .to_vec(),
+    ];
+    rows.extend(list.iter().map(|b| {
+        vec![
+            b.name.clone(),
+            b.modified.rfc3339(),
+            wal_file_name(b).to_string(),
+            STORAGE_NAME.into(),
+        ]
+    }));
     tab_table(&rows)
 }
 
@@ -150,8 +195,19 @@ pub fn render_detail(rows: &[(BackupRef, ExtendedMetadata)], json: bool, pretty:
     }
     if pretty {
         let header = [
-            "#", "BACKUP NAME", "MODIFIED", "WAL FILE NAME", "STORAGE NAME", "START TIME", "FINISH TIME", "HOSTNAME",
-            "DATADIR", "PG VERSION", "START LSN", "FINISH LSN", "PERMANENT",
+            "#",
+            "BACKUP NAME",
+            "MODIFIED",
+            "WAL FILE NAME",
+            "STORAGE NAME",
+            "START TIME",
+            "FINISH TIME",
+            "HOSTNAME",
+            "DATADIR",
+            "PG VERSION",
+            "START LSN",
+            "FINISH LSN",
+            "PERMANENT",
         ];
         let cells: Vec<Vec<String>> = rows
             .iter()
@@ -176,12 +232,24 @@ pub fn render_detail(rows: &[(BackupRef, ExtendedMetadata)], json: bool, pretty:
             .collect();
         return box_table(&header, &cells, &[0, 9]);
     }
-    let mut table = vec![[
-        "backup_name", "modified", "wal_file_name", "storage_name", "start_time", "finish_time", "hostname", "data_dir",
-        "pg_version", "start_lsn", "finish_lsn", "is_permanent",
-    ]
-    .map(String::from)
-    .to_vec()];
+    let mut table = vec![
+        [
+            "backup_name",
+            "modified",
+            "wal_file_name",
+            "storage_name",
+            "start_time",
+            "finish_time",
+            "hostname",
+            "data_dir",
+            "pg_version",
+            "start_lsn",
+            "finish_lsn",
+            "is_permanent",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
     table.extend(rows.iter().map(|(b, m)| {
         vec![
             b.name.clone(),
@@ -274,15 +342,18 @@ mod tests {
     use crate::format::lsn::Lsn;
 
     fn refs() -> Vec<BackupRef> {
-        ["base_000000010000000000000003", "base_000000010000000000000007_D_000000010000000000000003"]
-            .iter()
-            .zip([1_714_557_608i64, 1_714_644_004])
-            .map(|(n, t)| BackupRef {
-                name: n.to_string(),
-                sentinel_key: format!("basebackups_005/{n}_backup_stop_sentinel.json"),
-                modified: UtcTime(t),
-            })
-            .collect()
+        [
+            "base_000000010000000000000003",
+            "base_000000010000000000000007_D_000000010000000000000003",
+        ]
+        .iter()
+        .zip([1_714_557_608i64, 1_714_644_004])
+        .map(|(n, t)| BackupRef {
+            name: n.to_string(),
+            sentinel_key: format!("basebackups_005/{n}_backup_stop_sentinel.json"),
+            modified: UtcTime(t),
+        })
+        .collect()
     }
 
     #[test]
@@ -304,10 +375,19 @@ mod tests {
             render(one, true, false),
             "[{\"backup_name\":\"base_000000010000000000000003\",\"time\":\"2024-05-01T10:00:08Z\",\"wal_file_name\":\"000000010000000000000003\",\"storage_name\":\"default\"}]\n"
         );
-        assert!(render(one, true, true).starts_with("[\n    {\n        \"backup_name\": \"base_000000010000000000000003\",\n"));
-        let meta = ExtendedMetadata { start_lsn: Lsn(50_331_688), hostname: "db1".into(), ..Default::default() };
+        assert!(render(one, true, true).starts_with(
+            "[\n    {\n        \"backup_name\": \"base_000000010000000000000003\",\n"
+        ));
+        let meta = ExtendedMetadata {
+            start_lsn: Lsn(50_331_688),
+            hostname: "db1".into(),
+            ..Default::default()
+        };
         let detail = render_detail(&[(one[0].clone(), meta)], true, false);
-        assert!(detail.contains(r#""storage_name":"default","start_time":"0001-01-01T00:00:00Z","#), "{detail}");
+        assert!(
+            detail.contains(r#""storage_name":"default","start_time":"0001-01-01T00:00:00Z","#),
+            "{detail}"
+        );
         assert!(detail.contains(r#""start_lsn":50331688,"#), "{detail}");
     }
 
@@ -325,24 +405,39 @@ mod tests {
             ..Default::default()
         };
         let r = refs();
-        let mut rows = vec![(r[0].clone(), meta("2024-05-02T10:00:00.5Z", false)), (r[1].clone(), meta("2024-05-01T10:00:00.123456Z", true))];
+        let mut rows = vec![
+            (r[0].clone(), meta("2024-05-02T10:00:00.5Z", false)),
+            (r[1].clone(), meta("2024-05-01T10:00:00.123456Z", true)),
+        ];
         sort_by_start_time(&mut rows);
         assert_eq!(rows[0].0.name, r[1].name);
         let text = render_detail(&rows, false, false);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("backup_name "), "{text}");
-        assert!(lines[0].ends_with(" start_lsn finish_lsn is_permanent"), "{text}");
+        assert!(
+            lines[0].ends_with(" start_lsn finish_lsn is_permanent"),
+            "{text}"
+        );
         assert!(lines[1].ends_with(" 2024-05-01T10:00:00Z 2024-05-01T10:00:07Z db1      /d       160002     0/3000028 0/3000100  true"), "{text}");
         // A backup without a start time keeps the sentinel order.
-        let mut unsorted = vec![(r[0].clone(), meta("", false)), (r[1].clone(), meta("2024-01-01T00:00:00Z", false))];
+        let mut unsorted = vec![
+            (r[0].clone(), meta("", false)),
+            (r[1].clone(), meta("2024-01-01T00:00:00Z", false)),
+        ];
         sort_by_start_time(&mut unsorted);
         assert_eq!(unsorted[0].0.name, r[0].name);
 
         let pretty = render(&r, false, true);
         let plines: Vec<&str> = pretty.lines().collect();
         assert_eq!(plines.len(), 6);
-        assert_eq!(plines[1], "| # | BACKUP NAME                                              | MODIFIED                          | WAL FILE NAME            | STORAGE NAME |");
-        assert_eq!(plines[3], "| 0 | base_000000010000000000000003                            | Wednesday, 01-May-24 10:00:08 UTC | 000000010000000000000003 | default      |");
+        assert_eq!(
+            plines[1],
+            "| # | BACKUP NAME                                              | MODIFIED                          | WAL FILE NAME            | STORAGE NAME |"
+        );
+        assert_eq!(
+            plines[3],
+            "| 0 | base_000000010000000000000003                            | Wednesday, 01-May-24 10:00:08 UTC | 000000010000000000000003 | default      |"
+        );
         assert!(plines[0].starts_with("+---+---") && plines[5] == plines[0]);
         assert!(render_detail(&rows, false, true).contains("| PERMANENT |"));
     }
@@ -350,6 +445,9 @@ mod tests {
     #[test]
     fn rfc850_days() {
         assert_eq!(rfc850(UtcTime(0)), "Thursday, 01-Jan-70 00:00:00 UTC");
-        assert_eq!(rfc850(UtcTime(951_782_400)), "Tuesday, 29-Feb-00 00:00:00 UTC");
+        assert_eq!(
+            rfc850(UtcTime(951_782_400)),
+            "Tuesday, 29-Feb-00 00:00:00 UTC"
+        );
     }
 }

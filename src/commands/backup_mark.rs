@@ -28,19 +28,27 @@ pub fn run(settings: &Settings, args: &crate::cli::BackupMark) -> Result<(), Err
 
 /// `metadata.json` of `name`, which marking needs.
 fn required_metadata(storage: &dyn Storage, name: &str) -> Result<ExtendedMetadata, Error> {
-    backups::read_metadata(storage, name)?
-        .ok_or_else(|| Error::Usage(format!("metadata.json of backup '{name}' does not exist; cannot change its permanence")))
+    backups::read_metadata(storage, name)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "metadata.json of backup '{name}' does not exist; cannot change its permanence"
+        ))
+    })
 }
 
 /// The backups `mark_permanent` would change: `name` and its base chain (following
 /// `DeltaFrom`), oldest first, leaving out those already permanent.
-pub fn backups_to_mark_permanent(storage: &dyn Storage, name: &str) -> Result<Vec<(String, ExtendedMetadata)>, Error> {
+pub fn backups_to_mark_permanent(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<Vec<(String, ExtendedMetadata)>, Error> {
     let mut chain = Vec::new();
     let mut seen = HashSet::new();
     let mut current = name.to_string();
     loop {
         if !seen.insert(current.clone()) {
-            return Err(Error::Usage(format!("the delta chain of backup '{name}' loops back to '{current}'")));
+            return Err(Error::Usage(format!(
+                "the delta chain of backup '{name}' loops back to '{current}'"
+            )));
         }
         let meta = required_metadata(storage, &current)?;
         let sentinel = backups::read_sentinel(storage, &current)?;
@@ -65,7 +73,10 @@ pub fn mark_permanent(storage: &dyn Storage, name: &str) -> Result<(), Error> {
     crate::info!("Retrieving previous related backups to be marked: toPermanent=true");
     let to_mark = backups_to_mark_permanent(storage, name)?;
     let names: Vec<&str> = to_mark.iter().map(|(n, _)| n.as_str()).collect();
-    crate::info!("Retrieved backups to be marked, marking: [{}]", names.join(" "));
+    crate::info!(
+        "Retrieved backups to be marked, marking: [{}]",
+        names.join(" ")
+    );
     for (backup, mut meta) in to_mark {
         meta.is_permanent = true;
         backups::write_metadata(storage, &backup, &meta)?;
@@ -105,8 +116,8 @@ mod tests {
     use super::*;
     use crate::format::lsn::Lsn;
     use crate::format::sentinel::{DeltaInfo, Sentinel};
-    use crate::storage::fs::FsStorage;
     use crate::storage::BytesBody;
+    use crate::storage::fs::FsStorage;
 
     const FULL: &str = "base_000000010000000000000003";
     const D1: &str = "base_000000010000000000000005_D_000000010000000000000003";
@@ -118,24 +129,44 @@ mod tests {
         for (name, from) in [(FULL, None), (D1, Some(FULL)), (D2, Some(D1))] {
             let s = Sentinel {
                 lsn: Some(Lsn(1)),
-                delta: from.map(|f: &str| DeltaInfo { lsn: Lsn(1), from: f.into(), full_name: FULL.into(), count: 1 }),
+                delta: from.map(|f: &str| DeltaInfo {
+                    lsn: Lsn(1),
+                    from: f.into(),
+                    full_name: FULL.into(),
+                    count: 1,
+                }),
                 ..Default::default()
             };
-            st.put(&backups::sentinel_key(name), &BytesBody(s.to_json().as_bytes())).unwrap();
-            let m = ExtendedMetadata { start_time: "2024-05-01T10:00:00Z".into(), finish_time: "2024-05-01T10:00:00Z".into(), ..Default::default() };
+            st.put(
+                &backups::sentinel_key(name),
+                &BytesBody(s.to_json().as_bytes()),
+            )
+            .unwrap();
+            let m = ExtendedMetadata {
+                start_time: "2024-05-01T10:00:00Z".into(),
+                finish_time: "2024-05-01T10:00:00Z".into(),
+                ..Default::default()
+            };
             backups::write_metadata(&st, name, &m).unwrap();
         }
         (dir, st)
     }
 
     fn permanent(st: &FsStorage, name: &str) -> bool {
-        backups::read_metadata(st, name).unwrap().unwrap().is_permanent
+        backups::read_metadata(st, name)
+            .unwrap()
+            .unwrap()
+            .is_permanent
     }
 
     #[test]
     fn permanent_marks_chain_and_impermanent_respects_it() {
         let (_d, st) = catalogue();
-        let plan: Vec<String> = backups_to_mark_permanent(&st, D1).unwrap().into_iter().map(|(n, _)| n).collect();
+        let plan: Vec<String> = backups_to_mark_permanent(&st, D1)
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(plan, [FULL, D1]);
         mark_permanent(&st, D1).unwrap();
         assert!(permanent(&st, FULL) && permanent(&st, D1) && !permanent(&st, D2));
@@ -155,11 +186,22 @@ mod tests {
     #[test]
     fn missing_pieces_are_errors() {
         let (_d, st) = catalogue();
-        std::fs::remove_file(std::path::Path::new(&_d.path()).join(backups::metadata_key(FULL))).unwrap();
-        assert!(mark_permanent(&st, D2).unwrap_err().to_string().contains("metadata.json of backup 'base_000000010000000000000003'"));
+        std::fs::remove_file(std::path::Path::new(&_d.path()).join(backups::metadata_key(FULL)))
+            .unwrap();
+        assert!(
+            mark_permanent(&st, D2)
+                .unwrap_err()
+                .to_string()
+                .contains("metadata.json of backup 'base_000000010000000000000003'")
+        );
         // Nothing was written before the whole chain was known.
         assert!(!permanent(&st, D2));
         st.delete_many(&[backups::sentinel_key(D1)]).unwrap();
-        assert!(mark_permanent(&st, D2).unwrap_err().to_string().contains("does not exist"));
+        assert!(
+            mark_permanent(&st, D2)
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
     }
 }

@@ -18,10 +18,10 @@ use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;
 use crate::format::files_metadata::{FileDescription, FilesSpool};
-use crate::format::go_json::{backup_time_string, PreciseTime};
+use crate::format::go_json::{PreciseTime, backup_time_string};
 use crate::format::lsn::Lsn;
 use crate::format::metadata::ExtendedMetadata;
-use crate::format::sentinel::{Sentinel, CURRENT_VERSION, DATE_FMT};
+use crate::format::sentinel::{CURRENT_VERSION, DATE_FMT, Sentinel};
 use crate::format::spec::TablespaceSpec;
 use crate::format::tar::{self, Header, Kind};
 use crate::format::wal_name::Segment;
@@ -60,7 +60,12 @@ impl Progress {
         if self.last.elapsed().as_millis() >= 500 {
             self.last = Instant::now();
             let secs = self.started.elapsed().as_secs_f64().max(0.001);
-            eprint!("\rbackup-push: {} files, {:.1} MiB read, {:.1} MiB/s   ", self.files, self.bytes as f64 / 1048576.0, self.bytes as f64 / 1048576.0 / secs);
+            eprint!(
+                "\rbackup-push: {} files, {:.1} MiB read, {:.1} MiB/s   ",
+                self.files,
+                self.bytes as f64 / 1048576.0,
+                self.bytes as f64 / 1048576.0 / secs
+            );
         }
     }
 }
@@ -73,9 +78,22 @@ impl EntrySink for Recorder<'_> {
         if self.error.is_some() {
             return;
         }
-        let mtime = entry.meta.modified().map(PreciseTime::from_system).unwrap_or(PreciseTime { secs: 0, nanos: 0 });
-        let desc = FileDescription { is_incremented: false, is_skipped: false, mtime: mtime.to_rfc3339_utc(), corrupt_blocks: None, updates_count: 0 };
-        if let Err(e) = self.spool.add_file(&entry.name, &desc, Some(&self.partition)) {
+        let mtime = entry
+            .meta
+            .modified()
+            .map(PreciseTime::from_system)
+            .unwrap_or(PreciseTime { secs: 0, nanos: 0 });
+        let desc = FileDescription {
+            is_incremented: false,
+            is_skipped: false,
+            mtime: mtime.to_rfc3339_utc(),
+            corrupt_blocks: None,
+            updates_count: 0,
+        };
+        if let Err(e) = self
+            .spool
+            .add_file(&entry.name, &desc, Some(&self.partition))
+        {
             self.error = Some(e);
         }
     }
@@ -91,11 +109,21 @@ fn pg_err(context: &str) -> impl Fn(crate::pg::PgError) -> Error + '_ {
 }
 
 fn text(row: &[Option<String>], i: usize, what: &str) -> Result<String, Error> {
-    row.get(i).cloned().flatten().ok_or_else(|| Error::io(what.to_string(), io::Error::other("the server returned NULL")))
+    row.get(i).cloned().flatten().ok_or_else(|| {
+        Error::io(
+            what.to_string(),
+            io::Error::other("the server returned NULL"),
+        )
+    })
 }
 
 fn parse_lsn(text: &str) -> Result<Lsn, Error> {
-    Lsn::parse(text).ok_or_else(|| Error::io("reading an LSN", io::Error::other(format!("'{text}' is not an LSN"))))
+    Lsn::parse(text).ok_or_else(|| {
+        Error::io(
+            "reading an LSN",
+            io::Error::other(format!("'{text}' is not an LSN")),
+        )
+    })
 }
 
 fn hostname() -> String {
@@ -111,14 +139,29 @@ fn hostname() -> String {
 /// The object name of a tar partition for this method: `part_001.tar.lz4`, or WAL-G master's
 /// dot-less `part_001.tar` without compression.
 fn tar_name(stem: &str, ext: &str) -> String {
-    if ext.is_empty() { format!("{stem}.tar") } else { format!("{stem}.tar.{ext}") }
+    if ext.is_empty() {
+        format!("{stem}.tar")
+    } else {
+        format!("{stem}.tar.{ext}")
+    }
 }
 
 /// A small tar held in memory (pg_control, backup_label): its entries and their data.
 fn small_tar(entries: &[(&str, &[u8], u32, i64)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, data, mode, mtime) in entries {
-        let h = Header { name: name.to_string(), kind: Kind::File, mode: *mode, uid: 0, gid: 0, uname: String::new(), gname: String::new(), mtime: *mtime, size: data.len() as u64, link: String::new() };
+        let h = Header {
+            name: name.to_string(),
+            kind: Kind::File,
+            mode: *mode,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+            mtime: *mtime,
+            size: data.len() as u64,
+            link: String::new(),
+        };
         tar::encode(&h, &mut out);
         out.extend_from_slice(data);
         out.extend(std::iter::repeat_n(0u8, tar::padding(data.len() as u64)));
@@ -134,17 +177,24 @@ struct Server {
     in_recovery: bool,
 }
 
-fn inspect(conn: &mut Connection, settings: &Settings, data_dir: &Path) -> Result<(Server, PathBuf), Error> {
+fn inspect(
+    conn: &mut Connection,
+    settings: &Settings,
+    data_dir: &Path,
+) -> Result<(Server, PathBuf), Error> {
     let version = conn.server_version_num();
     if version < 100000 {
-        return Err(Error::Usage(format!("PostgreSQL {version} is not supported by wal-rus backup-push (10 or later is)")));
+        return Err(Error::Usage(format!(
+            "PostgreSQL {version} is not supported by wal-rus backup-push (10 or later is)"
+        )));
     }
     let row = conn
         .query_one("select current_setting('data_directory'), (select system_identifier::text from pg_control_system()), pg_is_in_recovery()::text, current_setting('wal_segment_size')")
         .map_err(pg_err("inspecting the server"))?;
     let server_dir = PathBuf::from(text(&row, 0, "data_directory")?);
     let real_server = std::fs::canonicalize(&server_dir).unwrap_or(server_dir.clone());
-    let real_local = std::fs::canonicalize(data_dir).map_err(|e| Error::io(format!("data directory {}", data_dir.display()), e))?;
+    let real_local = std::fs::canonicalize(data_dir)
+        .map_err(|e| Error::io(format!("data directory {}", data_dir.display()), e))?;
     if real_server != real_local {
         return Err(Error::Usage(format!(
             "data directory {} is not the server's data_directory {}",
@@ -154,22 +204,47 @@ fn inspect(conn: &mut Connection, settings: &Settings, data_dir: &Path) -> Resul
     }
     for needed in ["PG_VERSION", "global/pg_control"] {
         if !real_local.join(needed).is_file() {
-            return Err(Error::Usage(format!("{} has no {needed}: not a data directory", real_local.display())));
+            return Err(Error::Usage(format!(
+                "{} has no {needed}: not a data directory",
+                real_local.display()
+            )));
         }
     }
     // wal_segment_size reads like "16MB".
     let seg = text(&row, 3, "wal_segment_size")?;
-    let seg_bytes = seg.strip_suffix("MB").and_then(|n| n.parse::<u64>().ok()).map(|m| m << 20)
-        .or_else(|| seg.strip_suffix("GB").and_then(|n| n.parse::<u64>().ok()).map(|g| g << 30));
+    let seg_bytes = seg
+        .strip_suffix("MB")
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|m| m << 20)
+        .or_else(|| {
+            seg.strip_suffix("GB")
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(|g| g << 30)
+        });
     if seg_bytes.is_some_and(|b| b != settings.wal_segment_size) {
         return Err(Error::Config(crate::config::ConfigError {
             setting: "WALG_PG_WAL_SIZE".into(),
-            message: format!("the server's wal_segment_size is {seg}, WALG_PG_WAL_SIZE says {} MiB", settings.wal_segment_size >> 20),
+            message: format!(
+                "the server's wal_segment_size is {seg}, WALG_PG_WAL_SIZE says {} MiB",
+                settings.wal_segment_size >> 20
+            ),
         }));
     }
-    let system_identifier = row.get(1).cloned().flatten().and_then(|v| v.parse::<i64>().ok()).map(|v| v as u64);
+    let system_identifier = row
+        .get(1)
+        .cloned()
+        .flatten()
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|v| v as u64);
     let in_recovery = text(&row, 2, "pg_is_in_recovery")? == "true";
-    Ok((Server { version, system_identifier, in_recovery }, real_local))
+    Ok((
+        Server {
+            version,
+            system_identifier,
+            in_recovery,
+        },
+        real_local,
+    ))
 }
 
 /// Runs `backup-push`.
@@ -179,15 +254,27 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
         .data_dir
         .clone()
         .or_else(|| settings.pgdata.clone())
-        .ok_or_else(|| Error::Usage("backup-push needs the data directory (argument or PGDATA)".into()))?;
+        .ok_or_else(|| {
+            Error::Usage("backup-push needs the data directory (argument or PGDATA)".into())
+        })?;
     if settings.delta_max_steps > 0 {
-        crate::warn!("WALG_DELTA_MAX_STEPS is set, but wal-rus takes full backups only; taking a full backup");
+        crate::warn!(
+            "WALG_DELTA_MAX_STEPS is set, but wal-rus takes full backups only; taking a full backup"
+        );
     }
-    let user_data = match args.add_user_data.as_ref().or(settings.sentinel_user_data.as_ref()) {
+    let user_data = match args
+        .add_user_data
+        .as_ref()
+        .or(settings.sentinel_user_data.as_ref())
+    {
         None => None,
-        Some(text) => Some(serde_json::from_str::<serde_json::Value>(text).map_err(|e| Error::Usage(format!("--add-user-data is not valid JSON: {e}")))?),
+        Some(text) => Some(
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|e| Error::Usage(format!("--add-user-data is not valid JSON: {e}")))?,
+        ),
     };
-    let params = ConnParams::from_lookup(&|k| settings.pg_setting(k)).map_err(pg_err("PostgreSQL connection settings"))?;
+    let params = ConnParams::from_lookup(&|k| settings.pg_setting(k))
+        .map_err(pg_err("PostgreSQL connection settings"))?;
     let mut conn = Connection::connect(&params).map_err(pg_err("connecting to PostgreSQL"))?;
     let (server, data_dir) = inspect(&mut conn, settings, &data_dir)?;
     let storage = settings.open_storage()?;
@@ -195,27 +282,62 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
     // Start a non-exclusive backup on this session; it must stay open until the stop.
     let label = crate::format::time::UtcTime::now().rfc3339();
     let start_sql = if server.version >= 150000 {
-        format!("select lsn::text from pg_backup_start({}, true) as lsn", sql_literal(&label))
+        format!(
+            "select lsn::text from pg_backup_start({}, true) as lsn",
+            sql_literal(&label)
+        )
     } else {
-        format!("select lsn::text from pg_start_backup({}, true, false) as lsn", sql_literal(&label))
+        format!(
+            "select lsn::text from pg_start_backup({}, true, false) as lsn",
+            sql_literal(&label)
+        )
     };
-    let row = conn.query_one(&start_sql).map_err(pg_err("starting the backup"))?;
+    let row = conn
+        .query_one(&start_sql)
+        .map_err(pg_err("starting the backup"))?;
     let start_lsn = parse_lsn(&text(&row, 0, "backup start LSN")?)?;
     let timeline: u32 = {
-        let row = conn.query_one("select timeline_id::text from pg_control_checkpoint()").map_err(pg_err("reading the timeline"))?;
-        text(&row, 0, "timeline")?.parse().map_err(|_| Error::io("timeline", io::Error::other("not a number")))?
+        let row = conn
+            .query_one("select timeline_id::text from pg_control_checkpoint()")
+            .map_err(pg_err("reading the timeline"))?;
+        text(&row, 0, "timeline")?
+            .parse()
+            .map_err(|_| Error::io("timeline", io::Error::other("not a number")))?
     };
     let seg_size = settings.wal_segment_size;
     // On a standby WAL-G names the backup after the segment holding the byte before the
     // start LSN (walg-compat §1.4.1); on a primary after the one holding the start LSN.
-    let segno = if server.in_recovery { start_lsn.0.saturating_sub(1) / seg_size } else { start_lsn.0 / seg_size };
+    let segno = if server.in_recovery {
+        start_lsn.0.saturating_sub(1) / seg_size
+    } else {
+        start_lsn.0 / seg_size
+    };
     let name = backup_name::full_name(Segment { timeline, segno }, seg_size);
-    crate::info!("starting backup {name} of {} (PostgreSQL {}, start LSN {start_lsn})", data_dir.display(), server.version);
+    crate::info!(
+        "starting backup {name} of {} (PostgreSQL {}, start LSN {start_lsn})",
+        data_dir.display(),
+        server.version
+    );
 
-    let result = push(settings, storage.as_ref(), &mut conn, &server, &data_dir, &name, start_lsn, start_time, args.permanent, user_data);
+    let result = push(
+        settings,
+        storage.as_ref(),
+        &mut conn,
+        &server,
+        &data_dir,
+        &name,
+        start_lsn,
+        start_time,
+        args.permanent,
+        user_data,
+    );
     if result.is_err() {
         // End the backup on the server; a failed stop changes nothing for storage.
-        let stop = if server.version >= 150000 { "select pg_backup_stop(false)" } else { "select pg_stop_backup(false, false)" };
+        let stop = if server.version >= 150000 {
+            "select pg_backup_stop(false)"
+        } else {
+            "select pg_stop_backup(false, false)"
+        };
         let _ = conn.query(stop);
     }
     result
@@ -241,13 +363,24 @@ fn push(
     let io_arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
     let (uploaders, part_size) = plan::stream_parts(&input);
     let part_arena = Arena::new(if input.remote { uploaders + 1 } else { 0 }, part_size);
-    let mut spool = FilesSpool::new().map_err(|e| Error::io("creating the files-metadata spool", e))?;
+    let mut spool =
+        FilesSpool::new().map_err(|e| Error::io("creating the files-metadata spool", e))?;
     let mut walker = Walker::new(data_dir);
     let mut uncompressed = 0u64;
     let mut compressed = 0u64;
     let mut number = 0u32;
-    let progress = io::stderr().is_terminal().then(|| Progress { started: Instant::now(), last: Instant::now(), files: 0, bytes: 0 });
-    let mut recorder = Recorder { spool: &mut spool, partition: String::new(), error: None, progress };
+    let progress = io::stderr().is_terminal().then(|| Progress {
+        started: Instant::now(),
+        last: Instant::now(),
+        files: 0,
+        bytes: 0,
+    });
+    let mut recorder = Recorder {
+        spool: &mut spool,
+        partition: String::new(),
+        error: None,
+        progress,
+    };
     let started = Instant::now();
 
     loop {
@@ -258,10 +391,16 @@ fn push(
         let mut partition = Partition::new(&mut walker, &mut recorder, settings.tar_size_threshold);
         let mut stream = CompressingReader::new(&mut partition, settings.encode, &io_arena, None)
             .map_err(|e| Error::io("starting the compressor", e))?;
-        let stored = storage.put_stream(&key, &mut stream, &part_arena, uploaders).map_err(|e| match e {
-            crate::storage::StorageError::Io { op: "read body", source, .. } => Error::io(format!("reading {}", data_dir.display()), source),
-            other => Error::Storage(other),
-        })?;
+        let stored = storage
+            .put_stream(&key, &mut stream, &part_arena, uploaders)
+            .map_err(|e| match e {
+                crate::storage::StorageError::Io {
+                    op: "read body",
+                    source,
+                    ..
+                } => Error::io(format!("reading {}", data_dir.display()), source),
+                other => Error::Storage(other),
+            })?;
         drop(stream);
         uncompressed += partition.payload;
         compressed += stored;
@@ -270,7 +409,10 @@ fn push(
         if let Some(e) = recorder.error.take() {
             return Err(Error::io("writing the files-metadata spool", e));
         }
-        recorder.spool.finish_partition(&pname).map_err(|e| Error::io("writing the files-metadata spool", e))?;
+        recorder
+            .spool
+            .finish_partition(&pname)
+            .map_err(|e| Error::io("writing the files-metadata spool", e))?;
         if done {
             break;
         }
@@ -280,11 +422,23 @@ fn push(
     }
 
     // pg_control goes last among the data, read while the backup is still running.
-    let control_path = walker.pg_control.clone().unwrap_or_else(|| data_dir.join("global/pg_control"));
-    let control = std::fs::read(&control_path).map_err(|e| Error::io(format!("reading {}", control_path.display()), e))?;
+    let control_path = walker
+        .pg_control
+        .clone()
+        .unwrap_or_else(|| data_dir.join("global/pg_control"));
+    let control = std::fs::read(&control_path)
+        .map_err(|e| Error::io(format!("reading {}", control_path.display()), e))?;
     let now = crate::format::time::UtcTime::now().0;
     let control_tar = small_tar(&[("/global/pg_control", &control, 0o600, now)]);
-    compressed += put_small(storage, &format!("{folder}/tar_partitions/{}", tar_name("pg_control", ext)), &control_tar, settings, &io_arena, &part_arena, uploaders)?;
+    compressed += put_small(
+        storage,
+        &format!("{folder}/tar_partitions/{}", tar_name("pg_control", ext)),
+        &control_tar,
+        settings,
+        &io_arena,
+        &part_arena,
+        uploaders,
+    )?;
     uncompressed += control.len() as u64;
 
     // Stop the backup; the server returns the label and tablespace map to store.
@@ -293,17 +447,33 @@ fn push(
     } else {
         "select labelfile, spcmapfile, lsn::text from pg_stop_backup(false, true)"
     };
-    let row = conn.query_one(stop_sql).map_err(pg_err("stopping the backup"))?;
+    let row = conn
+        .query_one(stop_sql)
+        .map_err(pg_err("stopping the backup"))?;
     let label = text(&row, 0, "backup label")?;
     let spcmap = row.get(1).cloned().flatten().unwrap_or_default();
     let finish_lsn = parse_lsn(&text(&row, 2, "backup stop LSN")?)?;
     let now = crate::format::time::UtcTime::now().0;
     let label_name = tar_name("backup_label", ext);
-    let label_tar = small_tar(&[("backup_label", label.as_bytes(), 0o600, now), ("tablespace_map", spcmap.as_bytes(), 0o600, now)]);
-    compressed += put_small(storage, &format!("{folder}/tar_partitions/{label_name}"), &label_tar, settings, &io_arena, &part_arena, uploaders)?;
+    let label_tar = small_tar(&[
+        ("backup_label", label.as_bytes(), 0o600, now),
+        ("tablespace_map", spcmap.as_bytes(), 0o600, now),
+    ]);
+    compressed += put_small(
+        storage,
+        &format!("{folder}/tar_partitions/{label_name}"),
+        &label_tar,
+        settings,
+        &io_arena,
+        &part_arena,
+        uploaders,
+    )?;
     uncompressed += (label.len() + spcmap.len()) as u64;
     for member in ["tablespace_map", "backup_label"] {
-        recorder.spool.add_tar_member(&label_name, member).map_err(|e| Error::io("writing the files-metadata spool", e))?;
+        recorder
+            .spool
+            .add_tar_member(&label_name, member)
+            .map_err(|e| Error::io("writing the files-metadata spool", e))?;
     }
     let finish_time = SystemTime::now();
 
@@ -356,12 +526,20 @@ fn push(
         has_embedded_files: false,
         has_embedded_tar_file_sets: false,
     };
-    let files = spool.finish().map_err(|e| Error::io("closing the files-metadata spool", e))?;
+    let files = spool
+        .finish()
+        .map_err(|e| Error::io("closing the files-metadata spool", e))?;
     let file_count = files.file_count();
-    storage.put(&format!("{folder}/metadata.json"), &BytesBody(meta.to_json().as_bytes()))?;
+    storage.put(
+        &format!("{folder}/metadata.json"),
+        &BytesBody(meta.to_json().as_bytes()),
+    )?;
     storage.put(&format!("{folder}/files_metadata.json"), &files)?;
     // Last: the sentinel is what makes the backup exist.
-    storage.put(&format!("{BACKUP_FOLDER}/{}", backup_name::sentinel_file_name(name)), &BytesBody(sentinel.to_json().as_bytes()))?;
+    storage.put(
+        &format!("{BACKUP_FOLDER}/{}", backup_name::sentinel_file_name(name)),
+        &BytesBody(sentinel.to_json().as_bytes()),
+    )?;
     let secs = started.elapsed().as_secs_f64().max(0.001);
     crate::info!(
         "Wrote backup with name {name}: {file_count} entries, {:.1} MiB read, {:.1} MiB stored, {:.1} MiB/s, finish LSN {finish_lsn}",
@@ -373,7 +551,16 @@ fn push(
 }
 
 /// Stores a small tar (pg_control, backup_label) compressed like the partitions.
-fn put_small(storage: &dyn Storage, key: &str, tar_bytes: &[u8], settings: &Settings, io_arena: &Arena, part_arena: &Arena, uploaders: usize) -> Result<u64, Error> {
-    let mut stream = CompressingReader::new(tar_bytes, settings.encode, io_arena, None).map_err(|e| Error::io("starting the compressor", e))?;
+fn put_small(
+    storage: &dyn Storage,
+    key: &str,
+    tar_bytes: &[u8],
+    settings: &Settings,
+    io_arena: &Arena,
+    part_arena: &Arena,
+    uploaders: usize,
+) -> Result<u64, Error> {
+    let mut stream = CompressingReader::new(tar_bytes, settings.encode, io_arena, None)
+        .map_err(|e| Error::io("starting the compressor", e))?;
     Ok(storage.put_stream(key, &mut stream as &mut dyn Read, part_arena, uploaders)?)
 }

@@ -60,7 +60,11 @@ pub fn list_backups(storage: &dyn Storage) -> Result<Vec<BackupRef>, Error> {
             return;
         }
         if let Some(name) = backup_name::name_from_sentinel(&m.key) {
-            out.push(BackupRef { name: name.to_string(), sentinel_key: m.key.clone(), modified: m.last_modified });
+            out.push(BackupRef {
+                name: name.to_string(),
+                sentinel_key: m.key.clone(),
+                modified: m.last_modified,
+            });
         }
     })?;
     out.sort_by_key(|b| b.modified);
@@ -87,13 +91,20 @@ pub fn resolve(storage: &dyn Storage, name: &str) -> Result<BackupRef, Error> {
     }
     let key = sentinel_key(name);
     match storage.head(&key)? {
-        Some(meta) => Ok(BackupRef { name: name.to_string(), sentinel_key: key, modified: meta.last_modified }),
+        Some(meta) => Ok(BackupRef {
+            name: name.to_string(),
+            sentinel_key: key,
+            modified: meta.last_modified,
+        }),
         None => Err(missing_backup(name)),
     }
 }
 
 fn invalid(key: &str, e: impl std::fmt::Display) -> Error {
-    Error::io(format!("reading {key}"), io::Error::new(io::ErrorKind::InvalidData, e.to_string()))
+    Error::io(
+        format!("reading {key}"),
+        io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+    )
 }
 
 /// Reads backup `name`'s sentinel; a missing sentinel means the backup does not exist.
@@ -116,12 +127,20 @@ pub fn read_metadata(storage: &dyn Storage, name: &str) -> Result<Option<Extende
         Err(e) => return Err(e.into()),
     };
     let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(|e| Error::io(format!("reading {key}"), e))?;
-    ExtendedMetadata::from_slice(&bytes).map(Some).map_err(|e| invalid(&key, e))
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("reading {key}"), e))?;
+    ExtendedMetadata::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| invalid(&key, e))
 }
 
 /// Writes backup `name`'s `metadata.json` (raw JSON, never compressed or encrypted).
-pub fn write_metadata(storage: &dyn Storage, name: &str, meta: &ExtendedMetadata) -> Result<(), Error> {
+pub fn write_metadata(
+    storage: &dyn Storage,
+    name: &str,
+    meta: &ExtendedMetadata,
+) -> Result<(), Error> {
     let json = meta.to_json();
     storage.put(&metadata_key(name), &BytesBody(json.as_bytes()))?;
     Ok(())
@@ -135,8 +154,12 @@ mod tests {
 
     fn put_at(root: &std::path::Path, st: &FsStorage, key: &str, body: &[u8], secs: u64) {
         st.put(key, &BytesBody(body)).unwrap();
-        let f = std::fs::File::options().write(true).open(root.join(key)).unwrap();
-        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+        let f = std::fs::File::options()
+            .write(true)
+            .open(root.join(key))
+            .unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+            .unwrap();
     }
 
     #[test]
@@ -146,18 +169,45 @@ mod tests {
         let a = "base_000000010000000000000003";
         let b = "base_000000010000000000000007_D_000000010000000000000003";
         put_at(dir.path(), &st, &sentinel_key(b), br#"{"LSN":117440552,"DeltaFrom":"base_000000010000000000000003","DeltaLSN":1,"DeltaFullName":"x","DeltaCount":1}"#, 2_000);
-        put_at(dir.path(), &st, &sentinel_key(a), br#"{"LSN":50331688}"#, 1_000);
+        put_at(
+            dir.path(),
+            &st,
+            &sentinel_key(a),
+            br#"{"LSN":50331688}"#,
+            1_000,
+        );
         // Neither a sibling folder without sentinel nor objects inside folders count.
-        put_at(dir.path(), &st, "basebackups_005/base_000000010000000000000009/metadata.json", b"{}", 3_000);
-        put_at(dir.path(), &st, "basebackups_005/junk_backup_stop_sentinel.json.tmp", b"{}", 3_000);
+        put_at(
+            dir.path(),
+            &st,
+            "basebackups_005/base_000000010000000000000009/metadata.json",
+            b"{}",
+            3_000,
+        );
+        put_at(
+            dir.path(),
+            &st,
+            "basebackups_005/junk_backup_stop_sentinel.json.tmp",
+            b"{}",
+            3_000,
+        );
         let list = list_backups(&st).unwrap();
-        assert_eq!(list.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(), [a, b]);
+        assert_eq!(
+            list.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
+            [a, b]
+        );
         assert_eq!(list[0].modified, UtcTime(1_000));
         assert_eq!(latest(&st).unwrap().unwrap().name, b);
         assert_eq!(resolve(&st, LATEST).unwrap().name, b);
-        assert_eq!(resolve(&st, a).unwrap().sentinel_key, "basebackups_005/base_000000010000000000000003_backup_stop_sentinel.json");
+        assert_eq!(
+            resolve(&st, a).unwrap().sentinel_key,
+            "basebackups_005/base_000000010000000000000003_backup_stop_sentinel.json"
+        );
         let err = resolve(&st, "base_000000010000000000000009").unwrap_err();
-        assert_eq!(err.to_string(), "Backup 'base_000000010000000000000009' does not exist.");
+        assert_eq!(
+            err.to_string(),
+            "Backup 'base_000000010000000000000009' does not exist."
+        );
         assert!(resolve(&st, "../x").is_err());
         assert!(read_sentinel(&st, b).unwrap().is_delta());
         assert!(read_sentinel(&st, "base_000000010000000000000009").is_err());
@@ -172,7 +222,12 @@ mod tests {
         write_metadata(&st, a, &meta).unwrap();
         assert_eq!(read_metadata(&st, a).unwrap().unwrap(), meta);
         put_at(dir.path(), &st, &metadata_key(b), b"{not json", 1);
-        assert!(read_metadata(&st, b).unwrap_err().to_string().contains("metadata.json"));
+        assert!(
+            read_metadata(&st, b)
+                .unwrap_err()
+                .to_string()
+                .contains("metadata.json")
+        );
     }
 
     #[test]

@@ -124,7 +124,9 @@ fn parse_point(text: &str, now: PreciseTime, future_msg: &str) -> Result<Point, 
 /// Parses the mode words, checking them as WAL-G's argument validators do, before anything
 /// touches storage.
 pub fn parse_mode(args: &[String], after: Option<&str>, now: PreciseTime) -> Result<Mode, Error> {
-    let Some((mode, rest)) = args.split_first() else { return Err(usage("no mode given")) };
+    let Some((mode, rest)) = args.split_first() else {
+        return Err(usage("no mode given"));
+    };
     let rest: Vec<&str> = rest.iter().map(String::as_str).collect();
     if after.is_some() && mode != "retain" {
         return Err(usage("--after is only valid with retain"));
@@ -135,27 +137,52 @@ pub fn parse_mode(args: &[String], after: Option<&str>, now: PreciseTime) -> Res
                 [n] => (Modifier::None, *n),
                 ["FULL", n] => (Modifier::Full, *n),
                 ["FIND_FULL", n] => (Modifier::FindFull, *n),
-                [_, _] => return Err(usage("expected to get one of modifiers: [FULL FIND_FULL] as first argument")),
+                [_, _] => {
+                    return Err(usage(
+                        "expected to get one of modifiers: [FULL FIND_FULL] as first argument",
+                    ));
+                }
                 _ => return Err(usage("retain takes one or two arguments")),
             };
-            let count: i64 = n
-                .parse()
-                .map_err(|_| usage(format!("expected to get a number as retention count, but got: '{n}'")))?;
+            let count: i64 = n.parse().map_err(|_| {
+                usage(format!(
+                    "expected to get a number as retention count, but got: '{n}'"
+                ))
+            })?;
             if count <= 0 {
-                return Err(Error::Usage("cannot retain less than one backup. Check out delete everything".into()));
+                return Err(Error::Usage(
+                    "cannot retain less than one backup. Check out delete everything".into(),
+                ));
             }
-            let after = after.map(|a| parse_point(a, now, "cannot delete retain future date")).transpose()?;
-            Ok(Mode::Retain { modifier, count: count as usize, after })
+            let after = after
+                .map(|a| parse_point(a, now, "cannot delete retain future date"))
+                .transpose()?;
+            Ok(Mode::Retain {
+                modifier,
+                count: count as usize,
+                after,
+            })
         }
         "before" => {
             let (find_full, x) = match rest.as_slice() {
                 [x] => (false, *x),
                 ["FIND_FULL", x] => (true, *x),
-                ["FULL", _] => return Err(Error::Usage("unsupported modifier for delete before command".into())),
-                [_, _] => return Err(usage("expected to get one of modifiers: [FIND_FULL] as first argument")),
+                ["FULL", _] => {
+                    return Err(Error::Usage(
+                        "unsupported modifier for delete before command".into(),
+                    ));
+                }
+                [_, _] => {
+                    return Err(usage(
+                        "expected to get one of modifiers: [FIND_FULL] as first argument",
+                    ));
+                }
                 _ => return Err(usage("before takes one or two arguments")),
             };
-            Ok(Mode::Before { find_full, point: parse_point(x, now, "cannot delete before future date")? })
+            Ok(Mode::Before {
+                find_full,
+                point: parse_point(x, now, "cannot delete before future date")?,
+            })
         }
         "everything" => match rest.as_slice() {
             [] => Ok(Mode::Everything { force: false }),
@@ -163,9 +190,17 @@ pub fn parse_mode(args: &[String], after: Option<&str>, now: PreciseTime) -> Res
             _ => Err(usage("everything takes no argument or FORCE")),
         },
         "target" => match rest.as_slice() {
-            [name] if *name != "FIND_FULL" => Ok(Mode::Target { find_full: false, name: name.to_string() }),
-            ["FIND_FULL", name] => Ok(Mode::Target { find_full: true, name: name.to_string() }),
-            _ => Err(usage("target takes a backup name, optionally after FIND_FULL")),
+            [name] if *name != "FIND_FULL" => Ok(Mode::Target {
+                find_full: false,
+                name: name.to_string(),
+            }),
+            ["FIND_FULL", name] => Ok(Mode::Target {
+                find_full: true,
+                name: name.to_string(),
+            }),
+            _ => Err(usage(
+                "target takes a backup name, optionally after FIND_FULL",
+            )),
         },
         "garbage" => match rest.as_slice() {
             [] => Ok(Mode::Garbage(GarbageScope::Both)),
@@ -228,18 +263,29 @@ fn timeline_of_name(name: &str) -> Option<u32> {
 impl Catalogue {
     /// Reads every sentinel and `metadata.json`. A missing `metadata.json` means "not
     /// permanent"; an unreadable one is an error, as in WAL-G.
-    pub fn load(storage: &dyn Storage, segment_size: u64, use_sentinel_time: bool) -> Result<Catalogue, Error> {
+    pub fn load(
+        storage: &dyn Storage,
+        segment_size: u64,
+        use_sentinel_time: bool,
+    ) -> Result<Catalogue, Error> {
         let refs: Vec<BackupRef> = backups::list_backups(storage)?;
         let mut infos = Vec::with_capacity(refs.len());
         for r in refs {
             let sentinel = backups::read_sentinel(storage, &r.name)?;
             let meta = backups::read_metadata(storage, &r.name)?;
-            let file = r.sentinel_key.rsplit('/').next().unwrap_or(&r.sentinel_key).to_string();
+            let file = r
+                .sentinel_key
+                .rsplit('/')
+                .next()
+                .unwrap_or(&r.sentinel_key)
+                .to_string();
             infos.push(BackupInfo {
                 delta_from: sentinel.delta.as_ref().map(|d| d.from.clone()),
                 delta_full_name: sentinel.delta.map(|d| d.full_name),
                 permanent: meta.as_ref().is_some_and(|m| m.is_permanent),
-                start_time: meta.as_ref().and_then(|m| PreciseTime::parse(&m.start_time)),
+                start_time: meta
+                    .as_ref()
+                    .and_then(|m| PreciseTime::parse(&m.start_time)),
                 lsns: meta.as_ref().map(|m| (m.start_lsn, m.finish_lsn)),
                 has_metadata: meta.is_some(),
                 name: r.name,
@@ -251,10 +297,19 @@ impl Catalogue {
     }
 
     /// A catalogue over `infos` (in listing order).
-    pub fn new(mut infos: Vec<BackupInfo>, segment_size: u64, use_sentinel_time: bool) -> Catalogue {
+    pub fn new(
+        mut infos: Vec<BackupInfo>,
+        segment_size: u64,
+        use_sentinel_time: bool,
+    ) -> Catalogue {
         let start_times: Option<HashMap<String, PreciseTime>> = if use_sentinel_time {
             match infos.iter().find(|b| b.start_time.is_none()) {
-                None => Some(infos.iter().map(|b| (b.name.clone(), b.start_time.unwrap_or(b.modified))).collect()),
+                None => Some(
+                    infos
+                        .iter()
+                        .map(|b| (b.name.clone(), b.start_time.unwrap_or(b.modified)))
+                        .collect(),
+                ),
                 Some(b) => {
                     crate::warn!(
                         "Failed to get sentinel backup start times: backup {} has no readable start_time, \
@@ -277,17 +332,29 @@ impl Catalogue {
                     let last = Lsn(finish.0.saturating_sub(1)).segno(segment_size);
                     permanent_wal.push((tli, first, last));
                 }
-                _ => crate::error!("failed to parse backup timeline for backup {}, ignoring...", b.name),
+                _ => crate::error!(
+                    "failed to parse backup timeline for backup {}, ignoring...",
+                    b.name
+                ),
             }
         }
         // A total order (Rust's sort needs one): WAL-G compares names by their first 24-hex
         // run, and names without one (never WAL-G's) go first.
-        let key = |b: &BackupInfo| backup_name::first_segment(&b.sentinel_file, segment_size).map(|s| (s.timeline, s.segno));
+        let key = |b: &BackupInfo| {
+            backup_name::first_segment(&b.sentinel_file, segment_size)
+                .map(|s| (s.timeline, s.segno))
+        };
         match &start_times {
             Some(times) => infos.sort_by_key(|b| times.get(&b.name).copied()),
             None => infos.sort_by_key(key),
         }
-        Catalogue { backups: infos, start_times, permanent_backups, permanent_wal, segment_size }
+        Catalogue {
+            backups: infos,
+            start_times,
+            permanent_backups,
+            permanent_wal,
+            segment_size,
+        }
     }
 
     /// Backups, oldest first.
@@ -302,7 +369,10 @@ impl Catalogue {
     /// The time `before TIME` and `--after TIME` compare with: the sentinel's modification
     /// time, or the start time with `--use-sentinel-time`.
     fn backup_time(&self, b: &BackupInfo) -> PreciseTime {
-        self.start_times.as_ref().and_then(|t| t.get(&b.name).copied()).unwrap_or(b.modified)
+        self.start_times
+            .as_ref()
+            .and_then(|t| t.get(&b.name).copied())
+            .unwrap_or(b.modified)
     }
 
     /// WAL-G's "is `a` older than `b`" for two names relative to the root or to
@@ -314,7 +384,10 @@ impl Catalogue {
                 (Some(x), Some(y)) => (x.timeline, x.segno) < (y.timeline, y.segno),
                 _ => false,
             },
-            Some(times) => match (backup_name::find_backup_name(a), backup_name::find_backup_name(b)) {
+            Some(times) => match (
+                backup_name::find_backup_name(a),
+                backup_name::find_backup_name(b),
+            ) {
                 (Some(na), Some(nb)) => match (times.get(na), times.get(nb)) {
                     (Some(x), Some(y)) => x < y,
                     _ => false,
@@ -334,7 +407,9 @@ impl Catalogue {
             && let Some(name) = rest.get(..24)
         {
             return Segment::parse(name, self.segment_size).is_some_and(|s| {
-                self.permanent_wal.iter().any(|&(tli, lo, hi)| tli == s.timeline && (lo..=hi).contains(&s.segno))
+                self.permanent_wal
+                    .iter()
+                    .any(|&(tli, lo, hi)| tli == s.timeline && (lo..=hi).contains(&s.segno))
             });
         }
         if let Some(rest) = key.strip_prefix(&format!("{BACKUP_FOLDER}/")) {
@@ -364,7 +439,12 @@ impl Catalogue {
 
     /// `retain ... --after X`: the older of the `retain` target and the oldest backup from
     /// `X` on (full only with a modifier).
-    pub fn find_retain_after(&self, modifier: Modifier, count: usize, after: &Point) -> Option<&BackupInfo> {
+    pub fn find_retain_after(
+        &self,
+        modifier: Modifier,
+        count: usize,
+        after: &Point,
+    ) -> Option<&BackupInfo> {
         let by_count = self.find_retain(modifier, count);
         let mut met = false;
         let by_point = self.backups.iter().find(|b| {
@@ -378,7 +458,11 @@ impl Catalogue {
             at_point && (modifier == Modifier::None || b.is_full())
         });
         match (by_count, by_point) {
-            (Some(a), Some(b)) => Some(if self.older(&b.sentinel_file, &a.sentinel_file) { b } else { a }),
+            (Some(a), Some(b)) => Some(if self.older(&b.sentinel_file, &a.sentinel_file) {
+                b
+            } else {
+                a
+            }),
             (a, b) => a.or(b),
         }
     }
@@ -419,7 +503,9 @@ impl Catalogue {
         } else {
             candidates.into_iter().next()
         };
-        let Some(mut target) = oldest else { return Ok(None) };
+        let Some(mut target) = oldest else {
+            return Ok(None);
+        };
         // WAL-G stops here with "incremental" when the target is a delta. Everything older
         // than that delta is permanent, so its base chain survives either way; using the
         // chain's full backup as the target keeps `garbage` usable without deleting more.
@@ -428,7 +514,12 @@ impl Catalogue {
             hops += 1;
             target = match self.by_name(from) {
                 Some(base) if hops <= self.backups.len() => base,
-                _ => return Err(Error::Usage(format!("{} is incremental and its base backup {from} is missing", target.name))),
+                _ => {
+                    return Err(Error::Usage(format!(
+                        "{} is incremental and its base backup {from} is missing",
+                        target.name
+                    )));
+                }
             };
         }
         Ok(Some(target))
@@ -437,9 +528,15 @@ impl Catalogue {
     /// `target`: the backups to delete with `name`: every delta depending on it (directly or
     /// not), or with `FIND_FULL` everything sharing its full backup.
     pub fn target_set(&self, name: &str, find_full: bool) -> Vec<&BackupInfo> {
-        let Some(target) = self.by_name(name) else { return Vec::new() };
+        let Some(target) = self.by_name(name) else {
+            return Vec::new();
+        };
         if find_full {
-            let root = if target.is_full() { target.name.as_str() } else { target.delta_full_name.as_deref().unwrap_or("") };
+            let root = if target.is_full() {
+                target.name.as_str()
+            } else {
+                target.delta_full_name.as_deref().unwrap_or("")
+            };
             return self
                 .backups
                 .iter()
@@ -461,7 +558,11 @@ impl Catalogue {
                 continue;
             }
             out.push(b);
-            queue.extend(self.backups.iter().filter(|d| d.delta_from.as_deref() == Some(b.name.as_str())));
+            queue.extend(
+                self.backups
+                    .iter()
+                    .filter(|d| d.delta_from.as_deref() == Some(b.name.as_str())),
+            );
         }
         out
     }
@@ -475,10 +576,17 @@ pub fn run(settings: &Settings, args: &crate::cli::Delete) -> Result<(), Error> 
     let storage = storage.as_ref();
     let catalogue = Catalogue::load(storage, settings.wal_segment_size, args.use_sentinel_time)?;
     if !catalogue.permanent_backups.is_empty() {
-        crate::info!("Found permanent objects: backups={}", go_map(&catalogue.permanent_backups));
+        crate::info!(
+            "Found permanent objects: backups={}",
+            go_map(&catalogue.permanent_backups)
+        );
     }
     match mode {
-        Mode::Retain { modifier, count, after } => {
+        Mode::Retain {
+            modifier,
+            count,
+            after,
+        } => {
             let target = match &after {
                 None => catalogue.find_retain(modifier, count),
                 Some(point) => catalogue.find_retain_after(modifier, count, point),
@@ -490,11 +598,11 @@ pub fn run(settings: &Settings, args: &crate::cli::Delete) -> Result<(), Error> 
         }
         Mode::Before { find_full, point } => {
             let target = match &point {
-                Point::Name(n) => Some(
-                    catalogue
-                        .find_before_name(n, find_full)
-                        .ok_or_else(|| Error::Usage(format!("No backup found whose name starts with '{n}'")))?,
-                ),
+                Point::Name(n) => {
+                    Some(catalogue.find_before_name(n, find_full).ok_or_else(|| {
+                        Error::Usage(format!("No backup found whose name starts with '{n}'"))
+                    })?)
+                }
                 Point::Time(t) => catalogue.find_before_time(*t, find_full),
             };
             match target {
@@ -504,9 +612,14 @@ pub fn run(settings: &Settings, args: &crate::cli::Delete) -> Result<(), Error> 
         }
         Mode::Everything { force } => {
             if !catalogue.permanent_backups.is_empty() {
-                let found = format!("Found permanent backups={}", go_map(&catalogue.permanent_backups));
+                let found = format!(
+                    "Found permanent backups={}",
+                    go_map(&catalogue.permanent_backups)
+                );
                 if !force {
-                    return Err(Error::Usage(format!("{found}; use 'delete everything FORCE' to delete them too")));
+                    return Err(Error::Usage(format!(
+                        "{found}; use 'delete everything FORCE' to delete them too"
+                    )));
                 }
                 crate::info!("{found}");
             }
@@ -522,7 +635,10 @@ pub fn run(settings: &Settings, args: &crate::cli::Delete) -> Result<(), Error> 
             // WAL-G means to refuse here but its check never matches (§10.2 quirk); wal-rus
             // refuses for real.
             if let Some(p) = set.iter().find(|b| b.permanent) {
-                return Err(Error::Usage(format!("Unable to delete permanent backup {}", p.name)));
+                return Err(Error::Usage(format!(
+                    "Unable to delete permanent backup {}",
+                    p.name
+                )));
             }
             let names: HashSet<&str> = set.iter().map(|b| b.name.as_str()).collect();
             let folder = format!("{BACKUP_FOLDER}/");
@@ -534,15 +650,23 @@ pub fn run(settings: &Settings, args: &crate::cli::Delete) -> Result<(), Error> 
         }
         Mode::Garbage(scope) => {
             match scope {
-                GarbageScope::Archives => crate::info!("Archive-only mode selected. Will remove only outdated WAL files."),
-                GarbageScope::Backups => crate::info!("Backups-only mode selected. Will remove only leftover backup files."),
+                GarbageScope::Archives => {
+                    crate::info!("Archive-only mode selected. Will remove only outdated WAL files.")
+                }
+                GarbageScope::Backups => crate::info!(
+                    "Backups-only mode selected. Will remove only leftover backup files."
+                ),
                 GarbageScope::Both => {
-                    crate::info!("Running in default mode. Will remove outdated WAL files and leftover backup files.")
+                    crate::info!(
+                        "Running in default mode. Will remove outdated WAL files and leftover backup files."
+                    )
                 }
             }
             match catalogue.find_garbage_target()? {
                 None => {
-                    crate::info!("Couldn't find any non-permanent backups in storage. Not doing anything.");
+                    crate::info!(
+                        "Couldn't find any non-permanent backups in storage. Not doing anything."
+                    );
                     Ok(())
                 }
                 Some(t) => delete_before(storage, &catalogue, t, scope, args.confirm),
@@ -593,7 +717,11 @@ fn delete_before(
 
 /// Lists everything below `prefix` and keeps the keys `select` picks. The result is as long
 /// as the number of objects to delete.
-fn collect(storage: &dyn Storage, prefix: &str, mut select: impl FnMut(&str) -> bool) -> Result<Vec<String>, Error> {
+fn collect(
+    storage: &dyn Storage,
+    prefix: &str,
+    mut select: impl FnMut(&str) -> bool,
+) -> Result<Vec<String>, Error> {
     let mut keys = Vec::new();
     storage.list(prefix, true, &mut |m| {
         if select(&m.key) {
@@ -614,7 +742,9 @@ fn execute(storage: &dyn Storage, mut keys: Vec<String>, confirm: bool) -> Resul
         return Ok(());
     }
     if !confirm {
-        crate::info!("Dry run: objects would be deleted count={count}, Run with --confirm to execute");
+        crate::info!(
+            "Dry run: objects would be deleted count={count}, Run with --confirm to execute"
+        );
         return Ok(());
     }
     // Without its sentinel a half-deleted backup is garbage that every tool ignores; the
@@ -643,19 +773,51 @@ mod tests {
 
     #[test]
     fn modes_parse_like_walg_validators() {
-        assert_eq!(parse_mode(&args("retain 3"), None, now()).unwrap(), Mode::Retain { modifier: Modifier::None, count: 3, after: None });
+        assert_eq!(
+            parse_mode(&args("retain 3"), None, now()).unwrap(),
+            Mode::Retain {
+                modifier: Modifier::None,
+                count: 3,
+                after: None
+            }
+        );
         assert_eq!(
             parse_mode(&args("retain FIND_FULL 2"), Some("base_0000"), now()).unwrap(),
-            Mode::Retain { modifier: Modifier::FindFull, count: 2, after: Some(Point::Name("base_0000".into())) }
+            Mode::Retain {
+                modifier: Modifier::FindFull,
+                count: 2,
+                after: Some(Point::Name("base_0000".into()))
+            }
         );
         assert!(matches!(
             parse_mode(&args("retain FULL 1"), Some("2024-01-01T00:00:00Z"), now()).unwrap(),
-            Mode::Retain { after: Some(Point::Time(_)), .. }
+            Mode::Retain {
+                after: Some(Point::Time(_)),
+                ..
+            }
         ));
-        assert_eq!(parse_mode(&args("before FIND_FULL base_1"), None, now()).unwrap(), Mode::Before { find_full: true, point: Point::Name("base_1".into()) });
-        assert_eq!(parse_mode(&args("everything FORCE"), None, now()).unwrap(), Mode::Everything { force: true });
-        assert_eq!(parse_mode(&args("target FIND_FULL b"), None, now()).unwrap(), Mode::Target { find_full: true, name: "b".into() });
-        assert_eq!(parse_mode(&args("garbage ARCHIVES"), None, now()).unwrap(), Mode::Garbage(GarbageScope::Archives));
+        assert_eq!(
+            parse_mode(&args("before FIND_FULL base_1"), None, now()).unwrap(),
+            Mode::Before {
+                find_full: true,
+                point: Point::Name("base_1".into())
+            }
+        );
+        assert_eq!(
+            parse_mode(&args("everything FORCE"), None, now()).unwrap(),
+            Mode::Everything { force: true }
+        );
+        assert_eq!(
+            parse_mode(&args("target FIND_FULL b"), None, now()).unwrap(),
+            Mode::Target {
+                find_full: true,
+                name: "b".into()
+            }
+        );
+        assert_eq!(
+            parse_mode(&args("garbage ARCHIVES"), None, now()).unwrap(),
+            Mode::Garbage(GarbageScope::Archives)
+        );
         for (bad, why) in [
             ("", "no mode"),
             ("retain 0", "less than one"),
@@ -672,23 +834,80 @@ mod tests {
             assert!(err.contains(why), "{bad}: {err}");
         }
         assert!(parse_mode(&args("before b"), Some("x"), now()).is_err());
-        assert!(parse_mode(&args("retain 1"), Some("2031-01-01T00:00:00Z"), now()).unwrap_err().to_string().contains("future"));
+        assert!(
+            parse_mode(&args("retain 1"), Some("2031-01-01T00:00:00Z"), now())
+                .unwrap_err()
+                .to_string()
+                .contains("future")
+        );
     }
 
     fn info(seg: u64, from: Option<u64>, modified: i64, permanent: bool) -> BackupInfo {
         let name = match from {
-            None => format!("base_{}", Segment { timeline: 1, segno: seg }.name(SEG)),
-            Some(f) => format!("base_{}_D_{}", Segment { timeline: 1, segno: seg }.name(SEG), Segment { timeline: 1, segno: f }.name(SEG)),
+            None => format!(
+                "base_{}",
+                Segment {
+                    timeline: 1,
+                    segno: seg
+                }
+                .name(SEG)
+            ),
+            Some(f) => format!(
+                "base_{}_D_{}",
+                Segment {
+                    timeline: 1,
+                    segno: seg
+                }
+                .name(SEG),
+                Segment {
+                    timeline: 1,
+                    segno: f
+                }
+                .name(SEG)
+            ),
         };
-        let base = |s: u64| format!("base_{}", Segment { timeline: 1, segno: s }.name(SEG));
+        let base = |s: u64| {
+            format!(
+                "base_{}",
+                Segment {
+                    timeline: 1,
+                    segno: s
+                }
+                .name(SEG)
+            )
+        };
         BackupInfo {
             sentinel_file: format!("{name}_backup_stop_sentinel.json"),
             name,
-            modified: PreciseTime { secs: modified, nanos: 0 },
-            delta_from: from.map(|f| if f == 3 || f == 10 { base(f) } else { format!("base_{}_D_{}", Segment { timeline: 1, segno: f }.name(SEG), Segment { timeline: 1, segno: 3 }.name(SEG)) }),
+            modified: PreciseTime {
+                secs: modified,
+                nanos: 0,
+            },
+            delta_from: from.map(|f| {
+                if f == 3 || f == 10 {
+                    base(f)
+                } else {
+                    format!(
+                        "base_{}_D_{}",
+                        Segment {
+                            timeline: 1,
+                            segno: f
+                        }
+                        .name(SEG),
+                        Segment {
+                            timeline: 1,
+                            segno: 3
+                        }
+                        .name(SEG)
+                    )
+                }
+            }),
             delta_full_name: from.map(|f| base(if f >= 10 { 10 } else { 3 })),
             permanent,
-            start_time: Some(PreciseTime { secs: modified - 10, nanos: 0 }),
+            start_time: Some(PreciseTime {
+                secs: modified - 10,
+                nanos: 0,
+            }),
             lsns: Some((Lsn(seg * SEG + 40), Lsn(seg * SEG + 4000))),
             has_metadata: true,
         }
@@ -707,33 +926,94 @@ mod tests {
     }
 
     fn seg_name(n: u64) -> String {
-        Segment { timeline: 1, segno: n }.name(SEG)
+        Segment {
+            timeline: 1,
+            segno: n,
+        }
+        .name(SEG)
     }
 
     #[test]
     fn retention_targets() {
         let c = sample(false);
         let names: Vec<&str> = c.backups().iter().map(|b| &b.name[5..29]).collect();
-        assert_eq!(names, [seg_name(3), seg_name(5), seg_name(10), seg_name(12), seg_name(14)]);
+        assert_eq!(
+            names,
+            [
+                seg_name(3),
+                seg_name(5),
+                seg_name(10),
+                seg_name(12),
+                seg_name(14)
+            ]
+        );
         let t = |b: Option<&BackupInfo>| b.map(|b| b.name.clone());
-        assert_eq!(t(c.find_retain(Modifier::None, 3)), Some(format!("base_{}", seg_name(10))));
+        assert_eq!(
+            t(c.find_retain(Modifier::None, 3)),
+            Some(format!("base_{}", seg_name(10)))
+        );
         assert!(!c.find_retain(Modifier::None, 2).unwrap().is_full());
-        assert_eq!(t(c.find_retain(Modifier::Full, 2)), Some(format!("base_{}", seg_name(10))));
-        assert_eq!(t(c.find_retain(Modifier::FindFull, 2)), Some(format!("base_{}", seg_name(10))));
+        assert_eq!(
+            t(c.find_retain(Modifier::Full, 2)),
+            Some(format!("base_{}", seg_name(10)))
+        );
+        assert_eq!(
+            t(c.find_retain(Modifier::FindFull, 2)),
+            Some(format!("base_{}", seg_name(10)))
+        );
         assert_eq!(c.find_retain(Modifier::None, 6), None);
-        assert_eq!(t(c.find_retain(Modifier::Full, 3)), Some(format!("base_{}", seg_name(3))));
+        assert_eq!(
+            t(c.find_retain(Modifier::Full, 3)),
+            Some(format!("base_{}", seg_name(3)))
+        );
         // --after: the older of the two candidates.
         let after = Point::Name(format!("base_{}", seg_name(5)));
-        assert_eq!(t(c.find_retain_after(Modifier::None, 1, &after)).unwrap(), format!("base_{}_D_{}", seg_name(5), seg_name(3)));
-        assert_eq!(t(c.find_retain_after(Modifier::Full, 1, &after)), Some(format!("base_{}", seg_name(10))));
-        let after_time = Point::Time(PreciseTime { secs: 250, nanos: 0 });
-        assert_eq!(t(c.find_retain_after(Modifier::None, 1, &after_time)), Some(format!("base_{}", seg_name(10))));
+        assert_eq!(
+            t(c.find_retain_after(Modifier::None, 1, &after)).unwrap(),
+            format!("base_{}_D_{}", seg_name(5), seg_name(3))
+        );
+        assert_eq!(
+            t(c.find_retain_after(Modifier::Full, 1, &after)),
+            Some(format!("base_{}", seg_name(10)))
+        );
+        let after_time = Point::Time(PreciseTime {
+            secs: 250,
+            nanos: 0,
+        });
+        assert_eq!(
+            t(c.find_retain_after(Modifier::None, 1, &after_time)),
+            Some(format!("base_{}", seg_name(10)))
+        );
         // before.
-        assert_eq!(t(c.find_before_name(&format!("base_{}", seg_name(12)), false)).unwrap(), format!("base_{}_D_{}", seg_name(12), seg_name(10)));
-        assert_eq!(t(c.find_before_name(&format!("base_{}", seg_name(12)), true)), Some(format!("base_{}", seg_name(10))));
+        assert_eq!(
+            t(c.find_before_name(&format!("base_{}", seg_name(12)), false)).unwrap(),
+            format!("base_{}_D_{}", seg_name(12), seg_name(10))
+        );
+        assert_eq!(
+            t(c.find_before_name(&format!("base_{}", seg_name(12)), true)),
+            Some(format!("base_{}", seg_name(10)))
+        );
         assert_eq!(c.find_before_name("base_X", false), None);
-        assert_eq!(t(c.find_before_time(PreciseTime { secs: 150, nanos: 0 }, true)), Some(format!("base_{}", seg_name(3))));
-        assert_eq!(c.find_before_time(PreciseTime { secs: 501, nanos: 0 }, false), None);
+        assert_eq!(
+            t(c.find_before_time(
+                PreciseTime {
+                    secs: 150,
+                    nanos: 0
+                },
+                true
+            )),
+            Some(format!("base_{}", seg_name(3)))
+        );
+        assert_eq!(
+            c.find_before_time(
+                PreciseTime {
+                    secs: 501,
+                    nanos: 0
+                },
+                false
+            ),
+            None
+        );
     }
 
     #[test]
@@ -751,26 +1031,61 @@ mod tests {
         assert!(c.is_permanent(&format!("wal_005/{}.00000028.backup.lz4", seg_name(3))));
         assert!(!c.is_permanent(&format!("wal_005/{}.lz4", seg_name(2))));
         assert!(!c.is_permanent("wal_005/000000020000000000000003.lz4"));
-        assert!(c.is_permanent(&format!("basebackups_005/base_{}/metadata.json", seg_name(3))));
-        assert!(c.is_permanent(&format!("basebackups_005/base_{}_backup_stop_sentinel.json", seg_name(3))));
-        assert!(!c.is_permanent(&format!("basebackups_005/base_{}_D_{}/metadata.json", seg_name(5), seg_name(3))));
-        assert_eq!(go_map(&c.permanent_backups), format!("map[base_{}:true]", seg_name(3)));
+        assert!(c.is_permanent(&format!(
+            "basebackups_005/base_{}/metadata.json",
+            seg_name(3)
+        )));
+        assert!(c.is_permanent(&format!(
+            "basebackups_005/base_{}_backup_stop_sentinel.json",
+            seg_name(3)
+        )));
+        assert!(!c.is_permanent(&format!(
+            "basebackups_005/base_{}_D_{}/metadata.json",
+            seg_name(5),
+            seg_name(3)
+        )));
+        assert_eq!(
+            go_map(&c.permanent_backups),
+            format!("map[base_{}:true]", seg_name(3))
+        );
     }
 
     #[test]
     fn garbage_and_target_sets() {
         let c = sample(false);
-        assert_eq!(c.find_garbage_target().unwrap().unwrap().name, format!("base_{}", seg_name(3)));
+        assert_eq!(
+            c.find_garbage_target().unwrap().unwrap().name,
+            format!("base_{}", seg_name(3))
+        );
         // With F3 permanent the oldest non-permanent is D5 (a delta): its full base is used.
         let c = sample(true);
-        assert_eq!(c.find_garbage_target().unwrap().unwrap().name, format!("base_{}", seg_name(3)));
+        assert_eq!(
+            c.find_garbage_target().unwrap().unwrap().name,
+            format!("base_{}", seg_name(3))
+        );
 
-        let names = |v: Vec<&BackupInfo>| v.into_iter().map(|b| b.name[5..29].to_string()).collect::<Vec<_>>();
+        let names = |v: Vec<&BackupInfo>| {
+            v.into_iter()
+                .map(|b| b.name[5..29].to_string())
+                .collect::<Vec<_>>()
+        };
         let c = sample(false);
-        assert_eq!(names(c.target_set(&format!("base_{}", seg_name(3)), false)), [seg_name(3), seg_name(5)]);
-        assert_eq!(names(c.target_set(&format!("base_{}_D_{}", seg_name(12), seg_name(10)), false)), [seg_name(12)]);
-        assert_eq!(names(c.target_set(&format!("base_{}_D_{}", seg_name(12), seg_name(10)), true)), [seg_name(10), seg_name(12)]);
-        assert_eq!(names(c.target_set(&format!("base_{}", seg_name(14)), true)), [seg_name(14)]);
+        assert_eq!(
+            names(c.target_set(&format!("base_{}", seg_name(3)), false)),
+            [seg_name(3), seg_name(5)]
+        );
+        assert_eq!(
+            names(c.target_set(&format!("base_{}_D_{}", seg_name(12), seg_name(10)), false)),
+            [seg_name(12)]
+        );
+        assert_eq!(
+            names(c.target_set(&format!("base_{}_D_{}", seg_name(12), seg_name(10)), true)),
+            [seg_name(10), seg_name(12)]
+        );
+        assert_eq!(
+            names(c.target_set(&format!("base_{}", seg_name(14)), true)),
+            [seg_name(14)]
+        );
     }
 
     #[test]
@@ -785,7 +1100,10 @@ mod tests {
         assert!(c.older(&format!("basebackups_005/{}/x", a.name), &b.sentinel_file));
         assert!(c.older("wal_005/000000030000000000000004.lz4", &b.sentinel_file));
         // A backup folder without a sentinel has no start time: never older.
-        assert!(!c.older("basebackups_005/base_000000010000000000000001/x", &b.sentinel_file));
+        assert!(!c.older(
+            "basebackups_005/base_000000010000000000000001/x",
+            &b.sentinel_file
+        ));
         // Missing start time: fall back to segment order.
         let mut no_time = a.clone();
         no_time.start_time = None;

@@ -10,7 +10,12 @@ pub fn json(settings: &Settings) -> serde_json::Value {
     let input = settings.plan_input();
     let commands: serde_json::Map<String, serde_json::Value> = plan::all(&input)
         .into_iter()
-        .map(|p| (p.command.to_string(), serde_json::to_value(&p).unwrap_or_default()))
+        .map(|p| {
+            (
+                p.command.to_string(),
+                serde_json::to_value(&p).unwrap_or_default(),
+            )
+        })
         .collect();
     serde_json::json!({
         "settings": {
@@ -41,7 +46,10 @@ pub fn text(settings: &Settings) -> String {
             p.transfers
         ));
         for t in &p.components {
-            out.push_str(&format!("    {:<26} {:>4} × {:>9} = {:>10} bytes\n", t.name, t.count, t.each_bytes, t.bytes));
+            out.push_str(&format!(
+                "    {:<26} {:>4} × {:>9} = {:>10} bytes\n",
+                t.name, t.count, t.each_bytes, t.bytes
+            ));
         }
     }
     out

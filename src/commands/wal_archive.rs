@@ -9,7 +9,7 @@
 use super::WAL_FOLDER;
 use crate::codec::{Decoder, Method, ReadFormat, WAL_PROBE_ORDER};
 use crate::error::Error;
-use crate::storage::{read_full, ObjectReader, Storage, StorageError};
+use crate::storage::{ObjectReader, Storage, StorageError, read_full};
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 
@@ -39,11 +39,22 @@ pub struct Found {
 }
 
 /// Opens the archived copy of `name`, or `None` when no candidate exists.
-pub fn open(storage: &dyn Storage, name: &str, preferred: Method) -> Result<Option<Found>, StorageError> {
+pub fn open(
+    storage: &dyn Storage,
+    name: &str,
+    preferred: Method,
+) -> Result<Option<Found>, StorageError> {
     let preferred_key = key_for(name, preferred);
-    let preferred_format = ReadFormat::from_extension(preferred.extension()).unwrap_or(ReadFormat::Plain);
+    let preferred_format =
+        ReadFormat::from_extension(preferred.extension()).unwrap_or(ReadFormat::Plain);
     match storage.get(&preferred_key) {
-        Ok(reader) => return Ok(Some(Found { key: preferred_key, format: preferred_format, reader })),
+        Ok(reader) => {
+            return Ok(Some(Found {
+                key: preferred_key,
+                format: preferred_format,
+                reader,
+            }));
+        }
         Err(StorageError::NotFound { .. }) => {}
         Err(e) => return Err(e),
     }
@@ -52,15 +63,23 @@ pub fn open(storage: &dyn Storage, name: &str, preferred: Method) -> Result<Opti
     storage.list(&folder_prefix, false, &mut |m| {
         present.insert(m.key);
     })?;
-    let mut candidates: Vec<(String, ReadFormat)> =
-        WAL_PROBE_ORDER.iter().map(|f| (candidate_key(name, *f), *f)).collect();
+    let mut candidates: Vec<(String, ReadFormat)> = WAL_PROBE_ORDER
+        .iter()
+        .map(|f| (candidate_key(name, *f), *f))
+        .collect();
     candidates.push((folder_prefix.clone(), ReadFormat::Plain));
     for (key, format) in candidates {
         if key == preferred_key || !present.contains(&key) {
             continue;
         }
         match storage.get(&key) {
-            Ok(reader) => return Ok(Some(Found { key, format, reader })),
+            Ok(reader) => {
+                return Ok(Some(Found {
+                    key,
+                    format,
+                    reader,
+                }));
+            }
             // Deleted between the listing and the GET: look at the next candidate.
             Err(StorageError::NotFound { .. }) => continue,
             Err(e) => return Err(e),
@@ -82,7 +101,8 @@ pub fn decode_into(found: Found, out: &mut dyn Write, buf: &mut [u8]) -> Result<
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Error::io(format!("reading {key}"), e)),
         };
-        out.write_all(&buf[..n]).map_err(|e| Error::io("writing", e))?;
+        out.write_all(&buf[..n])
+            .map_err(|e| Error::io("writing", e))?;
         total += n as u64;
     }
 }
@@ -96,7 +116,8 @@ pub fn same_content(found: Found, local: &mut dyn Read, buf: &mut [u8]) -> Resul
     let (a, b) = buf.split_at_mut(half);
     loop {
         let n = read_full(&mut decoder, a).map_err(|e| Error::io(format!("reading {key}"), e))?;
-        let m = read_full(local, &mut b[..n.max(1)]).map_err(|e| Error::io("reading local file", e))?;
+        let m =
+            read_full(local, &mut b[..n.max(1)]).map_err(|e| Error::io("reading local file", e))?;
         if n != m || a[..n] != b[..m] {
             return Ok(false);
         }
@@ -109,13 +130,22 @@ pub fn same_content(found: Found, local: &mut dyn Read, buf: &mut [u8]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::{fs::FsStorage, BytesBody};
+    use crate::storage::{BytesBody, fs::FsStorage};
 
     #[test]
     fn keys() {
-        assert_eq!(key_for("000000010000000000000003", Method::Lz4), "wal_005/000000010000000000000003.lz4");
-        assert_eq!(key_for("000000010000000000000003", Method::Zstd), "wal_005/000000010000000000000003.zst");
-        assert_eq!(key_for("00000002.history", Method::None), "wal_005/00000002.history");
+        assert_eq!(
+            key_for("000000010000000000000003", Method::Lz4),
+            "wal_005/000000010000000000000003.lz4"
+        );
+        assert_eq!(
+            key_for("000000010000000000000003", Method::Zstd),
+            "wal_005/000000010000000000000003.zst"
+        );
+        assert_eq!(
+            key_for("00000002.history", Method::None),
+            "wal_005/00000002.history"
+        );
     }
 
     #[test]
@@ -124,30 +154,71 @@ mod tests {
         let st = FsStorage::new(dir.path().to_str().unwrap());
         let name = "000000010000000000000007";
         // v3.0.8 `none` spelling, with a trailing dot; plus a longer name sharing the prefix.
-        st.put(&format!("wal_005/{name}."), &BytesBody(b"plain")).unwrap();
-        st.put(&format!("wal_005/{name}.00000028.backup.lz4"), &BytesBody(b"x")).unwrap();
+        st.put(&format!("wal_005/{name}."), &BytesBody(b"plain"))
+            .unwrap();
+        st.put(
+            &format!("wal_005/{name}.00000028.backup.lz4"),
+            &BytesBody(b"x"),
+        )
+        .unwrap();
         let found = open(&st, name, Method::Lz4).unwrap().unwrap();
-        assert_eq!((found.key.as_str(), found.format), ("wal_005/000000010000000000000007.", ReadFormat::Plain));
+        assert_eq!(
+            (found.key.as_str(), found.format),
+            ("wal_005/000000010000000000000007.", ReadFormat::Plain)
+        );
         let mut out = Vec::new();
         decode_into(found, &mut out, &mut [0u8; 16]).unwrap();
         assert_eq!(out, b"plain");
         // The bare name is found last.
-        st.put("wal_005/000000010000000000000008", &BytesBody(b"bare")).unwrap();
-        let f = open(&st, "000000010000000000000008", Method::Zstd).unwrap().unwrap();
+        st.put("wal_005/000000010000000000000008", &BytesBody(b"bare"))
+            .unwrap();
+        let f = open(&st, "000000010000000000000008", Method::Zstd)
+            .unwrap()
+            .unwrap();
         assert_eq!(f.key, "wal_005/000000010000000000000008");
-        assert!(open(&st, "000000010000000000000009", Method::Lz4).unwrap().is_none());
+        assert!(
+            open(&st, "000000010000000000000009", Method::Lz4)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn compares_content() {
         let dir = tempfile::tempdir().unwrap();
         let st = FsStorage::new(dir.path().to_str().unwrap());
-        st.put("wal_005/00000002.history", &BytesBody(b"1\t0/3000000\tno recovery target\n")).unwrap();
-        let same = open(&st, "00000002.history", Method::None).unwrap().unwrap();
-        assert!(same_content(same, &mut &b"1\t0/3000000\tno recovery target\n"[..], &mut [0u8; 8]).unwrap());
-        let other = open(&st, "00000002.history", Method::None).unwrap().unwrap();
-        assert!(!same_content(other, &mut &b"1\t0/3000000\tdifferent\n"[..], &mut [0u8; 8]).unwrap());
-        let longer = open(&st, "00000002.history", Method::None).unwrap().unwrap();
-        assert!(!same_content(longer, &mut &b"1\t0/3000000\tno recovery target\nmore"[..], &mut [0u8; 8]).unwrap());
+        st.put(
+            "wal_005/00000002.history",
+            &BytesBody(b"1\t0/3000000\tno recovery target\n"),
+        )
+        .unwrap();
+        let same = open(&st, "00000002.history", Method::None)
+            .unwrap()
+            .unwrap();
+        assert!(
+            same_content(
+                same,
+                &mut &b"1\t0/3000000\tno recovery target\n"[..],
+                &mut [0u8; 8]
+            )
+            .unwrap()
+        );
+        let other = open(&st, "00000002.history", Method::None)
+            .unwrap()
+            .unwrap();
+        assert!(
+            !same_content(other, &mut &b"1\t0/3000000\tdifferent\n"[..], &mut [0u8; 8]).unwrap()
+        );
+        let longer = open(&st, "00000002.history", Method::None)
+            .unwrap()
+            .unwrap();
+        assert!(
+            !same_content(
+                longer,
+                &mut &b"1\t0/3000000\tno recovery target\nmore"[..],
+                &mut [0u8; 8]
+            )
+            .unwrap()
+        );
     }
 }

@@ -25,9 +25,16 @@ const MIN_PAGE_MAGIC: u32 = 0xD061;
 pub fn prefetch_dirs(settings: &Settings, dest: &Path) -> (PathBuf, PathBuf) {
     let base = match &settings.prefetch_dir {
         Some(p) => p.clone(),
-        None => dest.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")),
+        None => dest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
     };
-    let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
     let prefetch = base.join(".wal-g").join("prefetch");
     let running = prefetch.join("running");
     (prefetch, running)
@@ -42,10 +49,17 @@ pub struct TempFile {
 impl TempFile {
     /// Creates a new, empty file at a unique name beside `target`.
     pub fn beside(target: &Path) -> io::Result<(TempFile, File)> {
-        let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let dir = target
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let base = target.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
         let path = dir.join(format!(".{base}.wal-rus-tmp.{}", std::process::id()));
-        let file = OpenOptions::new().write(true).create(true).truncate(true).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
         Ok((TempFile { path, armed: true }, file))
     }
 
@@ -81,31 +95,40 @@ pub fn download(
         return Ok(None);
     };
     let key = found.key.clone();
-    let (tmp, file) = TempFile::beside(target).map_err(|e| Error::io(format!("creating a file beside {}", target.display()), e))?;
+    let (tmp, file) = TempFile::beside(target)
+        .map_err(|e| Error::io(format!("creating a file beside {}", target.display()), e))?;
     let mut file = file;
     let mut buf = arena.lease();
-    let len = wal_archive::decode_into(found, &mut file, &mut buf)
-        .map_err(|e| match e {
-            Error::Io { context, source } if context == "writing" => Error::io(format!("writing {}", tmp.path().display()), source),
-            other => other,
-        })?;
-    if wal_name::kind_of(name, settings.wal_segment_size) == WalFileKind::Segment && len != settings.wal_segment_size {
+    let len = wal_archive::decode_into(found, &mut file, &mut buf).map_err(|e| match e {
+        Error::Io { context, source } if context == "writing" => {
+            Error::io(format!("writing {}", tmp.path().display()), source)
+        }
+        other => other,
+    })?;
+    if wal_name::kind_of(name, settings.wal_segment_size) == WalFileKind::Segment
+        && len != settings.wal_segment_size
+    {
         return Err(Error::io(
-            format!("{key}"),
+            key.to_string(),
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("holds {len} bytes, a WAL segment has {} (WALG_PG_WAL_SIZE); not restored", settings.wal_segment_size),
+                format!(
+                    "holds {len} bytes, a WAL segment has {} (WALG_PG_WAL_SIZE); not restored",
+                    settings.wal_segment_size
+                ),
             ),
         ));
     }
-    file.sync_all().map_err(|e| Error::io(format!("syncing {}", tmp.path().display()), e))?;
+    file.sync_all()
+        .map_err(|e| Error::io(format!("syncing {}", tmp.path().display()), e))?;
     Ok(Some(tmp))
 }
 
 /// Moves a finished temporary file to `dest`, failing if `dest` exists (WAL-G opens DEST
 /// with `O_EXCL`).
 fn publish(tmp: TempFile, dest: &Path) -> Result<(), Error> {
-    fs::hard_link(tmp.path(), dest).map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
+    fs::hard_link(tmp.path(), dest)
+        .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
     let _ = fs::remove_file(tmp.path());
     tmp.disarm();
     if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -150,7 +173,10 @@ fn take_prefetched(settings: &Settings, name: &str, dest: &Path) -> bool {
         return false;
     }
     let mut magic = [0u8; 4];
-    let ok = File::open(dest).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && u32::from_le_bytes(magic) >= MIN_PAGE_MAGIC;
+    let ok = File::open(dest)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && u32::from_le_bytes(magic) >= MIN_PAGE_MAGIC;
     if !ok {
         let _ = fs::remove_file(dest);
         return false;
@@ -163,13 +189,16 @@ fn take_prefetched(settings: &Settings, name: &str, dest: &Path) -> bool {
 /// (never through `PATH`) and with the same config file.
 fn launch_prefetch(settings: &Settings, name: &str, dest: &Path) {
     use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else { return };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
     let mut cmd = std::process::Command::new(exe);
     if let Some(cfg) = &settings.config_file {
         cmd.arg("--config").arg(cfg);
     }
     cmd.arg("wal-prefetch").arg(name).arg(dest);
-    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
     if settings.log_level != "DEVEL" {
         cmd.stderr(std::process::Stdio::null());
     }
@@ -196,7 +225,10 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
         Err(_) => dest.to_path_buf(),
     };
     if dest.exists() {
-        return Err(Error::io(format!("creating {}", dest.display()), io::Error::from(io::ErrorKind::AlreadyExists)));
+        return Err(Error::io(
+            format!("creating {}", dest.display()),
+            io::Error::from(io::ErrorKind::AlreadyExists),
+        ));
     }
     let kind = wal_name::kind_of(name, settings.wal_segment_size);
     if kind == WalFileKind::Segment && take_prefetched(settings, name, &dest) {

@@ -21,13 +21,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Deletes prefetched files of segments before `current` (older timeline, or same timeline
 /// and smaller number).
 fn clean_older(dir: &Path, current: Segment, segment_size: u64) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        if let Some(seg) = Segment::parse(&name, segment_size) {
-            if seg.timeline < current.timeline || (seg.timeline == current.timeline && seg.segno < current.segno) {
-                let _ = fs::remove_file(entry.path());
-            }
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if let Some(seg) = Segment::parse(&name, segment_size)
+            && (seg.timeline < current.timeline
+                || (seg.timeline == current.timeline && seg.segno < current.segno))
+        {
+            let _ = fs::remove_file(entry.path());
         }
     }
 }
@@ -35,9 +40,11 @@ fn clean_older(dir: &Path, current: Segment, segment_size: u64) {
 /// Runs `wal-prefetch`.
 pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
     let size = settings.wal_segment_size;
-    let current = Segment::parse(name, size).ok_or_else(|| Error::Usage(format!("'{name}' is not a WAL segment name")))?;
+    let current = Segment::parse(name, size)
+        .ok_or_else(|| Error::Usage(format!("'{name}' is not a WAL segment name")))?;
     let (prefetch, running) = prefetch_dirs(settings, dest);
-    fs::create_dir_all(&running).map_err(|e| Error::io(format!("creating {}", running.display()), e))?;
+    fs::create_dir_all(&running)
+        .map_err(|e| Error::io(format!("creating {}", running.display()), e))?;
     clean_older(&prefetch, current, size);
     clean_older(&running, current, size);
 
@@ -59,10 +66,10 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
             Ok(Some(tmp)) => {
                 // Visible under running/ only once complete, then moved to prefetch/ unless
                 // someone else got there first.
-                if fs::hard_link(tmp.path(), &in_progress).is_ok() {
-                    if ready.exists() || fs::rename(&in_progress, &ready).is_err() {
-                        let _ = fs::remove_file(&in_progress);
-                    }
+                if fs::hard_link(tmp.path(), &in_progress).is_ok()
+                    && (ready.exists() || fs::rename(&in_progress, &ready).is_err())
+                {
+                    let _ = fs::remove_file(&in_progress);
                 }
             }
             Ok(None) => end_of_archive.store(true, Ordering::Relaxed),

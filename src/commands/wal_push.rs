@@ -46,27 +46,35 @@ impl Pusher<'_> {
     /// Uploads one local WAL file, honouring overwrite protection.
     fn push(&self, path: &Path, name: &str) -> Result<Pushed, Error> {
         let s = self.settings;
-        let protect = s.prevent_wal_overwrite || wal_name::kind_of(name, s.wal_segment_size) == WalFileKind::History;
-        if protect {
-            if let Some(found) = wal_archive::open(self.storage, name, s.encode.method)? {
-                let key = found.key.clone();
-                let mut local = fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-                let mut buf = self.arena.lease();
-                if wal_archive::same_content(found, &mut local, &mut buf)? {
-                    crate::info!("{name} is already archived with equal content as {key}; skipping upload");
-                    return Ok(Pushed::AlreadyArchived);
-                }
-                return Err(Error::Conflict(format!(
-                    "{name} is already archived as {key}, contents differ, unable to overwrite"
-                )));
+        let protect = s.prevent_wal_overwrite
+            || wal_name::kind_of(name, s.wal_segment_size) == WalFileKind::History;
+        if protect && let Some(found) = wal_archive::open(self.storage, name, s.encode.method)? {
+            let key = found.key.clone();
+            let mut local = fs::File::open(path)
+                .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+            let mut buf = self.arena.lease();
+            if wal_archive::same_content(found, &mut local, &mut buf)? {
+                crate::info!(
+                    "{name} is already archived with equal content as {key}; skipping upload"
+                );
+                return Ok(Pushed::AlreadyArchived);
             }
+            return Err(Error::Conflict(format!(
+                "{name} is already archived as {key}, contents differ, unable to overwrite"
+            )));
         }
         let key = wal_archive::key_for(name, s.encode.method);
-        let body = CompressedFile { path: path.to_path_buf(), opts: s.encode, arena: self.arena };
+        let body = CompressedFile {
+            path: path.to_path_buf(),
+            opts: s.encode,
+            arena: self.arena,
+        };
         let stored = self.storage.put(&key, &body).map_err(|e| match e {
-            crate::storage::StorageError::Io { op: "read body", source, .. } => {
-                Error::io(format!("reading {}", path.display()), source)
-            }
+            crate::storage::StorageError::Io {
+                op: "read body",
+                source,
+                ..
+            } => Error::io(format!("reading {}", path.display()), source),
             other => Error::Storage(other),
         })?;
         crate::info!("archived {name} as {key} ({stored} bytes)");
@@ -82,7 +90,12 @@ pub fn marker_dir(settings: &Settings, wal_dir: &Path) -> PathBuf {
     let base = match &settings.pgdata {
         Some(pgdata) if pgdata.join("pg_wal").is_dir() => pgdata.join("pg_wal").join("walg_data"),
         Some(pgdata) if pgdata.join("pg_xlog").is_dir() => pgdata.join("pg_xlog").join("walg_data"),
-        _ if wal_dir.file_name().is_some_and(|n| n == "pg_wal" || n == "pg_xlog") => wal_dir.join("walg_data"),
+        _ if wal_dir
+            .file_name()
+            .is_some_and(|n| n == "pg_wal" || n == "pg_xlog") =>
+        {
+            wal_dir.join("walg_data")
+        }
         _ => std::env::temp_dir().join("walg_data"),
     };
     base.join("walg_archive_status")
@@ -104,12 +117,20 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
         .filter(|n| wal_name::is_safe_file_name(n))
         .ok_or_else(|| Error::Usage(format!("{} is not a WAL file name", path.display())))?
         .to_string();
-    let wal_dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let wal_dir = if wal_dir.as_os_str().is_empty() { PathBuf::from(".") } else { wal_dir };
+    let wal_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let wal_dir = if wal_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        wal_dir
+    };
     let markers = marker_dir(settings, &wal_dir);
     let marker = markers.join(marker_name(&name));
     if marker.exists() {
-        fs::remove_file(&marker).map_err(|e| Error::io(format!("removing marker {}", marker.display()), e))?;
+        fs::remove_file(&marker)
+            .map_err(|e| Error::io(format!("removing marker {}", marker.display()), e))?;
         crate::info!("{name} was archived by an earlier background upload");
         return Ok(Pushed::DoneInBackground);
     }
@@ -119,7 +140,11 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
     let plan = plan::wal_push(&settings.plan_input());
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
     let storage = settings.open_storage()?;
-    let pusher = Pusher { storage: storage.as_ref(), settings, arena: &arena };
+    let pusher = Pusher {
+        storage: storage.as_ref(),
+        settings,
+        arena: &arena,
+    };
     let background = plan::wal_push_background_workers(&settings.plan_input());
     let status_dir = wal_dir.join("archive_status");
     if background == 0 || !status_dir.is_dir() {
@@ -140,7 +165,9 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
                     crate::warn!("background upload of {bg_name}: {e}");
                 }
             }
-            Err(e) => crate::warn!("background upload of {bg_name} failed (PostgreSQL will retry it): {e}"),
+            Err(e) => crate::warn!(
+                "background upload of {bg_name} failed (PostgreSQL will retry it): {e}"
+            ),
         }
     };
     std::thread::scope(|s| {
@@ -148,7 +175,16 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
         let handles = workers::spawn_workers(s, "wal-push-bg", background, rx, &work)
             .map_err(|e| Error::io("starting background workers", e))?;
         let scanner = workers::spawn_named(s, "wal-push-scan".into(), || {
-            scan_ready(settings, &status_dir, &markers, &name, &tx, &done, &uploaded, limit);
+            scan_ready(
+                settings,
+                &status_dir,
+                &markers,
+                &name,
+                &tx,
+                &done,
+                &uploaded,
+                limit,
+            );
             drop(tx);
         })
         .map_err(|e| Error::io("starting scanner", e))?;
@@ -163,9 +199,17 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
 }
 
 /// After a background upload: WAL-G's marker, and `.ready` → `.done` with `PG_READY_RENAME`.
-fn mark_done(settings: &Settings, markers: &Path, status_dir: &Path, name: &str) -> std::io::Result<()> {
+fn mark_done(
+    settings: &Settings,
+    markers: &Path,
+    status_dir: &Path,
+    name: &str,
+) -> std::io::Result<()> {
     if settings.pg_ready_rename {
-        fs::rename(status_dir.join(format!("{name}.ready")), status_dir.join(format!("{name}.done")))?;
+        fs::rename(
+            status_dir.join(format!("{name}.ready")),
+            status_dir.join(format!("{name}.done")),
+        )?;
         return Ok(());
     }
     fs::create_dir_all(markers)?;
@@ -189,7 +233,10 @@ fn scan_ready(
     let mut sent: HashSet<String> = HashSet::new();
     sent.insert(fg_name.to_string());
     let offer = |name: String, sent: &mut HashSet<String>| -> bool {
-        if sent.contains(&name) || markers.join(marker_name(&name)).exists() || !wal_name::is_safe_file_name(&name) {
+        if sent.contains(&name)
+            || markers.join(marker_name(&name)).exists()
+            || !wal_name::is_safe_file_name(&name)
+        {
             return true;
         }
         let mut job = name.clone();
@@ -244,7 +291,13 @@ mod tests {
     #[test]
     fn marker_names() {
         assert_eq!(marker_name("00000002.history"), "00000002");
-        assert_eq!(marker_name("000000010000000000000003"), "000000010000000000000003");
-        assert_eq!(marker_name("000000010000000000000003.00000028.backup"), "000000010000000000000003.00000028");
+        assert_eq!(
+            marker_name("000000010000000000000003"),
+            "000000010000000000000003"
+        );
+        assert_eq!(
+            marker_name("000000010000000000000003.00000028.backup"),
+            "000000010000000000000003.00000028"
+        );
     }
 }

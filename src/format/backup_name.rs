@@ -34,7 +34,11 @@ pub fn full_name(start: Segment, segment_size: u64) -> String {
 /// The name of a delta starting in `start` on top of `base_name`:
 /// `base_<start>_D_<first 24-hex run of base_name>`; `None` when the base name has no run.
 pub fn delta_name(start: Segment, segment_size: u64, base_name: &str) -> Option<String> {
-    Some(format!("{}{DELTA_MARK}{}", full_name(start, segment_size), first_hex24(base_name)?))
+    Some(format!(
+        "{}{DELTA_MARK}{}",
+        full_name(start, segment_size),
+        first_hex24(base_name)?
+    ))
 }
 
 /// The leftmost match of WAL-G's backup-name pattern
@@ -136,10 +140,23 @@ mod tests {
 
     #[test]
     fn names_from_segments() {
-        let s = Segment { timeline: 1, segno: 3 };
+        let s = Segment {
+            timeline: 1,
+            segno: 3,
+        };
         assert_eq!(full_name(s, SEG16), "base_000000010000000000000003");
-        let d = delta_name(Segment { timeline: 1, segno: 9 }, SEG16, "base_000000010000000000000007_D_000000010000000000000003");
-        assert_eq!(d.as_deref(), Some("base_000000010000000000000009_D_000000010000000000000007"));
+        let d = delta_name(
+            Segment {
+                timeline: 1,
+                segno: 9,
+            },
+            SEG16,
+            "base_000000010000000000000007_D_000000010000000000000003",
+        );
+        assert_eq!(
+            d.as_deref(),
+            Some("base_000000010000000000000009_D_000000010000000000000007")
+        );
         assert_eq!(delta_name(s, SEG16, "base_nothing"), None);
     }
 
@@ -149,37 +166,92 @@ mod tests {
         let delta = "base_000000010000000000000007_D_000000010000000000000003";
         let wale = "base_000000010000000000000003_00000028";
         assert_eq!(find_backup_name(full), Some(full));
-        assert_eq!(find_backup_name(&format!("{delta}_backup_stop_sentinel.json")), Some(delta));
-        assert_eq!(find_backup_name(&format!("basebackups_005/{wale}/tar_partitions/part_1.tar.lz4")), Some(wale));
+        assert_eq!(
+            find_backup_name(&format!("{delta}_backup_stop_sentinel.json")),
+            Some(delta)
+        );
+        assert_eq!(
+            find_backup_name(&format!(
+                "basebackups_005/{wale}/tar_partitions/part_1.tar.lz4"
+            )),
+            Some(wale)
+        );
         // Leftmost start wins; lower case is not hex here.
-        assert_eq!(find_backup_name("database_base_00000001000000000000000A"), Some("base_00000001000000000000000A"));
+        assert_eq!(
+            find_backup_name("database_base_00000001000000000000000A"),
+            Some("base_00000001000000000000000A")
+        );
         assert_eq!(find_backup_name("base_00000001000000000000000a"), None);
         // An incomplete delta part is left out, the 8-hex suffix may still match.
-        assert_eq!(find_backup_name("base_000000010000000000000003_D_0000"), Some(full));
-        assert_eq!(find_backup_name("base_000000010000000000000003_DEADBEEF"), Some("base_000000010000000000000003_DEADBEEF"));
-        assert_eq!(find_backup_name("wal_005/000000010000000000000003.lz4"), None);
+        assert_eq!(
+            find_backup_name("base_000000010000000000000003_D_0000"),
+            Some(full)
+        );
+        assert_eq!(
+            find_backup_name("base_000000010000000000000003_DEADBEEF"),
+            Some("base_000000010000000000000003_DEADBEEF")
+        );
+        assert_eq!(
+            find_backup_name("wal_005/000000010000000000000003.lz4"),
+            None
+        );
         assert!(is_walg_name(delta));
         assert!(!is_walg_name("base_000000010000000000000003x"));
     }
 
     #[test]
     fn first_run() {
-        assert_eq!(first_hex24("wal_005/000000010000000000000003.lz4"), Some("000000010000000000000003"));
+        assert_eq!(
+            first_hex24("wal_005/000000010000000000000003.lz4"),
+            Some("000000010000000000000003")
+        );
         // A longer run yields its first 24 digits.
-        assert_eq!(first_hex24("x0000000100000000000000031"), Some("000000010000000000000003"));
+        assert_eq!(
+            first_hex24("x0000000100000000000000031"),
+            Some("000000010000000000000003")
+        );
         assert_eq!(first_hex24("wal_005/00000002.history.lz4"), None);
-        assert_eq!(first_segment("basebackups_005/base_000000020000000100000005/metadata.json", SEG16), Some(Segment { timeline: 2, segno: 0x105 }));
+        assert_eq!(
+            first_segment(
+                "basebackups_005/base_000000020000000100000005/metadata.json",
+                SEG16
+            ),
+            Some(Segment {
+                timeline: 2,
+                segno: 0x105
+            })
+        );
         // Out of range last field: not a segment, so not "older" than anything.
-        assert_eq!(first_segment("wal_005/000000010000000000000100.lz4", SEG16), None);
+        assert_eq!(
+            first_segment("wal_005/000000010000000000000100.lz4", SEG16),
+            None
+        );
     }
 
     #[test]
     fn sentinel_keys() {
-        assert_eq!(sentinel_file_name("base_000000010000000000000003"), "base_000000010000000000000003_backup_stop_sentinel.json");
-        assert_eq!(name_from_sentinel("basebackups_005/base_000000010000000000000003_backup_stop_sentinel.json"), Some("base_000000010000000000000003"));
-        assert_eq!(name_from_sentinel("basebackups_005/base_000000010000000000000003/metadata.json"), None);
-        assert_eq!(owner_of("base_000000010000000000000003_backup_stop_sentinel.json"), "base_000000010000000000000003");
-        assert_eq!(owner_of("/base_000000010000000000000003/tar_partitions/part_001.tar.lz4"), "base_000000010000000000000003");
+        assert_eq!(
+            sentinel_file_name("base_000000010000000000000003"),
+            "base_000000010000000000000003_backup_stop_sentinel.json"
+        );
+        assert_eq!(
+            name_from_sentinel(
+                "basebackups_005/base_000000010000000000000003_backup_stop_sentinel.json"
+            ),
+            Some("base_000000010000000000000003")
+        );
+        assert_eq!(
+            name_from_sentinel("basebackups_005/base_000000010000000000000003/metadata.json"),
+            None
+        );
+        assert_eq!(
+            owner_of("base_000000010000000000000003_backup_stop_sentinel.json"),
+            "base_000000010000000000000003"
+        );
+        assert_eq!(
+            owner_of("/base_000000010000000000000003/tar_partitions/part_001.tar.lz4"),
+            "base_000000010000000000000003"
+        );
         assert!(is_usable_name("base_000000010000000000000003"));
         assert!(!is_usable_name("my_backup_1"));
         assert!(!is_usable_name("a/b"));

@@ -23,7 +23,9 @@
 
 use crate::format::go_json;
 use crate::storage::BodySource;
-use serde::de::{self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{
+    self, DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
+};
 use std::collections::HashMap;
 use std::fmt::{self, Write as _};
 use std::fs::{self, File, OpenOptions};
@@ -68,9 +70,20 @@ fn push_file_member(out: &mut String, name: &str, d: &FileDescription) {
     out.push_str(",\"IsSkipped\":");
     out.push_str(if d.is_skipped { "true" } else { "false" });
     out.push_str(",\"MTime\":");
-    push_name(out, if d.mtime.is_empty() { go_json::GO_ZERO_TIME } else { &d.mtime });
+    push_name(
+        out,
+        if d.mtime.is_empty() {
+            go_json::GO_ZERO_TIME
+        } else {
+            &d.mtime
+        },
+    );
     if let Some(c) = &d.corrupt_blocks {
-        let _ = write!(out, ",\"CorruptBlocks\":{{\"CorruptBlocksCount\":{},\"SomeCorruptBlocks\":[", c.count);
+        let _ = write!(
+            out,
+            ",\"CorruptBlocks\":{{\"CorruptBlocksCount\":{},\"SomeCorruptBlocks\":[",
+            c.count
+        );
         for (i, b) in c.some.iter().enumerate() {
             if i > 0 {
                 out.push(',');
@@ -104,7 +117,12 @@ pub struct FilesMetadataWriter<W: Write> {
 impl<W: Write> FilesMetadataWriter<W> {
     /// A writer that has written nothing yet.
     pub fn new(out: W) -> FilesMetadataWriter<W> {
-        FilesMetadataWriter { out, state: WriterState::Start, first: true, buf: String::new() }
+        FilesMetadataWriter {
+            out,
+            state: WriterState::Start,
+            first: true,
+            buf: String::new(),
+        }
     }
 
     fn emit(&mut self) -> io::Result<()> {
@@ -121,7 +139,12 @@ impl<W: Write> FilesMetadataWriter<W> {
                 self.state = WriterState::Files;
             }
             WriterState::Files => self.buf.push(','),
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidInput, "files_metadata: Files entry after TarFileSets")),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "files_metadata: Files entry after TarFileSets",
+                ));
+            }
         }
         push_file_member(&mut self.buf, name, desc);
         self.emit()
@@ -144,7 +167,10 @@ impl<W: Write> FilesMetadataWriter<W> {
     /// Adds entry `name` to the partition begun last.
     pub fn tar_member(&mut self, name: &str) -> io::Result<()> {
         if self.state != WriterState::Set {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "files_metadata: tar member outside a tar set"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "files_metadata: tar member outside a tar set",
+            ));
         }
         if !self.first {
             self.buf.push(',');
@@ -213,7 +239,11 @@ fn unique_dir_name() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
-    format!("walrus-files-{}-{}-{nanos:08x}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "walrus-files-{}-{}-{nanos:08x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl FilesSpool {
@@ -241,7 +271,12 @@ impl FilesSpool {
 
     /// Records file `name` and, when it was written into a partition, its membership there.
     /// Names must be unique; skipped files have no partition.
-    pub fn add_file(&mut self, name: &str, desc: &FileDescription, partition: Option<&str>) -> io::Result<()> {
+    pub fn add_file(
+        &mut self,
+        name: &str,
+        desc: &FileDescription,
+        partition: Option<&str>,
+    ) -> io::Result<()> {
         self.line.clear();
         push_file_member(&mut self.line, name, desc);
         self.line.push('\n');
@@ -275,7 +310,10 @@ impl FilesSpool {
                 let oldest = self.open.remove(0);
                 self.close_list(oldest)?;
             }
-            let file = OpenOptions::new().create(true).append(true).open(&self.partitions[idx].path)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.partitions[idx].path)?;
             self.partitions[idx].writer = Some(BufWriter::with_capacity(SPOOL_BUFFER, file));
             self.open.push(idx);
         }
@@ -318,11 +356,19 @@ impl FilesSpool {
         for idx in 0..self.partitions.len() {
             self.close_list(idx)?;
         }
-        let FilesSpool { dir, file_count, partitions, .. } = self;
+        let FilesSpool {
+            dir,
+            file_count,
+            partitions,
+            ..
+        } = self;
         Ok(FilesDocument {
             files_path: dir.0.join("files"),
             file_count,
-            sets: partitions.into_iter().map(|p| (p.name, p.path, p.members)).collect(),
+            sets: partitions
+                .into_iter()
+                .map(|p| (p.name, p.path, p.members))
+                .collect(),
             _dir: dir,
         })
     }
@@ -372,7 +418,12 @@ impl FilesDocument {
         head.push('}');
         pieces.push(Piece::Text(head.into_bytes()));
         pieces.reverse();
-        DocumentReader { pieces, current: Current::None, pending: Vec::new(), pos: 0 }
+        DocumentReader {
+            pieces,
+            current: Current::None,
+            pending: Vec::new(),
+            pos: 0,
+        }
     }
 }
 
@@ -389,7 +440,10 @@ enum Piece {
 
 enum Current {
     None,
-    Lines { reader: BufReader<File>, first: bool },
+    Lines {
+        reader: BufReader<File>,
+        first: bool,
+    },
 }
 
 /// Streams a `FilesDocument`: fixed text around the spooled lines, which are joined with
@@ -432,7 +486,10 @@ impl DocumentReader {
                 }
                 Some(Piece::Lines(path)) => {
                     let file = File::open(&path)?;
-                    self.current = Current::Lines { reader: BufReader::with_capacity(SPOOL_BUFFER, file), first: true };
+                    self.current = Current::Lines {
+                        reader: BufReader::with_capacity(SPOOL_BUFFER, file),
+                        first: true,
+                    };
                 }
             }
         }
@@ -467,11 +524,21 @@ impl<'de> de::Deserialize<'de> for FileDescription {
                 let mut d = FileDescription::default();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.to_ascii_lowercase().as_str() {
-                        "isincremented" => d.is_incremented = map.next_value::<Option<bool>>()?.unwrap_or(false),
-                        "isskipped" => d.is_skipped = map.next_value::<Option<bool>>()?.unwrap_or(false),
-                        "mtime" => d.mtime = map.next_value::<Option<String>>()?.unwrap_or_default(),
-                        "updatescount" => d.updates_count = map.next_value::<Option<u64>>()?.unwrap_or(0),
-                        "corruptblocks" => d.corrupt_blocks = map.next_value::<Option<CorruptBlocks>>()?,
+                        "isincremented" => {
+                            d.is_incremented = map.next_value::<Option<bool>>()?.unwrap_or(false)
+                        }
+                        "isskipped" => {
+                            d.is_skipped = map.next_value::<Option<bool>>()?.unwrap_or(false)
+                        }
+                        "mtime" => {
+                            d.mtime = map.next_value::<Option<String>>()?.unwrap_or_default()
+                        }
+                        "updatescount" => {
+                            d.updates_count = map.next_value::<Option<u64>>()?.unwrap_or(0)
+                        }
+                        "corruptblocks" => {
+                            d.corrupt_blocks = map.next_value::<Option<CorruptBlocks>>()?
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -496,8 +563,12 @@ impl<'de> de::Deserialize<'de> for CorruptBlocks {
                 let mut c = CorruptBlocks::default();
                 while let Some(key) = map.next_key::<String>()? {
                     match key.to_ascii_lowercase().as_str() {
-                        "corruptblockscount" => c.count = map.next_value::<Option<u64>>()?.unwrap_or(0),
-                        "somecorruptblocks" => c.some = map.next_value::<Option<Vec<u32>>>()?.unwrap_or_default(),
+                        "corruptblockscount" => {
+                            c.count = map.next_value::<Option<u64>>()?.unwrap_or(0)
+                        }
+                        "somecorruptblocks" => {
+                            c.some = map.next_value::<Option<Vec<u32>>>()?.unwrap_or_default()
+                        }
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -538,8 +609,12 @@ impl<'de> Visitor<'de> for DocVisitor<'_, '_, '_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<String>()? {
             match key.to_ascii_lowercase().as_str() {
-                "files" if self.0.on_file.is_some() => map.next_value_seed(FilesVisitor(&mut *self.0))?,
-                "tarfilesets" if self.0.on_member.is_some() => map.next_value_seed(SetsVisitor(&mut *self.0))?,
+                "files" if self.0.on_file.is_some() => {
+                    map.next_value_seed(FilesVisitor(&mut *self.0))?
+                }
+                "tarfilesets" if self.0.on_member.is_some() => {
+                    map.next_value_seed(SetsVisitor(&mut *self.0))?
+                }
                 _ => {
                     map.next_value::<IgnoredAny>()?;
                 }
@@ -629,13 +704,14 @@ impl<'de> Visitor<'de> for SetVisitor<'_, '_, '_> {
 
 fn parse(reader: impl Read, handlers: &mut Handlers<'_, '_>) -> io::Result<()> {
     let mut de = serde_json::Deserializer::from_reader(BufReader::new(reader));
-    let result = de.deserialize_map(DocVisitor(handlers)).and_then(|()| de.end());
+    let result = de
+        .deserialize_map(DocVisitor(handlers))
+        .and_then(|()| de.end());
     match result {
         Ok(()) => Ok(()),
-        Err(e) => Err(handlers
-            .failure
-            .take()
-            .unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("files metadata: {e}")))),
+        Err(e) => Err(handlers.failure.take().unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("files metadata: {e}"))
+        })),
     }
 }
 
@@ -648,7 +724,11 @@ pub fn read_entries(
     on_file: &mut dyn FnMut(String, FileDescription) -> io::Result<()>,
     on_member: &mut dyn FnMut(&str, String) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut h = Handlers { on_file: Some(on_file), on_member: Some(on_member), failure: None };
+    let mut h = Handlers {
+        on_file: Some(on_file),
+        on_member: Some(on_member),
+        failure: None,
+    };
     parse(reader, &mut h)
 }
 
@@ -657,7 +737,11 @@ pub fn for_each_file(
     reader: impl Read,
     mut on_file: impl FnMut(String, FileDescription) -> io::Result<()>,
 ) -> io::Result<()> {
-    let mut h = Handlers { on_file: Some(&mut on_file), on_member: None, failure: None };
+    let mut h = Handlers {
+        on_file: Some(&mut on_file),
+        on_member: None,
+        failure: None,
+    };
     parse(reader, &mut h)
 }
 
@@ -666,7 +750,10 @@ mod tests {
     use super::*;
 
     fn desc(mtime: &str) -> FileDescription {
-        FileDescription { mtime: mtime.into(), ..Default::default() }
+        FileDescription {
+            mtime: mtime.into(),
+            ..Default::default()
+        }
     }
 
     type Collected = (Vec<(String, FileDescription)>, Vec<(String, String)>);
@@ -691,10 +778,14 @@ mod tests {
     #[test]
     fn writer_layout() {
         let mut w = FilesMetadataWriter::new(Vec::new());
-        w.file("/", &desc("2024-05-01T12:59:58.101010101+03:00")).unwrap();
+        w.file("/", &desc("2024-05-01T12:59:58.101010101+03:00"))
+            .unwrap();
         let corrupt = FileDescription {
             is_incremented: true,
-            corrupt_blocks: Some(CorruptBlocks { count: 2, some: vec![7, 9] }),
+            corrupt_blocks: Some(CorruptBlocks {
+                count: 2,
+                some: vec![7, 9],
+            }),
             updates_count: 3,
             ..desc("2024-05-01T12:59:59Z")
         };
@@ -718,10 +809,16 @@ mod tests {
         let (files, members) = collect(out.as_bytes());
         assert_eq!(files[1], ("/base/<5>/1259".to_string(), corrupt));
         assert_eq!(members.len(), 4);
-        assert_eq!(String::from_utf8(FilesMetadataWriter::new(Vec::new()).finish().unwrap()).unwrap(), "{}");
+        assert_eq!(
+            String::from_utf8(FilesMetadataWriter::new(Vec::new()).finish().unwrap()).unwrap(),
+            "{}"
+        );
         let mut only_sets = FilesMetadataWriter::new(Vec::new());
         only_sets.begin_tar_set("p").unwrap();
-        assert_eq!(String::from_utf8(only_sets.finish().unwrap()).unwrap(), r#"{"TarFileSets":{"p":[]}}"#);
+        assert_eq!(
+            String::from_utf8(only_sets.finish().unwrap()).unwrap(),
+            r#"{"TarFileSets":{"p":[]}}"#
+        );
     }
 
     #[test]
@@ -733,11 +830,18 @@ mod tests {
         for i in 0..200 {
             let name = format!("/base/5/{i}\n\"odd\"");
             let part = format!("part_{:03}.tar.lz4", i % 11 + 1);
-            let d = FileDescription { is_skipped: i % 7 == 0, ..desc(&format!("2024-05-01T12:00:{:02}Z", i % 60)) };
-            spool.add_file(&name, &d, if d.is_skipped { None } else { Some(&part) }).unwrap();
+            let d = FileDescription {
+                is_skipped: i % 7 == 0,
+                ..desc(&format!("2024-05-01T12:00:{:02}Z", i % 60))
+            };
+            spool
+                .add_file(&name, &d, if d.is_skipped { None } else { Some(&part) })
+                .unwrap();
             expected_files.push((name, d));
         }
-        spool.add_tar_member("backup_label.tar.lz4", "backup_label").unwrap();
+        spool
+            .add_tar_member("backup_label.tar.lz4", "backup_label")
+            .unwrap();
         spool.finish_partition("part_001.tar.lz4").unwrap();
         assert_eq!(spool.file_count(), 200);
         let doc = spool.finish().unwrap();
@@ -758,11 +862,21 @@ mod tests {
         assert_eq!(first, second);
         let v: serde_json::Value = serde_json::from_slice(&first).unwrap();
         assert_eq!(v["Files"].as_object().unwrap().len(), 200);
-        assert_eq!(v["TarFileSets"]["backup_label.tar.lz4"], serde_json::json!(["backup_label"]));
+        assert_eq!(
+            v["TarFileSets"]["backup_label.tar.lz4"],
+            serde_json::json!(["backup_label"])
+        );
         let (files, members) = collect(&first);
         assert_eq!(files, expected_files);
-        let in_part3: Vec<_> = members.iter().filter(|(p, _)| p == "part_003.tar.lz4").map(|(_, n)| n.clone()).collect();
-        let want: Vec<_> = (0..200).filter(|i| i % 11 == 2 && i % 7 != 0).map(|i| format!("/base/5/{i}\n\"odd\"")).collect();
+        let in_part3: Vec<_> = members
+            .iter()
+            .filter(|(p, _)| p == "part_003.tar.lz4")
+            .map(|(_, n)| n.clone())
+            .collect();
+        let want: Vec<_> = (0..200)
+            .filter(|i| i % 11 == 2 && i % 7 != 0)
+            .map(|i| format!("/base/5/{i}\n\"odd\""))
+            .collect();
         assert_eq!(in_part3, want);
         // The spool directory goes away with the document.
         drop(doc);
@@ -788,17 +902,23 @@ mod tests {
         assert_eq!(members, [("part_1.tar".to_string(), "/b".to_string())]);
         // A legacy sentinel's embedded Files.
         let mut names = Vec::new();
-        for_each_file(&br#"{"LSN":1,"Files":{"/x":{"IsIncremented":true}},"Version":0}"#[..], |n, d| {
-            assert!(d.is_incremented);
-            names.push(n);
-            Ok(())
-        })
+        for_each_file(
+            &br#"{"LSN":1,"Files":{"/x":{"IsIncremented":true}},"Version":0}"#[..],
+            |n, d| {
+                assert!(d.is_incremented);
+                names.push(n);
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(names, ["/x"]);
         assert!(for_each_file(&b"{\"Files\":{\"/x\":1}}"[..], |_, _| Ok(())).is_err());
         assert!(for_each_file(&b"{\"Files\":{}"[..], |_, _| Ok(())).is_err());
         // A callback error stops the parse and comes back unchanged.
-        let err = for_each_file(&br#"{"Files":{"/x":{},"/y":{}}}"#[..], |_, _| Err(io::Error::other("enough"))).unwrap_err();
+        let err = for_each_file(&br#"{"Files":{"/x":{},"/y":{}}}"#[..], |_, _| {
+            Err(io::Error::other("enough"))
+        })
+        .unwrap_err();
         assert_eq!(err.to_string(), "enough");
     }
 }

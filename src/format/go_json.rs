@@ -132,7 +132,10 @@ impl Default for ObjectWriter {
 impl ObjectWriter {
     /// An object with no members yet.
     pub fn new() -> ObjectWriter {
-        ObjectWriter { out: String::from("{"), empty: true }
+        ObjectWriter {
+            out: String::from("{"),
+            empty: true,
+        }
     }
 
     fn key(&mut self, key: &str) {
@@ -291,14 +294,23 @@ impl PreciseTime {
     /// From a `SystemTime`, keeping nanoseconds.
     pub fn from_system(t: SystemTime) -> PreciseTime {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => PreciseTime { secs: d.as_secs() as i64, nanos: d.subsec_nanos() },
+            Ok(d) => PreciseTime {
+                secs: d.as_secs() as i64,
+                nanos: d.subsec_nanos(),
+            },
             Err(e) => {
                 let d = e.duration();
                 let (secs, nanos) = (d.as_secs() as i64, d.subsec_nanos());
                 if nanos == 0 {
-                    PreciseTime { secs: -secs, nanos: 0 }
+                    PreciseTime {
+                        secs: -secs,
+                        nanos: 0,
+                    }
                 } else {
-                    PreciseTime { secs: -secs - 1, nanos: 1_000_000_000 - nanos }
+                    PreciseTime {
+                        secs: -secs - 1,
+                        nanos: 1_000_000_000 - nanos,
+                    }
                 }
             }
         }
@@ -306,7 +318,10 @@ impl PreciseTime {
 
     /// A whole second.
     pub fn from_utc(t: UtcTime) -> PreciseTime {
-        PreciseTime { secs: t.0, nanos: 0 }
+        PreciseTime {
+            secs: t.0,
+            nanos: 0,
+        }
     }
 
     /// The whole second this instant falls in.
@@ -322,9 +337,15 @@ impl PreciseTime {
         }
         let nanos = self.nanos - rem + 1000;
         if nanos >= 1_000_000_000 {
-            PreciseTime { secs: self.secs + 1, nanos: nanos - 1_000_000_000 }
+            PreciseTime {
+                secs: self.secs + 1,
+                nanos: nanos - 1_000_000_000,
+            }
         } else {
-            PreciseTime { secs: self.secs, nanos }
+            PreciseTime {
+                secs: self.secs,
+                nanos,
+            }
         }
     }
 
@@ -359,12 +380,19 @@ impl PreciseTime {
             nanos = text.parse().ok()?;
             rest = &frac[digits..];
         }
-        if !(rest == "Z" || (rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.as_bytes()[3] == b':')) {
+        if !(rest == "Z"
+            || (rest.len() == 6
+                && (rest.starts_with('+') || rest.starts_with('-'))
+                && rest.as_bytes()[3] == b':'))
+        {
             return None;
         }
         // Whole seconds (with the offset applied) come from the shared parser.
         let whole = UtcTime::parse_rfc3339(&format!("{}{}", &s[..19], rest))?;
-        Some(PreciseTime { secs: whole.0, nanos })
+        Some(PreciseTime {
+            secs: whole.0,
+            nanos,
+        })
     }
 
     /// Whether this is Go's zero time (what WAL-G reads for a missing time).
@@ -386,7 +414,10 @@ mod tests {
 
     #[test]
     fn go_string_escapes() {
-        assert_eq!(string_literal("a<b>&c\"\\\n\t\u{1}\u{2028}é"), r#""a\u003cb\u003e\u0026c\"\\\n\t\u0001\u2028é""#);
+        assert_eq!(
+            string_literal("a<b>&c\"\\\n\t\u{1}\u{2028}é"),
+            r#""a\u003cb\u003e\u0026c\"\\\n\t\u0001\u2028é""#
+        );
         let mut plain = String::new();
         push_str_with(&mut plain, "<x>", false);
         assert_eq!(plain, "\"<x>\"");
@@ -394,10 +425,16 @@ mod tests {
 
     #[test]
     fn values_sorted_and_floats_like_go() {
-        let v: Value = serde_json::from_str(r#"{"x":[3, 3.0, 1.5, 1e21, 1e-7, -0.25],"a":{"z":1,"b":null},"s":"<"}"#).unwrap();
+        let v: Value = serde_json::from_str(
+            r#"{"x":[3, 3.0, 1.5, 1e21, 1e-7, -0.25],"a":{"z":1,"b":null},"s":"<"}"#,
+        )
+        .unwrap();
         let mut out = String::new();
         push_value(&mut out, &v);
-        assert_eq!(out, r#"{"a":{"b":null,"z":1},"s":"\u003c","x":[3,3,1.5,1e+21,1e-7,-0.25]}"#);
+        assert_eq!(
+            out,
+            r#"{"a":{"b":null,"z":1},"s":"\u003c","x":[3,3,1.5,1e+21,1e-7,-0.25]}"#
+        );
     }
 
     #[test]
@@ -414,18 +451,42 @@ mod tests {
     fn backup_times() {
         let t = UNIX_EPOCH + Duration::new(1_714_557_600, 123_456_001);
         assert_eq!(backup_time_string(t), "2024-05-01T10:00:00.123457Z");
-        assert_eq!(backup_time_string(UNIX_EPOCH + Duration::new(1_714_557_600, 500_000_000)), "2024-05-01T10:00:00.5Z");
-        assert_eq!(backup_time_string(UNIX_EPOCH + Duration::new(1_714_557_600, 0)), "2024-05-01T10:00:00Z");
-        assert_eq!(backup_time_string(UNIX_EPOCH + Duration::new(1_714_557_599, 999_999_999)), "2024-05-01T10:00:00Z");
+        assert_eq!(
+            backup_time_string(UNIX_EPOCH + Duration::new(1_714_557_600, 500_000_000)),
+            "2024-05-01T10:00:00.5Z"
+        );
+        assert_eq!(
+            backup_time_string(UNIX_EPOCH + Duration::new(1_714_557_600, 0)),
+            "2024-05-01T10:00:00Z"
+        );
+        assert_eq!(
+            backup_time_string(UNIX_EPOCH + Duration::new(1_714_557_599, 999_999_999)),
+            "2024-05-01T10:00:00Z"
+        );
         let p = PreciseTime::parse("2024-05-01T12:59:58.123456789+03:00").unwrap();
-        assert_eq!(p, PreciseTime { secs: 1_714_557_598, nanos: 123_456_789 });
+        assert_eq!(
+            p,
+            PreciseTime {
+                secs: 1_714_557_598,
+                nanos: 123_456_789
+            }
+        );
         assert_eq!(p.to_rfc3339_utc(), "2024-05-01T09:59:58.123456789Z");
-        assert!(PreciseTime::parse("2024-05-01T10:00:00.5Z").unwrap() < PreciseTime::parse("2024-05-01T10:00:00.50001Z").unwrap());
+        assert!(
+            PreciseTime::parse("2024-05-01T10:00:00.5Z").unwrap()
+                < PreciseTime::parse("2024-05-01T10:00:00.50001Z").unwrap()
+        );
         assert!(PreciseTime::parse(GO_ZERO_TIME).unwrap().is_go_zero());
         assert_eq!(PreciseTime::parse("2024-05-01 10:00:00Z"), None);
         assert_eq!(PreciseTime::parse("2024-05-01T10:00:00"), None);
         assert_eq!(PreciseTime::parse("2024-05-01T10:00:00+0é:0"), None);
         assert_eq!(PreciseTime::parse("2024-05-01T10:00:0é+00:00"), None);
-        assert_eq!(PreciseTime::from_system(UNIX_EPOCH - Duration::new(1, 250_000_000)), PreciseTime { secs: -2, nanos: 750_000_000 });
+        assert_eq!(
+            PreciseTime::from_system(UNIX_EPOCH - Duration::new(1, 250_000_000)),
+            PreciseTime {
+                secs: -2,
+                nanos: 750_000_000
+            }
+        );
     }
 }

@@ -8,7 +8,7 @@
 //! version does not know are kept and written back after the known ones, so a `backup-mark`
 //! by wal-rus does not strip what a newer WAL-G may have added.
 
-use crate::format::go_json::{ObjectWriter, PreciseTime, GO_ZERO_TIME};
+use crate::format::go_json::{GO_ZERO_TIME, ObjectWriter, PreciseTime};
 use crate::format::lsn::Lsn;
 use serde_json::{Map, Value};
 use std::fmt;
@@ -72,7 +72,13 @@ impl ExtendedMetadata {
     /// Appends the members, in WAL-G's order, to `o` (shared with `backup-list --detail
     /// --json`, whose elements embed them).
     pub fn write_members(&self, o: &mut ObjectWriter) {
-        let time = |t: &str| if t.is_empty() { GO_ZERO_TIME.to_string() } else { t.to_string() };
+        let time = |t: &str| {
+            if t.is_empty() {
+                GO_ZERO_TIME.to_string()
+            } else {
+                t.to_string()
+            }
+        };
         o.str("start_time", &time(&self.start_time))
             .str("finish_time", &time(&self.finish_time))
             .str("date_fmt", &self.date_fmt)
@@ -104,7 +110,9 @@ impl ExtendedMetadata {
     /// that fit `u64` exact); a non-integer LSN or size is an error.
     pub fn from_slice(bytes: &[u8]) -> Result<ExtendedMetadata, MetadataError> {
         let v: Value = serde_json::from_slice(bytes).map_err(|e| MetadataError(e.to_string()))?;
-        let Value::Object(obj) = v else { return Err(MetadataError("not a JSON object".into())) };
+        let Value::Object(obj) = v else {
+            return Err(MetadataError("not a JSON object".into()));
+        };
         Self::from_object(obj)
     }
 
@@ -118,7 +126,10 @@ impl ExtendedMetadata {
         let number = |k: &str, v: &Value| -> Result<Option<u64>, MetadataError> {
             match v {
                 Value::Null => Ok(None),
-                Value::Number(n) => n.as_u64().map(Some).ok_or_else(|| MetadataError(format!("{k} must be an unsigned integer"))),
+                Value::Number(n) => n
+                    .as_u64()
+                    .map(Some)
+                    .ok_or_else(|| MetadataError(format!("{k} must be an unsigned integer"))),
                 _ => Err(MetadataError(format!("{k} must be a number"))),
             }
         };
@@ -131,7 +142,8 @@ impl ExtendedMetadata {
                 "data_dir" => m.data_dir = text(&key, v)?,
                 "pg_version" => {
                     let n = number(&key, &v)?.unwrap_or(0);
-                    m.pg_version = u32::try_from(n).map_err(|_| MetadataError("pg_version out of range".into()))?;
+                    m.pg_version = u32::try_from(n)
+                        .map_err(|_| MetadataError("pg_version out of range".into()))?;
                 }
                 "start_lsn" => m.start_lsn = Lsn(number(&key, &v)?.unwrap_or(0)),
                 "finish_lsn" => m.finish_lsn = Lsn(number(&key, &v)?.unwrap_or(0)),
@@ -186,8 +198,14 @@ mod tests {
     #[test]
     fn spec_example_byte_for_byte() {
         assert_eq!(example().to_json(), EXAMPLE);
-        assert_eq!(ExtendedMetadata::from_slice(EXAMPLE.as_bytes()).unwrap(), example());
-        assert_eq!(example().start_time_parsed().unwrap().to_rfc3339_utc(), "2024-05-01T10:00:00.123456Z");
+        assert_eq!(
+            ExtendedMetadata::from_slice(EXAMPLE.as_bytes()).unwrap(),
+            example()
+        );
+        assert_eq!(
+            example().start_time_parsed().unwrap().to_rfc3339_utc(),
+            "2024-05-01T10:00:00.123456Z"
+        );
     }
 
     #[test]
@@ -197,8 +215,14 @@ mod tests {
         m.is_permanent = true;
         m.user_data = Some(serde_json::json!({"b": 1, "a": "<"}));
         let json = m.to_json();
-        assert!(json.contains(r#""is_permanent":true,"system_identifier":null,"#), "{json}");
-        assert!(json.ends_with(r#","user_data":{"a":"\u003c","b":1}}"#), "{json}");
+        assert!(
+            json.contains(r#""is_permanent":true,"system_identifier":null,"#),
+            "{json}"
+        );
+        assert!(
+            json.ends_with(r#","user_data":{"a":"\u003c","b":1}}"#),
+            "{json}"
+        );
         assert_eq!(ExtendedMetadata::from_slice(json.as_bytes()).unwrap(), m);
 
         let odd = br#"{"Is_Permanent":true,"START_LSN":18446744073709551615,"future":{"x":1}}"#;

@@ -12,7 +12,7 @@
 //! sentinel, which has one entry per database file, is skipped without being held in memory
 //! (`format::files_metadata` can stream it when a restore needs it).
 
-use crate::format::go_json::{self, ObjectWriter, PreciseTime, GO_ZERO_TIME};
+use crate::format::go_json::{self, GO_ZERO_TIME, ObjectWriter, PreciseTime};
 use crate::format::lsn::Lsn;
 use crate::format::spec::TablespaceSpec;
 use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, Visitor};
@@ -115,18 +115,28 @@ impl Sentinel {
 
     /// The version-2 document: compact, WAL-G's member order, no trailing newline.
     pub fn to_json(&self) -> String {
-        let time = |t: &str| if t.is_empty() { GO_ZERO_TIME.to_string() } else { t.to_string() };
+        let time = |t: &str| {
+            if t.is_empty() {
+                GO_ZERO_TIME.to_string()
+            } else {
+                t.to_string()
+            }
+        };
         let mut o = ObjectWriter::new();
         o.opt_u64("LSN", self.lsn.map(|l| l.0));
         if let Some(d) = &self.delta {
-            o.u64("DeltaLSN", d.lsn.0).str("DeltaFrom", &d.from).str("DeltaFullName", &d.full_name).u64("DeltaCount", d.count);
+            o.u64("DeltaLSN", d.lsn.0)
+                .str("DeltaFrom", &d.from)
+                .str("DeltaFullName", &d.full_name)
+                .u64("DeltaCount", d.count);
         }
         o.u64("PgVersion", u64::from(self.pg_version));
         o.opt_u64("FinishLSN", self.finish_lsn.map(|l| l.0));
         if let Some(id) = self.system_identifier {
             o.u64("SystemIdentifier", id);
         }
-        o.u64("UncompressedSize", self.uncompressed_size).u64("CompressedSize", self.compressed_size);
+        o.u64("UncompressedSize", self.uncompressed_size)
+            .u64("CompressedSize", self.compressed_size);
         if self.data_catalog_size != 0 {
             o.u64("DataCatalogSize", self.data_catalog_size);
         }
@@ -165,8 +175,12 @@ impl Sentinel {
         Self::finish(&mut de)
     }
 
-    fn finish<'de, R: serde_json::de::Read<'de>>(de: &mut serde_json::Deserializer<R>) -> Result<Sentinel, SentinelError> {
-        let raw = de.deserialize_map(RawVisitor).map_err(|e| SentinelError(e.to_string()))?;
+    fn finish<'de, R: serde_json::de::Read<'de>>(
+        de: &mut serde_json::Deserializer<R>,
+    ) -> Result<Sentinel, SentinelError> {
+        let raw = de
+            .deserialize_map(RawVisitor)
+            .map_err(|e| SentinelError(e.to_string()))?;
         de.end().map_err(|e| SentinelError(e.to_string()))?;
         raw.into_sentinel()
     }
@@ -223,7 +237,8 @@ impl<'de> de::Deserialize<'de> for Presence {
                 Ok(Presence(false))
             }
             fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<Presence, D::Error> {
-                d.deserialize_ignored_any(IgnoredAny).map(|_| Presence(true))
+                d.deserialize_ignored_any(IgnoredAny)
+                    .map(|_| Presence(true))
             }
         }
         d.deserialize_option(V)
@@ -283,16 +298,29 @@ impl Raw {
             None => None,
             Some(from) => {
                 // WAL-G panics on a delta sentinel missing any of the other three members.
-                let missing = |what: &str| SentinelError(format!("delta from {from} has no {what}"));
-                let lsn = self.delta_lsn.or(self.delta_from_lsn).ok_or_else(|| missing("DeltaLSN"))?;
-                let full_name = self.delta_full_name.ok_or_else(|| missing("DeltaFullName"))?;
+                let missing =
+                    |what: &str| SentinelError(format!("delta from {from} has no {what}"));
+                let lsn = self
+                    .delta_lsn
+                    .or(self.delta_from_lsn)
+                    .ok_or_else(|| missing("DeltaLSN"))?;
+                let full_name = self
+                    .delta_full_name
+                    .ok_or_else(|| missing("DeltaFullName"))?;
                 let count = self.delta_count.ok_or_else(|| missing("DeltaCount"))?;
-                Some(DeltaInfo { lsn: Lsn(lsn), from, full_name, count })
+                Some(DeltaInfo {
+                    lsn: Lsn(lsn),
+                    from,
+                    full_name,
+                    count,
+                })
             }
         };
         let spec = match self.spec {
             None | Some(Value::Null) => None,
-            Some(v) => Some(TablespaceSpec::from_value(&v).map_err(|e| SentinelError(e.to_string()))?),
+            Some(v) => {
+                Some(TablespaceSpec::from_value(&v).map_err(|e| SentinelError(e.to_string()))?)
+            }
         };
         let small = |v: Option<u64>, what: &str| -> Result<u32, SentinelError> {
             u32::try_from(v.unwrap_or(0)).map_err(|_| SentinelError(format!("{what} out of range")))
@@ -403,7 +431,10 @@ mod tests {
 
     #[test]
     fn u64_values_are_exact_and_floats_refused() {
-        let s = Sentinel::from_slice(br#"{"LSN":18446744073709551615,"SystemIdentifier":9007199254740993}"#).unwrap();
+        let s = Sentinel::from_slice(
+            br#"{"LSN":18446744073709551615,"SystemIdentifier":9007199254740993}"#,
+        )
+        .unwrap();
         assert_eq!(s.lsn, Some(Lsn(u64::MAX)));
         assert_eq!(s.system_identifier, Some(9_007_199_254_740_993));
         assert!(Sentinel::from_slice(br#"{"LSN":5.0e7}"#).is_err());
@@ -421,18 +452,26 @@ mod tests {
         assert_eq!(s.delta.as_ref().unwrap().lsn, Lsn(50_331_688));
         assert_eq!(s.spec.as_ref().unwrap().base_prefix, "/d");
         assert!(s.has_embedded_files && !s.has_embedded_tar_file_sets);
-        assert_eq!((s.version, s.user_data.clone(), s.finish_lsn), (0, None, None));
+        assert_eq!(
+            (s.version, s.user_data.clone(), s.finish_lsn),
+            (0, None, None)
+        );
         // DeltaLSN wins over the legacy name when both are present.
         let both = Sentinel::from_slice(br#"{"DeltaFrom":"b","DeltaLSN":2,"DeltaFromLSN":1,"DeltaFullName":"b","DeltaCount":1}"#).unwrap();
         assert_eq!(both.delta.unwrap().lsn, Lsn(2));
         // WAL-E: no LSN at all.
-        let wale = Sentinel::from_slice(br#"{"wal_segment_backup_stop":"000000010000000000000004","expanded_size_bytes":1}"#).unwrap();
+        let wale = Sentinel::from_slice(
+            br#"{"wal_segment_backup_stop":"000000010000000000000004","expanded_size_bytes":1}"#,
+        )
+        .unwrap();
         assert_eq!((wale.lsn, wale.is_delta()), (None, false));
     }
 
     #[test]
     fn corrupt_sentinels() {
-        assert!(Sentinel::from_slice(br#"{"DeltaFrom":"base_x","DeltaLSN":1,"DeltaCount":1}"#).is_err());
+        assert!(
+            Sentinel::from_slice(br#"{"DeltaFrom":"base_x","DeltaLSN":1,"DeltaCount":1}"#).is_err()
+        );
         assert!(Sentinel::from_slice(b"[1]").is_err());
         assert!(Sentinel::from_slice(br#"{"LSN":1} x"#).is_err());
         assert!(Sentinel::from_slice(br#"{"Spec":{"tablespaces":["1"]}}"#).is_err());
@@ -440,10 +479,19 @@ mod tests {
 
     #[test]
     fn escaping_and_defaults() {
-        let s = Sentinel { hostname: "a<b>&c".into(), ..Default::default() };
+        let s = Sentinel {
+            hostname: "a<b>&c".into(),
+            ..Default::default()
+        };
         let json = s.to_json();
-        assert!(json.contains(r#""Hostname":"a\u003cb\u003e\u0026c""#), "{json}");
+        assert!(
+            json.contains(r#""Hostname":"a\u003cb\u003e\u0026c""#),
+            "{json}"
+        );
         assert!(json.starts_with(r#"{"LSN":null,"PgVersion":0,"FinishLSN":null,"UncompressedSize":0,"CompressedSize":0,"ChkpNum":null,"Version":0,"StartTime":"0001-01-01T00:00:00Z""#), "{json}");
-        assert_eq!(Sentinel::from_slice(json.as_bytes()).unwrap().hostname, "a<b>&c");
+        assert_eq!(
+            Sentinel::from_slice(json.as_bytes()).unwrap().hostname,
+            "a<b>&c"
+        );
     }
 }

@@ -46,13 +46,20 @@ impl std::error::Error for SpecError {}
 
 fn trim_slash(s: &str) -> String {
     let t = s.trim_end_matches('/');
-    if t.is_empty() && s.starts_with('/') { "/".to_string() } else { t.to_string() }
+    if t.is_empty() && s.starts_with('/') {
+        "/".to_string()
+    } else {
+        t.to_string()
+    }
 }
 
 impl TablespaceSpec {
     /// An empty spec for the data directory `base_prefix`.
     pub fn new(base_prefix: &str) -> TablespaceSpec {
-        TablespaceSpec { base_prefix: trim_slash(base_prefix), ..Default::default() }
+        TablespaceSpec {
+            base_prefix: trim_slash(base_prefix),
+            ..Default::default()
+        }
     }
 
     /// Records tablespace `name` (its link in `pg_tblspc/`) as living in `loc`.
@@ -62,7 +69,10 @@ impl TablespaceSpec {
         }
         self.locations.insert(
             name.to_string(),
-            TablespaceLocation { loc: trim_slash(loc), link: format!("pg_tblspc/{name}") },
+            TablespaceLocation {
+                loc: trim_slash(loc),
+                link: format!("pg_tblspc/{name}"),
+            },
         );
     }
 
@@ -107,17 +117,26 @@ impl TablespaceSpec {
     /// Reads a spec from a decoded JSON value. As WAL-G: `base_prefix` must be a string and
     /// every name in `tablespaces` needs its location member; other members are ignored.
     pub fn from_value(v: &Value) -> Result<TablespaceSpec, SpecError> {
-        let obj = v.as_object().ok_or_else(|| SpecError("not a JSON object".into()))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| SpecError("not a JSON object".into()))?;
         let base_prefix = obj
             .get("base_prefix")
             .and_then(Value::as_str)
             .ok_or_else(|| SpecError("base_prefix must be a string".into()))?;
-        let mut spec = TablespaceSpec { base_prefix: base_prefix.to_string(), ..Default::default() };
+        let mut spec = TablespaceSpec {
+            base_prefix: base_prefix.to_string(),
+            ..Default::default()
+        };
         let names = match obj.get("tablespaces") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).ok_or_else(|| SpecError("tablespaces must hold strings".into())))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| SpecError("tablespaces must hold strings".into()))
+                })
                 .collect::<Result<Vec<_>, _>>()?,
             Some(_) => return Err(SpecError("tablespaces must be an array".into())),
         };
@@ -127,27 +146,37 @@ impl TablespaceSpec {
                 .and_then(Value::as_object)
                 .ok_or_else(|| SpecError(format!("no location for tablespace {name}")))?;
             let field = |want: &str| {
-                entry.iter().find(|(k, _)| k.eq_ignore_ascii_case(want)).and_then(|(_, v)| v.as_str()).map(str::to_string)
+                entry
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(want))
+                    .and_then(|(_, v)| v.as_str())
+                    .map(str::to_string)
             };
-            let loc = field("loc").ok_or_else(|| SpecError(format!("tablespace {name} has no loc")))?;
+            let loc =
+                field("loc").ok_or_else(|| SpecError(format!("tablespace {name} has no loc")))?;
             let link = field("link").unwrap_or_else(|| format!("pg_tblspc/{name}"));
             spec.tablespaces.push(name.clone());
-            spec.locations.insert(name, TablespaceLocation { loc, link });
+            spec.locations
+                .insert(name, TablespaceLocation { loc, link });
         }
         Ok(spec)
     }
 
     /// Parses spec JSON text.
     pub fn from_slice(bytes: &[u8]) -> Result<TablespaceSpec, SpecError> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| SpecError(format!("not JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(bytes).map_err(|e| SpecError(format!("not JSON: {e}")))?;
         Self::from_value(&v)
     }
 
     /// Reads a `backup-fetch --restore-spec` file.
     pub fn read_restore_spec(path: &Path) -> Result<TablespaceSpec, crate::error::Error> {
-        let bytes = std::fs::read(path)
-            .map_err(|e| crate::error::Error::io(format!("reading restore spec {}", path.display()), e))?;
-        Self::from_slice(&bytes).map_err(|e| crate::error::Error::Usage(format!("restore spec {}: {e}", path.display())))
+        let bytes = std::fs::read(path).map_err(|e| {
+            crate::error::Error::io(format!("reading restore spec {}", path.display()), e)
+        })?;
+        Self::from_slice(&bytes).map_err(|e| {
+            crate::error::Error::Usage(format!("restore spec {}: {e}", path.display()))
+        })
     }
 }
 
@@ -163,8 +192,14 @@ mod tests {
             s.to_json(),
             r#"{"16384":{"loc":"/mnt/ts1","link":"pg_tblspc/16384"},"base_prefix":"/var/lib/postgresql/16/main","tablespaces":["16384"]}"#
         );
-        assert_eq!(TablespaceSpec::from_slice(s.to_json().as_bytes()).unwrap(), s);
-        assert_eq!(TablespaceSpec::new("/d").to_json(), r#"{"base_prefix":"/d","tablespaces":[]}"#);
+        assert_eq!(
+            TablespaceSpec::from_slice(s.to_json().as_bytes()).unwrap(),
+            s
+        );
+        assert_eq!(
+            TablespaceSpec::new("/d").to_json(),
+            r#"{"base_prefix":"/d","tablespaces":[]}"#
+        );
     }
 
     #[test]
@@ -174,7 +209,9 @@ mod tests {
         let s = TablespaceSpec::from_slice(text.as_bytes()).unwrap();
         assert_eq!(s.location("16384").unwrap().loc, "/new/location/ts1");
         assert!(TablespaceSpec::from_slice(br#"{"tablespaces":[]}"#).is_err());
-        assert!(TablespaceSpec::from_slice(br#"{"base_prefix":"/d","tablespaces":["1"]}"#).is_err());
+        assert!(
+            TablespaceSpec::from_slice(br#"{"base_prefix":"/d","tablespaces":["1"]}"#).is_err()
+        );
         assert!(TablespaceSpec::from_slice(br#"{"base_prefix":1}"#).is_err());
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("spec.json");

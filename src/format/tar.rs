@@ -82,7 +82,8 @@ fn split_ustar(name: &str) -> Option<(&str, &str)> {
     }
     let bytes = name.as_bytes();
     (0..bytes.len().min(156)).rev().find_map(|i| {
-        (bytes[i] == b'/' && i <= 155 && name.len() - i - 1 <= 100 && i > 0).then(|| (&name[..i], &name[i + 1..]))
+        (bytes[i] == b'/' && i <= 155 && name.len() - i - 1 <= 100 && i > 0)
+            .then(|| (&name[..i], &name[i + 1..]))
     })
 }
 
@@ -168,12 +169,35 @@ pub fn encode(h: &Header, out: &mut Vec<u8>) {
         name
     };
     if !pax.is_empty() {
-        let pax_header = Header { name: "././@PaxHeader".into(), kind: Kind::File, mode: 0o644, uid: 0, gid: 0, uname: String::new(), gname: String::new(), mtime: h.mtime, size: pax.len() as u64, link: String::new() };
-        out.extend_from_slice(&ustar_block(&pax_header, &pax_header.name, "", pax.len() as u64, b'x'));
+        let pax_header = Header {
+            name: "././@PaxHeader".into(),
+            kind: Kind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            uname: String::new(),
+            gname: String::new(),
+            mtime: h.mtime,
+            size: pax.len() as u64,
+            link: String::new(),
+        };
+        out.extend_from_slice(&ustar_block(
+            &pax_header,
+            &pax_header.name,
+            "",
+            pax.len() as u64,
+            b'x',
+        ));
         out.extend_from_slice(pax.as_bytes());
         out.extend(std::iter::repeat_n(0u8, padding(pax.len() as u64)));
     }
-    out.extend_from_slice(&ustar_block(h, name, if pax.contains(" path=") { "" } else { prefix }, h.size, typeflag));
+    out.extend_from_slice(&ustar_block(
+        h,
+        name,
+        if pax.contains(" path=") { "" } else { prefix },
+        h.size,
+        typeflag,
+    ));
 }
 
 #[cfg(test)]
@@ -182,7 +206,18 @@ mod tests {
     use std::io::Read;
 
     fn header(name: &str, kind: Kind, size: u64) -> Header {
-        Header { name: name.into(), kind, mode: 0o600, uid: 999, gid: 999, uname: "postgres".into(), gname: "postgres".into(), mtime: 1_700_000_000, size, link: String::new() }
+        Header {
+            name: name.into(),
+            kind,
+            mode: 0o600,
+            uid: 999,
+            gid: 999,
+            uname: "postgres".into(),
+            gname: "postgres".into(),
+            mtime: 1_700_000_000,
+            size,
+            link: String::new(),
+        }
     }
 
     /// Builds an archive with our headers and reads it back with the `tar` crate, a reader
@@ -196,7 +231,13 @@ mod tests {
             (header("/PG_VERSION", Kind::File, 3), b"15\n".to_vec()),
             (header(&long, Kind::File, 5), b"hello".to_vec()),
             (header(&very_long, Kind::File, 1), b"z".to_vec()),
-            (Header { link: "/mnt/ts1".into(), ..header("/pg_tblspc/16384", Kind::Symlink, 0) }, vec![]),
+            (
+                Header {
+                    link: "/mnt/ts1".into(),
+                    ..header("/pg_tblspc/16384", Kind::Symlink, 0)
+                },
+                vec![],
+            ),
             (header("backup_label", Kind::File, 0), vec![]),
         ];
         let mut archive = Vec::new();
@@ -213,7 +254,13 @@ mod tests {
             let name = String::from_utf8(e.path_bytes().into_owned()).unwrap();
             let mut data = Vec::new();
             e.read_to_end(&mut data).unwrap();
-            seen.push((name, e.header().entry_type(), data, e.header().mode().unwrap(), e.header().mtime().unwrap()));
+            seen.push((
+                name,
+                e.header().entry_type(),
+                data,
+                e.header().mode().unwrap(),
+                e.header().mtime().unwrap(),
+            ));
         }
         assert_eq!(seen.len(), entries.len());
         for ((h, data), (name, ty, got, mode, mtime)) in entries.iter().zip(seen) {
@@ -221,7 +268,11 @@ mod tests {
             assert_eq!(&got, data);
             assert_eq!(mode, 0o600);
             assert_eq!(mtime, 1_700_000_000);
-            let want = match h.kind { Kind::File => tar::EntryType::Regular, Kind::Dir => tar::EntryType::Directory, Kind::Symlink => tar::EntryType::Symlink };
+            let want = match h.kind {
+                Kind::File => tar::EntryType::Regular,
+                Kind::Dir => tar::EntryType::Directory,
+                Kind::Symlink => tar::EntryType::Symlink,
+            };
             assert_eq!(ty, want);
         }
     }

@@ -56,7 +56,14 @@ impl UtcTime {
         let days = self.0.div_euclid(86_400);
         let secs = self.0.rem_euclid(86_400);
         let (y, mo, d) = civil_from_days(days);
-        (y, mo, d, (secs / 3600) as u32, (secs / 60 % 60) as u32, (secs % 60) as u32)
+        (
+            y,
+            mo,
+            d,
+            (secs / 3600) as u32,
+            (secs / 60 % 60) as u32,
+            (secs % 60) as u32,
+        )
     }
 
     /// `YYYYMMDDTHHMMSSZ`, the SigV4 `x-amz-date` form.
@@ -110,7 +117,9 @@ impl UtcTime {
             }
             _ => return None,
         };
-        Some(UtcTime(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset))
+        Some(UtcTime(
+            days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec - offset,
+        ))
     }
 }
 
@@ -129,7 +138,13 @@ mod tests {
 
     #[test]
     fn parse_round_trip() {
-        for secs in [0i64, 951_782_400, 1_440_938_160, 1_795_000_000, 4_102_444_800] {
+        for secs in [
+            0i64,
+            951_782_400,
+            1_440_938_160,
+            1_795_000_000,
+            4_102_444_800,
+        ] {
             let t = UtcTime(secs);
             assert_eq!(UtcTime::parse_rfc3339(&t.rfc3339()), Some(t));
         }

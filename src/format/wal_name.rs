@@ -27,7 +27,10 @@ pub fn segment_size_from_mib(mib: u64) -> u64 {
 }
 
 fn hex8(s: &str) -> Option<u32> {
-    if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b)) {
+    if s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    {
         u32::from_str_radix(s, 16).ok()
     } else {
         None
@@ -48,18 +51,29 @@ impl Segment {
         if seg >= per {
             return None;
         }
-        Some(Segment { timeline, segno: log * per + seg })
+        Some(Segment {
+            timeline,
+            segno: log * per + seg,
+        })
     }
 
     /// The segment's file name.
     pub fn name(&self, segment_size: u64) -> String {
         let per = segments_per_xlogid(segment_size);
-        format!("{:08X}{:08X}{:08X}", self.timeline, self.segno / per, self.segno % per)
+        format!(
+            "{:08X}{:08X}{:08X}",
+            self.timeline,
+            self.segno / per,
+            self.segno % per
+        )
     }
 
     /// The following segment on the same timeline (WAL-G never switches timelines here).
     pub fn next(&self) -> Segment {
-        Segment { timeline: self.timeline, segno: self.segno + 1 }
+        Segment {
+            timeline: self.timeline,
+            segno: self.segno + 1,
+        }
     }
 }
 
@@ -84,9 +98,14 @@ pub fn kind_of(name: &str, segment_size: u64) -> WalFileKind {
         WalFileKind::Segment
     } else if name.len() == 16 && name.ends_with(".history") && hex8(&name[..8]).is_some() {
         WalFileKind::History
-    } else if name.ends_with(".partial") && Segment::parse(&name[..name.len() - 8], segment_size).is_some() {
+    } else if name.ends_with(".partial")
+        && Segment::parse(&name[..name.len() - 8], segment_size).is_some()
+    {
         WalFileKind::Partial
-    } else if name.ends_with(".backup") && name.len() > 24 && Segment::parse(&name[..24], segment_size).is_some() {
+    } else if name.ends_with(".backup")
+        && name.len() > 24
+        && Segment::parse(&name[..24], segment_size).is_some()
+    {
         WalFileKind::BackupHistory
     } else {
         WalFileKind::Other
@@ -99,7 +118,9 @@ pub fn is_safe_file_name(name: &str) -> bool {
     !name.is_empty()
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -110,9 +131,23 @@ mod tests {
     #[test]
     fn names_round_trip() {
         let s = Segment::parse("00000001000000010000002A", SEG16).unwrap();
-        assert_eq!(s, Segment { timeline: 1, segno: 0x12A });
+        assert_eq!(
+            s,
+            Segment {
+                timeline: 1,
+                segno: 0x12A
+            }
+        );
         assert_eq!(s.name(SEG16), "00000001000000010000002A");
-        assert_eq!(Segment { timeline: 1, segno: 0xFF }.next().name(SEG16), "000000010000000100000000");
+        assert_eq!(
+            Segment {
+                timeline: 1,
+                segno: 0xFF
+            }
+            .next()
+            .name(SEG16),
+            "000000010000000100000000"
+        );
         assert_eq!(segments_per_xlogid(64 * MIB), 0x40);
         let s64 = Segment::parse("00000002000000000000003F", 64 * MIB).unwrap();
         assert_eq!(s64.next().name(64 * MIB), "000000020000000100000000");
@@ -128,12 +163,23 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(kind_of("000000010000000000000003", SEG16), WalFileKind::Segment);
+        assert_eq!(
+            kind_of("000000010000000000000003", SEG16),
+            WalFileKind::Segment
+        );
         assert_eq!(kind_of("00000002.history", SEG16), WalFileKind::History);
-        assert_eq!(kind_of("000000010000000000000005.partial", SEG16), WalFileKind::Partial);
-        assert_eq!(kind_of("000000010000000000000003.00000028.backup", SEG16), WalFileKind::BackupHistory);
+        assert_eq!(
+            kind_of("000000010000000000000005.partial", SEG16),
+            WalFileKind::Partial
+        );
+        assert_eq!(
+            kind_of("000000010000000000000003.00000028.backup", SEG16),
+            WalFileKind::BackupHistory
+        );
         assert_eq!(kind_of("RECOVERYXLOG", SEG16), WalFileKind::Other);
-        assert!(is_safe_file_name("000000010000000000000003.00000028.backup"));
+        assert!(is_safe_file_name(
+            "000000010000000000000003.00000028.backup"
+        ));
         assert!(!is_safe_file_name("../etc/passwd"));
         assert!(!is_safe_file_name("a/b"));
     }

@@ -115,8 +115,13 @@ fn bound(d: Duration) -> Option<Duration> {
 /// into `server_version_num` form (150018, 90624, 170000).
 pub fn parse_server_version(text: &str) -> Option<u32> {
     let text = text.trim_start();
-    let numeric_end = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
-    let mut parts = text[..numeric_end].split('.').filter(|s| !s.is_empty()).map(|s| s.parse::<u32>().ok());
+    let numeric_end = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let mut parts = text[..numeric_end]
+        .split('.')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().ok());
     let major = parts.next()??;
     let second = parts.next().flatten().unwrap_or(0);
     if major >= 10 {
@@ -146,8 +151,9 @@ impl ServerMessage {
             hint: None,
         };
         let mut localized_severity = String::new();
-        while let Some(field) =
-            fields.next().map_err(|e| PgError::Protocol(format!("malformed error message from server: {e}")))?
+        while let Some(field) = fields
+            .next()
+            .map_err(|e| PgError::Protocol(format!("malformed error message from server: {e}")))?
         {
             let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
             match field.type_() {
@@ -181,7 +187,11 @@ impl ServerMessage {
     fn into_login_error(self, user: &str) -> PgError {
         if self.code.starts_with("28") {
             let code = self.code.clone();
-            PgError::Auth { user: user.to_string(), code: Some(code), message: self.into_error().to_string() }
+            PgError::Auth {
+                user: user.to_string(),
+                code: Some(code),
+                message: self.into_error().to_string(),
+            }
         } else {
             self.into_error()
         }
@@ -234,30 +244,48 @@ impl Connection {
             SslMode::Prefer => match Self::attempt(p, TlsPlan::IfOffered) {
                 // libpq's `prefer`: a failed handshake is retried without TLS.
                 Err(PgError::Tls(why)) => {
-                    crate::devel!("TLS to {} failed ({why}); retrying without TLS", endpoint(&p.host, p.port));
+                    crate::devel!(
+                        "TLS to {} failed ({why}); retrying without TLS",
+                        endpoint(&p.host, p.port)
+                    );
                     Self::attempt(p, TlsPlan::Plain)
                 }
                 other => other,
             },
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Self::attempt(p, TlsPlan::Required),
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                Self::attempt(p, TlsPlan::Required)
+            }
         }
     }
 
     /// One connection attempt, bounded by `connect_timeout` from the moment the socket opens.
     fn attempt(p: &ConnParams, plan: TlsPlan) -> Result<Connection, PgError> {
-        let timeout = if p.connect_timeout.is_zero() { super::params::DEFAULT_CONNECT_TIMEOUT } else { p.connect_timeout };
+        let timeout = if p.connect_timeout.is_zero() {
+            super::params::DEFAULT_CONNECT_TIMEOUT
+        } else {
+            p.connect_timeout
+        };
         let where_ = endpoint(&p.host, p.port);
-        let connect_err = |source| PgError::Connect { host: p.host.clone(), port: p.port, source };
+        let connect_err = |source| PgError::Connect {
+            host: p.host.clone(),
+            port: p.port,
+            source,
+        };
         let (stream, deadline) = if p.is_unix_socket() {
             let path = format!("{}/.s.PGSQL.{}", p.host.trim_end_matches('/'), p.port);
             let started = Instant::now();
-            (Transport::Unix(UnixStream::connect(&path).map_err(connect_err)?), started + timeout)
+            (
+                Transport::Unix(UnixStream::connect(&path).map_err(connect_err)?),
+                started + timeout,
+            )
         } else {
             let (tcp, started) = connect_tcp(&p.host, p.port, timeout).map_err(connect_err)?;
             let deadline = started + timeout;
             let stream = match plan {
                 TlsPlan::Plain => Transport::Tcp(tcp),
-                TlsPlan::IfOffered | TlsPlan::Required => negotiate_tls(tcp, p, plan, deadline, &where_)?,
+                TlsPlan::IfOffered | TlsPlan::Required => {
+                    negotiate_tls(tcp, p, plan, deadline, &where_)?
+                }
             };
             (stream, deadline)
         };
@@ -283,7 +311,9 @@ impl Connection {
         conn.stream
             .set_read_timeout(conn.read_timeout)
             .and_then(|()| conn.stream.set_write_timeout(bound(p.write_timeout)))
-            .map_err(|e| PgError::io(format!("setting socket timeouts for {}", conn.endpoint), e))?;
+            .map_err(|e| {
+                PgError::io(format!("setting socket timeouts for {}", conn.endpoint), e)
+            })?;
         if conn.server_version_num == 0 {
             let row = conn.query_one("show server_version_num")?;
             conn.server_version_num = row
@@ -305,8 +335,12 @@ impl Connection {
             // Rows are returned as Rust strings, so ask for UTF-8 whatever the database uses.
             ("client_encoding", "UTF8"),
         ];
-        frontend::startup_message(startup, &mut self.out)
-            .map_err(|_| PgError::config("PGUSER", "user, database and application name must not contain NUL bytes"))?;
+        frontend::startup_message(startup, &mut self.out).map_err(|_| {
+            PgError::config(
+                "PGUSER",
+                "user, database and application name must not contain NUL bytes",
+            )
+        })?;
         self.send()?;
 
         let mut scram: Option<sasl::ScramSha256> = None;
@@ -315,19 +349,24 @@ impl Connection {
                 Message::AuthenticationOk => break,
                 Message::AuthenticationCleartextPassword => {
                     let password = self.password(p, "password")?;
-                    frontend::password_message(password.as_bytes(), &mut self.out).map_err(|_| self.nul_in_password())?;
+                    frontend::password_message(password.as_bytes(), &mut self.out)
+                        .map_err(|_| self.nul_in_password())?;
                     self.send()?;
                 }
                 Message::AuthenticationMd5Password(body) => {
                     let password = self.password(p, "md5")?;
                     let hash = md5_hash(p.user.as_bytes(), password.as_bytes(), body.salt());
-                    frontend::password_message(hash.as_bytes(), &mut self.out).map_err(|_| self.nul_in_password())?;
+                    frontend::password_message(hash.as_bytes(), &mut self.out)
+                        .map_err(|_| self.nul_in_password())?;
                     self.send()?;
                 }
                 Message::AuthenticationSasl(body) => {
                     let mut mechanisms = Vec::new();
                     let mut it = body.mechanisms();
-                    while let Some(m) = it.next().map_err(|e| self.protocol(format!("bad SASL mechanism list: {e}")))? {
+                    while let Some(m) = it
+                        .next()
+                        .map_err(|e| self.protocol(format!("bad SASL mechanism list: {e}")))?
+                    {
                         mechanisms.push(m.to_string());
                     }
                     let password = self.password(p, "SCRAM-SHA-256")?;
@@ -339,14 +378,20 @@ impl Connection {
                     scram = Some(state);
                 }
                 Message::AuthenticationSaslContinue(body) => {
-                    let state = scram.as_mut().ok_or_else(|| self.protocol("SASL continuation without a SASL start".into()))?;
-                    state.update(body.data()).map_err(|e| self.auth_failure(format!("SCRAM exchange failed: {e}")))?;
+                    let state = scram.as_mut().ok_or_else(|| {
+                        self.protocol("SASL continuation without a SASL start".into())
+                    })?;
+                    state
+                        .update(body.data())
+                        .map_err(|e| self.auth_failure(format!("SCRAM exchange failed: {e}")))?;
                     frontend::sasl_response(state.message(), &mut self.out)
                         .map_err(|e| self.protocol(format!("encoding SASL response: {e}")))?;
                     self.send()?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    let state = scram.as_mut().ok_or_else(|| self.protocol("SASL final without a SASL start".into()))?;
+                    let state = scram
+                        .as_mut()
+                        .ok_or_else(|| self.protocol("SASL final without a SASL start".into()))?;
                     // This is where a server that does not know the password is caught.
                     state.finish(body.data()).map_err(|e| {
                         self.auth_failure(format!("the server's SCRAM signature is invalid ({e}); it may not be the real server"))
@@ -354,15 +399,21 @@ impl Connection {
                 }
                 Message::ErrorResponse(body) => {
                     let user = self.user.clone();
-                    return Err(self.mark(ServerMessage::parse(body.fields())?.into_login_error(&user)));
+                    return Err(
+                        self.mark(ServerMessage::parse(body.fields())?.into_login_error(&user))
+                    );
                 }
                 Message::NoticeResponse(_) => {}
-                Message::AuthenticationKerberosV5 => return Err(self.unsupported_auth("Kerberos V5")),
+                Message::AuthenticationKerberosV5 => {
+                    return Err(self.unsupported_auth("Kerberos V5"));
+                }
                 Message::AuthenticationGss | Message::AuthenticationGssContinue(_) => {
                     return Err(self.unsupported_auth("GSSAPI"));
                 }
                 Message::AuthenticationSspi => return Err(self.unsupported_auth("SSPI")),
-                Message::AuthenticationScmCredential => return Err(self.unsupported_auth("SCM credential")),
+                Message::AuthenticationScmCredential => {
+                    return Err(self.unsupported_auth("SCM credential"));
+                }
                 _ => return Err(self.protocol("unexpected message during authentication".into())),
             }
         }
@@ -374,7 +425,9 @@ impl Connection {
                 Message::NoticeResponse(_) => {}
                 Message::ErrorResponse(body) => {
                     let user = self.user.clone();
-                    return Err(self.mark(ServerMessage::parse(body.fields())?.into_login_error(&user)));
+                    return Err(
+                        self.mark(ServerMessage::parse(body.fields())?.into_login_error(&user))
+                    );
                 }
                 Message::ReadyForQuery(body) => {
                     self.transaction_status = body.status();
@@ -383,22 +436,35 @@ impl Connection {
                 _ => return Err(self.protocol("unexpected message after authentication".into())),
             }
         }
-        self.server_version_num = self.parameter("server_version").and_then(parse_server_version).unwrap_or(0);
+        self.server_version_num = self
+            .parameter("server_version")
+            .and_then(parse_server_version)
+            .unwrap_or(0);
         Ok(())
     }
 
     /// SCRAM mechanism and channel binding: bind to the TLS certificate when we can, so a
     /// man in the middle (possible under `require`, which checks no certificate) cannot
     /// relay the login.
-    fn choose_scram(&self, offered: &[String]) -> Result<(&'static str, sasl::ChannelBinding), PgError> {
+    fn choose_scram(
+        &self,
+        offered: &[String],
+    ) -> Result<(&'static str, sasl::ChannelBinding), PgError> {
         let cert_hash = match &self.stream {
-            Transport::Tls(s) => s.conn.peer_certificates().and_then(|c| c.first()).and_then(|c| tls::end_point_hash(c)),
+            Transport::Tls(s) => s
+                .conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| tls::end_point_hash(c)),
             _ => None,
         };
         let plus = offered.iter().any(|m| m == sasl::SCRAM_SHA_256_PLUS);
         let plain = offered.iter().any(|m| m == sasl::SCRAM_SHA_256);
         match cert_hash {
-            Some(hash) if plus => Ok((sasl::SCRAM_SHA_256_PLUS, sasl::ChannelBinding::tls_server_end_point(hash))),
+            Some(hash) if plus => Ok((
+                sasl::SCRAM_SHA_256_PLUS,
+                sasl::ChannelBinding::tls_server_end_point(hash),
+            )),
             // "y": we could bind but the server did not offer it; it will refuse if it did.
             Some(_) if plain => Ok((sasl::SCRAM_SHA_256, sasl::ChannelBinding::unrequested())),
             None if plain => Ok((sasl::SCRAM_SHA_256, sasl::ChannelBinding::unsupported())),
@@ -424,20 +490,37 @@ impl Connection {
     }
 
     fn nul_in_password(&self) -> PgError {
-        PgError::Auth { user: self.user.clone(), code: None, message: "the password contains a NUL byte".into() }
+        PgError::Auth {
+            user: self.user.clone(),
+            code: None,
+            message: "the password contains a NUL byte".into(),
+        }
     }
 
     fn auth_failure(&self, message: String) -> PgError {
-        PgError::Auth { user: self.user.clone(), code: None, message: format!("authenticating as \"{}\" at {}: {message}", self.user, self.endpoint) }
+        PgError::Auth {
+            user: self.user.clone(),
+            code: None,
+            message: format!(
+                "authenticating as \"{}\" at {}: {message}",
+                self.user, self.endpoint
+            ),
+        }
     }
 
     fn unsupported_auth(&self, method: &str) -> PgError {
-        self.auth_failure(format!("server requested {method} authentication, which this client does not support"))
+        self.auth_failure(format!(
+            "server requested {method} authentication, which this client does not support"
+        ))
     }
 
     fn store_parameter(&mut self, body: &backend::ParameterStatusBody) -> Result<(), PgError> {
-        let name = body.name().map_err(|e| self.protocol(format!("bad ParameterStatus: {e}")))?;
-        let value = body.value().map_err(|e| self.protocol(format!("bad ParameterStatus: {e}")))?;
+        let name = body
+            .name()
+            .map_err(|e| self.protocol(format!("bad ParameterStatus: {e}")))?;
+        let value = body
+            .value()
+            .map_err(|e| self.protocol(format!("bad ParameterStatus: {e}")))?;
         self.parameters.insert(name.to_string(), value.to_string());
         Ok(())
     }
@@ -449,7 +532,9 @@ impl Connection {
     /// stays usable for the next query; the first error is returned.
     pub fn query(&mut self, sql: &str) -> Result<QueryResult, PgError> {
         if let Some(reason) = &self.broken {
-            return Err(PgError::Broken { reason: reason.clone() });
+            return Err(PgError::Broken {
+                reason: reason.clone(),
+            });
         }
         self.out.clear();
         if frontend::query(sql, &mut self.out).is_err() {
@@ -470,7 +555,10 @@ impl Connection {
                 Message::RowDescription(body) => {
                     let mut columns = Vec::new();
                     let mut fields = body.fields();
-                    while let Some(f) = fields.next().map_err(|e| self.protocol(format!("bad RowDescription: {e}")))? {
+                    while let Some(f) = fields
+                        .next()
+                        .map_err(|e| self.protocol(format!("bad RowDescription: {e}")))?
+                    {
                         columns.push(f.name().to_string());
                     }
                     result.columns = columns;
@@ -478,13 +566,17 @@ impl Connection {
                 Message::DataRow(body) => {
                     let mut row = Vec::with_capacity(result.columns.len());
                     let mut ranges = body.ranges();
-                    while let Some(range) = ranges.next().map_err(|e| self.protocol(format!("bad DataRow: {e}")))? {
+                    while let Some(range) = ranges
+                        .next()
+                        .map_err(|e| self.protocol(format!("bad DataRow: {e}")))?
+                    {
                         row.push(match range {
                             None => None,
                             Some(r) => match std::str::from_utf8(&body.buffer()[r]) {
                                 Ok(s) => Some(s.to_string()),
                                 Err(_) => {
-                                    let column = result.columns.get(row.len()).cloned().unwrap_or_default();
+                                    let column =
+                                        result.columns.get(row.len()).cloned().unwrap_or_default();
                                     error.get_or_insert(PgError::Protocol(format!(
                                         "column {column:?} of row {} is not valid UTF-8",
                                         result.rows.len() + 1
@@ -498,7 +590,9 @@ impl Connection {
                 }
                 Message::CommandComplete(_) | Message::EmptyQueryResponse => {}
                 Message::ErrorResponse(body) => {
-                    let e = ServerMessage::parse(body.fields()).map_err(|e| self.mark(e))?.into_error();
+                    let e = ServerMessage::parse(body.fields())
+                        .map_err(|e| self.mark(e))?
+                        .into_error();
                     error.get_or_insert(e);
                 }
                 Message::NoticeResponse(body) => {
@@ -510,13 +604,19 @@ impl Connection {
                 Message::NotificationResponse(_) => {}
                 Message::CopyInResponse(_) => {
                     // The server waits for data; refusing ends the COPY with an error and keeps the session.
-                    frontend::copy_fail("COPY FROM STDIN is not supported by wal-rus", &mut self.out)
-                        .map_err(|e| self.protocol(format!("encoding CopyFail: {e}")))?;
+                    frontend::copy_fail(
+                        "COPY FROM STDIN is not supported by wal-rus",
+                        &mut self.out,
+                    )
+                    .map_err(|e| self.protocol(format!("encoding CopyFail: {e}")))?;
                     self.send()?;
-                    error.get_or_insert(PgError::Protocol("COPY FROM STDIN is not supported".into()));
+                    error.get_or_insert(PgError::Protocol(
+                        "COPY FROM STDIN is not supported".into(),
+                    ));
                 }
                 Message::CopyOutResponse(_) => {
-                    error.get_or_insert(PgError::Protocol("COPY TO STDOUT is not supported".into()));
+                    error
+                        .get_or_insert(PgError::Protocol("COPY TO STDOUT is not supported".into()));
                 }
                 Message::CopyData(_) | Message::CopyDone => {}
                 Message::ReadyForQuery(body) => {
@@ -536,7 +636,10 @@ impl Connection {
     pub fn query_one(&mut self, sql: &str) -> Result<Vec<Option<String>>, PgError> {
         let mut result = self.query(sql)?;
         if result.rows.len() != 1 {
-            return Err(PgError::Protocol(format!("expected exactly one row, got {}", result.rows.len())));
+            return Err(PgError::Protocol(format!(
+                "expected exactly one row, got {}",
+                result.rows.len()
+            )));
         }
         Ok(result.rows.pop().unwrap_or_default())
     }
@@ -591,7 +694,10 @@ impl Connection {
             }
             let _ = self.stream.set_write_timeout(Some(left));
         }
-        let result = self.stream.write_all(&self.out).and_then(|()| self.stream.flush());
+        let result = self
+            .stream
+            .write_all(&self.out)
+            .and_then(|()| self.stream.flush());
         self.out.clear();
         result.map_err(|e| self.io_failure("sending to", e))
     }
@@ -601,9 +707,16 @@ impl Connection {
         let mut scratch = [0u8; 16 * 1024];
         loop {
             if self.inbuf.len() >= 5 {
-                let len = u32::from_be_bytes([self.inbuf[1], self.inbuf[2], self.inbuf[3], self.inbuf[4]]) as usize;
+                let len = u32::from_be_bytes([
+                    self.inbuf[1],
+                    self.inbuf[2],
+                    self.inbuf[3],
+                    self.inbuf[4],
+                ]) as usize;
                 if len > MAX_MESSAGE_LEN {
-                    return Err(self.protocol(format!("server sent a {len}-byte message, larger than any valid one")));
+                    return Err(self.protocol(format!(
+                        "server sent a {len}-byte message, larger than any valid one"
+                    )));
                 }
             }
             match Message::parse(&mut self.inbuf) {
@@ -620,7 +733,10 @@ impl Connection {
             }
             match self.stream.read(&mut scratch) {
                 Ok(0) => {
-                    let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the connection unexpectedly");
+                    let eof = io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "server closed the connection unexpectedly",
+                    );
                     return Err(self.io_failure("reading from", eof));
                 }
                 Ok(n) => self.inbuf.extend_from_slice(&scratch[..n]),
@@ -646,7 +762,10 @@ impl Connection {
     }
 
     fn protocol(&mut self, message: String) -> PgError {
-        self.mark(PgError::Protocol(format!("{message} (server {})", self.endpoint)))
+        self.mark(PgError::Protocol(format!(
+            "{message} (server {})",
+            self.endpoint
+        )))
     }
 
     /// Remembers `err` as the reason the connection is unusable and returns it.
@@ -707,12 +826,22 @@ fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<(TcpStrea
 }
 
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// A socket time-out during login, said plainly (the OS calls it "Resource temporarily unavailable").
 fn login_timeout(e: io::Error) -> io::Error {
-    if is_timeout(&e) { io::Error::new(io::ErrorKind::TimedOut, "no answer within the connect timeout") } else { e }
+    if is_timeout(&e) {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "no answer within the connect timeout",
+        )
+    } else {
+        e
+    }
 }
 
 /// SO_KEEPALIVE, as libpq sets by default: without a read timeout, only keepalive notices
@@ -739,15 +868,23 @@ fn negotiate_tls(
     deadline: Instant,
     where_: &str,
 ) -> Result<Transport, PgError> {
-    let io_err = |doing: &str, e: io::Error| PgError::io(format!("{doing} server {where_}"), login_timeout(e));
-    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-    tcp.set_read_timeout(Some(left)).and_then(|()| tcp.set_write_timeout(Some(left))).map_err(|e| io_err("configuring socket to", e))?;
+    let io_err = |doing: &str, e: io::Error| {
+        PgError::io(format!("{doing} server {where_}"), login_timeout(e))
+    };
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_millis(1));
+    tcp.set_read_timeout(Some(left))
+        .and_then(|()| tcp.set_write_timeout(Some(left)))
+        .map_err(|e| io_err("configuring socket to", e))?;
     let mut buf = BytesMut::new();
     frontend::ssl_request(&mut buf);
-    tcp.write_all(&buf).map_err(|e| io_err("sending SSLRequest to", e))?;
+    tcp.write_all(&buf)
+        .map_err(|e| io_err("sending SSLRequest to", e))?;
     // Exactly one byte: anything the server sends after 'S' must go through TLS, not around it.
     let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).map_err(|e| io_err("waiting for SSLRequest answer from", e))?;
+    tcp.read_exact(&mut answer)
+        .map_err(|e| io_err("waiting for SSLRequest answer from", e))?;
     match answer[0] {
         b'S' => {}
         b'N' if plan == TlsPlan::IfOffered => return Ok(Transport::Tcp(tcp)),
@@ -758,12 +895,15 @@ fn negotiate_tls(
             )));
         }
         other => {
-            return Err(PgError::Tls(format!("server {where_} answered SSLRequest with unexpected byte {other:#04x}")));
+            return Err(PgError::Tls(format!(
+                "server {where_} answered SSLRequest with unexpected byte {other:#04x}"
+            )));
         }
     }
     let config = tls::client_config(p.sslmode, p.sslrootcert.as_deref())?;
     let name = tls::server_name(&p.host, p.sslmode)?;
-    let client = rustls::ClientConnection::new(config, name).map_err(|e| PgError::Tls(format!("starting TLS: {e}")))?;
+    let client = rustls::ClientConnection::new(config, name)
+        .map_err(|e| PgError::Tls(format!("starting TLS: {e}")))?;
     let mut stream = rustls::StreamOwned::new(client, tcp);
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock).map_err(|e| {
@@ -784,7 +924,10 @@ mod tests {
 
     #[test]
     fn server_versions() {
-        assert_eq!(parse_server_version("15.18 (Debian 15.18-1.pgdg120+1)"), Some(150018));
+        assert_eq!(
+            parse_server_version("15.18 (Debian 15.18-1.pgdg120+1)"),
+            Some(150018)
+        );
         assert_eq!(parse_server_version("15.4"), Some(150004));
         assert_eq!(parse_server_version("10.23"), Some(100023));
         assert_eq!(parse_server_version("9.6.24"), Some(90624));
@@ -816,7 +959,10 @@ mod tests {
             write_timeout: Duration::ZERO,
         };
         let err = Connection::connect(&p).expect_err("nothing listens there");
-        assert_eq!(err.to_string(), format!("connecting to 127.0.0.1:{port}: Connection refused"));
+        assert_eq!(
+            err.to_string(),
+            format!("connecting to 127.0.0.1:{port}: Connection refused")
+        );
         assert!(!format!("{err} {err:?}").contains("very-secret-password"));
     }
 
@@ -841,10 +987,21 @@ mod tests {
             };
             let started = Instant::now();
             let err = Connection::connect(&p).expect_err("no server");
-            assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "took {:?}",
+                started.elapsed()
+            );
             assert!(matches!(err, PgError::Io { .. }), "{err:?}");
-            assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
-            assert!(err.to_string().ends_with("no answer within the connect timeout"), "{err}");
+            assert!(
+                err.to_string().contains(&format!("127.0.0.1:{port}")),
+                "{err}"
+            );
+            assert!(
+                err.to_string()
+                    .ends_with("no answer within the connect timeout"),
+                "{err}"
+            );
             assert!(!err.to_string().contains("pw-not-shown"));
         }
         drop(listener);

@@ -80,11 +80,17 @@ impl PgError {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> PgError {
-        PgError::Io { context: context.into(), source }
+        PgError::Io {
+            context: context.into(),
+            source,
+        }
     }
 
     pub(crate) fn config(setting: &str, message: impl Into<String>) -> PgError {
-        PgError::Config { setting: setting.to_string(), message: message.into() }
+        PgError::Config {
+            setting: setting.to_string(),
+            message: message.into(),
+        }
     }
 }
 
@@ -114,10 +120,21 @@ impl fmt::Display for PgError {
         match self {
             PgError::Io { context, source } => write!(f, "{context}: {}", io_text(source)),
             PgError::Connect { host, port, source } => {
-                write!(f, "connecting to {}: {}", endpoint(host, *port), io_text(source))
+                write!(
+                    f,
+                    "connecting to {}: {}",
+                    endpoint(host, *port),
+                    io_text(source)
+                )
             }
             PgError::Auth { message, .. } => f.write_str(message),
-            PgError::Server { severity, code, message, detail, hint } => {
+            PgError::Server {
+                severity,
+                code,
+                message,
+                detail,
+                hint,
+            } => {
                 write!(f, "{severity} {code}: {message}")?;
                 if let Some(d) = detail {
                     write!(f, "; DETAIL: {d}")?;
@@ -130,7 +147,9 @@ impl fmt::Display for PgError {
             PgError::Protocol(m) => write!(f, "PostgreSQL protocol: {m}"),
             PgError::Tls(m) => write!(f, "TLS: {m}"),
             PgError::Config { setting, message } => write!(f, "{setting}: {message}"),
-            PgError::Broken { reason } => write!(f, "connection unusable after an earlier error: {reason}"),
+            PgError::Broken { reason } => {
+                write!(f, "connection unusable after an earlier error: {reason}")
+            }
         }
     }
 }
@@ -155,7 +174,10 @@ mod tests {
             port: 5999,
             source: io::Error::from_raw_os_error(libc::ECONNREFUSED),
         };
-        assert_eq!(e.to_string(), "connecting to 127.0.0.1:5999: Connection refused");
+        assert_eq!(
+            e.to_string(),
+            "connecting to 127.0.0.1:5999: Connection refused"
+        );
         let e = PgError::Connect {
             host: "/var/run/postgresql".into(),
             port: 5432,
@@ -165,8 +187,15 @@ mod tests {
             e.to_string(),
             "connecting to socket /var/run/postgresql/.s.PGSQL.5432: No such file or directory"
         );
-        let e = PgError::Connect { host: "::1".into(), port: 5432, source: io::ErrorKind::TimedOut.into() };
-        assert!(e.to_string().starts_with("connecting to [::1]:5432: "), "{e}");
+        let e = PgError::Connect {
+            host: "::1".into(),
+            port: 5432,
+            source: io::ErrorKind::TimedOut.into(),
+        };
+        assert!(
+            e.to_string().starts_with("connecting to [::1]:5432: "),
+            "{e}"
+        );
     }
 
     #[test]
@@ -178,7 +207,10 @@ mod tests {
             detail: None,
             hint: Some("fix it".into()),
         };
-        assert_eq!(e.to_string(), "ERROR 42601: syntax error at or near \"selec\"; HINT: fix it");
+        assert_eq!(
+            e.to_string(),
+            "ERROR 42601: syntax error at or near \"selec\"; HINT: fix it"
+        );
         assert_eq!(e.sqlstate(), Some("42601"));
     }
 }

@@ -44,7 +44,10 @@ impl SslMode {
 
     /// Whether a connection without TLS is unacceptable.
     pub fn requires_tls(self) -> bool {
-        matches!(self, SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull)
+        matches!(
+            self,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+        )
     }
 }
 
@@ -68,7 +71,9 @@ impl FromStr for SslMode {
             other => {
                 return Err(PgError::config(
                     "PGSSLMODE",
-                    format!("unknown value {other:?} (expected disable, allow, prefer, require, verify-ca or verify-full)"),
+                    format!(
+                        "unknown value {other:?} (expected disable, allow, prefer, require, verify-ca or verify-full)"
+                    ),
                 ));
             }
         })
@@ -145,10 +150,15 @@ impl ConnParams {
 
         let host = match get("PGHOST") {
             Some(h) if h.contains(',') => {
-                return Err(PgError::config("PGHOST", "lists of hosts are not supported; give one host"));
+                return Err(PgError::config(
+                    "PGHOST",
+                    "lists of hosts are not supported; give one host",
+                ));
             }
             Some(h) => h,
-            None if Path::new(pgpass::DEFAULT_SOCKET_DIR).is_dir() => pgpass::DEFAULT_SOCKET_DIR.to_string(),
+            None if Path::new(pgpass::DEFAULT_SOCKET_DIR).is_dir() => {
+                pgpass::DEFAULT_SOCKET_DIR.to_string()
+            }
             None => "localhost".to_string(),
         };
         let port = match get("PGPORT") {
@@ -161,9 +171,15 @@ impl ConnParams {
             None => 5432,
         };
         let os_user = || os_account().map(|(name, _)| name);
-        let user = get("PGUSER").or_else(|| get("USER")).or_else(os_user).ok_or_else(|| {
-            PgError::config("PGUSER", "not set, and the current OS user name cannot be determined")
-        })?;
+        let user = get("PGUSER")
+            .or_else(|| get("USER"))
+            .or_else(os_user)
+            .ok_or_else(|| {
+                PgError::config(
+                    "PGUSER",
+                    "not set, and the current OS user name cannot be determined",
+                )
+            })?;
         let database = get("PGDATABASE").unwrap_or_else(|| user.clone());
         let sslmode = match get("PGSSLMODE") {
             Some(m) => m.parse()?,
@@ -173,7 +189,11 @@ impl ConnParams {
             Some(t) => parse_connect_timeout(&t)?,
             None => DEFAULT_CONNECT_TIMEOUT,
         };
-        let home = || get("HOME").or_else(|| os_account().map(|(_, home)| home)).map(PathBuf::from);
+        let home = || {
+            get("HOME")
+                .or_else(|| os_account().map(|(_, home)| home))
+                .map(PathBuf::from)
+        };
         let sslrootcert = get("PGSSLROOTCERT").map(PathBuf::from);
         let password = match get("PGPASSWORD") {
             Some(p) => Some(p),
@@ -196,7 +216,9 @@ impl ConnParams {
             database,
             sslmode,
             sslrootcert: sslrootcert.or_else(|| {
-                home().map(|h| h.join(".postgresql/root.crt")).filter(|p| p.is_file())
+                home()
+                    .map(|h| h.join(".postgresql/root.crt"))
+                    .filter(|p| p.is_file())
             }),
             application_name: get("PGAPPNAME").unwrap_or_else(|| "wal-rus".to_string()),
             connect_timeout,
@@ -227,10 +249,12 @@ impl ConnParams {
 /// PGCONNECT_TIMEOUT in whole seconds. libpq treats 0 as "forever"; here it means the
 /// default, since a backup must not hang. Like libpq, 1 s is raised to 2 s.
 fn parse_connect_timeout(text: &str) -> Result<Duration, PgError> {
-    let secs: i64 = text
-        .trim()
-        .parse()
-        .map_err(|_| PgError::config("PGCONNECT_TIMEOUT", format!("{text:?} is not a whole number of seconds")))?;
+    let secs: i64 = text.trim().parse().map_err(|_| {
+        PgError::config(
+            "PGCONNECT_TIMEOUT",
+            format!("{text:?} is not a whole number of seconds"),
+        )
+    })?;
     Ok(match secs {
         i64::MIN..=0 => DEFAULT_CONNECT_TIMEOUT,
         1 => Duration::from_secs(2),
@@ -246,15 +270,25 @@ fn os_account() -> Option<(String, String)> {
         let mut pwd: libc::passwd = std::mem::zeroed();
         let mut buf = vec![0 as libc::c_char; 16 * 1024];
         let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(libc::geteuid(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result);
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        );
         if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
             return None;
         }
-        let name = std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned();
+        let name = std::ffi::CStr::from_ptr(pwd.pw_name)
+            .to_string_lossy()
+            .into_owned();
         let home = if pwd.pw_dir.is_null() {
             String::new()
         } else {
-            std::ffi::CStr::from_ptr(pwd.pw_dir).to_string_lossy().into_owned()
+            std::ffi::CStr::from_ptr(pwd.pw_dir)
+                .to_string_lossy()
+                .into_owned()
         };
         Some((name, home))
     }
@@ -266,7 +300,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         move |k| map.get(k).cloned()
     }
 
@@ -303,7 +340,11 @@ mod tests {
         let home = tempfile::tempdir().unwrap();
         let get = lookup(&[("USER", "alice"), ("HOME", home.path().to_str().unwrap())]);
         let p = ConnParams::from_lookup(&get).unwrap();
-        let expect_host = if Path::new("/var/run/postgresql").is_dir() { "/var/run/postgresql" } else { "localhost" };
+        let expect_host = if Path::new("/var/run/postgresql").is_dir() {
+            "/var/run/postgresql"
+        } else {
+            "localhost"
+        };
         assert_eq!(p.host, expect_host);
         assert_eq!(p.port, 5432);
         assert_eq!(p.user, "alice");
@@ -325,7 +366,13 @@ mod tests {
 
     #[test]
     fn empty_values_count_as_unset() {
-        let get = lookup(&[("PGHOST", ""), ("PGPORT", ""), ("PGUSER", "u"), ("PGPASSWORD", ""), ("HOME", "/nonexistent")]);
+        let get = lookup(&[
+            ("PGHOST", ""),
+            ("PGPORT", ""),
+            ("PGUSER", "u"),
+            ("PGPASSWORD", ""),
+            ("HOME", "/nonexistent"),
+        ]);
         let p = ConnParams::from_lookup(&get).unwrap();
         assert_eq!(p.port, 5432);
         assert_eq!(p.password, None);
@@ -336,7 +383,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pass");
-        std::fs::write(&file, "db.example:5432:app:backup:from-file\n*:*:*:*:other\n").unwrap();
+        std::fs::write(
+            &file,
+            "db.example:5432:app:backup:from-file\n*:*:*:*:other\n",
+        )
+        .unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let base = [
             ("PGHOST", "db.example"),
@@ -354,7 +405,11 @@ mod tests {
 
         // ~/.pgpass is the default file.
         std::fs::copy(&file, dir.path().join(".pgpass")).unwrap();
-        std::fs::set_permissions(dir.path().join(".pgpass"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join(".pgpass"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
         let p = ConnParams::from_lookup(&lookup(&[
             ("PGHOST", "elsewhere"),
             ("PGUSER", "x"),
@@ -387,12 +442,22 @@ mod tests {
     fn connect_timeout_rules() {
         assert_eq!(parse_connect_timeout("0").unwrap(), DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(parse_connect_timeout("1").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_connect_timeout(" 30 ").unwrap(), Duration::from_secs(30));
+        assert_eq!(
+            parse_connect_timeout(" 30 ").unwrap(),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]
     fn sslmode_round_trips() {
-        for m in ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] {
+        for m in [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ] {
             assert_eq!(m.parse::<SslMode>().unwrap().as_str(), m);
         }
         assert!(SslMode::Require.requires_tls());
@@ -401,7 +466,11 @@ mod tests {
 
     #[test]
     fn debug_and_describe_hide_the_password() {
-        let get = lookup(&[("PGUSER", "u"), ("PGPASSWORD", "hunter2-very-secret"), ("HOME", "/nonexistent")]);
+        let get = lookup(&[
+            ("PGUSER", "u"),
+            ("PGPASSWORD", "hunter2-very-secret"),
+            ("HOME", "/nonexistent"),
+        ]);
         let p = ConnParams::from_lookup(&get).unwrap();
         assert!(!format!("{p:?}").contains("hunter2"));
         assert!(!p.describe().contains("hunter2"));

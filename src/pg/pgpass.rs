@@ -70,7 +70,13 @@ pub fn match_host(host: &str) -> &str {
 ///
 /// `host` is matched as given (callers use [`match_host`] first); an empty password on the
 /// matching line counts as none, as in libpq.
-pub fn find_password(contents: &str, host: &str, port: &str, database: &str, user: &str) -> Option<String> {
+pub fn find_password(
+    contents: &str,
+    host: &str,
+    port: &str,
+    database: &str,
+    user: &str,
+) -> Option<String> {
     for line in contents.lines() {
         let line = line.trim_end_matches('\r');
         if line.is_empty() || line.starts_with('#') {
@@ -113,11 +119,21 @@ pub fn password_from_file(
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
-            return Err(PgError::config("PGPASSFILE", format!("cannot read {}: {}", path.display(), super::error::io_text(&e))));
+            return Err(PgError::config(
+                "PGPASSFILE",
+                format!(
+                    "cannot read {}: {}",
+                    path.display(),
+                    super::error::io_text(&e)
+                ),
+            ));
         }
     };
     if !meta.is_file() {
-        crate::warn!("password file {} is not a plain file; ignoring it", path.display());
+        crate::warn!(
+            "password file {} is not a plain file; ignoring it",
+            path.display()
+        );
         return Ok(None);
     }
     if meta.permissions().mode() & 0o077 != 0 {
@@ -128,11 +144,24 @@ pub fn password_from_file(
         return Ok(None);
     }
     let bytes = std::fs::read(path).map_err(|e| {
-        PgError::config("PGPASSFILE", format!("cannot read {}: {}", path.display(), super::error::io_text(&e)))
+        PgError::config(
+            "PGPASSFILE",
+            format!(
+                "cannot read {}: {}",
+                path.display(),
+                super::error::io_text(&e)
+            ),
+        )
     })?;
     // Never quote the file's content: it is full of passwords.
     let contents = String::from_utf8_lossy(&bytes);
-    Ok(find_password(&contents, match_host(host), &port.to_string(), database, user))
+    Ok(find_password(
+        &contents,
+        match_host(host),
+        &port.to_string(),
+        database,
+        user,
+    ))
 }
 
 #[cfg(test)]
@@ -147,25 +176,46 @@ db1.example:5432:app:alice:first
 *:*:*:alice:second
 *:*:*:*:fallback
 ";
-        assert_eq!(find_password(file, "db1.example", "5432", "app", "alice").as_deref(), Some("first"));
-        assert_eq!(find_password(file, "db2.example", "5432", "app", "alice").as_deref(), Some("second"));
-        assert_eq!(find_password(file, "db1.example", "5433", "app", "alice").as_deref(), Some("second"));
-        assert_eq!(find_password(file, "db1.example", "5432", "app", "bob").as_deref(), Some("fallback"));
+        assert_eq!(
+            find_password(file, "db1.example", "5432", "app", "alice").as_deref(),
+            Some("first")
+        );
+        assert_eq!(
+            find_password(file, "db2.example", "5432", "app", "alice").as_deref(),
+            Some("second")
+        );
+        assert_eq!(
+            find_password(file, "db1.example", "5433", "app", "alice").as_deref(),
+            Some("second")
+        );
+        assert_eq!(
+            find_password(file, "db1.example", "5432", "app", "bob").as_deref(),
+            Some("fallback")
+        );
     }
 
     #[test]
     fn wildcards_are_whole_fields_only() {
         let file = "local*:*:*:*:prefix\n\\*:*:*:*:literal-star\n";
         assert_eq!(find_password(file, "localhost", "5432", "d", "u"), None);
-        assert_eq!(find_password(file, "local*", "5432", "d", "u").as_deref(), Some("prefix"));
-        assert_eq!(find_password(file, "*", "5432", "d", "u").as_deref(), Some("literal-star"));
+        assert_eq!(
+            find_password(file, "local*", "5432", "d", "u").as_deref(),
+            Some("prefix")
+        );
+        assert_eq!(
+            find_password(file, "*", "5432", "d", "u").as_deref(),
+            Some("literal-star")
+        );
         assert_eq!(find_password(file, "x", "5432", "d", "u"), None);
     }
 
     #[test]
     fn escapes_in_fields_and_password() {
         let file = "h:5432:my\\:db:us\\\\er:pa\\:ss\\\\word:ignored\n";
-        assert_eq!(find_password(file, "h", "5432", "my:db", "us\\er").as_deref(), Some("pa:ss\\word"));
+        assert_eq!(
+            find_password(file, "h", "5432", "my:db", "us\\er").as_deref(),
+            Some("pa:ss\\word")
+        );
         assert_eq!(find_password(file, "h", "5432", "my", "us\\er"), None);
     }
 
@@ -175,7 +225,10 @@ db1.example:5432:app:alice:first
         // The empty password line matches first and means "no password", like libpq.
         assert_eq!(find_password(file, "h", "5432", "d", "u"), None);
         let file = "h:*:d:u:crlf\r\n";
-        assert_eq!(find_password(file, "h", "1", "d", "u").as_deref(), Some("crlf"));
+        assert_eq!(
+            find_password(file, "h", "1", "d", "u").as_deref(),
+            Some("crlf")
+        );
     }
 
     #[test]
@@ -194,9 +247,20 @@ db1.example:5432:app:alice:first
         let path = dir.path().join("pgpass");
         std::fs::write(&path, "*:*:*:*:secret\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert_eq!(password_from_file(&path, "h", 5432, "d", "u").unwrap().as_deref(), Some("secret"));
+        assert_eq!(
+            password_from_file(&path, "h", 5432, "d", "u")
+                .unwrap()
+                .as_deref(),
+            Some("secret")
+        );
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(password_from_file(&path, "h", 5432, "d", "u").unwrap(), None);
-        assert_eq!(password_from_file(&dir.path().join("missing"), "h", 5432, "d", "u").unwrap(), None);
+        assert_eq!(
+            password_from_file(&path, "h", 5432, "d", "u").unwrap(),
+            None
+        );
+        assert_eq!(
+            password_from_file(&dir.path().join("missing"), "h", 5432, "d", "u").unwrap(),
+            None
+        );
     }
 }

@@ -8,8 +8,8 @@
 
 use super::error::PgError;
 use super::params::SslMode;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -77,7 +77,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match self
+            .inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
             // webpki checks the name only after the chain, so a name error means the chain is good.
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
@@ -116,16 +119,24 @@ fn roots(rootcert: Option<&Path>) -> Result<RootCertStore, PgError> {
     match rootcert {
         Some(path) if path != Path::new("system") => {
             let data = std::fs::read(path).map_err(|e| {
-                PgError::Tls(format!("reading PGSSLROOTCERT {}: {}", path.display(), super::error::io_text(&e)))
+                PgError::Tls(format!(
+                    "reading PGSSLROOTCERT {}: {}",
+                    path.display(),
+                    super::error::io_text(&e)
+                ))
             })?;
             for cert in rustls_pemfile::certs(&mut &data[..]) {
-                let cert = cert.map_err(|e| PgError::Tls(format!("PGSSLROOTCERT {}: {e}", path.display())))?;
+                let cert = cert
+                    .map_err(|e| PgError::Tls(format!("PGSSLROOTCERT {}: {e}", path.display())))?;
                 roots
                     .add(cert)
                     .map_err(|e| PgError::Tls(format!("PGSSLROOTCERT {}: {e}", path.display())))?;
             }
             if roots.is_empty() {
-                return Err(PgError::Tls(format!("PGSSLROOTCERT {} holds no PEM certificate", path.display())));
+                return Err(PgError::Tls(format!(
+                    "PGSSLROOTCERT {} holds no PEM certificate",
+                    path.display()
+                )));
             }
         }
         _ => {
@@ -143,16 +154,22 @@ fn roots(rootcert: Option<&Path>) -> Result<RootCertStore, PgError> {
 }
 
 /// The rustls client configuration for `mode`.
-pub(crate) fn client_config(mode: SslMode, rootcert: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, PgError> {
+pub(crate) fn client_config(
+    mode: SslMode,
+    rootcert: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, PgError> {
     let provider = provider();
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| PgError::Tls(format!("configuring TLS: {e}")))?;
     let config = match mode {
         SslMode::VerifyCa | SslMode::VerifyFull => {
-            let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(rootcert)?), provider)
-                .build()
-                .map_err(|e| PgError::Tls(format!("configuring certificate verification: {e}")))?;
+            let verifier =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots(rootcert)?), provider)
+                    .build()
+                    .map_err(|e| {
+                        PgError::Tls(format!("configuring certificate verification: {e}"))
+                    })?;
             if mode == SslMode::VerifyFull {
                 builder.with_webpki_verifier(verifier).with_no_client_auth()
             } else {
@@ -180,7 +197,9 @@ pub(crate) fn server_name(host: &str, mode: SslMode) -> Result<ServerName<'stati
             // The name is not checked in these modes; any syntactically valid one will do.
             Ok(ServerName::try_from("localhost").expect("valid DNS name"))
         }
-        Err(e) => Err(PgError::Tls(format!("host {host:?} cannot be verified against a certificate: {e}"))),
+        Err(e) => Err(PgError::Tls(format!(
+            "host {host:?} cannot be verified against a certificate: {e}"
+        ))),
     }
 }
 
@@ -237,7 +256,9 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
         (len, &rest[n..])
     };
     if rest.len() < len {
@@ -271,8 +292,8 @@ mod tests {
     fn reads_the_signature_algorithm() {
         // SEQUENCE { SEQUENCE {} (tbs), SEQUENCE { OID sha256WithRSAEncryption, NULL }, BIT STRING }
         let cert = [
-            0x30, 0x14, 0x30, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b,
-            0x05, 0x00, 0x03, 0x01, 0x00,
+            0x30, 0x14, 0x30, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d,
+            0x01, 0x01, 0x0b, 0x05, 0x00, 0x03, 0x01, 0x00,
         ];
         assert_eq!(signature_algorithm_oid(&cert), Some(&cert[8..17]));
         let hash = end_point_hash(&cert).unwrap();

@@ -4,7 +4,7 @@
 //! is `count × size`, decided before the first byte is read. A borrower that finds the arena
 //! empty waits for a buffer to come back instead of allocating another.
 
-use crossbeam_channel::{bounded, Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, bounded};
 use std::ops::{Deref, DerefMut};
 
 /// The pool. Cloning shares the same buffers.
@@ -24,13 +24,22 @@ impl Arena {
         for _ in 0..count {
             let _ = give.send(vec![0u8; size]);
         }
-        Arena { give, take, size, count }
+        Arena {
+            give,
+            take,
+            size,
+            count,
+        }
     }
 
     /// Borrows a buffer, waiting until one is free.
     pub fn lease(&self) -> Lease {
         let buf = self.take.recv().expect("arena sender lives in self");
-        Lease { buf: Some(buf), home: self.give.clone(), size: self.size }
+        Lease {
+            buf: Some(buf),
+            home: self.give.clone(),
+            size: self.size,
+        }
     }
 
     /// Buffer size in bytes.
@@ -90,6 +99,16 @@ impl Drop for Lease {
     }
 }
 
+impl crate::storage::PartBuffers for Arena {
+    fn lease_part(&self) -> crate::storage::PartBuffer<'_> {
+        Box::new(self.lease())
+    }
+
+    fn part_size(&self) -> usize {
+        self.size
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,15 +139,5 @@ mod tests {
         assert!(!t.is_finished());
         drop(held);
         assert_eq!(t.join().unwrap(), 16);
-    }
-}
-
-impl crate::storage::PartBuffers for Arena {
-    fn lease_part(&self) -> crate::storage::PartBuffer<'_> {
-        Box::new(self.lease())
-    }
-
-    fn part_size(&self) -> usize {
-        self.size
     }
 }

@@ -39,13 +39,24 @@ pub struct CompressingReader<R: Read> {
 
 impl<R: Read> CompressingReader<R> {
     /// A stream over the compressed form of `input`, using two buffers from `arena`.
-    pub fn new(input: R, opts: EncodeOptions, arena: &Arena, size_hint: Option<u64>) -> io::Result<Self> {
+    pub fn new(
+        input: R,
+        opts: EncodeOptions,
+        arena: &Arena,
+        size_hint: Option<u64>,
+    ) -> io::Result<Self> {
         let in_buf = arena.lease();
         let mut out = arena.lease();
         out.clear();
         let staging = Staging(Rc::new(RefCell::new(out)));
         let encoder = Encoder::new(opts, staging.clone(), size_hint)?;
-        Ok(CompressingReader { input, in_buf, staging, encoder: Some(encoder), pos: 0 })
+        Ok(CompressingReader {
+            input,
+            in_buf,
+            staging,
+            encoder: Some(encoder),
+            pos: 0,
+        })
     }
 }
 
@@ -61,7 +72,9 @@ impl<R: Read> Read for CompressingReader<R> {
                     return Ok(n);
                 }
             }
-            let Some(encoder) = self.encoder.as_mut() else { return Ok(0) };
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Ok(0);
+            };
             self.staging.0.borrow_mut().clear();
             self.pos = 0;
             let n = loop {
@@ -94,7 +107,12 @@ impl BodySource for CompressedFile<'_> {
     fn open(&self) -> io::Result<Box<dyn Read + '_>> {
         let file = File::open(&self.path)?;
         let size = file.metadata()?.len();
-        Ok(Box::new(CompressingReader::new(file, self.opts, self.arena, Some(size))?))
+        Ok(Box::new(CompressingReader::new(
+            file,
+            self.opts,
+            self.arena,
+            Some(size),
+        )?))
     }
 }
 
@@ -106,17 +124,38 @@ mod tests {
     #[test]
     fn round_trip_every_method() {
         let arena = Arena::new(2, 64 * 1024);
-        let data: Vec<u8> = (0..(3u32 << 20)).map(|i| if i % 3 == 0 { (i >> 5) as u8 } else { (i.wrapping_mul(2_654_435_761) >> 24) as u8 }).collect();
-        for method in [Method::Lz4, Method::Zstd, Method::Lzma, Method::Brotli, Method::None] {
-            let opts = EncodeOptions { method, zstd_level: ZstdLevel::Default };
-            let mut r = CompressingReader::new(&data[..], opts, &arena, Some(data.len() as u64)).unwrap();
+        let data: Vec<u8> = (0..(3u32 << 20))
+            .map(|i| {
+                if i % 3 == 0 {
+                    (i >> 5) as u8
+                } else {
+                    (i.wrapping_mul(2_654_435_761) >> 24) as u8
+                }
+            })
+            .collect();
+        for method in [
+            Method::Lz4,
+            Method::Zstd,
+            Method::Lzma,
+            Method::Brotli,
+            Method::None,
+        ] {
+            let opts = EncodeOptions {
+                method,
+                zstd_level: ZstdLevel::Default,
+            };
+            let mut r =
+                CompressingReader::new(&data[..], opts, &arena, Some(data.len() as u64)).unwrap();
             let mut packed = Vec::new();
             r.read_to_end(&mut packed).unwrap();
             drop(r);
             assert_eq!(arena.free(), 2, "buffers returned");
             let fmt = ReadFormat::from_extension(method.extension()).unwrap();
             let mut back = Vec::new();
-            Decoder::new(fmt, &packed[..]).unwrap().read_to_end(&mut back).unwrap();
+            Decoder::new(fmt, &packed[..])
+                .unwrap()
+                .read_to_end(&mut back)
+                .unwrap();
             assert_eq!(back, data, "{method:?}");
         }
     }

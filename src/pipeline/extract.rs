@@ -41,66 +41,87 @@ fn invalid(msg: String) -> io::Error {
 }
 
 /// Unpacks the tar stream `archive` into `dest`, using `buf` for file data.
-pub fn unpack(archive: &mut dyn Read, dest: &Path, buf: &mut [u8], fsync: bool) -> io::Result<Extracted> {
+pub fn unpack(
+    archive: &mut dyn Read,
+    dest: &Path,
+    buf: &mut [u8],
+    fsync: bool,
+) -> io::Result<Extracted> {
     let mut stats = Extracted::default();
-    let mut reader = ::tar::Archive::new(&mut *archive);
-    for entry in reader.entries()? {
-        let mut entry = entry?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let target = target_path(dest, &name).ok_or_else(|| invalid(format!("tar entry {name:?} points outside the destination")))?;
-        let header = entry.header();
-        let mode = header.mode().unwrap_or(0o600) & 0o7777;
-        let kind = header.entry_type();
-        if kind.is_dir() {
-            fs::create_dir_all(&target)?;
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
-            stats.dirs += 1;
-        } else if kind.is_symlink() {
-            let link = entry.link_name()?.ok_or_else(|| invalid(format!("symlink {name} has no target")))?;
-            if let Some(parent) = target.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            let _ = fs::remove_file(&target);
-            std::os::unix::fs::symlink(link, &target)?;
-        } else if kind.is_file() || kind == ::tar::EntryType::Continuous {
-            if let Some(parent) = target.parent() {
-                if !parent.exists() {
+    {
+        let mut reader = ::tar::Archive::new(&mut *archive);
+        for entry in reader.entries()? {
+            let mut entry = entry?;
+            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            let target = target_path(dest, &name).ok_or_else(|| {
+                invalid(format!("tar entry {name:?} points outside the destination"))
+            })?;
+            let header = entry.header();
+            let mode = header.mode().unwrap_or(0o600) & 0o7777;
+            let kind = header.entry_type();
+            if kind.is_dir() {
+                fs::create_dir_all(&target)?;
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
+                stats.dirs += 1;
+            } else if kind.is_symlink() {
+                let link = entry
+                    .link_name()?
+                    .ok_or_else(|| invalid(format!("symlink {name} has no target")))?;
+                if let Some(parent) = target.parent() {
+                    fs::create_dir_all(parent)?;
+                }
+                let _ = fs::remove_file(&target);
+                std::os::unix::fs::symlink(link, &target)?;
+            } else if kind.is_file() || kind == ::tar::EntryType::Continuous {
+                if let Some(parent) = target.parent()
+                    && !parent.exists()
+                {
                     fs::create_dir_all(parent)?;
                     fs::set_permissions(parent, fs::Permissions::from_mode(0o750))?;
                 }
+                let mut out = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&target)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
+                let expected = entry.size();
+                let mut written = 0u64;
+                loop {
+                    let n = match entry.read(buf) {
+                        Ok(0) => break,
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    out.write_all(&buf[..n]).map_err(|e| {
+                        io::Error::new(e.kind(), format!("{}: {e}", target.display()))
+                    })?;
+                    written += n as u64;
+                }
+                if written != expected {
+                    return Err(invalid(format!(
+                        "tar entry {name} ended after {written} of {expected} bytes"
+                    )));
+                }
+                fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
+                if fsync {
+                    out.sync_all()?;
+                }
+                stats.files += 1;
+                stats.bytes += written;
+            } else if kind == ::tar::EntryType::Link {
+                let link = entry
+                    .link_name()?
+                    .ok_or_else(|| invalid(format!("hard link {name} has no target")))?;
+                let source = target_path(dest, &link.to_string_lossy())
+                    .ok_or_else(|| invalid(format!("hard link {name} leaves the destination")))?;
+                let _ = fs::remove_file(&target);
+                fs::hard_link(source, &target)?;
             }
-            let mut out = OpenOptions::new().write(true).create(true).truncate(true).open(&target)
-                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
-            let expected = entry.size();
-            let mut written = 0u64;
-            loop {
-                let n = match entry.read(buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                out.write_all(&buf[..n]).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
-                written += n as u64;
-            }
-            if written != expected {
-                return Err(invalid(format!("tar entry {name} ended after {written} of {expected} bytes")));
-            }
-            fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
-            if fsync {
-                out.sync_all()?;
-            }
-            stats.files += 1;
-            stats.bytes += written;
-        } else if kind == ::tar::EntryType::Link {
-            let link = entry.link_name()?.ok_or_else(|| invalid(format!("hard link {name} has no target")))?;
-            let source = target_path(dest, &link.to_string_lossy()).ok_or_else(|| invalid(format!("hard link {name} leaves the destination")))?;
-            let _ = fs::remove_file(&target);
-            fs::hard_link(source, &target)?;
+            // PAX/GNU extension headers are consumed by the reader; other types are not data.
         }
-        // PAX/GNU extension headers are consumed by the reader; other types are not data.
     }
-    drop(reader);
     // WAL-G fails a partition with anything but zeros after the end marker.
     loop {
         let n = match archive.read(buf) {
@@ -119,12 +140,23 @@ pub fn unpack(archive: &mut dyn Read, dest: &Path, buf: &mut [u8], fsync: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::tar::{encode, padding, Header, Kind, END_OF_ARCHIVE};
+    use crate::format::tar::{END_OF_ARCHIVE, Header, Kind, encode, padding};
 
     fn archive(entries: &[(&str, Kind, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
         for (name, kind, data) in entries {
-            let h = Header { name: name.to_string(), kind: *kind, mode: if *kind == Kind::Dir { 0o700 } else { 0o600 }, uid: 0, gid: 0, uname: String::new(), gname: String::new(), mtime: 0, size: data.len() as u64, link: String::new() };
+            let h = Header {
+                name: name.to_string(),
+                kind: *kind,
+                mode: if *kind == Kind::Dir { 0o700 } else { 0o600 },
+                uid: 0,
+                gid: 0,
+                uname: String::new(),
+                gname: String::new(),
+                mtime: 0,
+                size: data.len() as u64,
+                link: String::new(),
+            };
             encode(&h, &mut out);
             out.extend_from_slice(data);
             out.extend(std::iter::repeat_n(0u8, padding(data.len() as u64)));
@@ -136,12 +168,32 @@ mod tests {
     #[test]
     fn unpacks_absolute_and_relative_names() {
         let dest = tempfile::tempdir().unwrap();
-        let a = archive(&[("/", Kind::Dir, b""), ("/base", Kind::Dir, b""), ("/base/1", Kind::File, b"one"), ("global/2", Kind::File, b"two"), ("backup_label", Kind::File, b"label")]);
+        let a = archive(&[
+            ("/", Kind::Dir, b""),
+            ("/base", Kind::Dir, b""),
+            ("/base/1", Kind::File, b"one"),
+            ("global/2", Kind::File, b"two"),
+            ("backup_label", Kind::File, b"label"),
+        ]);
         let s = unpack(&mut &a[..], dest.path(), &mut [0u8; 7], true).unwrap();
-        assert_eq!(s, Extracted { files: 3, dirs: 2, bytes: 11 });
+        assert_eq!(
+            s,
+            Extracted {
+                files: 3,
+                dirs: 2,
+                bytes: 11
+            }
+        );
         assert_eq!(fs::read(dest.path().join("base/1")).unwrap(), b"one");
         assert_eq!(fs::read(dest.path().join("global/2")).unwrap(), b"two");
-        assert_eq!(fs::metadata(dest.path().join("base/1")).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(dest.path().join("base/1"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
     }
 
     #[test]
@@ -151,10 +203,16 @@ mod tests {
         assert!(unpack(&mut &bad[..], dest.path(), &mut [0u8; 64], false).is_err());
         let good = archive(&[("/f", Kind::File, &[5u8; 1000])]);
         let cut = &good[..800];
-        assert!(unpack(&mut &cut[..], dest.path(), &mut [0u8; 64], false).is_err(), "truncated");
+        assert!(
+            unpack(&mut &cut[..], dest.path(), &mut [0u8; 64], false).is_err(),
+            "truncated"
+        );
         let mut tail = good.clone();
         tail.extend_from_slice(b"junk");
-        assert!(unpack(&mut &tail[..], dest.path(), &mut [0u8; 64], false).is_err(), "garbage after end");
+        assert!(
+            unpack(&mut &tail[..], dest.path(), &mut [0u8; 64], false).is_err(),
+            "garbage after end"
+        );
         let mut zeros = good.clone();
         zeros.extend_from_slice(&[0u8; 4096]);
         assert!(unpack(&mut &zeros[..], dest.path(), &mut [0u8; 64], false).is_ok());

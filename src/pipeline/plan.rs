@@ -41,7 +41,8 @@ pub const TLS_ROOTS: u64 = 768 * KIB;
 /// Most output an encoder can hand the staging buffer in one call beyond what the staging
 /// arena buffer already holds: one `IO_BUFFER` write, or the final flush.
 fn encoder_burst(opts: EncodeOptions) -> u64 {
-    let burst = codec::encoder_burst_bytes(opts, IO_BUFFER).max(codec::encoder_burst_bytes(opts, 0));
+    let burst =
+        codec::encoder_burst_bytes(opts, IO_BUFFER).max(codec::encoder_burst_bytes(opts, 0));
     burst.saturating_sub(IO_BUFFER as u64)
 }
 
@@ -112,7 +113,12 @@ pub struct CommandPlan {
 }
 
 impl CommandPlan {
-    fn new(command: &'static str, threads: u64, transfers: u64, arena_buffers: usize) -> CommandPlan {
+    fn new(
+        command: &'static str,
+        threads: u64,
+        transfers: u64,
+        arena_buffers: usize,
+    ) -> CommandPlan {
         CommandPlan {
             command,
             threads,
@@ -128,7 +134,12 @@ impl CommandPlan {
         if count == 0 || each_bytes == 0 {
             return;
         }
-        self.components.push(Term { name, count, each_bytes, bytes: count * each_bytes });
+        self.components.push(Term {
+            name,
+            count,
+            each_bytes,
+            bytes: count * each_bytes,
+        });
         self.peak_rss_bytes += count * each_bytes;
     }
 
@@ -153,7 +164,11 @@ impl CommandPlan {
 pub fn wal_push_background_workers(input: &PlanInput) -> usize {
     let workers = input.upload_concurrency.saturating_sub(1);
     let limit = input.bg_uploaded_limit.saturating_sub(1);
-    if workers < 1 || limit < 1 { 0 } else { workers.min(limit) }
+    if workers < 1 || limit < 1 {
+        0
+    } else {
+        workers.min(limit)
+    }
 }
 
 /// `wal-push`: the foreground upload plus the background read-ahead workers and their scanner.
@@ -169,7 +184,11 @@ pub fn wal_push(input: &PlanInput) -> CommandPlan {
     let check = codec::decoder_state_bytes_own(input.encode);
     p.add("codec_state", uploaders, encode.max(check));
     if input.remote {
-        p.add("digest_buffer", uploaders, crate::storage::s3::upload::READ_BUFFER as u64);
+        p.add(
+            "digest_buffer",
+            uploaders,
+            crate::storage::s3::upload::READ_BUFFER as u64,
+        );
     }
     p
 }
@@ -178,7 +197,11 @@ pub fn wal_push(input: &PlanInput) -> CommandPlan {
 pub fn wal_fetch(input: &PlanInput) -> CommandPlan {
     let mut p = CommandPlan::new("wal-fetch", 1, 1, 1);
     p.add_common(input, 1);
-    p.add("decoder_state", 1, codec::decoder_state_bytes_own(input.encode));
+    p.add(
+        "decoder_state",
+        1,
+        codec::decoder_state_bytes_own(input.encode),
+    );
     p
 }
 
@@ -187,7 +210,11 @@ pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
     let workers = input.download_concurrency.max(1) as u64;
     let mut p = CommandPlan::new("wal-prefetch", 1 + workers, workers, workers as usize);
     p.add_common(input, workers);
-    p.add("decoder_state", workers, codec::decoder_state_bytes_own(input.encode));
+    p.add(
+        "decoder_state",
+        workers,
+        codec::decoder_state_bytes_own(input.encode),
+    );
     p
 }
 
@@ -201,11 +228,19 @@ pub fn stream_parts(input: &PlanInput) -> (usize, usize) {
 /// `backup-push`: one walker/compressor thread, part uploaders beside it.
 pub fn backup_push(input: &PlanInput) -> CommandPlan {
     let (uploaders, part) = stream_parts(input);
-    let (threads, parts) = if input.remote { (1 + uploaders as u64, uploaders + 1) } else { (1, 0) };
+    let (threads, parts) = if input.remote {
+        (1 + uploaders as u64, uploaders + 1)
+    } else {
+        (1, 0)
+    };
     let mut p = CommandPlan::new("backup-push", threads, uploaders as u64, 2);
     p.add_common(input, uploaders as u64 + 1);
     p.add("part_buffers", parts as u64, part as u64);
-    p.add("codec_state", 1, codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode));
+    p.add(
+        "codec_state",
+        1,
+        codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode),
+    );
     p.add("walk_and_files_spool", 1, WALK_AND_SPOOL);
     p.add("postgres_session", 1, PG_SESSION);
     p
@@ -216,23 +251,40 @@ pub fn backup_fetch(input: &PlanInput) -> CommandPlan {
     let workers = input.download_concurrency.max(1) as u64;
     let mut p = CommandPlan::new("backup-fetch", 1 + workers, workers, workers as usize);
     p.add_common(input, workers);
-    p.add("decoder_state", workers, codec::decoder_state_bytes_own(input.encode));
+    p.add(
+        "decoder_state",
+        workers,
+        codec::decoder_state_bytes_own(input.encode),
+    );
     p
 }
 
 /// The worst decoder any stored object may need: archives can hold objects that WAL-G or
 /// an earlier configuration wrote with another method.
 pub fn worst_decoder_bytes() -> u64 {
-    [ReadFormat::Lz4, ReadFormat::Lzma, ReadFormat::Zstd, ReadFormat::Brotli, ReadFormat::Gzip, ReadFormat::Plain]
-        .into_iter()
-        .map(codec::decoder_state_bytes)
-        .max()
-        .unwrap_or(0)
+    [
+        ReadFormat::Lz4,
+        ReadFormat::Lzma,
+        ReadFormat::Zstd,
+        ReadFormat::Brotli,
+        ReadFormat::Gzip,
+        ReadFormat::Plain,
+    ]
+    .into_iter()
+    .map(codec::decoder_state_bytes)
+    .max()
+    .unwrap_or(0)
 }
 
 /// Every command's plan.
 pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
-    vec![wal_push(input), wal_fetch(input), wal_prefetch(input), backup_push(input), backup_fetch(input)]
+    vec![
+        wal_push(input),
+        wal_fetch(input),
+        wal_prefetch(input),
+        backup_push(input),
+        backup_fetch(input),
+    ]
 }
 
 #[cfg(test)]
@@ -242,7 +294,10 @@ mod tests {
 
     fn defaults() -> PlanInput {
         PlanInput {
-            encode: EncodeOptions { method: Method::Lz4, zstd_level: ZstdLevel::Default },
+            encode: EncodeOptions {
+                method: Method::Lz4,
+                zstd_level: ZstdLevel::Default,
+            },
             upload_concurrency: 16,
             download_concurrency: 10,
             bg_uploaded_limit: 32,
@@ -276,7 +331,10 @@ mod tests {
     fn default_wal_commands_fit_small_hosts() {
         let i = defaults();
         assert!(wal_fetch(&i).peak_rss_bytes < 8 * MIB);
-        let one = PlanInput { upload_concurrency: 1, ..i };
+        let one = PlanInput {
+            upload_concurrency: 1,
+            ..i
+        };
         assert!(wal_push(&one).peak_rss_bytes < 8 * MIB);
         assert!(backup_push(&i).peak_rss_bytes < 64 * MIB);
     }

@@ -15,9 +15,23 @@ use std::path::{Path, PathBuf};
 
 /// Base names WAL-G leaves out of a backup (a directory of that name is kept, empty).
 pub const EXCLUDED: &[&str] = &[
-    "log", "pg_log", "pg_xlog", "pg_wal", "pgsql_tmp", "postgresql.auto.conf.tmp", "postmaster.pid",
-    "postmaster.opts", "recovery.conf", "pg_dynshmem", "pg_notify", "pg_replslot", "pg_serial",
-    "pg_stat_tmp", "pg_snapshots", "pg_subtrans", "standby.signal",
+    "log",
+    "pg_log",
+    "pg_xlog",
+    "pg_wal",
+    "pgsql_tmp",
+    "postgresql.auto.conf.tmp",
+    "postmaster.pid",
+    "postmaster.opts",
+    "recovery.conf",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_replslot",
+    "pg_serial",
+    "pg_stat_tmp",
+    "pg_snapshots",
+    "pg_subtrans",
+    "standby.signal",
 ];
 
 /// One thing found by the walk.
@@ -77,12 +91,24 @@ fn sorted_names(dir: &Path) -> io::Result<Vec<String>> {
 impl Walker {
     /// A walk of `root`.
     pub fn new(root: &Path) -> Walker {
-        Walker { stack: Vec::new(), root: root.to_path_buf(), started: false, pg_control: None, tablespaces: Vec::new(), catalog_size: 0 }
+        Walker {
+            stack: Vec::new(),
+            root: root.to_path_buf(),
+            started: false,
+            pg_control: None,
+            tablespaces: Vec::new(),
+            catalog_size: 0,
+        }
     }
 
     fn push_dir(&mut self, dir: PathBuf, name: String, in_tablespace: bool) -> io::Result<()> {
         let children = sorted_names(&dir)?.into_iter();
-        self.stack.push(Level { dir, name, children, in_tablespace });
+        self.stack.push(Level {
+            dir,
+            name,
+            children,
+            in_tablespace,
+        });
         Ok(())
     }
 
@@ -93,10 +119,18 @@ impl Walker {
             let meta = fs::metadata(&self.root)?;
             self.catalog_size += meta.len();
             self.push_dir(self.root.clone(), String::new(), false)?;
-            return Ok(Some(Entry { path: self.root.clone(), name: "/".into(), kind: Kind::Dir, meta, link: String::new() }));
+            return Ok(Some(Entry {
+                path: self.root.clone(),
+                name: "/".into(),
+                kind: Kind::Dir,
+                meta,
+                link: String::new(),
+            }));
         }
         loop {
-            let Some(level) = self.stack.last_mut() else { return Ok(None) };
+            let Some(level) = self.stack.last_mut() else {
+                return Ok(None);
+            };
             let Some(child) = level.children.next() else {
                 self.stack.pop();
                 continue;
@@ -115,16 +149,29 @@ impl Walker {
             let ft = meta.file_type();
             if at_tblspc && ft.is_symlink() {
                 let target = fs::read_link(&path)?;
-                let real = if target.is_absolute() { target } else { level_dir(&path).join(target) };
+                let real = if target.is_absolute() {
+                    target
+                } else {
+                    level_dir(&path).join(target)
+                };
                 let location = real.to_string_lossy().trim_end_matches('/').to_string();
-                self.tablespaces.push(Tablespace { name: child.clone(), location });
+                self.tablespaces.push(Tablespace {
+                    name: child.clone(),
+                    location,
+                });
                 // The link and the real root are not entries; what is inside them is.
                 self.push_dir(real, name, true)?;
                 continue;
             }
             if EXCLUDED.contains(&child.as_str()) {
                 if ft.is_dir() {
-                    return Ok(Some(Entry { path, name, kind: Kind::Dir, meta, link: String::new() }));
+                    return Ok(Some(Entry {
+                        path,
+                        name,
+                        kind: Kind::Dir,
+                        meta,
+                        link: String::new(),
+                    }));
                 }
                 continue;
             }
@@ -134,14 +181,32 @@ impl Walker {
             }
             if ft.is_dir() {
                 self.push_dir(path.clone(), name.clone(), in_tablespace)?;
-                return Ok(Some(Entry { path, name, kind: Kind::Dir, meta, link: String::new() }));
+                return Ok(Some(Entry {
+                    path,
+                    name,
+                    kind: Kind::Dir,
+                    meta,
+                    link: String::new(),
+                }));
             }
             if ft.is_symlink() {
                 let link = fs::read_link(&path)?.to_string_lossy().into_owned();
-                return Ok(Some(Entry { path, name, kind: Kind::Symlink, meta, link }));
+                return Ok(Some(Entry {
+                    path,
+                    name,
+                    kind: Kind::Symlink,
+                    meta,
+                    link,
+                }));
             }
             if ft.is_file() {
-                return Ok(Some(Entry { path, name, kind: Kind::File, meta, link: String::new() }));
+                return Ok(Some(Entry {
+                    path,
+                    name,
+                    kind: Kind::File,
+                    meta,
+                    link: String::new(),
+                }));
             }
             // Sockets, FIFOs, devices: not part of a cluster's data.
         }
@@ -195,7 +260,18 @@ pub struct Partition<'a, S: EntrySink> {
 impl<'a, S: EntrySink> Partition<'a, S> {
     /// A partition that continues `walker`.
     pub fn new(walker: &'a mut Walker, sink: &'a mut S, threshold: u64) -> Self {
-        Partition { walker, sink, threshold, payload: 0, entries: 0, pending: Vec::with_capacity(2048), pending_pos: 0, file: None, finished: false, walk_done: false }
+        Partition {
+            walker,
+            sink,
+            threshold,
+            payload: 0,
+            entries: 0,
+            pending: Vec::with_capacity(2048),
+            pending_pos: 0,
+            file: None,
+            finished: false,
+            walk_done: false,
+        }
     }
 
     /// Queues the next entry's header (and opens its file); false at the end of the partition.
@@ -224,12 +300,21 @@ impl<'a, S: EntrySink> Partition<'a, S> {
                     }
                     // Gone between the walk and the open: leave it out.
                     Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                    Err(err) => return Err(io::Error::new(err.kind(), format!("{}: {err}", e.path.display()))),
+                    Err(err) => {
+                        return Err(io::Error::new(
+                            err.kind(),
+                            format!("{}: {err}", e.path.display()),
+                        ));
+                    }
                 },
                 Some(e) => break e,
             }
         };
-        let size = if entry.kind == Kind::File { entry.meta.len() } else { 0 };
+        let size = if entry.kind == Kind::File {
+            entry.meta.len()
+        } else {
+            0
+        };
         tar::encode(&header_for(&entry, size), &mut self.pending);
         self.payload += size;
         self.entries += 1;
@@ -300,7 +385,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().join("data");
         let ts = dir.path().join("ts1");
-        for p in ["base/1", "global", "pg_wal/archive_status", "pg_tblspc", "pg_stat_tmp"] {
+        for p in [
+            "base/1",
+            "global",
+            "pg_wal/archive_status",
+            "pg_tblspc",
+            "pg_stat_tmp",
+        ] {
             fs::create_dir_all(d.join(p)).unwrap();
         }
         fs::create_dir_all(ts.join("PG_15_202209061/5")).unwrap();
@@ -326,16 +417,41 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(parts.len(), 2, "cut after the 9000-byte file passed the threshold");
+        assert_eq!(
+            parts.len(),
+            2,
+            "cut after the 9000-byte file passed the threshold"
+        );
         let listed: Vec<&str> = names.0.iter().map(|(n, _)| n.as_str()).collect();
-        assert_eq!(listed, [
-            "/", "/PG_VERSION", "/base", "/base/1", "/base/1/1259",
-            "/base/1/1260", "/global", "/pg_stat_tmp", "/pg_tblspc",
-            "/pg_tblspc/16400/PG_15_202209061", "/pg_tblspc/16400/PG_15_202209061/5",
-            "/pg_tblspc/16400/PG_15_202209061/5/16400", "/pg_wal",
-        ]);
-        assert_eq!(walker.pg_control.as_deref(), Some(d.join("global/pg_control").as_path()));
-        assert_eq!(walker.tablespaces, [Tablespace { name: "16400".into(), location: ts.display().to_string() }]);
+        assert_eq!(
+            listed,
+            [
+                "/",
+                "/PG_VERSION",
+                "/base",
+                "/base/1",
+                "/base/1/1259",
+                "/base/1/1260",
+                "/global",
+                "/pg_stat_tmp",
+                "/pg_tblspc",
+                "/pg_tblspc/16400/PG_15_202209061",
+                "/pg_tblspc/16400/PG_15_202209061/5",
+                "/pg_tblspc/16400/PG_15_202209061/5/16400",
+                "/pg_wal",
+            ]
+        );
+        assert_eq!(
+            walker.pg_control.as_deref(),
+            Some(d.join("global/pg_control").as_path())
+        );
+        assert_eq!(
+            walker.tablespaces,
+            [Tablespace {
+                name: "16400".into(),
+                location: ts.display().to_string()
+            }]
+        );
         // Every partition is a valid tar whose entries carry the data.
         let mut found = Vec::new();
         for bytes in &parts {
@@ -344,7 +460,10 @@ mod tests {
                 let mut e = e.unwrap();
                 let mut data = Vec::new();
                 e.read_to_end(&mut data).unwrap();
-                found.push((String::from_utf8(e.path_bytes().into_owned()).unwrap(), data.len()));
+                found.push((
+                    String::from_utf8(e.path_bytes().into_owned()).unwrap(),
+                    data.len(),
+                ));
             }
             assert!(bytes.ends_with(&[0u8; 1024]));
         }
@@ -371,7 +490,11 @@ mod tests {
         let mut all = out[..1024].to_vec();
         all.extend(rest);
         let mut a = ::tar::Archive::new(&all[..]);
-        let sizes: Vec<u64> = a.entries().unwrap().map(|e| e.unwrap().header().size().unwrap()).collect();
+        let sizes: Vec<u64> = a
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().header().size().unwrap())
+            .collect();
         assert_eq!(sizes, [0, 3000]);
     }
 }

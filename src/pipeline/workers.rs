@@ -22,7 +22,10 @@ where
     F: FnOnce() -> T + Send + 'scope,
     T: Send + 'scope,
 {
-    std::thread::Builder::new().name(name).stack_size(WORKER_STACK).spawn_scoped(scope, f)
+    std::thread::Builder::new()
+        .name(name)
+        .stack_size(WORKER_STACK)
+        .spawn_scoped(scope, f)
 }
 
 /// Starts `n` workers named `stage-N`, each running `work` on jobs from `jobs` until the

@@ -68,8 +68,13 @@ impl StorageError {
                     || *status == 429
                     || matches!(
                         code.as_str(),
-                        "SlowDown" | "Throttling" | "ThrottlingException" | "RequestTimeout"
-                            | "RequestTimeTooSkewed" | "InternalError" | "ServiceUnavailable"
+                        "SlowDown"
+                            | "Throttling"
+                            | "ThrottlingException"
+                            | "RequestTimeout"
+                            | "RequestTimeTooSkewed"
+                            | "InternalError"
+                            | "ServiceUnavailable"
                     )
             }
         }
@@ -101,7 +106,13 @@ impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageError::NotFound { key } => write!(f, "object {key} not found"),
-            StorageError::Remote { op, key, status, code, message } => {
+            StorageError::Remote {
+                op,
+                key,
+                status,
+                code,
+                message,
+            } => {
                 write!(f, "{op} {key}: HTTP {status} {code}")?;
                 if !message.is_empty() {
                     write!(f, ": {message}")?;

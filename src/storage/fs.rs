@@ -21,7 +21,9 @@ impl FsStorage {
     /// compatibility). The directory is created when first written to.
     pub fn new(root: &str) -> FsStorage {
         let root = root.strip_prefix("file://localhost").unwrap_or(root);
-        FsStorage { root: PathBuf::from(root) }
+        FsStorage {
+            root: PathBuf::from(root),
+        }
     }
 
     fn path_of(&self, key: &str) -> PathBuf {
@@ -32,15 +34,19 @@ impl FsStorage {
 /// Whether `name` is one of the temporary names a writer uses before its rename.
 pub fn is_temp_name(name: &str) -> bool {
     // `.tmp.` + 8 digits + `T` + 6 digits + `Z-` + 16 lower hex, at the end of the name.
-    let Some(pos) = name.rfind(".tmp.") else { return false };
-    let tail = name[pos + 5..].as_bytes();
+    let Some(pos) = name.rfind(".tmp.") else {
+        return false;
+    };
+    let tail = &name.as_bytes()[pos + 5..];
     tail.len() == 33
         && tail[..8].iter().all(u8::is_ascii_digit)
         && tail[8] == b'T'
         && tail[9..15].iter().all(u8::is_ascii_digit)
         && tail[15] == b'Z'
         && tail[16] == b'-'
-        && tail[17..].iter().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        && tail[17..]
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
 /// 16 lower-case hex digits that differ between concurrent writers.
@@ -58,9 +64,15 @@ fn unique_hex() -> String {
 
 fn io_err(op: &'static str, key: &str, source: io::Error) -> StorageError {
     if source.kind() == io::ErrorKind::NotFound && op != "put" {
-        StorageError::NotFound { key: key.to_string() }
+        StorageError::NotFound {
+            key: key.to_string(),
+        }
     } else {
-        StorageError::Io { op, key: key.to_string(), source }
+        StorageError::Io {
+            op,
+            key: key.to_string(),
+            source,
+        }
     }
 }
 
@@ -75,12 +87,23 @@ impl FsStorage {
         self.write_stream_atomically(key, &mut reader)
     }
 
-    fn write_stream_atomically(&self, key: &str, reader: &mut dyn std::io::Read) -> io::Result<u64> {
+    fn write_stream_atomically(
+        &self,
+        key: &str,
+        reader: &mut dyn std::io::Read,
+    ) -> io::Result<u64> {
         let path = self.path_of(key);
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir)?;
-        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
-        let tmp = dir.join(format!("{file_name}.tmp.{}-{}", UtcTime::now().amz_date(), unique_hex()));
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object");
+        let tmp = dir.join(format!(
+            "{file_name}.tmp.{}-{}",
+            UtcTime::now().amz_date(),
+            unique_hex()
+        ));
         let result = (|| {
             let mut out = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             let written = io::copy(reader, &mut out)?;
@@ -100,7 +123,8 @@ impl FsStorage {
 
 impl Storage for FsStorage {
     fn put(&self, key: &str, body: &dyn BodySource) -> Result<u64, StorageError> {
-        self.write_atomically(key, body).map_err(|e| io_err("put", key, e))
+        self.write_atomically(key, body)
+            .map_err(|e| io_err("put", key, e))
     }
 
     fn put_stream(
@@ -111,13 +135,16 @@ impl Storage for FsStorage {
         _concurrency: usize,
     ) -> Result<u64, StorageError> {
         // A local file needs no parts: the stream goes straight to the temporary file.
-        self.write_stream_atomically(key, body).map_err(|e| io_err("put", key, e))
+        self.write_stream_atomically(key, body)
+            .map_err(|e| io_err("put", key, e))
     }
 
     fn get(&self, key: &str) -> Result<ObjectReader, StorageError> {
         let file = File::open(self.path_of(key)).map_err(|e| io_err("get", key, e))?;
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(StorageError::NotFound { key: key.to_string() });
+            return Err(StorageError::NotFound {
+                key: key.to_string(),
+            });
         }
         Ok(Box::new(file))
     }
@@ -147,7 +174,11 @@ impl Storage for FsStorage {
             None => ("", prefix),
         };
         self.walk(folder, name_prefix, recursive, each)
-            .map_err(|e| StorageError::Io { op: "list", key: prefix.to_string(), source: e })
+            .map_err(|e| StorageError::Io {
+                op: "list",
+                key: prefix.to_string(),
+                source: e,
+            })
     }
 
     fn delete_many(&self, keys: &[String]) -> Result<(), StorageError> {
@@ -185,7 +216,9 @@ impl FsStorage {
         let mut names: Vec<(String, fs::Metadata)> = Vec::new();
         for entry in entries {
             let entry = entry?;
-            let Ok(name) = entry.file_name().into_string() else { continue };
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
             if !name.starts_with(name_prefix) || is_temp_name(&name) {
                 continue;
             }
@@ -204,7 +237,10 @@ impl FsStorage {
                 each(ObjectMeta {
                     key,
                     size: meta.len(),
-                    last_modified: meta.modified().map(UtcTime::from_system).unwrap_or(UtcTime(0)),
+                    last_modified: meta
+                        .modified()
+                        .map(UtcTime::from_system)
+                        .unwrap_or(UtcTime(0)),
                 });
             }
         }
@@ -226,26 +262,37 @@ mod tests {
         st.put("wal_005/b.lz4", &BytesBody(b"x")).unwrap();
         st.put("wal_005/sub/c", &BytesBody(b"yz")).unwrap();
         let mut s = String::new();
-        st.get("wal_005/a.lz4").unwrap().read_to_string(&mut s).unwrap();
+        st.get("wal_005/a.lz4")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
         assert_eq!(s, "hello");
-        assert!(matches!(st.get("wal_005/none"), Err(StorageError::NotFound { .. })));
+        assert!(matches!(
+            st.get("wal_005/none"),
+            Err(StorageError::NotFound { .. })
+        ));
         assert_eq!(st.head("wal_005/b.lz4").unwrap().unwrap().size, 1);
         assert!(st.head("wal_005/zz").unwrap().is_none());
 
         let mut flat = vec![];
-        st.list("wal_005/", false, &mut |m| flat.push(m.key)).unwrap();
+        st.list("wal_005/", false, &mut |m| flat.push(m.key))
+            .unwrap();
         assert_eq!(flat, ["wal_005/a.lz4", "wal_005/b.lz4"]);
         let mut deep = vec![];
-        st.list("wal_005/", true, &mut |m| deep.push(m.key)).unwrap();
+        st.list("wal_005/", true, &mut |m| deep.push(m.key))
+            .unwrap();
         assert_eq!(deep, ["wal_005/a.lz4", "wal_005/b.lz4", "wal_005/sub/c"]);
         let mut pre = vec![];
-        st.list("wal_005/a", false, &mut |m| pre.push(m.key)).unwrap();
+        st.list("wal_005/a", false, &mut |m| pre.push(m.key))
+            .unwrap();
         assert_eq!(pre, ["wal_005/a.lz4"]);
 
-        st.delete_many(&["wal_005/a.lz4".into(), "wal_005/missing".into()]).unwrap();
+        st.delete_many(&["wal_005/a.lz4".into(), "wal_005/missing".into()])
+            .unwrap();
         assert!(st.head("wal_005/a.lz4").unwrap().is_none());
         // Listing a folder that does not exist is empty, not an error.
-        st.list("nothing/", true, &mut |_| panic!("unexpected")).unwrap();
+        st.list("nothing/", true, &mut |_| panic!("unexpected"))
+            .unwrap();
     }
 
     #[test]
@@ -277,7 +324,9 @@ mod tests {
 
     #[test]
     fn temp_names() {
-        assert!(is_temp_name("000000010000000000000003.lz4.tmp.20261124T031027Z-0123456789abcdef"));
+        assert!(is_temp_name(
+            "000000010000000000000003.lz4.tmp.20261124T031027Z-0123456789abcdef"
+        ));
         assert!(!is_temp_name("000000010000000000000003.lz4"));
         assert!(!is_temp_name("x.tmp.20261124T031027Z-0123456789ABCDEF"));
     }

@@ -106,7 +106,11 @@ impl BodySource for BytesBody<'_> {
 pub fn join_key(folder: &str, name: &str) -> String {
     let folder = folder.trim_matches('/');
     let name = name.trim_start_matches('/');
-    if folder.is_empty() { name.to_string() } else { format!("{folder}/{name}") }
+    if folder.is_empty() {
+        name.to_string()
+    } else {
+        format!("{folder}/{name}")
+    }
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.

@@ -70,7 +70,9 @@ fn is_executable(path: &Path) -> bool {
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| is_executable(p))
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
 }
 
 /// Location of an external tool, by the variable `scripts/ensure-tools` writes:
@@ -93,12 +95,17 @@ pub fn tool_env(name: &str) -> Option<PathBuf> {
             .find(|d| is_executable(&d.join("initdb")) && is_executable(&d.join("pg_ctl"))),
         "WALRUS_S3S_BIN" => match explicit {
             Some(p) => is_executable(&p).then_some(p),
-            None => find_on_path("s3s-fs")
-                .or_else(|| tools_cache().map(|c| c.join("bin/s3s-fs")).filter(|p| is_executable(p))),
+            None => find_on_path("s3s-fs").or_else(|| {
+                tools_cache()
+                    .map(|c| c.join("bin/s3s-fs"))
+                    .filter(|p| is_executable(p))
+            }),
         },
         "WALRUS_WALG_BIN" => match explicit {
             Some(p) => is_executable(&p).then_some(p),
-            None => tools_cache().map(|c| c.join("bin/pg")).filter(|p| is_executable(p)),
+            None => tools_cache()
+                .map(|c| c.join("bin/pg"))
+                .filter(|p| is_executable(p)),
         },
         other => non_empty_env(other).map(PathBuf::from),
     }
@@ -131,7 +138,10 @@ impl Tool {
                 let dir = tool_env("WALRUS_PG_BINDIR").ok_or_else(|| {
                     format!("no initdb/pg_ctl in $WALRUS_PG_BINDIR or {DEFAULT_PG_BINDIR}")
                 })?;
-                if is_root() && find_on_path("runuser").is_none() && !Path::new("/usr/sbin/runuser").exists() {
+                if is_root()
+                    && find_on_path("runuser").is_none()
+                    && !Path::new("/usr/sbin/runuser").exists()
+                {
                     return Err("running as root but `runuser` (util-linux) is missing".into());
                 }
                 if is_root() && postgres_ids().is_none() {
@@ -188,7 +198,10 @@ pub fn require_or_fail(tool: Tool, test: &str) -> Option<PathBuf> {
                     tool.label()
                 );
             }
-            loud(&format!("########## SKIPPED {test}: {} unavailable: {why} ##########", tool.label()));
+            loud(&format!(
+                "########## SKIPPED {test}: {} unavailable: {why} ##########",
+                tool.label()
+            ));
             None
         }
     }
@@ -251,7 +264,11 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
             );
         }
     };
-    Output { status, stdout: read_all(&mut out), stderr: read_all(&mut err) }
+    Output {
+        status,
+        stdout: read_all(&mut out),
+        stderr: read_all(&mut err),
+    }
 }
 
 fn read_all(f: &mut fs::File) -> Vec<u8> {
@@ -318,7 +335,12 @@ where
 pub fn peak_rss_kib(cmd: &mut Command) -> (Output, u64) {
     let report = tempfile::NamedTempFile::new().expect("temp file for time report");
     let mut timed = Command::new("/usr/bin/time");
-    timed.arg("-v").arg("-o").arg(report.path()).arg(cmd.get_program()).args(cmd.get_args());
+    timed
+        .arg("-v")
+        .arg("-o")
+        .arg(report.path())
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
         match v {
             Some(v) => timed.env(k, v),
@@ -334,7 +356,12 @@ pub fn peak_rss_kib(cmd: &mut Command) -> (Output, u64) {
         .lines()
         .find_map(|l| l.trim().strip_prefix("Maximum resident set size (kbytes):"))
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no peak RSS in /usr/bin/time report:\n{text}\n{}", output_text(&out)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no peak RSS in /usr/bin/time report:\n{text}\n{}",
+                output_text(&out)
+            )
+        });
     (out, kib)
 }
 
@@ -358,7 +385,10 @@ pub fn wait_for_or_explain<T>(
             return v;
         }
         if Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}\n{}", explain());
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                explain()
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -386,7 +416,9 @@ pub fn random_hex(len: usize) -> String {
     let mut s = String::new();
     while s.len() < len {
         let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         h.write_u128(nanos.as_nanos() ^ u128::from(std::process::id()));
         let _ = write!(s, "{:016x}", h.finish());
     }
@@ -450,7 +482,10 @@ fn as_postgres(program: &Path, cwd: &Path) -> Command {
     } else {
         Command::new(program)
     };
-    hermetic(&mut cmd).current_dir(cwd).env("LC_ALL", "C").env_remove("PGDATA");
+    hermetic(&mut cmd)
+        .current_dir(cwd)
+        .env("LC_ALL", "C")
+        .env_remove("PGDATA");
     cmd
 }
 
@@ -467,7 +502,10 @@ pub fn wal_segment_name(tli: u32, segno: u64) -> String {
 
 /// (timeline, segment number) of a 24-hex-digit WAL segment name.
 pub fn parse_wal_segment_name(name: &str) -> (u32, u64) {
-    assert!(name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()), "not a WAL segment name: {name:?}");
+    assert!(
+        name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()),
+        "not a WAL segment name: {name:?}"
+    );
     let tli = u32::from_str_radix(&name[0..8], 16).unwrap();
     let log = u64::from_str_radix(&name[8..16], 16).unwrap();
     let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
@@ -509,8 +547,13 @@ impl S3Server {
     /// Starts s3s-fs (panics if it is unavailable: check `require_or_fail`
     /// first) and waits, at most ~10 s, until it accepts connections.
     pub fn start() -> S3Server {
-        let bin = Tool::S3s.locate().unwrap_or_else(|e| panic!("cannot start s3s-fs: {e}"));
-        let root = tempfile::Builder::new().prefix("walrus-s3-").tempdir().expect("s3 temp dir");
+        let bin = Tool::S3s
+            .locate()
+            .unwrap_or_else(|e| panic!("cannot start s3s-fs: {e}"));
+        let root = tempfile::Builder::new()
+            .prefix("walrus-s3-")
+            .tempdir()
+            .expect("s3 temp dir");
         let data = root.path().join("data");
         let bucket = "wal-rus-test".to_string();
         fs::create_dir_all(data.join(&bucket)).expect("create bucket dir");
@@ -530,12 +573,17 @@ impl S3Server {
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .env("RUST_LOG", "warn");
-            let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+            let mut child = cmd
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let deadline = Instant::now() + Duration::from_secs(10);
             loop {
                 if let Ok(Some(status)) = child.try_wait() {
-                    last_err = format!("s3s-fs exited with {status}: {}", fs::read_to_string(&log_path).unwrap_or_default());
+                    last_err = format!(
+                        "s3s-fs exited with {status}: {}",
+                        fs::read_to_string(&log_path).unwrap_or_default()
+                    );
                     break;
                 }
                 if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
@@ -590,16 +638,24 @@ impl S3Server {
     /// Where s3s-fs keeps object `key` of the test bucket on disk (for tests
     /// that inspect or corrupt stored objects).
     pub fn object_path(&self, key: &str) -> PathBuf {
-        self.data_root().join(&self.bucket).join(key.trim_start_matches('/'))
+        self.data_root()
+            .join(&self.bucket)
+            .join(key.trim_start_matches('/'))
     }
 
     /// Keys of all objects in the bucket starting with `prefix`, sorted.
     pub fn list_keys(&self, prefix: &str) -> Vec<String> {
         fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
-            let Ok(entries) = fs::read_dir(dir) else { return };
+            let Ok(entries) = fs::read_dir(dir) else {
+                return;
+            };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                let key = if rel.is_empty() { name } else { format!("{rel}/{name}") };
+                let key = if rel.is_empty() {
+                    name
+                } else {
+                    format!("{rel}/{name}")
+                };
                 if e.file_type().is_ok_and(|t| t.is_dir()) {
                     walk(&e.path(), &key, out);
                 } else {
@@ -686,7 +742,12 @@ impl PgCluster {
     /// consistent must come from restore_command. `extra_conf` (with the
     /// `{walrus}` placeholder) and `env` as in `init_with_env`; write a signal
     /// file (`create_signal_file`) before starting it.
-    pub fn from_basebackup(primary: &PgCluster, port: u16, extra_conf: &str, env: &[(String, String)]) -> PgCluster {
+    pub fn from_basebackup(
+        primary: &PgCluster,
+        port: u16,
+        extra_conf: &str,
+        env: &[(String, String)],
+    ) -> PgCluster {
         let cluster = Self::prepare(port, env);
         let out = run_with_timeout(
             as_postgres(&cluster.bin("pg_basebackup"), cluster.base_dir())
@@ -711,7 +772,12 @@ impl PgCluster {
     /// A cluster whose data directory is made by `fill` (e.g. `wal-rus backup-fetch` run
     /// through `run_walrus_as_postgres`) instead of initdb. `extra_conf` and `env` as in
     /// `init_with_env`; the harness settings are appended only when `fill` succeeded.
-    pub fn from_restore(port: u16, extra_conf: &str, env: &[(String, String)], fill: impl FnOnce(&PgCluster) -> Output) -> (PgCluster, Output) {
+    pub fn from_restore(
+        port: u16,
+        extra_conf: &str,
+        env: &[(String, String)],
+        fill: impl FnOnce(&PgCluster) -> Output,
+    ) -> (PgCluster, Output) {
         let cluster = Self::prepare(port, env);
         let out = fill(&cluster);
         if out.status.success() {
@@ -723,7 +789,10 @@ impl PgCluster {
     /// Runs wal-rus as the postgres user through this cluster's wrapper (so with its
     /// settings), from the cluster's base directory.
     pub fn run_walrus_as_postgres(&self, args: &[&str], timeout: Duration) -> Output {
-        run_with_timeout(as_postgres(&self.walrus_wrapper(), self.base_dir()).args(args), timeout)
+        run_with_timeout(
+            as_postgres(&self.walrus_wrapper(), self.base_dir()).args(args),
+            timeout,
+        )
     }
 
     /// A command running wal-rus as postgres through the wrapper, to spawn or time.
@@ -734,9 +803,17 @@ impl PgCluster {
     }
 
     fn prepare(port: u16, env: &[(String, String)]) -> PgCluster {
-        let bindir = Tool::Postgres.locate().unwrap_or_else(|e| panic!("PostgreSQL unavailable: {e}"));
+        let bindir = Tool::Postgres
+            .locate()
+            .unwrap_or_else(|e| panic!("PostgreSQL unavailable: {e}"));
         let base = postgres_owned_tempdir("walrus-test-");
-        let cluster = PgCluster { data: base.path().join("data"), base, port, bindir, running: false };
+        let cluster = PgCluster {
+            data: base.path().join("data"),
+            base,
+            port,
+            bindir,
+            running: false,
+        };
         let bin_dir = cluster.base_dir().join("bin");
         fs::create_dir(&bin_dir).expect("mkdir bin");
         fs::copy(walrus_bin(), bin_dir.join("wal-rus")).expect("copy wal-rus binary");
@@ -772,10 +849,17 @@ impl PgCluster {
             "#!/bin/sh\n# Generated by the wal-rus test harness: settings for wal-rus run by PostgreSQL.\n",
         );
         for (k, v) in env {
-            assert!(k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "bad variable name {k:?}");
+            assert!(
+                k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+                "bad variable name {k:?}"
+            );
             let _ = writeln!(script, "export {k}={}", shell_quote(v));
         }
-        let _ = writeln!(script, "exec {} \"$@\"", shell_quote(&self.base_dir().join("bin/wal-rus").display().to_string()));
+        let _ = writeln!(
+            script,
+            "exec {} \"$@\"",
+            shell_quote(&self.base_dir().join("bin/wal-rus").display().to_string())
+        );
         let path = self.walrus_wrapper();
         let tmp = path.with_extension("tmp");
         fs::write(&tmp, script).expect("write wrapper");
@@ -796,7 +880,8 @@ impl PgCluster {
             .append(true)
             .open(self.data.join("postgresql.conf"))
             .expect("open postgresql.conf");
-        f.write_all(text.as_bytes()).expect("append postgresql.conf");
+        f.write_all(text.as_bytes())
+            .expect("append postgresql.conf");
     }
 
     /// Creates an empty file in the data dir, e.g. `standby.signal`.
@@ -839,7 +924,14 @@ impl PgCluster {
             as_postgres(&self.bin("pg_ctl"), self.base_dir())
                 .arg("-D")
                 .arg(&self.data)
-                .args(["-m", mode, "-w", "-t", &PG_CTL_TIMEOUT_SECS.to_string(), "stop"]),
+                .args([
+                    "-m",
+                    mode,
+                    "-w",
+                    "-t",
+                    &PG_CTL_TIMEOUT_SECS.to_string(),
+                    "stop",
+                ]),
             Duration::from_secs(PG_CTL_TIMEOUT_SECS + 30),
         );
         assert!(
@@ -854,13 +946,25 @@ impl PgCluster {
     /// Runs `sql` with `psql -At` as superuser `postgres` on 127.0.0.1:port and
     /// returns trimmed stdout; panics on error.
     pub fn psql(&self, sql: &str) -> String {
-        self.try_psql(sql).unwrap_or_else(|e| panic!("psql failed on port {}: {sql}\n{e}", self.port))
+        self.try_psql(sql)
+            .unwrap_or_else(|e| panic!("psql failed on port {}: {sql}\n{e}", self.port))
     }
 
     /// Like `psql`, but returns the error text instead of panicking.
     pub fn try_psql(&self, sql: &str) -> Result<String, String> {
         let out = run_with_timeout(
-            self.client("psql").args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", "postgres", "-c", sql]),
+            self.client("psql").args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ]),
             Duration::from_secs(300),
         );
         if out.status.success() {
@@ -873,14 +977,18 @@ impl PgCluster {
     /// `pgbench -i -s scale` on database postgres.
     pub fn pgbench_init(&self, scale: u32) {
         run_ok(
-            self.client("pgbench").args(["-i", "-q", "-s", &scale.to_string(), "postgres"]),
+            self.client("pgbench")
+                .args(["-i", "-q", "-s", &scale.to_string(), "postgres"]),
             Duration::from_secs(600),
         );
     }
 
     /// `pgbench <args> postgres`; returns its stdout (panics on failure).
     pub fn pgbench(&self, args: &[&str]) -> String {
-        let out = run_ok(self.client("pgbench").args(args).arg("postgres"), Duration::from_secs(600));
+        let out = run_ok(
+            self.client("pgbench").args(args).arg("postgres"),
+            Duration::from_secs(600),
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -901,7 +1009,14 @@ impl PgCluster {
     pub fn client(&self, program: &str) -> Command {
         let mut cmd = Command::new(self.bin(program));
         hermetic(&mut cmd)
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ])
             .env("PGCONNECT_TIMEOUT", "10")
             .env_remove("PGDATABASE")
             .env_remove("PGOPTIONS")
@@ -943,7 +1058,13 @@ impl PgCluster {
     }
 
     fn postmaster_pid(&self) -> Option<u32> {
-        fs::read_to_string(self.data.join("postmaster.pid")).ok()?.lines().next()?.trim().parse().ok()
+        fs::read_to_string(self.data.join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
     }
 }
 
@@ -953,17 +1074,23 @@ impl Drop for PgCluster {
             return;
         }
         let mut cmd = as_postgres(&self.bin("pg_ctl"), self.base_dir());
-        cmd.arg("-D").arg(&self.data).args(["-m", "immediate", "-w", "-t", "30", "stop"]);
+        cmd.arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "-t", "30", "stop"]);
         // Never panic in drop (it may run while unwinding from a failure).
         let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_with_timeout(&mut cmd, Duration::from_secs(60)).status.success()
+            run_with_timeout(&mut cmd, Duration::from_secs(60))
+                .status
+                .success()
         }))
         .unwrap_or(false);
         if !stopped
             && let Some(pid) = self.postmaster_pid()
             && Path::new(&format!("/proc/{pid}")).exists()
         {
-            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
         }
     }
 }

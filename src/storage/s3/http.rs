@@ -6,7 +6,7 @@
 //! missing bucket, denied) fail at once with S3's own code and message.
 
 use super::sign::{self, PathRules, UtcTime};
-use super::{xml, S3Config};
+use super::{S3Config, xml};
 use crate::storage::StorageError;
 use std::io::Read;
 use std::sync::Arc;
@@ -47,7 +47,14 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     /// A call without body or parameters.
     pub fn new(method: &'static str, op: &'static str, key: Option<&'a str>) -> Call<'a> {
-        Call { method, op, key, query: Vec::new(), headers: Vec::new(), payload_hash: EMPTY_SHA256.into() }
+        Call {
+            method,
+            op,
+            key,
+            query: Vec::new(),
+            headers: Vec::new(),
+            payload_hash: EMPTY_SHA256.into(),
+        }
     }
 
     fn what(&self, bucket: &str) -> String {
@@ -71,37 +78,59 @@ pub struct Client {
 fn dns_compatible(bucket: &str, https: bool) -> bool {
     let b = bucket.as_bytes();
     (3..=63).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
-        && b[0] != b'.' && b[0] != b'-'
-        && b[b.len() - 1] != b'.' && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'.' || *c == b'-')
+        && b[0] != b'.'
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'.'
+        && b[b.len() - 1] != b'-'
         && !bucket.contains("..")
         && bucket.parse::<std::net::Ipv4Addr>().is_err()
         && !(https && bucket.contains('.'))
 }
 
 /// The TLS configuration, built on first HTTPS use: system roots plus the extra CA file.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>, StorageError> {
-    let cfg_err = |detail: String| StorageError::Transport { op: "TLS setup", key: String::new(), detail };
+fn tls_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, StorageError> {
+    let cfg_err = |detail: String| StorageError::Transport {
+        op: "TLS setup",
+        key: String::new(),
+        detail,
+    };
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
         let _ = roots.add(cert);
     }
     if let Some(path) = ca_file {
-        let data = std::fs::read(path)
-            .map_err(|e| cfg_err(format!("reading WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
+        let data = std::fs::read(path).map_err(|e| {
+            cfg_err(format!(
+                "reading WALG_S3_CA_CERT_FILE {}: {e}",
+                path.display()
+            ))
+        })?;
         let mut added = 0;
         for cert in rustls_pemfile::certs(&mut &data[..]) {
-            let cert = cert.map_err(|e| cfg_err(format!("WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
-            roots.add(cert).map_err(|e| cfg_err(format!("WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
+            let cert =
+                cert.map_err(|e| cfg_err(format!("WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
+            roots
+                .add(cert)
+                .map_err(|e| cfg_err(format!("WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
             added += 1;
         }
         if added == 0 {
-            return Err(cfg_err(format!("WALG_S3_CA_CERT_FILE {} holds no PEM certificate", path.display())));
+            return Err(cfg_err(format!(
+                "WALG_S3_CA_CERT_FILE {} holds no PEM certificate",
+                path.display()
+            )));
         }
     }
     if roots.is_empty() {
-        return Err(cfg_err("no trusted CA certificates found (system store empty; set WALG_S3_CA_CERT_FILE)".into()));
+        return Err(cfg_err(
+            "no trusted CA certificates found (system store empty; set WALG_S3_CA_CERT_FILE)"
+                .into(),
+        ));
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -149,7 +178,14 @@ impl Client {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1)
             ^ u64::from(std::process::id()) << 32;
-        Ok(Client { cfg, scheme, authority, virtual_host, agent: builder.build(), jitter: std::sync::Mutex::new(seed | 1) })
+        Ok(Client {
+            cfg,
+            scheme,
+            authority,
+            virtual_host,
+            agent: builder.build(),
+            jitter: std::sync::Mutex::new(seed | 1),
+        })
     }
 
     /// `scheme://host` for messages.
@@ -158,7 +194,11 @@ impl Client {
     }
 
     fn host(&self) -> String {
-        if self.virtual_host { format!("{}.{}", self.cfg.bucket, self.authority) } else { self.authority.clone() }
+        if self.virtual_host {
+            format!("{}.{}", self.cfg.bucket, self.authority)
+        } else {
+            self.authority.clone()
+        }
     }
 
     /// The wire path: `/key` (virtual host) or `/bucket/key` (path style), percent-encoded.
@@ -196,18 +236,34 @@ impl Client {
             headers: &headers,
             payload_hash: &call.payload_hash,
         };
-        let auth = sign::authorization(&self.cfg.credentials, &self.cfg.region, "s3", now, &req, PathRules::S3);
+        let auth = sign::authorization(
+            &self.cfg.credentials,
+            &self.cfg.region,
+            "s3",
+            now,
+            &req,
+            PathRules::S3,
+        );
         let mut url = format!("{}://{}{}", self.scheme, host, path);
         if !call.query.is_empty() {
             let q: Vec<String> = call
                 .query
                 .iter()
-                .map(|(k, v)| format!("{}={}", sign::uri_encode(k, true), sign::uri_encode(v, true)))
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        sign::uri_encode(k, true),
+                        sign::uri_encode(v, true)
+                    )
+                })
                 .collect();
             url.push('?');
             url.push_str(&q.join("&"));
         }
-        let mut request = self.agent.request(call.method, &url).set("Authorization", &auth);
+        let mut request = self
+            .agent
+            .request(call.method, &url)
+            .set("Authorization", &auth);
         // ureq writes the Host header from the URL itself; everything else we set.
         for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
             request = request.set(k, v);
@@ -219,7 +275,9 @@ impl Client {
             }
             Body::Empty => request.call(),
             Body::Bytes(b) => request.send_bytes(b),
-            Body::Stream(reader, len) => request.set("Content-Length", &len.to_string()).send(reader),
+            Body::Stream(reader, len) => {
+                request.set("Content-Length", &len.to_string()).send(reader)
+            }
         };
         match result {
             Ok(resp) => Ok(resp),
@@ -253,7 +311,12 @@ impl Client {
                 Ok(v) => return Ok(v),
                 Err(e) if e.is_retryable() && n < self.cfg.max_retries => {
                     let delay = self.backoff(n, e.is_throttle());
-                    crate::warn!("{e}; retry {} of {} ({op}) in {} ms", n + 1, self.cfg.max_retries, delay.as_millis());
+                    crate::warn!(
+                        "{e}; retry {} of {} ({op}) in {} ms",
+                        n + 1,
+                        self.cfg.max_retries,
+                        delay.as_millis()
+                    );
                     std::thread::sleep(delay);
                     n += 1;
                 }
@@ -266,11 +329,17 @@ impl Client {
     /// bounds when S3 asked us to slow down.
     pub fn backoff(&self, attempt: u32, throttled: bool) -> Duration {
         let (base, cap) = if throttled {
-            (self.cfg.min_throttle_delay, self.cfg.max_throttle_delay.min(Duration::from_secs(60)))
+            (
+                self.cfg.min_throttle_delay,
+                self.cfg.max_throttle_delay.min(Duration::from_secs(60)),
+            )
         } else {
             (Duration::from_millis(100), Duration::from_secs(5))
         };
-        let ceiling = base.saturating_mul(1u32 << attempt.min(16)).min(cap).max(base);
+        let ceiling = base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(cap)
+            .max(base);
         let r = {
             let mut s = self.jitter.lock().unwrap_or_else(|p| p.into_inner());
             *s ^= *s << 13;
@@ -288,7 +357,9 @@ impl Client {
 fn transport_detail(t: &ureq::Transport) -> String {
     let kind = t.kind();
     let msg = t.message().map(str::to_string).unwrap_or_default();
-    let src = std::error::Error::source(t).map(|s| s.to_string()).unwrap_or_default();
+    let src = std::error::Error::source(t)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     let mut out = format!("{kind}");
     for part in [msg, src] {
         if !part.is_empty() && !out.contains(&part) {
@@ -329,7 +400,9 @@ fn status_error(call: &Call, what: &str, status: u16, resp: ureq::Response) -> S
         && (code == "NoSuchKey" || code == "NotFound")
         && call.op != "UploadPart";
     if is_missing_object {
-        return StorageError::NotFound { key: what.to_string() };
+        return StorageError::NotFound {
+            key: what.to_string(),
+        };
     }
     let message = match code.as_str() {
         "NoSuchBucket" => format!("bucket does not exist. {message}"),
@@ -337,16 +410,30 @@ fn status_error(call: &Call, what: &str, status: u16, resp: ureq::Response) -> S
         "InvalidAccessKeyId" => format!("{message} (check AWS_ACCESS_KEY_ID)"),
         _ => message,
     };
-    StorageError::Remote { op: call.op, key: what.to_string(), status, code, message }
+    StorageError::Remote {
+        op: call.op,
+        key: what.to_string(),
+        status,
+        code,
+        message,
+    }
 }
 
 /// Reads a small response body (listing, error, multipart answer) into memory, bounded.
-pub fn read_small_body(resp: ureq::Response, op: &'static str, key: &str) -> Result<Vec<u8>, StorageError> {
+pub fn read_small_body(
+    resp: ureq::Response,
+    op: &'static str,
+    key: &str,
+) -> Result<Vec<u8>, StorageError> {
     let mut body = Vec::new();
     resp.into_reader()
         .take(MAX_SMALL_BODY)
         .read_to_end(&mut body)
-        .map_err(|e| StorageError::Io { op, key: key.to_string(), source: e })?;
+        .map_err(|e| StorageError::Io {
+            op,
+            key: key.to_string(),
+            source: e,
+        })?;
     Ok(body)
 }
 
@@ -363,9 +450,17 @@ pub fn parse_http_date(s: &str) -> Option<UtcTime> {
     if parts.len() != 6 {
         return None;
     }
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let month = MONTHS.iter().position(|m| *m == parts[2])? + 1;
-    let iso = format!("{}-{:02}-{:02}T{}Z", parts[3], month, parts[1].parse::<u32>().ok()?, parts[4]);
+    let iso = format!(
+        "{}-{:02}-{:02}T{}Z",
+        parts[3],
+        month,
+        parts[1].parse::<u32>().ok()?,
+        parts[4]
+    );
     crate::format::time::UtcTime::parse_rfc3339(&iso)
 }
 
@@ -385,7 +480,10 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        assert_eq!(parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"), Some(UtcTime(1_440_938_160)));
+        assert_eq!(
+            parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
+            Some(UtcTime(1_440_938_160))
+        );
         assert_eq!(parse_http_date("garbage"), None);
     }
 
@@ -400,8 +498,8 @@ mod tests {
 #[cfg(test)]
 mod fault_tests {
     use super::*;
-    use crate::storage::s3::sign::Credentials;
     use crate::storage::s3::S3Config;
+    use crate::storage::s3::sign::Credentials;
     use std::io::{BufRead, BufReader, Write};
     use std::net::TcpListener;
     use std::sync::{Arc, Mutex};
@@ -414,7 +512,9 @@ mod fault_tests {
         let log = seen.clone();
         std::thread::spawn(move || {
             for answer in script {
-                let Ok((stream, _)) = listener.accept() else { return };
+                let Ok((stream, _)) = listener.accept() else {
+                    return;
+                };
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
                 let mut head = String::new();
                 let mut len = 0usize;
@@ -445,7 +545,11 @@ mod fault_tests {
             endpoint: Some(endpoint),
             region: "us-east-1".into(),
             force_path_style: true,
-            credentials: Credentials { access_key_id: "AK".into(), secret_access_key: "SECRET".into(), session_token: None },
+            credentials: Credentials {
+                access_key_id: "AK".into(),
+                secret_access_key: "SECRET".into(),
+                session_token: None,
+            },
             ca_cert_file: None,
             storage_class: "STANDARD".into(),
             sse: None,
@@ -462,7 +566,11 @@ mod fault_tests {
     }
 
     fn answer(status: &str, body: &str) -> Vec<u8> {
-        format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).into_bytes()
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
     }
 
     fn s3_error(code: &str) -> String {
@@ -483,48 +591,91 @@ mod fault_tests {
         let heads = seen.lock().unwrap();
         assert_eq!(heads.len(), 3);
         assert!(heads[0].starts_with("GET /bkt/k HTTP/1.1"), "{}", heads[0]);
-        assert!(heads[0].to_ascii_lowercase().contains("authorization: aws4-hmac-sha256 credential=ak/"));
-        assert!(!heads.iter().any(|h| h.contains("SECRET")), "the secret never goes on the wire");
+        assert!(
+            heads[0]
+                .to_ascii_lowercase()
+                .contains("authorization: aws4-hmac-sha256 credential=ak/")
+        );
+        assert!(
+            !heads.iter().any(|h| h.contains("SECRET")),
+            "the secret never goes on the wire"
+        );
     }
 
     #[test]
     fn permanent_errors_fail_at_once() {
-        let (url, seen) = fake(vec![answer("403 Forbidden", &s3_error("AccessDenied")), answer("200 OK", "")]);
+        let (url, seen) = fake(vec![
+            answer("403 Forbidden", &s3_error("AccessDenied")),
+            answer("200 OK", ""),
+        ]);
         let c = client(url, 5);
-        let err = c.send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || Body::Empty).unwrap_err();
-        assert!(matches!(&err, StorageError::Remote { status: 403, code, .. } if code == "AccessDenied"), "{err}");
+        let err = c
+            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
+                Body::Empty
+            })
+            .unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Remote { status: 403, code, .. } if code == "AccessDenied"),
+            "{err}"
+        );
         assert_eq!(seen.lock().unwrap().len(), 1);
     }
 
     #[test]
     fn retries_run_out() {
         let (url, seen) = fake(vec![answer("500 Internal Server Error", ""); 3]);
-        let err = client(url, 2).send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || Body::Empty).unwrap_err();
-        assert!(matches!(err, StorageError::Remote { status: 500, .. }), "{err}");
-        assert_eq!(seen.lock().unwrap().len(), 3, "one attempt plus two retries");
+        let err = client(url, 2)
+            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
+                Body::Empty
+            })
+            .unwrap_err();
+        assert!(
+            matches!(err, StorageError::Remote { status: 500, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            seen.lock().unwrap().len(),
+            3,
+            "one attempt plus two retries"
+        );
     }
 
     #[test]
     fn html_error_pages_are_described_not_dumped() {
         let page = "<html><body><h1>502 Bad Gateway</h1>nginx</body></html>";
         let (url, _) = fake(vec![answer("502 Bad Gateway", page)]);
-        let err = client(url, 0).send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || Body::Empty).unwrap_err();
+        let err = client(url, 0)
+            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
+                Body::Empty
+            })
+            .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("HTTP 502") && text.contains("non-S3 error page"), "{text}");
+        assert!(
+            text.contains("HTTP 502") && text.contains("non-S3 error page"),
+            "{text}"
+        );
         assert!(err.is_retryable());
     }
 
     #[test]
     fn missing_key_is_not_found() {
         let (url, _) = fake(vec![answer("404 Not Found", &s3_error("NoSuchKey"))]);
-        let err = client(url, 3).send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || Body::Empty).unwrap_err();
+        let err = client(url, 3)
+            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
+                Body::Empty
+            })
+            .unwrap_err();
         assert!(matches!(err, StorageError::NotFound { .. }), "{err}");
     }
 
     #[test]
     fn a_broken_body_is_resumed_with_a_range() {
         let whole = "0123456789abcdefghij";
-        let first = format!("HTTP/1.1 200 OK\r\nContent-Length: 20\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n{}", &whole[..8]).into_bytes();
+        let first = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: 20\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n{}",
+            &whole[..8]
+        )
+        .into_bytes();
         let rest = format!("HTTP/1.1 206 Partial Content\r\nContent-Length: 12\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n{}", &whole[8..]).into_bytes();
         let (url, seen) = fake(vec![first, rest]);
         let c = Arc::new(client(url, 3));
@@ -533,28 +684,51 @@ mod fault_tests {
         reader.read_to_string(&mut got).unwrap();
         assert_eq!(got, whole);
         let heads = seen.lock().unwrap();
-        assert!(heads[1].to_ascii_lowercase().contains("range: bytes=8-"), "{}", heads[1]);
-        assert!(heads[1].to_ascii_lowercase().contains("if-match: \"e1\""), "{}", heads[1]);
+        assert!(
+            heads[1].to_ascii_lowercase().contains("range: bytes=8-"),
+            "{}",
+            heads[1]
+        );
+        assert!(
+            heads[1].to_ascii_lowercase().contains("if-match: \"e1\""),
+            "{}",
+            heads[1]
+        );
     }
 
     #[test]
     fn a_short_body_without_retries_is_an_error() {
-        let first = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\n01234".to_vec();
+        let first =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\n01234".to_vec();
         let (url, _) = fake(vec![first]);
         let c = Arc::new(client(url, 0));
         let mut reader = crate::storage::s3::read::open(c, "obj".into()).unwrap();
         let mut got = Vec::new();
-        assert!(reader.read_to_end(&mut got).is_err(), "a truncated body must not look complete");
+        assert!(
+            reader.read_to_end(&mut got).is_err(),
+            "a truncated body must not look complete"
+        );
     }
 
     #[test]
     fn unreachable_endpoint_fails_within_the_budget() {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let c = client(format!("http://127.0.0.1:{port}"), 2);
         let start = std::time::Instant::now();
-        let err = c.send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || Body::Empty).unwrap_err();
+        let err = c
+            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
+                Body::Empty
+            })
+            .unwrap_err();
         assert!(matches!(err, StorageError::Transport { .. }), "{err}");
-        assert!(err.to_string().contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
         assert!(start.elapsed() < Duration::from_secs(15));
     }
 }

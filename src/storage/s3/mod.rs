@@ -64,7 +64,9 @@ pub struct S3Storage {
 impl S3Storage {
     /// Prepares the client; no request is sent until the first operation.
     pub fn new(cfg: S3Config) -> Result<S3Storage, StorageError> {
-        Ok(S3Storage { client: Arc::new(Client::new(cfg)?) })
+        Ok(S3Storage {
+            client: Arc::new(Client::new(cfg)?),
+        })
     }
 
     fn full_key(&self, key: &str) -> String {
@@ -96,12 +98,19 @@ impl Storage for S3Storage {
         let call = Call::new("HEAD", "HeadObject", Some(&full));
         match self.client.send_with_retries(&call, &mut || Body::Empty) {
             Ok(resp) => {
-                let size = resp.header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let size = resp
+                    .header("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 let last_modified = resp
                     .header("last-modified")
                     .and_then(http::parse_http_date)
                     .unwrap_or(UtcTime(0));
-                Ok(Some(ObjectMeta { key: key.to_string(), size, last_modified }))
+                Ok(Some(ObjectMeta {
+                    key: key.to_string(),
+                    size,
+                    last_modified,
+                }))
             }
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
@@ -145,7 +154,9 @@ impl Storage for S3Storage {
                 if obj.key.ends_with('/') {
                     continue;
                 }
-                let Some(rel) = obj.key.strip_prefix(&root) else { continue };
+                let Some(rel) = obj.key.strip_prefix(&root) else {
+                    continue;
+                };
                 each(ObjectMeta {
                     key: rel.to_string(),
                     size: obj.size,
@@ -165,17 +176,19 @@ impl Storage for S3Storage {
             let body = xml::delete_objects_body(&full, true);
             let mut call = Call::new("POST", "DeleteObjects", None);
             call.query.push(("delete".into(), String::new()));
-            call.headers.push(("content-md5".into(), http::content_md5(body.as_bytes())));
+            call.headers
+                .push(("content-md5".into(), http::content_md5(body.as_bytes())));
             call.payload_hash = sign::sha256_hex(body.as_bytes());
             let resp = self
                 .client
                 .send_with_retries(&call, &mut || Body::Bytes(body.as_bytes()))?;
             let answer = http::read_small_body(resp, "DeleteObjects", &self.client.cfg.bucket)?;
-            let failures = xml::parse_delete_result(&answer).map_err(|e| StorageError::Protocol {
-                op: "DeleteObjects",
-                key: self.client.cfg.bucket.clone(),
-                detail: e.to_string(),
-            })?;
+            let failures =
+                xml::parse_delete_result(&answer).map_err(|e| StorageError::Protocol {
+                    op: "DeleteObjects",
+                    key: self.client.cfg.bucket.clone(),
+                    detail: e.to_string(),
+                })?;
             if let Some(f) = failures.into_iter().find(|f| f.code != "NoSuchKey") {
                 return Err(StorageError::Remote {
                     op: "DeleteObjects",
@@ -191,6 +204,11 @@ impl Storage for S3Storage {
 
     fn describe(&self) -> String {
         let c = &self.client.cfg;
-        format!("s3://{}/{} at {}", c.bucket, c.root, self.client.endpoint_display())
+        format!(
+            "s3://{}/{} at {}",
+            c.bucket,
+            c.root,
+            self.client.endpoint_display()
+        )
     }
 }

@@ -21,10 +21,16 @@ struct ResumingReader {
 }
 
 /// Sends a GetObject (optionally ranged) and returns the answer.
-fn get(client: &Client, key: &str, from: u64, etag: Option<&str>) -> Result<ureq::Response, StorageError> {
+fn get(
+    client: &Client,
+    key: &str,
+    from: u64,
+    etag: Option<&str>,
+) -> Result<ureq::Response, StorageError> {
     let mut call = Call::new("GET", "GetObject", Some(key));
     if from > 0 {
-        call.headers.push(("range".into(), format!("bytes={from}-")));
+        call.headers
+            .push(("range".into(), format!("bytes={from}-")));
         if let Some(tag) = etag {
             call.headers.push(("if-match".into(), tag.to_string()));
         }
@@ -38,16 +44,31 @@ pub fn open(client: Arc<Client>, key: String) -> Result<ObjectReader, StorageErr
     let etag = resp.header("etag").map(str::to_string);
     let len = resp.header("content-length").and_then(|v| v.parse().ok());
     let body = resp.into_reader();
-    Ok(Box::new(ResumingReader { client, key, etag, len, offset: 0, body, resumes: 0 }))
+    Ok(Box::new(ResumingReader {
+        client,
+        key,
+        etag,
+        len,
+        offset: 0,
+        body,
+        resumes: 0,
+    }))
 }
 
 impl ResumingReader {
     fn resume(&mut self, cause: io::Error) -> io::Result<()> {
-        if self.resumes >= self.client.cfg.max_retries || !crate::storage::error::is_retryable_io(&cause) {
+        if self.resumes >= self.client.cfg.max_retries
+            || !crate::storage::error::is_retryable_io(&cause)
+        {
             return Err(cause);
         }
         let delay = self.client.backoff(self.resumes, false);
-        crate::warn!("GetObject {}: {cause} at byte {}; resuming in {} ms", self.key, self.offset, delay.as_millis());
+        crate::warn!(
+            "GetObject {}: {cause} at byte {}; resuming in {} ms",
+            self.key,
+            self.offset,
+            delay.as_millis()
+        );
         std::thread::sleep(delay);
         self.resumes += 1;
         let resp = get(&self.client, &self.key, self.offset, self.etag.as_deref())

@@ -9,7 +9,7 @@
 
 use super::http::{Body, Call, Client};
 use super::{sign, xml};
-use crate::storage::{read_full, BodySource, PartBuffer, PartBuffers, StorageError};
+use crate::storage::{BodySource, PartBuffer, PartBuffers, StorageError, read_full};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 
@@ -26,8 +26,16 @@ pub struct BodyDigest {
 }
 
 /// Pass one: reads `source` once, hashing each `part_size` slice.
-pub fn digest(source: &dyn BodySource, part_size: u64, key: &str) -> Result<BodyDigest, StorageError> {
-    let io_err = |e: io::Error| StorageError::Io { op: "read body", key: key.to_string(), source: e };
+pub fn digest(
+    source: &dyn BodySource,
+    part_size: u64,
+    key: &str,
+) -> Result<BodyDigest, StorageError> {
+    let io_err = |e: io::Error| StorageError::Io {
+        op: "read body",
+        key: key.to_string(),
+        source: e,
+    };
     let mut reader = source.open().map_err(io_err)?;
     let mut buf = vec![0u8; READ_BUFFER];
     let mut hashes = Vec::new();
@@ -53,7 +61,10 @@ pub fn digest(source: &dyn BodySource, part_size: u64, key: &str) -> Result<Body
     if in_part > 0 || hashes.is_empty() {
         hashes.push(hasher.finalize().into());
     }
-    Ok(BodyDigest { len, part_hashes: hashes })
+    Ok(BodyDigest {
+        len,
+        part_hashes: hashes,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -62,11 +73,17 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Headers every upload carries (storage class, server-side encryption).
 fn upload_headers(client: &Client) -> Vec<(String, String)> {
-    let mut h = vec![("x-amz-storage-class".to_string(), client.cfg.storage_class.clone())];
+    let mut h = vec![(
+        "x-amz-storage-class".to_string(),
+        client.cfg.storage_class.clone(),
+    )];
     if let Some(sse) = &client.cfg.sse {
         h.push(("x-amz-server-side-encryption".into(), sse.clone()));
         if let Some(id) = &client.cfg.sse_kms_id {
-            h.push(("x-amz-server-side-encryption-aws-kms-key-id".into(), id.clone()));
+            h.push((
+                "x-amz-server-side-encryption-aws-kms-key-id".into(),
+                id.clone(),
+            ));
         }
     }
     h
@@ -77,7 +94,10 @@ fn open_at<'a>(source: &'a dyn BodySource, offset: u64) -> io::Result<Box<dyn Re
     let mut r = source.open()?;
     let skipped = io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
     if skipped != offset {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body shorter on second read"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "body shorter on second read",
+        ));
     }
     Ok(r)
 }
@@ -94,14 +114,22 @@ pub fn put(client: &Client, key: &str, source: &dyn BodySource) -> Result<u64, S
     Ok(d.len)
 }
 
-fn put_single(client: &Client, key: &str, source: &dyn BodySource, len: u64, hash: &[u8; 32]) -> Result<(), StorageError> {
+fn put_single(
+    client: &Client,
+    key: &str,
+    source: &dyn BodySource,
+    len: u64,
+    hash: &[u8; 32],
+) -> Result<(), StorageError> {
     let mut call = Call::new("PUT", "PutObject", Some(key));
     call.headers = upload_headers(client);
     call.payload_hash = hex(hash);
     client.retry("PutObject", &mut || {
-        let reader = source
-            .open()
-            .map_err(|e| StorageError::Io { op: "read body", key: key.to_string(), source: e })?;
+        let reader = source.open().map_err(|e| StorageError::Io {
+            op: "read body",
+            key: key.to_string(),
+            source: e,
+        })?;
         client.send_once(&call, Body::Stream(reader, len)).map(drop)
     })
 }
@@ -113,7 +141,12 @@ fn put_multipart(
     part_size: u64,
     d: &BodyDigest,
 ) -> Result<(), StorageError> {
-    in_multipart(client, key, |upload_id| Ok(((), upload_parts(client, key, source, part_size, d, upload_id)?)))
+    in_multipart(client, key, |upload_id| {
+        Ok((
+            (),
+            upload_parts(client, key, source, part_size, d, upload_id)?,
+        ))
+    })
 }
 
 fn upload_parts(
@@ -124,7 +157,11 @@ fn upload_parts(
     d: &BodyDigest,
     upload_id: &str,
 ) -> Result<Vec<(u32, String)>, StorageError> {
-    let io_err = |e: io::Error| StorageError::Io { op: "read body", key: key.to_string(), source: e };
+    let io_err = |e: io::Error| StorageError::Io {
+        op: "read body",
+        key: key.to_string(),
+        source: e,
+    };
     let mut stream = source.open().map_err(io_err)?;
     let mut etags = Vec::with_capacity(d.part_hashes.len());
     for (i, hash) in d.part_hashes.iter().enumerate() {
@@ -146,11 +183,14 @@ fn upload_parts(
             };
             client.send_once(&call, Body::Stream(body, len))
         })?;
-        let etag = resp.header("etag").map(str::to_string).ok_or_else(|| StorageError::Protocol {
-            op: "UploadPart",
-            key: key.to_string(),
-            detail: "no ETag in answer".into(),
-        })?;
+        let etag =
+            resp.header("etag")
+                .map(str::to_string)
+                .ok_or_else(|| StorageError::Protocol {
+                    op: "UploadPart",
+                    key: key.to_string(),
+                    detail: "no ETag in answer".into(),
+                })?;
         etags.push((number, etag));
         if !first {
             // After a retry the shared stream sits at an unknown place: reopen after this part.
@@ -175,16 +215,29 @@ fn create_multipart(client: &Client, key: &str) -> Result<String, StorageError> 
 }
 
 /// Completes a multipart upload from its parts' ETags (in part order).
-fn complete_multipart(client: &Client, key: &str, upload_id: &str, etags: &[(u32, String)]) -> Result<(), StorageError> {
+fn complete_multipart(
+    client: &Client,
+    key: &str,
+    upload_id: &str,
+    etags: &[(u32, String)],
+) -> Result<(), StorageError> {
     let body = xml::complete_multipart_body(etags);
     let mut complete = Call::new("POST", "CompleteMultipartUpload", Some(key));
-    complete.query.push(("uploadId".into(), upload_id.to_string()));
+    complete
+        .query
+        .push(("uploadId".into(), upload_id.to_string()));
     complete.payload_hash = sign::sha256_hex(body.as_bytes());
     let resp = client.send_with_retries(&complete, &mut || Body::Bytes(body.as_bytes()))?;
     // S3 may answer 200 and still report an error in the body.
     let answer = super::http::read_small_body(resp, "CompleteMultipartUpload", key)?;
     if let Some(e) = xml::parse_error(&answer) {
-        return Err(StorageError::Remote { op: "CompleteMultipartUpload", key: key.to_string(), status: 200, code: e.code, message: e.message });
+        return Err(StorageError::Remote {
+            op: "CompleteMultipartUpload",
+            key: key.to_string(),
+            status: 200,
+            code: e.code,
+            message: e.message,
+        });
     }
     Ok(())
 }
@@ -211,33 +264,6 @@ fn in_multipart<T>(
     result
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::BytesBody;
-
-    #[test]
-    fn digest_splits_parts() {
-        let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
-        let d = digest(&BytesBody(&data), 5 << 20, "k").unwrap();
-        assert_eq!(d.len, data.len() as u64);
-        assert_eq!(d.part_hashes.len(), 3);
-        let expect: [u8; 32] = Sha256::digest(&data[5 << 20..10 << 20]).into();
-        assert_eq!(d.part_hashes[1], expect);
-        let last: [u8; 32] = Sha256::digest(&data[10 << 20..]).into();
-        assert_eq!(d.part_hashes[2], last);
-    }
-
-    #[test]
-    fn digest_exact_and_empty() {
-        let data = vec![1u8; 5 << 20];
-        assert_eq!(digest(&BytesBody(&data), 5 << 20, "k").unwrap().part_hashes.len(), 1);
-        let empty = digest(&BytesBody(b""), 5 << 20, "k").unwrap();
-        assert_eq!(empty.len, 0);
-        assert_eq!(hex(&empty.part_hashes[0]), super::super::http::EMPTY_SHA256);
-    }
-}
-
 /// Stores a stream that cannot be replayed: each part is read into a buffer lent by the
 /// caller, hashed, and uploaded by one of `concurrency` part uploaders while the next part is
 /// read. A stream that fits in one buffer becomes a single PutObject.
@@ -248,7 +274,11 @@ pub fn put_stream(
     parts: &dyn PartBuffers,
     concurrency: usize,
 ) -> Result<u64, StorageError> {
-    let io_err = |e: io::Error| StorageError::Io { op: "read body", key: key.to_string(), source: e };
+    let io_err = |e: io::Error| StorageError::Io {
+        op: "read body",
+        key: key.to_string(),
+        source: e,
+    };
     let mut first = parts.lease_part();
     let size = parts.part_size();
     first.resize(size, 0);
@@ -262,7 +292,9 @@ pub fn put_stream(
         return Ok(n as u64);
     }
 
-    in_multipart(client, key, |upload_id| stream_parts(client, key, body, parts, concurrency, first, n, upload_id))
+    in_multipart(client, key, |upload_id| {
+        stream_parts(client, key, body, parts, concurrency, first, n, upload_id)
+    })
 }
 
 /// The multipart body of `put_stream`: reader on this thread, part uploaders beside it.
@@ -292,16 +324,29 @@ fn stream_parts(
         call.payload_hash = sign::sha256_hex(bytes);
         match client.send_with_retries(&call, &mut || Body::Bytes(bytes)) {
             Ok(resp) => match resp.header("etag") {
-                Some(tag) => etags.lock().unwrap_or_else(|p| p.into_inner()).push((number, tag.to_string())),
+                Some(tag) => etags
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((number, tag.to_string())),
                 None => {
                     failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let e = StorageError::Protocol { op: "UploadPart", key: key.to_string(), detail: "no ETag in answer".into() };
-                    first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                    let e = StorageError::Protocol {
+                        op: "UploadPart",
+                        key: key.to_string(),
+                        detail: "no ETag in answer".into(),
+                    };
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
                 }
             },
             Err(e) => {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                first_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                first_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
             }
         }
     };
@@ -320,7 +365,11 @@ fn stream_parts(
                         upload_one(number, buf, len);
                     }
                 })
-                .map_err(|e| StorageError::Io { op: "start part uploader", key: key.to_string(), source: e })?;
+                .map_err(|e| StorageError::Io {
+                    op: "start part uploader",
+                    key: key.to_string(),
+                    source: e,
+                })?;
             handles.push(h);
         }
         drop(rx);
@@ -334,14 +383,24 @@ fn stream_parts(
             buf.resize(size, 0);
             let n = match read_full(body, &mut buf[..]) {
                 Ok(n) => n,
-                Err(e) => break Err(StorageError::Io { op: "read body", key: key.to_string(), source: e }),
+                Err(e) => {
+                    break Err(StorageError::Io {
+                        op: "read body",
+                        key: key.to_string(),
+                        source: e,
+                    });
+                }
             };
             if n == 0 {
                 break Ok(());
             }
             number += 1;
             if number > 10_000 {
-                break Err(StorageError::Protocol { op: "UploadPart", key: key.to_string(), detail: "more than 10000 parts; raise the part size".into() });
+                break Err(StorageError::Protocol {
+                    op: "UploadPart",
+                    key: key.to_string(),
+                    detail: "more than 10000 parts; raise the part size".into(),
+                });
             }
             total += n as u64;
             if tx.send((number, buf, n)).is_err() {
@@ -359,4 +418,37 @@ fn stream_parts(
         return Err(e);
     }
     Ok((total, etags.into_inner().unwrap_or_else(|p| p.into_inner())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::BytesBody;
+
+    #[test]
+    fn digest_splits_parts() {
+        let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
+        let d = digest(&BytesBody(&data), 5 << 20, "k").unwrap();
+        assert_eq!(d.len, data.len() as u64);
+        assert_eq!(d.part_hashes.len(), 3);
+        let expect: [u8; 32] = Sha256::digest(&data[5 << 20..10 << 20]).into();
+        assert_eq!(d.part_hashes[1], expect);
+        let last: [u8; 32] = Sha256::digest(&data[10 << 20..]).into();
+        assert_eq!(d.part_hashes[2], last);
+    }
+
+    #[test]
+    fn digest_exact_and_empty() {
+        let data = vec![1u8; 5 << 20];
+        assert_eq!(
+            digest(&BytesBody(&data), 5 << 20, "k")
+                .unwrap()
+                .part_hashes
+                .len(),
+            1
+        );
+        let empty = digest(&BytesBody(b""), 5 << 20, "k").unwrap();
+        assert_eq!(empty.len, 0);
+        assert_eq!(hex(&empty.part_hashes[0]), super::super::http::EMPTY_SHA256);
+    }
 }
