@@ -17,7 +17,7 @@ use crate::cli::BackupPush;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;
-use crate::format::files_metadata::{FileDescription, FilesSpool};
+use crate::format::files_metadata::{CorruptBlocks, FileDescription, FilesSpool};
 use crate::format::go_json::{PreciseTime, backup_time_string};
 use crate::format::lsn::Lsn;
 use crate::format::metadata::ExtendedMetadata;
@@ -41,6 +41,16 @@ struct Recorder<'a> {
     partition: String,
     error: Option<io::Error>,
     progress: Option<Progress>,
+    /// Blocks that failed page verification, over the whole backup.
+    corrupt_blocks: u64,
+}
+
+/// What the user asked of this backup.
+struct PushOptions {
+    permanent: bool,
+    user_data: Option<serde_json::Value>,
+    /// Verify page checksums of relation files.
+    verify: bool,
 }
 
 /// Progress on stderr when it is a terminal: files and bytes read, rate.
@@ -71,7 +81,7 @@ impl Progress {
 }
 
 impl EntrySink for Recorder<'_> {
-    fn stored(&mut self, entry: &Entry) {
+    fn stored(&mut self, entry: &Entry, corrupt: &[u32]) {
         if let Some(p) = self.progress.as_mut() {
             p.tick(entry);
         }
@@ -83,11 +93,16 @@ impl EntrySink for Recorder<'_> {
             .modified()
             .map(PreciseTime::from_system)
             .unwrap_or(PreciseTime { secs: 0, nanos: 0 });
+        let corrupt_blocks = (!corrupt.is_empty()).then(|| {
+            crate::warn!("{}: {} corrupt block(s), first {:?}", entry.name, corrupt.len(), &corrupt[..corrupt.len().min(10)]);
+            self.corrupt_blocks += corrupt.len() as u64;
+            CorruptBlocks { count: corrupt.len() as u64, some: corrupt[..corrupt.len().min(10)].to_vec() }
+        });
         let desc = FileDescription {
             is_incremented: false,
             is_skipped: false,
             mtime: mtime.to_rfc3339_utc(),
-            corrupt_blocks: None,
+            corrupt_blocks,
             updates_count: 0,
         };
         if let Err(e) = self
@@ -313,6 +328,14 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
         start_lsn.0 / seg_size
     };
     let name = backup_name::full_name(Segment { timeline, segno }, seg_size);
+    let mut verify = args.verify || settings.verify_page_checksums;
+    if verify {
+        let on = conn.query_one("show data_checksums").map_err(pg_err("reading data_checksums"))?;
+        if on.first().cloned().flatten().as_deref() != Some("on") {
+            crate::warn!("data checksums are off in this cluster; page verification is disabled");
+            verify = false;
+        }
+    }
     crate::info!(
         "starting backup {name} of {} (PostgreSQL {}, start LSN {start_lsn})",
         data_dir.display(),
@@ -328,8 +351,7 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
         &name,
         start_lsn,
         start_time,
-        args.permanent,
-        user_data,
+        PushOptions { permanent: args.permanent, user_data, verify },
     );
     if result.is_err() {
         // End the backup on the server; a failed stop changes nothing for storage.
@@ -353,9 +375,9 @@ fn push(
     name: &str,
     start_lsn: Lsn,
     start_time: SystemTime,
-    permanent: bool,
-    user_data: Option<serde_json::Value>,
+    opts: PushOptions,
 ) -> Result<(), Error> {
+    let PushOptions { permanent, user_data, verify } = opts;
     let folder = format!("{BACKUP_FOLDER}/{name}");
     let ext = settings.encode.method.extension();
     let input = settings.plan_input();
@@ -380,6 +402,7 @@ fn push(
         partition: String::new(),
         error: None,
         progress,
+        corrupt_blocks: 0,
     };
     let started = Instant::now();
 
@@ -388,7 +411,8 @@ fn push(
         let pname = tar_name(&format!("part_{number:03}"), ext);
         recorder.partition = pname.clone();
         let key = format!("{folder}/tar_partitions/{pname}");
-        let mut partition = Partition::new(&mut walker, &mut recorder, settings.tar_size_threshold);
+        let mut partition = Partition::new(&mut walker, &mut recorder, settings.tar_size_threshold)
+            .verify_pages(opts.verify.then_some(start_lsn.0));
         let mut stream = CompressingReader::new(&mut partition, settings.encode, &io_arena, None)
             .map_err(|e| Error::io("starting the compressor", e))?;
         let stored = storage
@@ -417,6 +441,7 @@ fn push(
             break;
         }
     }
+    let corrupt_blocks = recorder.corrupt_blocks;
     if recorder.progress.is_some() {
         eprintln!();
     }
@@ -547,6 +572,12 @@ fn push(
         compressed as f64 / 1048576.0,
         uncompressed as f64 / 1048576.0 / secs
     );
+    if verify {
+        match corrupt_blocks {
+            0 => crate::info!("page verification found no corrupt blocks"),
+            n => crate::warn!("page verification found {n} corrupt block(s); see CorruptBlocks in files_metadata.json"),
+        }
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod files_metadata;
 pub mod go_json;
 pub mod lsn;
 pub mod metadata;
+pub mod page;
 pub mod sentinel;
 pub mod spec;
 pub mod tar;

@@ -7,6 +7,7 @@
 //! grows is cut, one that vanishes is left out (WAL replay repairs all three, walg-compat
 //! §3.4).
 
+use crate::format::page;
 use crate::format::tar::{self, Header, Kind};
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
@@ -235,8 +236,39 @@ pub fn header_for(e: &Entry, size: u64) -> Header {
 
 /// What a partition reports about each entry it stored, for `files_metadata.json`.
 pub trait EntrySink {
-    /// `entry` was written into the current partition.
-    fn stored(&mut self, entry: &Entry);
+    /// `entry` was written into the current partition (a file once all its data was read);
+    /// `corrupt` lists the blocks that failed page verification, when it was asked for.
+    fn stored(&mut self, entry: &Entry, corrupt: &[u32]);
+}
+
+/// Checks the pages of one relation file as its bytes stream past, in page-sized steps.
+struct PageCheck {
+    page: Vec<u8>,
+    filled: usize,
+    next_block: u32,
+    corrupt: Vec<u32>,
+}
+
+impl PageCheck {
+    fn new(segment: u32) -> PageCheck {
+        PageCheck { page: vec![0; page::BLCKSZ], filled: 0, next_block: segment.wrapping_mul(page::RELSEG_SIZE), corrupt: Vec::new() }
+    }
+
+    fn feed(&mut self, mut data: &[u8], start_lsn: u64) {
+        while !data.is_empty() {
+            let n = data.len().min(page::BLCKSZ - self.filled);
+            self.page[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+            self.filled += n;
+            data = &data[n..];
+            if self.filled == page::BLCKSZ {
+                if page::is_corrupt(&self.page, self.next_block, start_lsn) {
+                    self.corrupt.push(self.next_block);
+                }
+                self.next_block = self.next_block.wrapping_add(1);
+                self.filled = 0;
+            }
+        }
+    }
 }
 
 /// One tar partition as a stream: entries pulled from the walker until the payload passes
@@ -252,6 +284,11 @@ pub struct Partition<'a, S: EntrySink> {
     pending: Vec<u8>,
     pending_pos: usize,
     file: Option<(File, u64, usize)>,
+    /// The file whose data is being read, reported to the sink when its data is done.
+    current: Option<Entry>,
+    /// Page verification: the backup's start LSN (pages written after it are not checked).
+    verify_from: Option<u64>,
+    check: Option<PageCheck>,
     finished: bool,
     /// True when the walk has no more entries.
     pub walk_done: bool,
@@ -269,9 +306,19 @@ impl<'a, S: EntrySink> Partition<'a, S> {
             pending: Vec::with_capacity(2048),
             pending_pos: 0,
             file: None,
+            current: None,
+            verify_from: None,
+            check: None,
             finished: false,
             walk_done: false,
         }
+    }
+
+    /// Verifies page checksums of relation files, skipping pages whose LSN is at or after
+    /// `start_lsn` (they are being written during the backup and come back from WAL).
+    pub fn verify_pages(mut self, start_lsn: Option<u64>) -> Self {
+        self.verify_from = start_lsn;
+        self
     }
 
     /// Queues the next entry's header (and opens its file); false at the end of the partition.
@@ -318,7 +365,12 @@ impl<'a, S: EntrySink> Partition<'a, S> {
         tar::encode(&header_for(&entry, size), &mut self.pending);
         self.payload += size;
         self.entries += 1;
-        self.sink.stored(&entry);
+        if entry.kind == Kind::File {
+            self.check = self.verify_from.and_then(|_| page::paged_segment(&entry.name, size)).map(PageCheck::new);
+            self.current = Some(entry);
+        } else {
+            self.sink.stored(&entry, &[]);
+        }
         Ok(true)
     }
 
@@ -353,10 +405,17 @@ impl<S: EntrySink> Read for Partition<'_, S> {
                         n
                     };
                     *remaining -= n as u64;
+                    if let (Some(check), Some(lsn)) = (self.check.as_mut(), self.verify_from) {
+                        check.feed(&buf[..n], lsn);
+                    }
                     return Ok(n);
                 }
                 let pad = *pad;
                 self.file = None;
+                if let Some(entry) = self.current.take() {
+                    let corrupt = self.check.take().map(|c| c.corrupt).unwrap_or_default();
+                    self.sink.stored(&entry, &corrupt);
+                }
                 self.pending.clear();
                 self.pending_pos = 0;
                 self.pending.resize(pad, 0);
@@ -375,7 +434,7 @@ mod tests {
 
     struct Names(Vec<(String, String)>);
     impl EntrySink for Names {
-        fn stored(&mut self, e: &Entry) {
+        fn stored(&mut self, e: &Entry, _corrupt: &[u32]) {
             self.0.push((e.name.clone(), format!("{:?}", e.kind)));
         }
     }
