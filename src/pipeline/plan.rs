@@ -18,12 +18,13 @@ pub const IO_BUFFER: usize = 64 * 1024;
 
 /// Resident memory of the process before any transfer: binary and libc pages touched,
 /// relocations, std's runtime, settings. Measured 3.0–3.6 MiB on the glibc release build
-/// (`--version`, `memory-plan`, a wal-fetch of a missing file from file storage).
-pub const PROCESS_BASE: u64 = 3584 * KIB;
+/// (`--version`, `memory-plan`, a wal-fetch of a missing file from file storage), with
+/// headroom for a loaded machine.
+pub const PROCESS_BASE: u64 = 4 * MIB;
 
-/// The S3 client once per process: ureq, URL parsing, signing code pages and the agent.
-/// Measured ~1.0 MiB (a wal-fetch of a missing file from S3 minus the same from files).
-pub const S3_CLIENT: u64 = 1280 * KIB;
+/// The S3 client once per process: ureq, URL parsing, signing code pages, the agent and a
+/// response's buffers. Measured ~1.0–1.2 MiB (a wal-fetch from S3 minus the same from files).
+pub const S3_CLIENT: u64 = 1536 * KIB;
 
 /// Resident part of a worker's stack. The full `WORKER_STACK` is reserved (virtual); our
 /// workers keep buffers on the heap, so few stack pages are ever touched.
