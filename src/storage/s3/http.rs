@@ -382,7 +382,7 @@ fn status_error(call: &Call, what: &str, status: u16, resp: ureq::Response) -> S
             match status {
                 404 => "NotFound".to_string(),
                 403 => "Forbidden".to_string(),
-                _ => format!("HTTP{status}"),
+                _ => "(no error document)".to_string(),
             },
             String::new(),
         ),
@@ -730,5 +730,65 @@ mod fault_tests {
             "{err}"
         );
         assert!(start.elapsed() < Duration::from_secs(15));
+    }
+
+    #[test]
+    fn virtual_host_and_path_style_addressing() {
+        let mut cfg = client("https://s3.eu-west-1.amazonaws.com".into(), 0)
+            .cfg
+            .clone();
+        cfg.force_path_style = false;
+        let c = Client::new(cfg.clone()).unwrap();
+        assert_eq!(c.host(), "bkt.s3.eu-west-1.amazonaws.com");
+        assert_eq!(c.path(Some("pg/wal_005/a b.lz4")), "/pg/wal_005/a%20b.lz4");
+        cfg.bucket = "my.bucket".into();
+        let dotted = Client::new(cfg.clone()).unwrap();
+        assert_eq!(
+            dotted.host(),
+            "s3.eu-west-1.amazonaws.com",
+            "dotted bucket over https is path style"
+        );
+        assert_eq!(dotted.path(Some("k")), "/my.bucket/k");
+        cfg.endpoint = None;
+        cfg.bucket = "bkt".into();
+        cfg.region = "ap-south-1".into();
+        assert_eq!(
+            Client::new(cfg).unwrap().host(),
+            "bkt.s3.ap-south-1.amazonaws.com"
+        );
+        let forced = client("http://127.0.0.1:9000".into(), 0);
+        assert_eq!(
+            (forced.host().as_str(), forced.path(None).as_str()),
+            ("127.0.0.1:9000", "/bkt")
+        );
+    }
+
+    #[test]
+    fn uploads_carry_storage_class_and_sse() {
+        let ok =
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: \"e\"\r\nConnection: close\r\n\r\n"
+                .to_vec();
+        let (url, seen) = fake(vec![ok]);
+        let mut cfg = client(url, 0).cfg.clone();
+        cfg.storage_class = "STANDARD_IA".into();
+        cfg.sse = Some("aws:kms".into());
+        cfg.sse_kms_id = Some("key-1".into());
+        let c = Client::new(cfg).unwrap();
+        crate::storage::s3::upload::put(&c, "wal_005/x.lz4", &crate::storage::BytesBody(b"data"))
+            .unwrap();
+        let head = seen.lock().unwrap()[0].to_ascii_lowercase();
+        assert!(head.starts_with("put /bkt/wal_005/x.lz4 "), "{head}");
+        assert!(head.contains("x-amz-storage-class: standard_ia"), "{head}");
+        assert!(
+            head.contains("x-amz-server-side-encryption: aws:kms"),
+            "{head}"
+        );
+        assert!(
+            head.contains("x-amz-server-side-encryption-aws-kms-key-id: key-1"),
+            "{head}"
+        );
+        assert!(head.contains("content-length: 4"), "{head}");
+        // The signed payload hash is the body's.
+        assert!(head.contains("x-amz-content-sha256: 3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"), "{head}");
     }
 }
