@@ -66,12 +66,19 @@ pub struct PageHeader {
 pub fn header(page: &[u8]) -> PageHeader {
     let u32_at = |i: usize| u32::from_le_bytes([page[i], page[i + 1], page[i + 2], page[i + 3]]);
     let u16_at = |i: usize| u16::from_le_bytes([page[i], page[i + 1]]);
-    PageHeader { lsn: (u64::from(u32_at(0)) << 32) | u64::from(u32_at(4)), checksum: u16_at(8), upper: u16_at(14) }
+    PageHeader {
+        lsn: (u64::from(u32_at(0)) << 32) | u64::from(u32_at(4)),
+        checksum: u16_at(8),
+        upper: u16_at(14),
+    }
 }
 
 /// For a tar entry name, the relation segment number when the file is "paged".
 pub fn paged_segment(name: &str, size: u64) -> Option<u32> {
-    if size == 0 || size % BLCKSZ as u64 != 0 || !(name.starts_with("/base/") || name.starts_with("/pg_tblspc/")) {
+    if size == 0
+        || !size.is_multiple_of(BLCKSZ as u64)
+        || !(name.starts_with("/base/") || name.starts_with("/pg_tblspc/"))
+    {
         return None;
     }
     let base = name.rsplit('/').next()?;
@@ -79,7 +86,11 @@ pub fn paged_segment(name: &str, size: u64) -> Option<u32> {
         Some((r, s)) => (r, s),
         None => (base, "0"),
     };
-    if rel.is_empty() || !rel.bytes().all(|b| b.is_ascii_digit()) || seg.is_empty() || !seg.bytes().all(|b| b.is_ascii_digit()) {
+    if rel.is_empty()
+        || !rel.bytes().all(|b| b.is_ascii_digit())
+        || seg.is_empty()
+        || !seg.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     seg.parse().ok()
@@ -103,7 +114,10 @@ mod tests {
     fn paged_files_follow_walg() {
         assert_eq!(paged_segment("/base/5/16384", 8192), Some(0));
         assert_eq!(paged_segment("/base/5/16384.3", 16384), Some(3));
-        assert_eq!(paged_segment("/pg_tblspc/16400/PG_15_202209061/5/16401", 8192), Some(0));
+        assert_eq!(
+            paged_segment("/pg_tblspc/16400/PG_15_202209061/5/16401", 8192),
+            Some(0)
+        );
         assert_eq!(paged_segment("/base/5/16384_fsm", 8192), None);
         assert_eq!(paged_segment("/global/1262", 8192), None);
         assert_eq!(paged_segment("/base/5/16384", 100), None);
