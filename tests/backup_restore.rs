@@ -414,16 +414,29 @@ fn bad_input_fails_clearly() {
 /// a page damaged on disk is reported in the log and in files_metadata.json's CorruptBlocks.
 #[test]
 fn verify_reports_corrupt_pages() {
-    let Some(_) = require_or_fail(Tool::Postgres, "verify_reports_corrupt_pages") else { return };
+    let Some(_) = require_or_fail(Tool::Postgres, "verify_reports_corrupt_pages") else {
+        return;
+    };
     let files = common::postgres_owned_tempdir("walrus-archive-");
     let env = storage_env(files.path());
     let primary = archiving_primary(&env);
     primary.pgbench_init(2);
     primary.psql("create table verify_me as select g, repeat('x', 200) as pad from generate_series(1, 5000) g");
     primary.psql("checkpoint");
-    let push = primary.run_walrus_as_postgres(&["backup-push", "--verify", primary.data_dir().to_str().unwrap()], LONG);
+    let push = primary.run_walrus_as_postgres(
+        &[
+            "backup-push",
+            "--verify",
+            primary.data_dir().to_str().unwrap(),
+        ],
+        LONG,
+    );
     ok(&push, "backup-push --verify");
-    assert!(output_text(&push).contains("found no corrupt blocks"), "{}", output_text(&push));
+    assert!(
+        output_text(&push).contains("found no corrupt blocks"),
+        "{}",
+        output_text(&push)
+    );
 
     // Damage block 1 of the table's file in the middle of the page, not its header.
     let rel = primary.psql("select pg_relation_filepath('verify_me')");
@@ -434,14 +447,29 @@ fn verify_reports_corrupt_pages() {
     }
     fs::write(&path, &bytes).unwrap();
     std::thread::sleep(Duration::from_millis(1100));
-    let push = primary.run_walrus_as_postgres(&["backup-push", "--verify", primary.data_dir().to_str().unwrap()], LONG);
+    let push = primary.run_walrus_as_postgres(
+        &[
+            "backup-push",
+            "--verify",
+            primary.data_dir().to_str().unwrap(),
+        ],
+        LONG,
+    );
     ok(&push, "backup-push --verify of a damaged cluster");
     let text = output_text(&push);
     assert!(text.contains("1 corrupt block"), "{text}");
     let latest = common::run_walrus(["backup-list", "--json"], &env);
     let list: serde_json::Value = serde_json::from_slice(&latest.stdout).unwrap();
-    let name = list.as_array().unwrap().last().unwrap()["backup_name"].as_str().unwrap().to_string();
-    let doc = fs::read_to_string(files.path().join(format!("basebackups_005/{name}/files_metadata.json"))).unwrap();
+    let name = list.as_array().unwrap().last().unwrap()["backup_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let doc = fs::read_to_string(
+        files
+            .path()
+            .join(format!("basebackups_005/{name}/files_metadata.json")),
+    )
+    .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
     let entry = &doc["Files"][format!("/{rel}")];
     assert_eq!(entry["CorruptBlocks"]["CorruptBlocksCount"], 1, "{entry}");

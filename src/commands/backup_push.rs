@@ -94,9 +94,17 @@ impl EntrySink for Recorder<'_> {
             .map(PreciseTime::from_system)
             .unwrap_or(PreciseTime { secs: 0, nanos: 0 });
         let corrupt_blocks = (!corrupt.is_empty()).then(|| {
-            crate::warn!("{}: {} corrupt block(s), first {:?}", entry.name, corrupt.len(), &corrupt[..corrupt.len().min(10)]);
+            crate::warn!(
+                "{}: {} corrupt block(s), first {:?}",
+                entry.name,
+                corrupt.len(),
+                &corrupt[..corrupt.len().min(10)]
+            );
             self.corrupt_blocks += corrupt.len() as u64;
-            CorruptBlocks { count: corrupt.len() as u64, some: corrupt[..corrupt.len().min(10)].to_vec() }
+            CorruptBlocks {
+                count: corrupt.len() as u64,
+                some: corrupt[..corrupt.len().min(10)].to_vec(),
+            }
         });
         let desc = FileDescription {
             is_incremented: false,
@@ -330,7 +338,9 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
     let name = backup_name::full_name(Segment { timeline, segno }, seg_size);
     let mut verify = args.verify || settings.verify_page_checksums;
     if verify {
-        let on = conn.query_one("show data_checksums").map_err(pg_err("reading data_checksums"))?;
+        let on = conn
+            .query_one("show data_checksums")
+            .map_err(pg_err("reading data_checksums"))?;
         if on.first().cloned().flatten().as_deref() != Some("on") {
             crate::warn!("data checksums are off in this cluster; page verification is disabled");
             verify = false;
@@ -351,7 +361,11 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
         &name,
         start_lsn,
         start_time,
-        PushOptions { permanent: args.permanent, user_data, verify },
+        PushOptions {
+            permanent: args.permanent,
+            user_data,
+            verify,
+        },
     );
     if result.is_err() {
         // End the backup on the server; a failed stop changes nothing for storage.
@@ -377,7 +391,11 @@ fn push(
     start_time: SystemTime,
     opts: PushOptions,
 ) -> Result<(), Error> {
-    let PushOptions { permanent, user_data, verify } = opts;
+    let PushOptions {
+        permanent,
+        user_data,
+        verify,
+    } = opts;
     let folder = format!("{BACKUP_FOLDER}/{name}");
     let ext = settings.encode.method.extension();
     let input = settings.plan_input();
@@ -575,7 +593,9 @@ fn push(
     if verify {
         match corrupt_blocks {
             0 => crate::info!("page verification found no corrupt blocks"),
-            n => crate::warn!("page verification found {n} corrupt block(s); see CorruptBlocks in files_metadata.json"),
+            n => crate::warn!(
+                "page verification found {n} corrupt block(s); see CorruptBlocks in files_metadata.json"
+            ),
         }
     }
     Ok(())

@@ -251,7 +251,12 @@ struct PageCheck {
 
 impl PageCheck {
     fn new(segment: u32) -> PageCheck {
-        PageCheck { page: vec![0; page::BLCKSZ], filled: 0, next_block: segment.wrapping_mul(page::RELSEG_SIZE), corrupt: Vec::new() }
+        PageCheck {
+            page: vec![0; page::BLCKSZ],
+            filled: 0,
+            next_block: segment.wrapping_mul(page::RELSEG_SIZE),
+            corrupt: Vec::new(),
+        }
     }
 
     fn feed(&mut self, mut data: &[u8], start_lsn: u64) {
@@ -366,7 +371,10 @@ impl<'a, S: EntrySink> Partition<'a, S> {
         self.payload += size;
         self.entries += 1;
         if entry.kind == Kind::File {
-            self.check = self.verify_from.and_then(|_| page::paged_segment(&entry.name, size)).map(PageCheck::new);
+            self.check = self
+                .verify_from
+                .and_then(|_| page::paged_segment(&entry.name, size))
+                .map(PageCheck::new);
             self.current = Some(entry);
         } else {
             self.sink.stored(&entry, &[]);
