@@ -475,3 +475,73 @@ fn verify_reports_corrupt_pages() {
     assert_eq!(entry["CorruptBlocks"]["CorruptBlocksCount"], 1, "{entry}");
     assert_eq!(entry["CorruptBlocks"]["SomeCorruptBlocks"][0], 1, "{entry}");
 }
+
+/// A cluster with a tablespace: backup-push records it in the sentinel's Spec and stores its
+/// files under /pg_tblspc/<oid>/; backup-fetch --restore-spec puts them in a new location
+/// and links pg_tblspc/<oid> there; the restored cluster reads the table.
+#[test]
+fn tablespace_relocated_with_restore_spec() {
+    let Some(_) = require_or_fail(Tool::Postgres, "tablespace_relocated_with_restore_spec") else {
+        return;
+    };
+    let files = common::postgres_owned_tempdir("walrus-archive-");
+    let env = storage_env(files.path());
+    let mut primary = archiving_primary(&env);
+    let ts_dir = common::postgres_owned_tempdir("walrus-ts-");
+    primary.psql(&format!(
+        "create tablespace ts1 location '{}'",
+        ts_dir.path().display()
+    ));
+    primary.psql("create table in_ts tablespace ts1 as select g from generate_series(1, 12345) g");
+    let oid = primary.psql("select oid from pg_tablespace where spcname = 'ts1'");
+    ok(
+        &primary
+            .run_walrus_as_postgres(&["backup-push", primary.data_dir().to_str().unwrap()], LONG),
+        "backup-push",
+    );
+    wait_archived(&primary);
+    primary.stop();
+
+    let new_ts = common::postgres_owned_tempdir("walrus-ts-new-");
+    let spec_path = new_ts.path().join("spec.json");
+    let target = new_ts.path().join("ts1");
+    fs::write(
+        &spec_path,
+        format!(r#"{{"base_prefix":"/ignored","tablespaces":["{oid}"],"{oid}":{{"loc":"{}","link":"pg_tblspc/{oid}"}}}}"#, target.display()),
+    )
+    .unwrap();
+    common::chown_postgres(&spec_path);
+    let port = common::free_port();
+    let env = with_pg(env, 0);
+    let conf = "archive_mode = off\nrestore_command = '{walrus} wal-fetch %f %p'\nrecovery_target_action = promote\n";
+    let (mut restored, out) = PgCluster::from_restore(port, conf, &env, |c| {
+        c.run_walrus_as_postgres(
+            &[
+                "backup-fetch",
+                "--restore-spec",
+                spec_path.to_str().unwrap(),
+                c.data_dir().to_str().unwrap(),
+                "LATEST",
+            ],
+            LONG,
+        )
+    });
+    ok(&out, "backup-fetch --restore-spec");
+    let link = restored.data_dir().join(format!("pg_tblspc/{oid}"));
+    assert_eq!(fs::read_link(&link).unwrap(), target);
+    assert!(
+        !restored.data_dir().join("tablespace_map").exists(),
+        "the map would point at the old location"
+    );
+    restored.create_signal_file("recovery.signal");
+    restored.start();
+    common::wait_for("end of recovery", Duration::from_secs(120), || {
+        (restored.try_psql("select pg_is_in_recovery()").ok()? == "f").then_some(())
+    });
+    assert_eq!(restored.psql("select count(*) from in_ts"), "12345");
+    assert_eq!(
+        restored
+            .psql("select pg_tablespace_location(oid) from pg_tablespace where spcname = 'ts1'"),
+        target.display().to_string()
+    );
+}
