@@ -38,7 +38,8 @@ fn run(cli: Cli) -> Result<(), Error> {
 }
 
 fn main() -> ExitCode {
-    wal_rus::pipeline::limit_malloc_arenas();
+    // Before anything allocates on another thread: the memory plan assumes this malloc set-up.
+    wal_rus::pipeline::plan::configure_malloc();
     let cli: Cli = argh::from_env();
     if cli.version {
         println!("wal-rus {}", env!("CARGO_PKG_VERSION"));

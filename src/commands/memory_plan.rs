@@ -39,13 +39,21 @@ pub fn text(settings: &Settings) -> String {
     let mut out = String::new();
     for p in plan::all(&settings.plan_input()) {
         out.push_str(&format!(
-            "{:<14} peak RSS {:>8.2} MiB  threads {:>3}  transfers {:>3}\n",
+            "{:<14} peak RSS {:>8.2} MiB  virtual {:>8.2} MiB  threads {:>3}  transfers {:>3}\n",
             p.command,
             p.peak_rss_bytes as f64 / 1048576.0,
+            p.peak_virtual_bytes as f64 / 1048576.0,
             p.threads,
             p.transfers
         ));
         for t in &p.components {
+            out.push_str(&format!(
+                "    {:<26} {:>4} × {:>9} = {:>10} bytes\n",
+                t.name, t.count, t.each_bytes, t.bytes
+            ));
+        }
+        out.push_str("  virtual:\n");
+        for t in &p.virtual_components {
             out.push_str(&format!(
                 "    {:<26} {:>4} × {:>9} = {:>10} bytes\n",
                 t.name, t.count, t.each_bytes, t.bytes

@@ -3,24 +3,45 @@
 //! `peak_rss = process base + threads × stack + arena buffers × buffer size
 //!            + uploaders × (codec state + encoder burst + digest buffer)
 //!            + connections × HTTP state (+ TLS state, + CA roots once)`.
+//!
+//! `peak_virtual = executable + shared libraries (+ NSS modules loaded later) + vdso, vvar
+//!               + main stack + (threads − 1) × (WORKER_STACK + guard + TLS)
+//!               + heap base + every heap term of the RSS formula counted in full
+//!               + malloc overhead`.
+//!
 //! Commands size their arena and thread counts from the same `CommandPlan`, so the plan is
 //! the design, not an estimate after the fact. The per-unit constants below were measured on
 //! the release build and carry headroom; `memory-plan --json` prints every term.
+//!
+//! The virtual formula counts what an address-space limit (`ulimit -v`, `prlimit --as`)
+//! charges: every mapping in full, touched or not. Its image terms are not constants: they
+//! are read once at run time from `/proc/self/maps` (every file-backed mapping with the
+//! zero-fill `.bss` mapping that follows it, and the kernel's vdso/vvar pages), so they are
+//! exact for the binary that runs — a static musl build has no shared libraries, a glibc
+//! build maps ld.so, libc, libm and libgcc_s — and follow the binary as it grows. Without
+//! `/proc`, [`IMAGE_FALLBACK`] stands in. glibc's malloc is set up by [`configure_malloc`]:
+//! one arena (each extra thread arena would reserve 64 MiB of address space) and a fixed
+//! mmap threshold (buffers of 64 KiB and more are mapped on their own and unmapped when
+//! freed, instead of the threshold creeping up and big buffers staying in the heap). musl's
+//! allocator maps buffers above 128 KiB on its own and keeps no per-thread arenas.
 
 use crate::codec::{self, EncodeOptions, ReadFormat};
 use serde::Serialize;
 
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * KIB;
+const PAGE: u64 = 4 * KIB;
 
 /// Size of every arena buffer: one read of local data or one slice of compressed output.
 pub const IO_BUFFER: usize = 64 * 1024;
 
 /// Resident memory of the process before any transfer: binary and libc pages touched,
 /// relocations, std's runtime, settings. Measured 3.0–3.6 MiB on the glibc release build
-/// (`--version`, `memory-plan`, a wal-fetch of a missing file from file storage), with
-/// headroom for a loaded machine.
-pub const PROCESS_BASE: u64 = 4 * MIB;
+/// (`--version`, `memory-plan`, a wal-fetch of a missing file from file storage), and up to
+/// 4.3 MiB in a wal-fetch (file-backed pages of the binary, libc and libm alone reach
+/// 4.4 MiB when a busy wal-push has touched more code), with headroom for a loaded machine.
+/// The static musl build needs 2.3–2.9 MiB: no shared libraries, no relocations.
+pub const PROCESS_BASE: u64 = 4608 * KIB;
 
 /// The S3 client once per process: ureq, URL parsing, signing code pages, the agent and a
 /// response's buffers. Measured ~1.0–1.2 MiB (a wal-fetch from S3 minus the same from files).
@@ -38,6 +59,158 @@ pub const TLS_CONNECTION: u64 = 96 * KIB;
 
 /// The parsed system CA roots, held once per process when the endpoint is HTTPS.
 pub const TLS_ROOTS: u64 = 768 * KIB;
+
+/// Address space of each thread we start beyond its `WORKER_STACK`: the guard page(s) below
+/// it (4 KiB in glibc, 8 KiB in musl), and the thread's TLS block and descriptor (inside the
+/// stack mapping in glibc, added to it in musl). Measured 4 KiB (glibc) and 12–16 KiB (musl).
+pub const THREAD_OVERHEAD: u64 = 32 * KIB;
+
+/// Growth allowed to the main thread's stack beyond the mapping the kernel set up (132 KiB
+/// with a small environment). Measured: the main stack never grew past 132 KiB.
+pub const MAIN_STACK_GROWTH: u64 = 256 * KIB;
+
+/// Heap before any transfer: std's runtime, argv and environment copies, the settings, the
+/// storage client, the allocator's own bookkeeping, and the main thread's static TLS that
+/// ld.so maps. Measured 0.1–0.5 MiB.
+pub const HEAP_BASE: u64 = MIB;
+
+/// Fixed part of the slack the allocators add to the heap: the free tail glibc keeps at the
+/// top of its heap (`M_TRIM_THRESHOLD`, `M_TOP_PAD`: 128 KiB each) and partly used groups of
+/// musl's mallocng.
+pub const MALLOC_OVERHEAD_FIXED: u64 = 512 * KIB;
+
+/// Proportional part of the slack, as a shift: a quarter of the heap terms. Covers musl's
+/// size classes (a 64 KiB buffer takes 73 KiB, up to a quarter more for other sizes), glibc's
+/// page rounding of mapped buffers (68 KiB for 64 KiB) and fragmentation of its heap by
+/// threads that allocate and free concurrently (measured up to 1/8).
+pub const MALLOC_OVERHEAD_SHIFT: u32 = 2;
+
+/// glibc's `M_MMAP_THRESHOLD`, fixed by [`configure_malloc`]: allocations of this size and
+/// more (every arena buffer and codec window) get their own mapping and give it back when
+/// freed, so they never fragment the heap; only small allocations share it. Setting it also
+/// stops glibc from raising it each time such a buffer is freed, which would move big
+/// buffers into the heap, where freed memory stays mapped.
+pub const MALLOC_MMAP_THRESHOLD: usize = 64 * 1024;
+
+/// Libraries a dynamically linked build may load after start, so after `/proc/self/maps`
+/// was read: NSS modules that glibc's `getaddrinfo` and `getpwuid` open as
+/// `/etc/nsswitch.conf` asks (`libnss_resolve`, `libnss_myhostname`, `libnss_systemd`, ...:
+/// 0.1–0.4 MiB each). Debian's `files dns` needs none (both are inside libc since glibc 2.34);
+/// a static build has no such loader.
+pub const RUNTIME_LIBRARIES: u64 = MIB;
+
+/// Stand-in for the image terms when `/proc/self/maps` cannot be read: a 6 MiB binary and
+/// glibc's 3.2 MiB of libraries, with room to grow.
+pub const IMAGE_FALLBACK: u64 = 24 * MIB;
+
+/// Sets up glibc's malloc the way the virtual formula assumes: one arena for all threads
+/// (`M_ARENA_MAX`; every extra arena would reserve 64 MiB of address space and keep its own
+/// free memory) and a fixed mmap threshold (`M_MMAP_THRESHOLD`). Call first thing in `main`,
+/// before any thread starts. musl's allocator needs neither.
+pub fn configure_malloc() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD as libc::c_int);
+    }
+}
+
+/// The process image's address space, by kind, as `/proc/self/maps` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Image {
+    /// The executable's mappings and its `.bss`.
+    pub executable: u64,
+    /// Shared libraries (ld.so, libc, ...) and their `.bss`; 0 for a static build.
+    pub shared_libraries: u64,
+    /// vdso and vvar pages.
+    pub kernel: u64,
+    /// The main thread's stack mapping as it is now.
+    pub main_stack: u64,
+}
+
+/// Parses `/proc/<pid>/maps` text into an [`Image`]. `exe` is the executable's path as the
+/// maps show it. File-backed mappings count in full; an anonymous mapping that starts where a
+/// writable file-backed mapping ends is that object's `.bss`; the heap, thread stacks and
+/// other anonymous mappings are left out (the heap and stack terms cover them).
+pub fn parse_maps(maps: &str, exe: &str) -> Image {
+    let mut image = Image::default();
+    // (end, owner is the executable, writable) of the previous file-backed mapping.
+    let mut prev: Option<(u64, bool, bool)> = None;
+    for line in maps.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).map(|first| {
+            // Paths may contain spaces; keep the rest of the line.
+            let at = line.find(first).unwrap_or(line.len());
+            line[at..].trim_end()
+        });
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (u64::from_str_radix(start, 16), u64::from_str_radix(end, 16))
+        else {
+            continue;
+        };
+        let size = end.saturating_sub(start);
+        match path {
+            Some(p) if p.starts_with('/') => {
+                let is_exe = p.strip_suffix(" (deleted)").unwrap_or(p) == exe;
+                if is_exe {
+                    image.executable += size;
+                } else {
+                    image.shared_libraries += size;
+                }
+                prev = Some((end, is_exe, perms.starts_with("rw")));
+                continue;
+            }
+            Some("[vdso]") | Some("[vvar]") | Some("[vvar_vclock]") => image.kernel += size,
+            Some("[stack]") => image.main_stack += size,
+            None => {
+                if let Some((prev_end, is_exe, true)) = prev
+                    && prev_end == start
+                {
+                    if is_exe {
+                        image.executable += size;
+                    } else {
+                        image.shared_libraries += size;
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+        prev = None;
+    }
+    image
+}
+
+/// This process's image, read once from `/proc/self/maps`; [`IMAGE_FALLBACK`] (as the
+/// executable) when that cannot be read.
+pub fn image() -> Image {
+    static IMAGE: std::sync::OnceLock<Image> = std::sync::OnceLock::new();
+    *IMAGE.get_or_init(|| {
+        let exe = std::fs::read_link("/proc/self/exe").map(|p| p.to_string_lossy().into_owned());
+        match (std::fs::read_to_string("/proc/self/maps"), exe) {
+            (Ok(maps), Ok(exe)) => {
+                let image = parse_maps(&maps, &exe);
+                if image.executable > 0 {
+                    image
+                } else {
+                    Image {
+                        executable: IMAGE_FALLBACK,
+                        ..Image::default()
+                    }
+                }
+            }
+            _ => Image {
+                executable: IMAGE_FALLBACK,
+                main_stack: 132 * KIB,
+                ..Image::default()
+            },
+        }
+    })
+}
 
 /// Most output an encoder can hand the staging buffer in one call beyond what the staging
 /// arena buffer already holds: one `IO_BUFFER` write, or the final flush.
@@ -111,6 +284,16 @@ pub struct CommandPlan {
     pub components: Vec<Term>,
     /// Sum of the terms: the most resident memory the command may use.
     pub peak_rss_bytes: u64,
+    /// The address-space formula's terms: image, stacks in full, heap.
+    pub virtual_components: Vec<Term>,
+    /// Sum of `virtual_components`: the most address space (`VmPeak`, what `ulimit -v`
+    /// limits) the command may map.
+    pub peak_virtual_bytes: u64,
+    /// Heap terms of buffers mapped on their own (see `add_mapped`).
+    #[serde(skip)]
+    mapped_bytes: u64,
+    #[serde(skip)]
+    mapped_count: u64,
 }
 
 impl CommandPlan {
@@ -128,25 +311,128 @@ impl CommandPlan {
             arena_buffer_bytes: IO_BUFFER,
             components: Vec::new(),
             peak_rss_bytes: 0,
+            virtual_components: Vec::new(),
+            peak_virtual_bytes: 0,
+            mapped_bytes: 0,
+            mapped_count: 0,
         }
     }
 
+    /// A heap term: resident and virtual alike.
     fn add(&mut self, name: &'static str, count: u64, each_bytes: u64) {
+        self.add_rss_only(name, count, each_bytes);
+        Self::push(
+            &mut self.virtual_components,
+            &mut self.peak_virtual_bytes,
+            name,
+            count,
+            each_bytes,
+        );
+    }
+
+    /// A heap term made of buffers big enough to be mapped on their own (part buffers): the
+    /// allocator adds a page each, not a share of their size.
+    fn add_mapped(&mut self, name: &'static str, count: u64, each_bytes: u64) {
+        self.add(name, count, each_bytes);
+        if each_bytes > 0 {
+            self.mapped_bytes += count * each_bytes;
+            self.mapped_count += count;
+        }
+    }
+
+    /// A term of the resident formula only (its virtual counterpart is counted another way).
+    fn add_rss_only(&mut self, name: &'static str, count: u64, each_bytes: u64) {
+        Self::push(
+            &mut self.components,
+            &mut self.peak_rss_bytes,
+            name,
+            count,
+            each_bytes,
+        );
+    }
+
+    fn add_virtual(&mut self, name: &'static str, count: u64, each_bytes: u64) {
+        Self::push(
+            &mut self.virtual_components,
+            &mut self.peak_virtual_bytes,
+            name,
+            count,
+            each_bytes,
+        );
+    }
+
+    fn push(
+        terms: &mut Vec<Term>,
+        total: &mut u64,
+        name: &'static str,
+        count: u64,
+        each_bytes: u64,
+    ) {
         if count == 0 || each_bytes == 0 {
             return;
         }
-        self.components.push(Term {
+        terms.push(Term {
             name,
             count,
             each_bytes,
             bytes: count * each_bytes,
         });
-        self.peak_rss_bytes += count * each_bytes;
+        *total += count * each_bytes;
+    }
+
+    /// Completes the virtual formula once every heap term is in: the image, the stacks in
+    /// full, the heap base and the allocator's slack.
+    fn finish(mut self) -> CommandPlan {
+        let heap: u64 = self.peak_virtual_bytes;
+        let image = image();
+        let mut terms = Vec::new();
+        let mut total = 0;
+        Self::push(&mut terms, &mut total, "executable", 1, image.executable);
+        Self::push(
+            &mut terms,
+            &mut total,
+            "shared_libraries",
+            1,
+            image.shared_libraries,
+        );
+        if image.shared_libraries > 0 {
+            Self::push(
+                &mut terms,
+                &mut total,
+                "runtime_libraries",
+                1,
+                RUNTIME_LIBRARIES,
+            );
+        }
+        Self::push(&mut terms, &mut total, "kernel_vdso_vvar", 1, image.kernel);
+        Self::push(
+            &mut terms,
+            &mut total,
+            "main_stack",
+            1,
+            image.main_stack + MAIN_STACK_GROWTH,
+        );
+        Self::push(
+            &mut terms,
+            &mut total,
+            "thread_stacks",
+            self.threads.saturating_sub(1),
+            crate::pipeline::workers::WORKER_STACK as u64 + THREAD_OVERHEAD,
+        );
+        Self::push(&mut terms, &mut total, "heap_base", 1, HEAP_BASE);
+        terms.append(&mut self.virtual_components);
+        self.virtual_components = terms;
+        self.peak_virtual_bytes += total;
+        let shared = heap - self.mapped_bytes + HEAP_BASE;
+        let overhead =
+            MALLOC_OVERHEAD_FIXED + (shared >> MALLOC_OVERHEAD_SHIFT) + self.mapped_count * PAGE;
+        self.add_virtual("malloc_overhead", 1, overhead);
+        self
     }
 
     fn add_common(&mut self, input: &PlanInput, connections: u64) {
-        self.add("process_base", 1, PROCESS_BASE);
-        self.add("thread_stacks", self.threads, STACK_RESIDENT);
+        self.add_rss_only("process_base", 1, PROCESS_BASE);
+        self.add_rss_only("thread_stacks", self.threads, STACK_RESIDENT);
         self.add("arena", self.arena_buffers as u64, IO_BUFFER as u64);
         if input.remote {
             self.add("s3_client", 1, S3_CLIENT);
@@ -191,7 +477,7 @@ pub fn wal_push(input: &PlanInput) -> CommandPlan {
             crate::storage::s3::upload::READ_BUFFER as u64,
         );
     }
-    p
+    p.finish()
 }
 
 /// `wal-fetch` of one file written with the configured method.
@@ -203,7 +489,7 @@ pub fn wal_fetch(input: &PlanInput) -> CommandPlan {
         1,
         codec::decoder_state_bytes_own(input.encode),
     );
-    p
+    p.finish()
 }
 
 /// `wal-prefetch`: `WALG_DOWNLOAD_CONCURRENCY` downloads at once.
@@ -216,7 +502,7 @@ pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
         workers,
         codec::decoder_state_bytes_own(input.encode),
     );
-    p
+    p.finish()
 }
 
 /// The part size and number of part uploaders of streamed uploads (tar partitions).
@@ -236,7 +522,7 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
     };
     let mut p = CommandPlan::new("backup-push", threads, uploaders as u64, 2);
     p.add_common(input, uploaders as u64 + 1);
-    p.add("part_buffers", parts as u64, part as u64);
+    p.add_mapped("part_buffers", parts as u64, part as u64);
     p.add(
         "codec_state",
         1,
@@ -244,7 +530,7 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
     );
     p.add("walk_and_files_spool", 1, WALK_AND_SPOOL);
     p.add("postgres_session", 1, PG_SESSION);
-    p
+    p.finish()
 }
 
 /// `backup-fetch`: `WALG_DOWNLOAD_CONCURRENCY` partitions unpacked at once.
@@ -257,7 +543,7 @@ pub fn backup_fetch(input: &PlanInput) -> CommandPlan {
         workers,
         codec::decoder_state_bytes_own(input.encode),
     );
-    p
+    p.finish()
 }
 
 /// The worst decoder any stored object may need: archives can hold objects that WAL-G or
@@ -313,7 +599,57 @@ mod tests {
         for p in all(&defaults()) {
             let sum: u64 = p.components.iter().map(|t| t.bytes).sum();
             assert_eq!(sum, p.peak_rss_bytes, "{}", p.command);
+            let sum: u64 = p.virtual_components.iter().map(|t| t.bytes).sum();
+            assert_eq!(sum, p.peak_virtual_bytes, "{}", p.command);
+            assert!(p.peak_virtual_bytes > p.peak_rss_bytes, "{}", p.command);
         }
+    }
+
+    #[test]
+    fn virtual_counts_stacks_in_full_and_every_heap_term() {
+        for p in all(&defaults()) {
+            let term = |name: &str| {
+                p.virtual_components
+                    .iter()
+                    .find(|t| t.name == name)
+                    .map(|t| t.bytes)
+            };
+            let stacks =
+                (p.threads - 1) * (crate::pipeline::workers::WORKER_STACK as u64 + THREAD_OVERHEAD);
+            assert_eq!(term("thread_stacks").unwrap_or(0), stacks, "{}", p.command);
+            for t in &p.components {
+                if t.name != "process_base" && t.name != "thread_stacks" {
+                    assert_eq!(term(t.name), Some(t.bytes), "{}: {}", p.command, t.name);
+                }
+            }
+            assert!(term("executable").unwrap_or(0) > 0, "{}", p.command);
+        }
+    }
+
+    #[test]
+    fn maps_are_split_into_executable_libraries_and_kernel_pages() {
+        let maps = "\
+55f164aef000-55f164cc3000 r--p 00000000 fe:00 10071533                   /opt/wal rus/wal-rus
+55f164cc3000-55f16507a000 r-xp 001d3000 fe:00 10071533                   /opt/wal rus/wal-rus
+55f16509a000-55f16509b000 rw-p 005a8000 fe:00 10071533                   /opt/wal rus/wal-rus
+55f16509b000-55f16509d000 rw-p 00000000 00:00 0 
+55f17f5a4000-55f17f5c5000 rw-p 00000000 00:00 0                          [heap]
+7fb2b72c7000-7fb2b72c9000 rw-p 00000000 00:00 0 
+7fb2b72c9000-7fb2b72ef000 r--p 00000000 fe:00 326269                     /usr/lib/x86_64-linux-gnu/libc.so.6
+7fb2b749c000-7fb2b749e000 rw-p 001d3000 fe:00 326269                     /usr/lib/x86_64-linux-gnu/libc.so.6
+7fb2b749e000-7fb2b74ab000 rw-p 00000000 00:00 0 
+7fb2b74ab000-7fb2b74ac000 ---p 00000000 00:00 0 
+7fb2b75b6000-7fb2b75ba000 r--p 00000000 00:00 0                          [vvar]
+7fb2b75ba000-7fb2b75bc000 r--p 00000000 00:00 0                          [vvar_vclock]
+7fb2b75bc000-7fb2b75be000 r-xp 00000000 00:00 0                          [vdso]
+7ffdea61a000-7ffdea63b000 rw-p 00000000 00:00 0                          [stack]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+        let image = parse_maps(maps, "/opt/wal rus/wal-rus");
+        assert_eq!(image.executable, 0x1d4000 + 0x3b7000 + 0x1000 + 0x2000);
+        assert_eq!(image.shared_libraries, 0x26000 + 0x2000 + 0xd000);
+        assert_eq!(image.kernel, 0x4000 + 0x2000 + 0x2000);
+        assert_eq!(image.main_stack, 0x21000);
     }
 
     #[test]
