@@ -7,12 +7,3 @@ pub mod extract;
 pub mod plan;
 pub mod tar_stream;
 pub mod workers;
-
-/// glibc gives every thread its own 64 MiB malloc arena unless told otherwise; one shared
-/// arena keeps resident and virtual memory what the plan says. musl has no such arenas.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-    }
-}
