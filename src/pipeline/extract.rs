@@ -107,6 +107,8 @@ pub fn unpack(
                 fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
                 if fsync {
                     out.sync_all()?;
+                    // A restored file is not read until the cluster starts.
+                    crate::storage::fs::drop_cached(&out);
                 }
                 stats.files += 1;
                 stats.bytes += written;

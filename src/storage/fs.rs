@@ -76,6 +76,14 @@ fn io_err(op: &'static str, key: &str, source: io::Error) -> StorageError {
     }
 }
 
+/// Asks the kernel to drop a synced file's pages from the page cache.
+pub fn drop_cached(file: &File) {
+    use std::os::fd::AsRawFd;
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+}
+
 /// fsync of a directory, so a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -109,6 +117,9 @@ impl FsStorage {
             let written = io::copy(reader, &mut out)?;
             out.flush()?;
             out.sync_all()?;
+            // Nobody reads an archived copy back soon: leave the page cache to PostgreSQL
+            // (and out of a memory cgroup's charge).
+            drop_cached(&out);
             drop(out);
             fs::rename(&tmp, &path)?;
             sync_dir(&dir)?;
