@@ -36,6 +36,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -50,6 +52,7 @@ use common::{
     require_or_fail, run_with_timeout,
 };
 use serde_json::Value;
+use support::Kind;
 use tempfile::TempDir;
 
 const LONG: Duration = Duration::from_secs(600);
@@ -57,12 +60,6 @@ const LONG: Duration = Duration::from_secs(600);
 const SCALE: u32 = 2;
 
 // ------------------------------------------------------------------ storage
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    File,
-    S3,
-}
 
 /// One storage backend per test; each use has its own prefix (`sub`) below it.
 enum Store {

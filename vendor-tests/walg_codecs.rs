@@ -26,18 +26,20 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{
-    COMMAND_TIMEOUT, S3Server, Tool, hermetic, output_text, require_or_fail, run_walrus,
-    run_with_timeout,
+use common::{Tool, hermetic, output_text, require_or_fail};
+use support::{
+    Kind, Storage, WalrusEnv, Workspace, assert_same, assert_same_file,
+    fake_segment_with_zero_runs, path_str, segment_name, with_method,
 };
 use tempfile::TempDir;
 
-const SEGMENT_SIZE: usize = 16 << 20;
 const HISTORY_NAME: &str = "00000002.history";
 const HISTORY_BODY: &[u8] = b"1\t0/3000028\tno recovery target specified\n";
 /// Peak RSS allowed for wal-rus fetching a 16 MiB lz4 segment.
@@ -48,77 +50,31 @@ const METHODS: [(&str, &str); 3] = [("lz4", "lz4"), ("lzma", "lzma"), ("zstd", "
 
 // ------------------------------------------------------------------ oracle
 
-/// Path of the walg-codecs binary: WALRUS_WALG_CODECS_BIN, else the tool
-/// cache's bin/walg-codecs. Missing: panics under CI/WALRUS_REQUIRE_TOOLS,
-/// otherwise prints a loud skip notice and returns `None`.
+/// Path of the walg-codecs binary (see `support::oracle_bin`), checked to
+/// round-trip a few bytes through lz4. Missing: panics under
+/// CI/WALRUS_REQUIRE_TOOLS, otherwise prints a loud skip notice and returns
+/// `None`.
 fn oracle_bin(test: &str) -> Option<PathBuf> {
-    let explicit = std::env::var("WALRUS_WALG_CODECS_BIN")
-        .ok()
-        .filter(|v| !v.trim().is_empty());
-    let candidate = match explicit {
-        Some(p) => Some(PathBuf::from(p)),
-        None => std::env::var("WALRUS_TOOLS")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var("HOME")
-                    .ok()
-                    .map(|h| Path::new(&h).join(".cache/wal-rus-tools"))
-            })
-            .map(|dir| dir.join("bin/walg-codecs")),
-    };
-    let why = match &candidate {
-        Some(p) if p.is_file() => {
-            // Smoke test: the oracle must round-trip a few bytes.
-            let data = b"walg-codecs smoke test";
-            let packed = try_oracle(p, "compress", "lz4", data);
-            match packed.and_then(|c| try_oracle(p, "decompress", "lz4", &c)) {
-                Ok(back) if back == data => return candidate,
-                Ok(_) => format!("{} does not round-trip lz4", p.display()),
-                Err(e) => format!("{} does not work: {e}", p.display()),
-            }
+    support::oracle_bin(test, "codec", |p| {
+        // Smoke test: the oracle must round-trip a few bytes.
+        let data = b"walg-codecs smoke test";
+        let packed = try_oracle(p, "compress", "lz4", data);
+        match packed.and_then(|c| try_oracle(p, "decompress", "lz4", &c)) {
+            Ok(back) if back == data => Ok(()),
+            Ok(_) => Err(format!("{} does not round-trip lz4", p.display())),
+            Err(e) => Err(format!("{} does not work: {e}", p.display())),
         }
-        Some(p) => format!("{} does not exist", p.display()),
-        None => "WALRUS_WALG_CODECS_BIN is not set".to_string(),
-    };
-    if common::tools_required() {
-        panic!(
-            "{test}: the WAL-G codec oracle (walg-codecs) is missing: {why}. \
-             Run scripts/ensure-tools and source its env file (CI/WALRUS_REQUIRE_TOOLS forbid skipping)."
-        );
-    }
-    common::loud(&format!(
-        "########## SKIPPED {test}: walg-codecs unavailable: {why} ##########"
-    ));
-    None
+    })
 }
 
 /// Runs `walg-codecs <op> <arg>` with `input` on stdin; returns stdout or the
 /// failure text.
 fn try_oracle(bin: &Path, op: &str, arg: &str, input: &[u8]) -> Result<Vec<u8>, String> {
     let dir = TempDir::new().unwrap();
-    let (inp, outp) = (dir.path().join("in"), dir.path().join("out"));
+    let inp = dir.path().join("in");
     fs::write(&inp, input).unwrap();
-    // run_with_timeout closes stdin, so redirect inside a shell that execs.
-    let out = run_with_timeout(
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"exec "$0" "$1" "$2" <"$3" >"$4""#)
-            .arg(bin)
-            .args([op, arg])
-            .arg(&inp)
-            .arg(&outp),
-        COMMAND_TIMEOUT,
-    );
-    if out.status.success() {
-        Ok(fs::read(&outp).unwrap())
-    } else {
-        Err(format!(
-            "walg-codecs {op} {arg} failed\n{}",
-            output_text(&out)
-        ))
-    }
+    support::run_oracle(bin, &[op, arg], &inp)
+        .map_err(|out| format!("walg-codecs {op} {arg} failed\n{}", output_text(&out)))
 }
 
 fn oracle(bin: &Path, op: &str, arg: &str, input: &[u8]) -> Vec<u8> {
@@ -127,127 +83,22 @@ fn oracle(bin: &Path, op: &str, arg: &str, input: &[u8]) -> Vec<u8> {
 
 // ----------------------------------------------------------------- storage
 
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    File,
-    S3,
-}
-
-enum Storage {
-    File(TempDir),
-    S3(S3Server),
-}
+/// Temp dirs of this test start with this.
+const TMP_PREFIX: &str = "walrus-codecs-";
 
 impl Storage {
-    fn new(kind: Kind) -> Storage {
-        match kind {
-            Kind::File => Storage::File(
-                tempfile::Builder::new()
-                    .prefix("walrus-codecs-")
-                    .tempdir()
-                    .unwrap(),
-            ),
-            Kind::S3 => Storage::S3(S3Server::start()),
-        }
-    }
-
-    /// Settings for storage prefix `sub`.
-    fn env(&self, sub: &str) -> Vec<(String, String)> {
-        match self {
-            Storage::File(dir) => {
-                let prefix = dir.path().join(sub);
-                fs::create_dir_all(&prefix).unwrap();
-                vec![("WALG_FILE_PREFIX".into(), prefix.display().to_string())]
-            }
-            Storage::S3(s3) => s3.env(sub),
-        }
-    }
-
-    /// Where object `key` under prefix `sub` lives on disk (s3s-fs keeps an
-    /// object as a plain file; its metadata json is optional for GET).
-    fn object(&self, sub: &str, key: &str) -> PathBuf {
-        match self {
-            Storage::File(dir) => dir.path().join(sub).join(key),
-            Storage::S3(s3) => s3.object_path(&format!("{sub}/{key}")),
-        }
-    }
-
     /// Stores `bytes` as object `key` under prefix `sub`, as WAL-G would have.
     fn put(&self, sub: &str, key: &str, bytes: &[u8]) {
         let path = self.object(sub, key);
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, bytes).unwrap();
     }
-
-    fn listing(&self, sub: &str) -> String {
-        fn walk(dir: &Path, out: &mut Vec<String>) {
-            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.path().is_dir() {
-                    walk(&e.path(), out);
-                } else {
-                    let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-                    out.push(format!("{} ({len} bytes)", e.path().display()));
-                }
-            }
-        }
-        let root = self.object(sub, "");
-        let mut out = Vec::new();
-        walk(&root, &mut out);
-        format!("stored under {}:\n  {}", root.display(), out.join("\n  "))
-    }
 }
 
-/// PGDATA, pg_wal/ (files to push), restore/ (fetch destinations) and a
-/// private HOME (no developer config, no stale decompressor cache).
-struct Workspace {
-    dir: TempDir,
-}
-
-impl Workspace {
-    fn new() -> Workspace {
-        let dir = tempfile::Builder::new()
-            .prefix("walrus-codecs-ws-")
-            .tempdir()
-            .unwrap();
-        for sub in ["pgdata", "pg_wal/archive_status", "restore", "home"] {
-            fs::create_dir_all(dir.path().join(sub)).unwrap();
-        }
-        Workspace { dir }
-    }
-
-    fn wal_file(&self, name: &str, contents: &[u8]) -> PathBuf {
-        let path = self.dir.path().join("pg_wal").join(name);
-        fs::write(&path, contents).unwrap();
-        path
-    }
-
-    fn restore_path(&self, name: &str) -> PathBuf {
-        self.dir.path().join("restore").join(name)
-    }
-
-    fn env(&self, env: &[(String, String)]) -> Vec<(String, String)> {
-        let mut env = env.to_vec();
-        env.push((
-            "PGDATA".into(),
-            self.dir.path().join("pgdata").display().to_string(),
-        ));
-        env.push((
-            "HOME".into(),
-            self.dir.path().join("home").display().to_string(),
-        ));
-        env.push(("WALG_DOWNLOAD_CONCURRENCY".into(), "1".into()));
-        env
-    }
-
-    fn walrus(&self, args: &[&str], env: &[(String, String)]) -> Output {
-        run_walrus(args, &self.env(env))
-    }
-}
-
-fn with_method(env: &[(String, String)], method: &str) -> Vec<(String, String)> {
-    let mut env = env.to_vec();
-    env.push(("WALG_COMPRESSION_METHOD".into(), method.into()));
-    env
+/// A fresh workspace (see `support::Workspace`) whose wal-rus runs get a
+/// private HOME and download concurrency 1.
+fn workspace() -> Workspace {
+    Workspace::new("walrus-codecs-ws-", WalrusEnv::Private)
 }
 
 /// A configured method different from `method`, so that finding the object
@@ -259,83 +110,6 @@ fn other_method(method: &str) -> &'static str {
         "zstd" => "lzma",
         other => panic!("unknown method {other}"),
     }
-}
-
-fn path_str(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-// --------------------------------------------------------------- test data
-
-/// A plausible 16 MiB WAL segment: every 8 KiB page starts with a PostgreSQL
-/// 15 page header (magic 0xD110 LE), the first half of the payload is
-/// pseudo-random (incompressible: LZ4 stores those 4 MiB blocks raw) and the
-/// second half repetitive text with zero runs (compressible).
-fn fake_segment(segno: u64, seed: u64) -> Vec<u8> {
-    const PAGE: usize = 8192;
-    let mut buf = vec![0u8; SEGMENT_SIZE];
-    let mut state = seed | 1;
-    let mut next = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let text = b"INSERT INTO pgbench_history VALUES (42, 7, 1234, -5000, now()); ";
-    for (i, page) in buf.chunks_mut(PAGE).enumerate() {
-        let long = i == 0;
-        page[0..2].copy_from_slice(&0xD110u16.to_le_bytes()); // xlp_magic (PG 15)
-        page[2..4].copy_from_slice(&(if long { 0x0002u16 } else { 0 }).to_le_bytes()); // xlp_info
-        page[4..8].copy_from_slice(&1u32.to_le_bytes()); // xlp_tli
-        let pageaddr = segno * SEGMENT_SIZE as u64 + (i * PAGE) as u64;
-        page[8..16].copy_from_slice(&pageaddr.to_le_bytes());
-        let header = if long {
-            page[24..32].copy_from_slice(&0x7300_1234_5678_9abcu64.to_le_bytes());
-            page[32..36].copy_from_slice(&(SEGMENT_SIZE as u32).to_le_bytes());
-            page[36..40].copy_from_slice(&(PAGE as u32).to_le_bytes());
-            40
-        } else {
-            24
-        };
-        let random_half = i * PAGE < SEGMENT_SIZE / 2;
-        for (j, b) in page[header..].iter_mut().enumerate() {
-            *b = if random_half {
-                next() as u8
-            } else if j >= PAGE / 2 && i % 3 == 0 {
-                0
-            } else {
-                text[j % text.len()]
-            };
-        }
-    }
-    buf
-}
-
-fn segment_name(n: u64) -> String {
-    common::wal_segment_name(1, n)
-}
-
-fn assert_same(expected: &[u8], got: &[u8], what: &str) {
-    if got != expected {
-        let at = got
-            .iter()
-            .zip(expected)
-            .position(|(a, b)| a != b)
-            .unwrap_or(got.len().min(expected.len()));
-        panic!(
-            "{what}: content differs (got {} bytes, expected {}; first difference at byte {at}: got {:02X?}, expected {:02X?})",
-            got.len(),
-            expected.len(),
-            &got[at.min(got.len())..(at + 16).min(got.len())],
-            &expected[at.min(expected.len())..(at + 16).min(expected.len())],
-        );
-    }
-}
-
-fn assert_same_file(expected: &[u8], actual: &Path, what: &str) {
-    let got = fs::read(actual)
-        .unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", actual.display()));
-    assert_same(expected, &got, what);
 }
 
 /// The frame header WAL-G's lz4 writer (pierrec/lz4/v4 defaults) emits: magic,
@@ -438,7 +212,7 @@ fn setup(test: &str, kind: Kind) -> Option<(PathBuf, Storage)> {
     if matches!(kind, Kind::S3) {
         require_or_fail(Tool::S3s, test)?;
     }
-    Some((bin, Storage::new(kind)))
+    Some((bin, Storage::new(kind, TMP_PREFIX)))
 }
 
 const ALL: &[&str] = &["lz4", "lzma", "zstd"];
@@ -454,7 +228,7 @@ fn walg_object_walrus_fetch(test: &str, kind: Kind, methods: &[&'static str]) {
     for_each_method(methods, |i, method, ext| {
         let sub = format!("walg-objects/{method}");
         let name = segment_name(0x20 + i as u64);
-        let original = fake_segment(0x20 + i as u64, 0xC0DE_C0DE + i as u64);
+        let original = fake_segment_with_zero_runs(0x20 + i as u64, 0xC0DE_C0DE + i as u64);
         let object = oracle(&bin, "compress", method, &original);
         if method == "lz4" {
             assert_walg_lz4_frame(&object, &format!("[{kind:?}/lz4] oracle output"));
@@ -463,7 +237,7 @@ fn walg_object_walrus_fetch(test: &str, kind: Kind, methods: &[&'static str]) {
 
         let configured = other_method(method);
         let env = with_method(&storage.env(&sub), configured);
-        let ws = Workspace::new();
+        let ws = workspace();
         let dest = ws.restore_path("RECOVERYXLOG");
         let out = ws.walrus(&["wal-fetch", &name, path_str(&dest)], &env);
         assert!(
@@ -490,17 +264,11 @@ fn walrus_push_walg_read(test: &str, kind: Kind, methods: &[&'static str]) {
     for_each_method(methods, |i, method, ext| {
         let sub = format!("walrus-push/{method}");
         let env = with_method(&storage.env(&sub), method);
-        let ws = Workspace::new();
+        let ws = workspace();
         let name = segment_name(0x30 + i as u64);
-        let original = fake_segment(0x30 + i as u64, 0x5EED_0000 + i as u64);
-        let seg = ws.wal_file(&name, &original);
-
-        let out = ws.walrus(&["wal-push", path_str(&seg)], &env);
-        assert!(
-            out.status.success(),
-            "[{kind:?}/{method}] wal-rus wal-push failed\n{}",
-            output_text(&out)
-        );
+        let original = fake_segment_with_zero_runs(0x30 + i as u64, 0x5EED_0000 + i as u64);
+        let what = format!("[{kind:?}/{method}] wal-rus wal-push");
+        ws.walrus_push(&name, &original, &env, &what);
         let path = storage.object(&sub, &format!("wal_005/{name}.{ext}"));
         let object = fs::read(&path).unwrap_or_else(|e| {
             panic!(
@@ -572,7 +340,7 @@ fn history_edge_cases(test: &str) {
             }
             storage.put(&sub, &format!("wal_005/{HISTORY_NAME}.{ext}"), &object);
             let env = with_method(&storage.env(&sub), other_method(method));
-            let ws = Workspace::new();
+            let ws = workspace();
             let dest = ws.restore_path(HISTORY_NAME);
             let out = ws.walrus(&["wal-fetch", HISTORY_NAME, path_str(&dest)], &env);
             assert!(
@@ -591,14 +359,9 @@ fn history_edge_cases(test: &str) {
             // wal-rus → WAL-G's reader.
             let sub = format!("history/{method}/{label}/walrus");
             let env = with_method(&storage.env(&sub), method);
-            let ws = Workspace::new();
-            let file = ws.wal_file(HISTORY_NAME, body);
-            let out = ws.walrus(&["wal-push", path_str(&file)], &env);
-            assert!(
-                out.status.success(),
-                "[{method}/{label}] wal-rus wal-push {HISTORY_NAME} failed\n{}",
-                output_text(&out)
-            );
+            let ws = workspace();
+            let what = format!("[{method}/{label}] wal-rus wal-push {HISTORY_NAME}");
+            ws.walrus_push(HISTORY_NAME, body, &env, &what);
             let path = storage.object(&sub, &format!("wal_005/{HISTORY_NAME}.{ext}"));
             let object = fs::read(&path).unwrap_or_else(|e| {
                 panic!(
@@ -666,13 +429,13 @@ fn lz4_fetch_peak_rss_file() {
     };
     let sub = "rss";
     let name = segment_name(0x40);
-    let original = fake_segment(0x40, 0xFEED_BEEF);
+    let original = fake_segment_with_zero_runs(0x40, 0xFEED_BEEF);
     let object = oracle(&bin, "compress", "lz4", &original);
     let blocks = assert_walg_lz4_frame(&object, "oracle lz4 segment");
     assert_eq!(blocks, 4, "a 16 MiB WAL-G lz4 object has four 4 MiB blocks");
     storage.put(sub, &format!("wal_005/{name}.lz4"), &object);
 
-    let ws = Workspace::new();
+    let ws = workspace();
     let dest = ws.restore_path("RECOVERYXLOG");
     let mut cmd = Command::new(common::walrus_bin());
     hermetic(&mut cmd).args(["wal-fetch", &name, path_str(&dest)]);

@@ -31,15 +31,17 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, SystemTime};
 
-use common::{COMMAND_TIMEOUT, PgCluster, Tool, output_text, require_or_fail, run_with_timeout};
+use common::{PgCluster, Tool, output_text, require_or_fail};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
@@ -48,87 +50,41 @@ const LONG: Duration = Duration::from_secs(600);
 
 // ------------------------------------------------------------------ oracle
 
-/// Path of the walg-codecs binary (WALRUS_WALG_CODECS_BIN, else the tool cache's
-/// bin/walg-codecs), checked to have the format subcommands. Missing: panics under
-/// CI/WALRUS_REQUIRE_TOOLS, otherwise a loud skip notice and `None`.
+/// Path of the walg-codecs binary (see `support::oracle_bin`), checked to have the format
+/// subcommands. Missing: panics under CI/WALRUS_REQUIRE_TOOLS, otherwise a loud skip notice and
+/// `None`.
 fn oracle_bin(test: &str) -> Option<PathBuf> {
-    let explicit = std::env::var("WALRUS_WALG_CODECS_BIN")
-        .ok()
-        .filter(|v| !v.trim().is_empty());
-    let candidate = match explicit {
-        Some(p) => Some(PathBuf::from(p)),
-        None => std::env::var("WALRUS_TOOLS")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var("HOME")
-                    .ok()
-                    .map(|h| Path::new(&h).join(".cache/wal-rus-tools"))
-            })
-            .map(|dir| dir.join("bin/walg-codecs")),
-    };
-    let why = match &candidate {
-        Some(p) if p.is_file() => {
-            // Smoke test: an empty archive (two zero blocks) lists as nothing. A binary built
-            // before the format subcommands existed fails here (usage error).
-            let dir = TempDir::new().unwrap();
-            let empty = dir.path().join("empty.tar");
-            fs::write(&empty, [0u8; 1024]).unwrap();
-            match try_oracle(p, &["tar-list"], &empty) {
-                Ok(out) if out.is_empty() => return candidate,
-                Ok(out) => format!(
-                    "{} tar-list of an empty tar printed {:?}",
-                    p.display(),
-                    String::from_utf8_lossy(&out)
-                ),
-                Err(e) => format!(
-                    "{} has no working tar-list (rebuild with scripts/ensure-tools): {e}",
-                    p.display()
-                ),
-            }
+    support::oracle_bin(test, "format", |p| {
+        // Smoke test: an empty archive (two zero blocks) lists as nothing. A binary built
+        // before the format subcommands existed fails here (usage error).
+        let dir = TempDir::new().unwrap();
+        let empty = dir.path().join("empty.tar");
+        fs::write(&empty, [0u8; 1024]).unwrap();
+        match try_oracle(p, &["tar-list"], &empty) {
+            Ok(out) if out.is_empty() => Ok(()),
+            Ok(out) => Err(format!(
+                "{} tar-list of an empty tar printed {:?}",
+                p.display(),
+                String::from_utf8_lossy(&out)
+            )),
+            Err(e) => Err(format!(
+                "{} has no working tar-list (rebuild with scripts/ensure-tools): {e}",
+                p.display()
+            )),
         }
-        Some(p) => format!("{} does not exist", p.display()),
-        None => "WALRUS_WALG_CODECS_BIN is not set".to_string(),
-    };
-    if common::tools_required() {
-        panic!(
-            "{test}: the WAL-G format oracle (walg-codecs) is missing: {why}. \
-             Run scripts/ensure-tools and source its env file (CI/WALRUS_REQUIRE_TOOLS forbid skipping)."
-        );
-    }
-    common::loud(&format!(
-        "########## SKIPPED {test}: walg-codecs unavailable: {why} ##########"
-    ));
-    None
+    })
 }
 
 /// Runs `walg-codecs ARGS < input` and returns stdout, or the failure text.
 fn try_oracle(bin: &Path, args: &[&str], input: &Path) -> Result<Vec<u8>, String> {
-    let dir = TempDir::new().unwrap();
-    let out_path = dir.path().join("out");
-    // run_with_timeout closes stdin, so redirect inside a shell that execs.
-    let out = run_with_timeout(
-        Command::new("sh")
-            .arg("-c")
-            .arg(r#"bin=$1; in=$2; out=$3; shift 3; exec "$bin" "$@" <"$in" >"$out""#)
-            .arg("sh")
-            .arg(bin)
-            .arg(input)
-            .arg(&out_path)
-            .args(args),
-        COMMAND_TIMEOUT,
-    );
-    if out.status.success() {
-        Ok(fs::read(&out_path).unwrap())
-    } else {
-        Err(format!(
+    support::run_oracle(bin, args, input).map_err(|out| {
+        format!(
             "walg-codecs {} < {} failed\n{}",
             args.join(" "),
             input.display(),
             output_text(&out)
-        ))
-    }
+        )
+    })
 }
 
 fn oracle(bin: &Path, args: &[&str], input: &Path) -> Vec<u8> {
