@@ -848,31 +848,12 @@ fn delete_on_s3_uses_batch_delete() {
     let Some(_) = require_or_fail(Tool::S3s, "delete_on_s3_uses_batch_delete") else {
         return;
     };
-    use wal_rus::storage::s3::{S3Config, S3Storage, sign::Credentials};
+    use wal_rus::storage::s3::{S3Config, S3Storage};
     use wal_rus::storage::{BytesBody, Storage};
     let s3 = S3Server::start();
     let storage = S3Storage::new(S3Config {
-        bucket: s3.bucket.clone(),
-        root: "pg/".into(),
-        endpoint: Some(s3.endpoint.clone()),
-        region: "us-east-1".into(),
-        force_path_style: true,
-        credentials: Credentials {
-            access_key_id: s3.access_key.clone(),
-            secret_access_key: s3.secret_key.clone(),
-            session_token: None,
-        },
-        ca_cert_file: None,
-        storage_class: "STANDARD".into(),
-        sse: None,
-        sse_kms_id: None,
-        part_size: 5 << 20,
-        max_retries: 2,
-        min_throttle_delay: Duration::from_millis(10),
-        max_throttle_delay: Duration::from_millis(100),
-        connect_timeout: Duration::from_secs(5),
-        io_timeout: Duration::from_secs(30),
         delete_batch: 3,
+        ..s3.storage_config("pg/")
     })
     .unwrap();
     let put = |key: &str, body: &[u8]| {

@@ -24,10 +24,8 @@ use common::{
     output_text, require_or_fail, run_with_address_space_limit, run_with_timeout, walrus_bin,
 };
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 const SEG: usize = 16 << 20;
 const MIB: u64 = 1 << 20;
@@ -326,104 +324,6 @@ fn wal_commands_within_plan_limits_file() {
     wal_commands(&env, "file");
 }
 
-/// A CA and a certificate for localhost (openssl), and socat terminating TLS in front of
-/// `backend_port`; `None` when openssl or socat is missing.
-fn tls_proxy(dir: &Path, backend_port: u16) -> Option<(TlsProxy, u16)> {
-    let socat = ["/usr/bin/socat", "/bin/socat"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
-    let openssl = |args: &[&str]| {
-        run_with_timeout(
-            Command::new("openssl").current_dir(dir).args(args),
-            Duration::from_secs(60),
-        )
-        .status
-        .success()
-    };
-    let made = openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=wal-rus cage CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]) && openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]) && fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .is_ok()
-        && openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-            "-out",
-            "server.pem",
-        ]);
-    if !made {
-        return None;
-    }
-    let mut both = fs::read(dir.join("server.pem")).ok()?;
-    both.extend(fs::read(dir.join("server.key")).ok()?);
-    fs::write(dir.join("server-with-key.pem"), both).ok()?;
-    let port = common::free_port();
-    let child = Command::new(socat)
-        .arg(format!(
-            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
-            dir.join("server-with-key.pem").display()
-        ))
-        .arg(format!("TCP:127.0.0.1:{backend_port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let proxy = TlsProxy(child);
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-        assert!(Instant::now() < deadline, "socat did not listen on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some((proxy, port))
-}
-
-struct TlsProxy(std::process::Child);
-
-impl Drop for TlsProxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// HTTPS is what AWS itself needs, and the plan's largest wal-push: TLS sessions and the CA
 /// roots come on top.
 #[test]
@@ -433,7 +333,7 @@ fn wal_commands_within_plan_limits_https() {
     };
     let s3 = S3Server::start();
     let certs = tempfile::tempdir().unwrap();
-    let Some((_proxy, port)) = tls_proxy(certs.path(), s3.port) else {
+    let Some(front) = common::TlsFront::start(certs.path(), s3.port) else {
         if common::tools_required() {
             panic!("socat or openssl is missing: run scripts/ensure-tools");
         }
@@ -444,7 +344,10 @@ fn wal_commands_within_plan_limits_https() {
     };
     let mut env = s3.env("cage-tls");
     env.retain(|(k, _)| k != "AWS_ENDPOINT");
-    env.push(("AWS_ENDPOINT".into(), format!("https://localhost:{port}")));
+    env.push((
+        "AWS_ENDPOINT".into(),
+        format!("https://localhost:{}", front.port),
+    ));
     env.push((
         "WALG_S3_CA_CERT_FILE".into(),
         certs.path().join("ca.pem").display().to_string(),

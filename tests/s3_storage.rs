@@ -14,7 +14,7 @@ fn storage(s3: &S3Server, root: &str, part_size: u64) -> S3Storage {
         root: root.to_string(),
         part_size,
         delete_batch: 7,
-        ..config_of(s3)
+        ..s3.storage_config("")
     })
     .unwrap()
 }
@@ -112,7 +112,7 @@ fn wrong_credentials_are_permanent_errors() {
             secret_access_key: "wrong".into(),
             session_token: None,
         },
-        ..config_of(&s3)
+        ..s3.storage_config("")
     })
     .unwrap();
     let start = std::time::Instant::now();
@@ -124,32 +124,6 @@ fn wrong_credentials_are_permanent_errors() {
         "a 403 must not be retried"
     );
     assert!(storage(&s3, "", 5 << 20).head("k").unwrap().is_none());
-}
-
-fn config_of(s3: &S3Server) -> S3Config {
-    S3Config {
-        bucket: s3.bucket.clone(),
-        root: String::new(),
-        endpoint: Some(s3.endpoint.clone()),
-        region: "us-east-1".into(),
-        force_path_style: true,
-        credentials: Credentials {
-            access_key_id: s3.access_key.clone(),
-            secret_access_key: s3.secret_key.clone(),
-            session_token: None,
-        },
-        ca_cert_file: None,
-        storage_class: "STANDARD".into(),
-        sse: None,
-        sse_kms_id: None,
-        part_size: 5 << 20,
-        max_retries: 2,
-        min_throttle_delay: Duration::from_millis(10),
-        max_throttle_delay: Duration::from_millis(100),
-        connect_timeout: Duration::from_secs(5),
-        io_timeout: Duration::from_secs(30),
-        delete_batch: 1000,
-    }
 }
 
 /// A stream that cannot be replayed goes up in parts from the caller's buffers; a stream that

@@ -6,110 +6,7 @@ mod common;
 
 use common::{S3Server, Tool, output_text, require_or_fail, run_walrus};
 use std::fs;
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Proxy(Child);
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = common::run_with_timeout(cmd, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", output_text(&out));
-}
-
-/// A CA and a server certificate for `localhost`, made with the openssl CLI.
-fn certificates(dir: &Path) {
-    run(Command::new("openssl").current_dir(dir).args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=wal-rus test CA",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]));
-    run(Command::new("openssl").current_dir(dir).args([
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]));
-    fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    run(Command::new("openssl").current_dir(dir).args([
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]));
-    let mut both = fs::read(dir.join("server.pem")).unwrap();
-    both.extend(fs::read(dir.join("server.key")).unwrap());
-    fs::write(dir.join("server-with-key.pem"), both).unwrap();
-}
-
-fn tls_proxy(dir: &Path, backend_port: u16) -> Option<(Proxy, u16)> {
-    let socat = ["/usr/bin/socat", "/bin/socat"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
-    let port = common::free_port();
-    let child = Command::new(socat)
-        .arg(format!(
-            "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
-            dir.join("server-with-key.pem").display()
-        ))
-        .arg(format!("TCP:127.0.0.1:{backend_port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let proxy = Proxy(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect_timeout(
-        &SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        Duration::from_millis(200),
-    )
-    .is_err()
-    {
-        assert!(Instant::now() < deadline, "socat did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Some((proxy, port))
-}
 
 #[test]
 fn https_with_extra_ca_file() {
@@ -118,17 +15,21 @@ fn https_with_extra_ca_file() {
     };
     let s3 = S3Server::start();
     let certs = tempfile::tempdir().unwrap();
-    certificates(certs.path());
-    let Some((_proxy, port)) = tls_proxy(certs.path(), s3.port) else {
+    let Some(front) = common::TlsFront::start(certs.path(), s3.port) else {
         if common::tools_required() {
-            panic!("socat is missing: run scripts/ensure-tools");
+            panic!("socat or openssl is missing: run scripts/ensure-tools");
         }
-        eprintln!("\n########## SKIPPED https_with_extra_ca_file: socat unavailable ##########\n");
+        eprintln!(
+            "\n########## SKIPPED https_with_extra_ca_file: socat or openssl unavailable ##########\n"
+        );
         return;
     };
     let mut env = s3.env("tls");
     env.retain(|(k, _)| k != "AWS_ENDPOINT");
-    env.push(("AWS_ENDPOINT".into(), format!("https://localhost:{port}")));
+    env.push((
+        "AWS_ENDPOINT".into(),
+        format!("https://localhost:{}", front.port),
+    ));
     env.push(("WALG_DOWNLOAD_CONCURRENCY".into(), "1".into()));
     env.push(("WALG_S3_MAX_RETRIES".into(), "1".into()));
 

@@ -689,6 +689,34 @@ impl S3Server {
         keys
     }
 
+    /// A storage configuration for this server with `root` as the key prefix, for tests that
+    /// use the storage room directly (short retries and timeouts).
+    pub fn storage_config(&self, root: &str) -> wal_rus::storage::s3::S3Config {
+        wal_rus::storage::s3::S3Config {
+            bucket: self.bucket.clone(),
+            root: root.to_string(),
+            endpoint: Some(self.endpoint.clone()),
+            region: "us-east-1".into(),
+            force_path_style: true,
+            credentials: wal_rus::storage::s3::sign::Credentials {
+                access_key_id: self.access_key.clone(),
+                secret_access_key: self.secret_key.clone(),
+                session_token: None,
+            },
+            ca_cert_file: None,
+            storage_class: "STANDARD".into(),
+            sse: None,
+            sse_kms_id: None,
+            part_size: 5 << 20,
+            max_retries: 2,
+            min_throttle_delay: Duration::from_millis(10),
+            max_throttle_delay: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(30),
+            delete_batch: 1000,
+        }
+    }
+
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
         fs::read_to_string(self.root.path().join("s3s-fs.log")).unwrap_or_default()
@@ -1425,5 +1453,113 @@ impl Drop for MemoryCgroup {
             "could not remove memory cgroup {}",
             self.dir.display()
         ));
+    }
+}
+
+// ------------------------------------------------------------------ TLS front
+
+/// socat terminating TLS in front of a plain server (s3s-fs speaks no TLS), with a CA and a
+/// `localhost` certificate made by the openssl CLI in `dir` (`dir/ca.pem` is the CA).
+/// Stopped on drop.
+pub struct TlsFront {
+    child: Child,
+    /// The TLS port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TlsFront {
+    /// Starts it in front of `backend_port`; `None` when openssl or socat is missing.
+    pub fn start(dir: &Path, backend_port: u16) -> Option<TlsFront> {
+        let socat = ["/usr/bin/socat", "/bin/socat"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())?;
+        let openssl = |args: &[&str]| {
+            run_with_timeout(
+                Command::new("openssl").current_dir(dir).args(args),
+                Duration::from_secs(60),
+            )
+            .status
+            .success()
+        };
+        let made = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=wal-rus test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]) && openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]) && fs::write(
+            dir.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .is_ok()
+            && openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+                "-out",
+                "server.pem",
+            ]);
+        if !made {
+            return None;
+        }
+        let mut both = fs::read(dir.join("server.pem")).ok()?;
+        both.extend(fs::read(dir.join("server.key")).ok()?);
+        fs::write(dir.join("server-with-key.pem"), both).ok()?;
+        let port = free_port();
+        let child = Command::new(socat)
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,verify=0,cert={}",
+                dir.join("server-with-key.pem").display()
+            ))
+            .arg(format!("TCP:127.0.0.1:{backend_port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let front = TlsFront { child, port };
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "socat did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(front)
     }
 }
