@@ -14,3 +14,8 @@ pub mod log;
 pub mod pg;
 pub mod pipeline;
 pub mod storage;
+
+/// Stack size of every thread wal-rus starts (workers, part uploaders, scanners). Sized on
+/// purpose: Rust's 2 MiB default counts in full against an address-space limit, and our
+/// threads keep their buffers on the heap (the arena). `memory-plan` counts it per thread.
+pub const THREAD_STACK: usize = 256 * 1024;

@@ -8,9 +8,8 @@
 use crossbeam_channel::Receiver;
 use std::thread::{Scope, ScopedJoinHandle};
 
-/// Stack size of every thread we start. Sized on purpose: Rust's 2 MiB default counts in
-/// full against an address-space limit, and our threads keep their buffers in the arena.
-pub const WORKER_STACK: usize = 256 * 1024;
+/// Stack size of the worker threads: the crate-wide `THREAD_STACK`.
+pub const WORKER_STACK: usize = crate::THREAD_STACK;
 
 /// Starts one named thread with the planned stack.
 pub fn spawn_named<'scope, 'env, T, F>(
