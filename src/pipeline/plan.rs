@@ -492,10 +492,11 @@ pub fn wal_fetch(input: &PlanInput) -> CommandPlan {
     p.finish()
 }
 
-/// `wal-prefetch`: `WALG_DOWNLOAD_CONCURRENCY` downloads at once.
-pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
+/// `WALG_DOWNLOAD_CONCURRENCY` worker threads, each downloading and decoding one object
+/// through one arena buffer: the shape of both wal-prefetch and backup-fetch.
+fn parallel_downloads(command: &'static str, input: &PlanInput) -> CommandPlan {
     let workers = input.download_concurrency.max(1) as u64;
-    let mut p = CommandPlan::new("wal-prefetch", 1 + workers, workers, workers as usize);
+    let mut p = CommandPlan::new(command, 1 + workers, workers, workers as usize);
     p.add_common(input, workers);
     p.add(
         "decoder_state",
@@ -503,6 +504,11 @@ pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
         codec::decoder_state_bytes_own(input.encode),
     );
     p.finish()
+}
+
+/// `wal-prefetch`: `WALG_DOWNLOAD_CONCURRENCY` segments downloaded at once.
+pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
+    parallel_downloads("wal-prefetch", input)
 }
 
 /// The part size and number of part uploaders of streamed uploads (tar partitions).
@@ -535,15 +541,7 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
 
 /// `backup-fetch`: `WALG_DOWNLOAD_CONCURRENCY` partitions unpacked at once.
 pub fn backup_fetch(input: &PlanInput) -> CommandPlan {
-    let workers = input.download_concurrency.max(1) as u64;
-    let mut p = CommandPlan::new("backup-fetch", 1 + workers, workers, workers as usize);
-    p.add_common(input, workers);
-    p.add(
-        "decoder_state",
-        workers,
-        codec::decoder_state_bytes_own(input.encode),
-    );
-    p.finish()
+    parallel_downloads("backup-fetch", input)
 }
 
 /// The worst decoder any stored object may need: archives can hold objects that WAL-G or
