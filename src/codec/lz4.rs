@@ -1,11 +1,14 @@
 //! LZ4 frame format (WAL-G's default method).
 //!
-//! Writing goes through `lz4_flex`'s frame encoder with 64 KiB independent
-//! blocks and the content checksum on: WAL-G reads any block size, and small
-//! blocks keep the encoder's buffers at ~150 KiB instead of the ~8 MiB that
-//! WAL-G's own 4 MiB blocks would cost. Exactly one frame is written per
-//! object because WAL-G's reader silently stops after the first frame
-//! (walg-compat §4.1.1).
+//! Writing is our own frame writer over `lz4_flex`'s block compressor: one
+//! independent block per (at most 64 KiB) write, compressed straight from the
+//! caller's buffer into one block-sized output buffer, with the content
+//! checksum on. WAL-G reads any block size, and writing blocks from the
+//! caller's buffer keeps the encoder at ~82 KiB (lz4_flex's frame encoder
+//! copies every byte into a block buffer of its own first: ~160 KiB, and a
+//! copy), against the ~8 MiB that WAL-G's own 4 MiB blocks cost. Exactly one
+//! frame is written per object because WAL-G's reader silently stops after
+//! the first frame (walg-compat §4.1.1).
 //!
 //! Reading uses our own streaming decoder, because every ready-made frame
 //! decoder buffers a whole block (and WAL-G writes 4 MiB blocks, so ~8 MiB of
@@ -15,12 +18,9 @@
 
 use std::io::{self, Read, Write};
 
-use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 use xxhash_rust::xxh32::{Xxh32, xxh32};
 
-use super::{
-    IN_BUF_BYTES, OUT_BUF_BYTES, OutBuf, Sticky, corrupt, read_retry, remember, truncated,
-};
+use super::{IN_BUF_BYTES, Sticky, corrupt, read_retry, remember, truncated};
 
 /// Block size we write. 64 KiB is the smallest the frame format offers and
 /// costs almost nothing in ratio, since matches cannot reach further anyway.
@@ -30,59 +30,131 @@ const WRITE_BLOCK_BYTES: usize = 64 * 1024;
 /// which is not exported; the allocation test checks the total.
 const ENCODER_HASH_TABLE_BYTES: usize = 4096 * 4;
 
+/// Frame descriptor we write: FLG 0x64 (version 1, independent blocks,
+/// content checksum), BD 0x40 (64 KiB blocks). WAL-G writes BD 0x70.
+const FLG: u8 = 0x64;
+const BD: u8 = 0x40;
+/// Set in a block's size field when the block is stored uncompressed.
+const STORED: u32 = 0x8000_0000;
+
 /// Streaming LZ4 compressor producing a single frame.
+///
+/// Blocks are cut every 64 KiB of input, whatever the write sizes, so the
+/// output depends on the data alone (the two passes of an upload must agree
+/// byte for byte). Whole blocks are compressed straight from the caller's
+/// buffer; only a write that ends inside a block leaves its tail in
+/// `pending`, which is allocated on first use. wal-rus's pipeline writes
+/// whole 64 KiB buffers (`pipeline::compress`), so it never allocates it.
 pub(super) struct Lz4Encoder<W: Write> {
-    enc: FrameEncoder<OutBuf<W>>,
+    inner: W,
+    /// One compressed block; `vec![0; n]` so that only the pages a block
+    /// really fills become resident (compressible data fills a quarter).
+    dst: Vec<u8>,
+    /// Start of a block that a write left unfinished.
+    pending: Vec<u8>,
+    checksum: Xxh32,
+    header_written: bool,
 }
 
 impl<W: Write> Lz4Encoder<W> {
     pub(super) fn new(inner: W) -> Self {
-        let info = FrameInfo::new()
-            .block_size(BlockSize::Max64KB)
-            .block_mode(BlockMode::Independent)
-            .block_checksums(false)
-            .content_checksum(true);
         Lz4Encoder {
-            enc: FrameEncoder::with_frame_info(info, OutBuf::new(inner)),
+            inner,
+            dst: vec![0; lz4_flex::block::get_maximum_output_size(WRITE_BLOCK_BYTES)],
+            pending: Vec::new(),
+            checksum: Xxh32::new(0),
+            header_written: false,
         }
     }
 
-    pub(super) fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        self.enc.write_all(buf)
+    fn write_header(&mut self) -> io::Result<()> {
+        if !self.header_written {
+            let hc = (xxh32(&[FLG, BD], 0) >> 8) as u8;
+            let mut h = FRAME_MAGIC.to_le_bytes().to_vec();
+            h.extend_from_slice(&[FLG, BD, hc]);
+            self.inner.write_all(&h)?;
+            self.header_written = true;
+        }
+        Ok(())
     }
 
-    /// Pushes buffered compressed bytes to the sink without ending the
-    /// current block (`FrameEncoder::flush` would, changing the output).
+    /// Writes one block: compressed, or stored when compression does not
+    /// make it smaller. Never called with an empty block, whose size field
+    /// would read as the end mark.
+    fn write_block(inner: &mut W, dst: &mut [u8], block: &[u8]) -> io::Result<()> {
+        let n = lz4_flex::block::compress_into(block, dst)
+            .map_err(|e| io::Error::other(format!("lz4: {e}")))?;
+        if n < block.len() {
+            inner.write_all(&(n as u32).to_le_bytes())?;
+            inner.write_all(&dst[..n])
+        } else {
+            inner.write_all(&(block.len() as u32 | STORED).to_le_bytes())?;
+            inner.write_all(block)
+        }
+    }
+
+    pub(super) fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        self.write_header()?;
+        self.checksum.update(buf);
+        if !self.pending.is_empty() {
+            let take = buf.len().min(WRITE_BLOCK_BYTES - self.pending.len());
+            self.pending.extend_from_slice(&buf[..take]);
+            buf = &buf[take..];
+            if self.pending.len() < WRITE_BLOCK_BYTES {
+                return Ok(());
+            }
+            Self::write_block(&mut self.inner, &mut self.dst, &self.pending)?;
+            self.pending.clear();
+        }
+        let mut blocks = buf.chunks_exact(WRITE_BLOCK_BYTES);
+        for block in &mut blocks {
+            Self::write_block(&mut self.inner, &mut self.dst, block)?;
+        }
+        let tail = blocks.remainder();
+        if !tail.is_empty() {
+            self.pending.reserve_exact(WRITE_BLOCK_BYTES);
+            self.pending.extend_from_slice(tail);
+        }
+        Ok(())
+    }
+
+    /// Every finished block is already with the sink; an unfinished one
+    /// stays pending, so that flushing does not change the output.
     pub(super) fn flush_output(&mut self) -> io::Result<()> {
-        self.enc.get_mut().flush()
+        Ok(())
     }
 
-    pub(super) fn finish(self) -> io::Result<W> {
-        self.enc.finish().map_err(io::Error::from)?.into_inner()
+    pub(super) fn finish(mut self) -> io::Result<W> {
+        self.write_header()?;
+        if !self.pending.is_empty() {
+            Self::write_block(&mut self.inner, &mut self.dst, &self.pending)?;
+        }
+        let mut tail = [0u8; 8];
+        tail[4..].copy_from_slice(&self.checksum.digest().to_le_bytes());
+        self.inner.write_all(&tail)?;
+        Ok(self.inner)
     }
 }
 
 /// Allowance for the boxed encoder struct itself.
 const ENCODER_STRUCT_BYTES: usize = 1024;
 
-/// Heap of [`Lz4Encoder`]: one input block, the worst-case compressed block,
-/// the hash table, the output buffer and the struct.
+/// Heap of [`Lz4Encoder`]: the worst-case compressed block, the hash table
+/// that `lz4_flex` allocates for the length of each block call, the struct.
+/// `pending` is not counted: wal-rus's writers hand over whole blocks
+/// (`aligned_writes_leave_nothing_pending` checks it).
 pub(super) fn encoder_state_bytes() -> u64 {
-    let src = WRITE_BLOCK_BYTES;
     let dst = lz4_flex::block::get_maximum_output_size(WRITE_BLOCK_BYTES);
-    (src + dst + ENCODER_HASH_TABLE_BYTES + OUT_BUF_BYTES + ENCODER_STRUCT_BYTES) as u64
+    (dst + ENCODER_HASH_TABLE_BYTES + ENCODER_STRUCT_BYTES) as u64
 }
 
 /// Most bytes one `write_all` of `len` bytes (or `finish`, `len` 0) hands
-/// to the sink: `lz4_flex` emits a block only when its 64 KiB block buffer
-/// is full and more input arrives, so a call emits at most
-/// `ceil(len / 64 KiB)` blocks (`finish` the last one), each at most its
-/// input plus a 4-byte header (incompressible blocks are stored); plus the
-/// 7-byte frame header, the 8-byte end mark and checksum, and up to 16 KiB
-/// that our output buffer held back from earlier calls.
+/// to the sink: one block per 64 KiB of input, each at most its input plus
+/// a 4-byte header (incompressible blocks are stored), plus the 7-byte frame
+/// header and the 8-byte end mark and checksum.
 pub(super) fn burst_bytes(len: u64) -> u64 {
     let block = WRITE_BLOCK_BYTES as u64;
-    len.div_ceil(block).max(1) * (block + 4) + 7 + 8 + OUT_BUF_BYTES as u64
+    len.div_ceil(block).max(1) * (block + 4) + 7 + 8
 }
 
 const FRAME_MAGIC: u32 = 0x184D_2204;
@@ -744,6 +816,7 @@ mod tests {
     use super::super::testdata::{ErrOf, noise, walish};
     use super::*;
     use lz4_flex::frame::FrameDecoder;
+    use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
 
     fn decode(data: &[u8]) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
@@ -1122,6 +1195,28 @@ mod tests {
         let mut sink = Vec::new();
         assert!(d.read_to_end(&mut sink).is_err());
         assert!(d.read(&mut [0; 10]).is_err());
+    }
+
+    #[test]
+    fn aligned_writes_leave_nothing_pending() {
+        let data = walish(5 * WRITE_BLOCK_BYTES + 1000, 31);
+        let mut e = Lz4Encoder::new(Vec::new());
+        for block in data.chunks(WRITE_BLOCK_BYTES) {
+            e.write_all(block).unwrap();
+        }
+        // Only the short last write is held back, and it did allocate.
+        assert_eq!(e.pending.len(), 1000);
+        let mut aligned = Lz4Encoder::new(Vec::new());
+        for block in data[..5 * WRITE_BLOCK_BYTES].chunks(WRITE_BLOCK_BYTES) {
+            aligned.write_all(block).unwrap();
+        }
+        assert_eq!(aligned.pending.capacity(), 0);
+        // Every block is at most 64 KiB and the frame decodes in lz4_flex too.
+        let f = e.finish().unwrap();
+        let mut check = Vec::new();
+        FrameDecoder::new(&f[..]).read_to_end(&mut check).unwrap();
+        assert!(check == data);
+        assert_eq!(f, ours(&data));
     }
 
     #[test]

@@ -485,8 +485,13 @@ fn push(
     uncompressed += control.len() as u64;
 
     // Stop the backup; the server returns the label and tablespace map to store.
+    // As WAL-G: from PostgreSQL 15 the stop does not wait for the last segment to be
+    // archived (`wait_for_archive => false`; waiting costs a whole second of PostgreSQL's
+    // polling sleep on every backup), before 15 `pg_stop_backup(false, true)` waits, as
+    // WAL-G's `pg_stop_backup(false)` does by default. Recovery fetches that segment
+    // through restore_command once the archiver has stored it.
     let stop_sql = if server.version >= 150000 {
-        "select labelfile, spcmapfile, lsn::text from pg_backup_stop(true)"
+        "select labelfile, spcmapfile, lsn::text from pg_backup_stop(false)"
     } else {
         "select labelfile, spcmapfile, lsn::text from pg_stop_backup(false, true)"
     };

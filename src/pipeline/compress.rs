@@ -16,17 +16,33 @@ use std::rc::Rc;
 /// Where the encoder's output waits to be read; shared by the encoder (writer) and the
 /// stream (reader) on one thread.
 #[derive(Clone)]
-struct Staging(Rc<RefCell<Lease>>);
+struct Staging(Rc<RefCell<Staged>>);
+
+/// The staged bytes: `buf[..len]`. The vector keeps its full length and is written in
+/// place, so only the pages an encoder call really fills become resident (a 64 KiB block of
+/// WAL compresses to ~4 KiB); clearing and regrowing it would zero-fill the whole buffer on
+/// every return to the arena.
+struct Staged {
+    buf: Lease,
+    len: usize,
+}
 
 impl Write for Staging {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let mut staged = self.0.borrow_mut();
-        // Grow to exactly what this encoder call has produced: Vec's doubling would take up
-        // to twice the encoder burst the memory plan counts (lz4's 80 KiB became 128 KiB,
-        // Brotli's 2.1 MiB became 4 MiB).
-        staged.reserve_exact(buf.len());
-        staged.extend_from_slice(buf);
-        Ok(buf.len())
+        let end = staged.len + data.len();
+        if end > staged.buf.len() {
+            // Grow to exactly what this encoder call has produced: Vec's doubling would take
+            // up to twice the encoder burst the memory plan counts (Brotli's 2.1 MiB would
+            // become 4 MiB).
+            let grow = end - staged.buf.len();
+            staged.buf.reserve_exact(grow);
+            staged.buf.resize(end, 0);
+        }
+        let at = staged.len;
+        staged.buf[at..end].copy_from_slice(data);
+        staged.len = end;
+        Ok(data.len())
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
@@ -51,9 +67,10 @@ impl<R: Read> CompressingReader<R> {
         size_hint: Option<u64>,
     ) -> io::Result<Self> {
         let in_buf = arena.lease();
-        let mut out = arena.lease();
-        out.clear();
-        let staging = Staging(Rc::new(RefCell::new(out)));
+        let staging = Staging(Rc::new(RefCell::new(Staged {
+            buf: arena.lease(),
+            len: 0,
+        })));
         let encoder = Encoder::new(opts, staging.clone(), size_hint)?;
         Ok(CompressingReader {
             input,
@@ -70,9 +87,9 @@ impl<R: Read> Read for CompressingReader<R> {
         loop {
             {
                 let staged = self.staging.0.borrow();
-                if self.pos < staged.len() {
-                    let n = buf.len().min(staged.len() - self.pos);
-                    buf[..n].copy_from_slice(&staged[self.pos..self.pos + n]);
+                if self.pos < staged.len {
+                    let n = buf.len().min(staged.len - self.pos);
+                    buf[..n].copy_from_slice(&staged.buf[self.pos..self.pos + n]);
                     self.pos += n;
                     return Ok(n);
                 }
@@ -80,14 +97,11 @@ impl<R: Read> Read for CompressingReader<R> {
             let Some(encoder) = self.encoder.as_mut() else {
                 return Ok(0);
             };
-            self.staging.0.borrow_mut().clear();
+            self.staging.0.borrow_mut().len = 0;
             self.pos = 0;
-            let n = loop {
-                match self.input.read(&mut self.in_buf[..]) {
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    other => break other?,
-                }
-            };
+            // A full buffer per encoder call: LZ4 makes one block of each call, and a
+            // tar stream's reads stop at every header.
+            let n = crate::storage::read_full(&mut self.input, &mut self.in_buf[..])?;
             if n == 0 {
                 let encoder = self.encoder.take().expect("checked above");
                 encoder.finish()?;
