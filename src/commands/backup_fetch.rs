@@ -17,6 +17,7 @@ use crate::format::files_metadata;
 use crate::format::spec::TablespaceSpec;
 use crate::pipeline::arena::Arena;
 use crate::pipeline::extract::{self, Extracted};
+use crate::pipeline::sync::{self, FileSync, NoSync, SyncNow};
 use crate::pipeline::{plan, workers};
 use crate::storage::{Storage, StorageError};
 use crossbeam_channel::bounded;
@@ -77,13 +78,13 @@ fn unpack_one(
     key: &str,
     dest: &Path,
     buf: &mut [u8],
-    fsync: bool,
+    sync: &dyn FileSync,
 ) -> Result<Extracted, Error> {
     let format = format_of(key)?;
     let raw = storage.get(key)?;
     let mut decoded =
         Decoder::new(format, raw).map_err(|e| Error::io(format!("decompressing {key}"), e))?;
-    extract::unpack(&mut decoded, dest, buf, fsync)
+    extract::unpack(&mut decoded, dest, buf, sync)
         .map_err(|e| Error::io(format!("restoring {key}"), e))
 }
 
@@ -93,11 +94,11 @@ fn unpack_with_retries(
     key: &str,
     dest: &Path,
     buf: &mut [u8],
-    fsync: bool,
+    sync: &dyn FileSync,
 ) -> Result<Extracted, Error> {
     let mut attempt = 1;
     loop {
-        match unpack_one(storage, key, dest, buf, fsync) {
+        match unpack_one(storage, key, dest, buf, sync) {
             Ok(x) => return Ok(x),
             Err(e)
                 if attempt < ATTEMPTS
@@ -273,6 +274,9 @@ fn restore(
     let plan = plan::backup_fetch(&settings.plan_input());
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
     let fsync = !settings.tar_disable_fsync;
+    let (sync_tx, sync_rx) = bounded(sync::SYNC_QUEUE);
+    let queue = sync::SyncQueue::new(sync_tx);
+    let data_sync: &dyn FileSync = if fsync { &queue } else { &NoSync };
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let totals = Mutex::new(Extracted::default());
     let work = |key: String| {
@@ -280,7 +284,7 @@ fn restore(
             return;
         }
         let mut buf = arena.lease();
-        match unpack_with_retries(storage, &key, dest, &mut buf, fsync) {
+        match unpack_with_retries(storage, &key, dest, &mut buf, data_sync) {
             Ok(x) => {
                 let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
                 t.files += x.files;
@@ -295,6 +299,8 @@ fn restore(
     };
     let threads = plan.transfers as usize;
     std::thread::scope(|s| -> Result<(), Error> {
+        let syncer = workers::spawn_named(s, "backup-fetch-sync".into(), || sync::run(sync_rx))
+            .map_err(|e| Error::io("starting the fsync stage", e))?;
         let (tx, rx) = bounded::<String>(threads);
         let handles = workers::spawn_workers(s, "backup-fetch", threads, rx, &work)
             .map_err(|e| Error::io("starting restore workers", e))?;
@@ -307,15 +313,26 @@ fn restore(
         for h in handles {
             let _ = h.join();
         }
+        // Every data file durable before the label and pg_control are written.
+        queue.close();
+        match syncer.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                slot.get_or_insert(Error::io(format!("restoring {name}"), e));
+            }
+            Err(_) => return Err(Error::io("fsync stage", io::Error::other("panicked"))),
+        }
         Ok(())
     })?;
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
     // The label, then pg_control: the cluster becomes startable only at the very end.
+    let last_sync: &dyn FileSync = if fsync { &SyncNow } else { &NoSync };
     let mut buf = arena.lease();
     for key in [label, control].into_iter().flatten() {
-        unpack_with_retries(storage, &key, dest, &mut buf, fsync)?;
+        unpack_with_retries(storage, &key, dest, &mut buf, last_sync)?;
     }
     if restore_spec.is_some() {
         // The links were made from the spec; a stored map would point elsewhere.

@@ -3,9 +3,11 @@
 //! Entry names are WAL-G's (`/base/5/1259`) or relative (`base/5/1259`, remote and WAL-E
 //! backups); both land below the destination, and a name that would climb out of it (`..`)
 //! is refused. Files are written through one fixed buffer, chmodded to the header's mode and
-//! fsynced unless asked not to (`WALG_TAR_DISABLE_FSYNC`). Ownership and times are not
+//! handed to a [`FileSync`] (fsynced unless asked not to, `WALG_TAR_DISABLE_FSYNC`; writeback
+//! starts while a file is still being written). Ownership and times are not
 //! restored, as with WAL-G. After the archive's end marker only zeros may follow.
 
+use super::sync::FileSync;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -36,6 +38,31 @@ pub fn target_path(dest: &Path, name: &str) -> Option<PathBuf> {
     Some(out)
 }
 
+/// Written bytes after which a file's writeback is started, when the restore fsyncs.
+const FLUSH_AFTER: u64 = 8 << 20;
+
+/// Asks the kernel to start writing `len` bytes at `offset` to disk, without waiting, as
+/// PostgreSQL's `*_flush_after` settings do: the disk then works while the next megabytes
+/// are decompressed, and the fsync at the end of a 1 GiB relation file waits for the last
+/// few megabytes instead of the whole file (scale 100: 2.0 s → see the README's figures).
+fn start_writeback(file: &fs::File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // Advice only: an error (say, a file system without it) leaves the fsync to do all.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                offset as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, offset, len);
+}
+
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -45,7 +72,7 @@ pub fn unpack(
     archive: &mut dyn Read,
     dest: &Path,
     buf: &mut [u8],
-    fsync: bool,
+    sync: &dyn FileSync,
 ) -> io::Result<Extracted> {
     let mut stats = Extracted::default();
     {
@@ -87,6 +114,7 @@ pub fn unpack(
                     .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
                 let expected = entry.size();
                 let mut written = 0u64;
+                let mut flushed = 0u64;
                 loop {
                     let n = match entry.read(buf) {
                         Ok(0) => break,
@@ -98,6 +126,10 @@ pub fn unpack(
                         io::Error::new(e.kind(), format!("{}: {e}", target.display()))
                     })?;
                     written += n as u64;
+                    if sync.durable() && written - flushed >= FLUSH_AFTER {
+                        start_writeback(&out, flushed, written - flushed);
+                        flushed = written;
+                    }
                 }
                 if written != expected {
                     return Err(invalid(format!(
@@ -105,11 +137,10 @@ pub fn unpack(
                     )));
                 }
                 fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
-                if fsync {
-                    out.sync_all()?;
-                    // A restored file is not read until the cluster starts.
-                    crate::storage::fs::drop_cached(&out);
+                if sync.durable() && written > flushed {
+                    start_writeback(&out, flushed, written - flushed);
                 }
+                sync.finished(out, &target)?;
                 stats.files += 1;
                 stats.bytes += written;
             } else if kind == ::tar::EntryType::Link {
@@ -141,6 +172,7 @@ pub fn unpack(
 
 #[cfg(test)]
 mod tests {
+    use super::super::sync::{NoSync, SyncNow};
     use super::*;
     use crate::format::tar::{END_OF_ARCHIVE, Header, Kind, encode, padding};
 
@@ -177,7 +209,7 @@ mod tests {
             ("global/2", Kind::File, b"two"),
             ("backup_label", Kind::File, b"label"),
         ]);
-        let s = unpack(&mut &a[..], dest.path(), &mut [0u8; 7], true).unwrap();
+        let s = unpack(&mut &a[..], dest.path(), &mut [0u8; 7], &SyncNow).unwrap();
         assert_eq!(
             s,
             Extracted {
@@ -202,21 +234,21 @@ mod tests {
     fn refuses_escapes_truncation_and_trailing_garbage() {
         let dest = tempfile::tempdir().unwrap();
         let bad = archive(&[("/../etc/x", Kind::File, b"x")]);
-        assert!(unpack(&mut &bad[..], dest.path(), &mut [0u8; 64], false).is_err());
+        assert!(unpack(&mut &bad[..], dest.path(), &mut [0u8; 64], &NoSync).is_err());
         let good = archive(&[("/f", Kind::File, &[5u8; 1000])]);
         let cut = &good[..800];
         assert!(
-            unpack(&mut &cut[..], dest.path(), &mut [0u8; 64], false).is_err(),
+            unpack(&mut &cut[..], dest.path(), &mut [0u8; 64], &NoSync).is_err(),
             "truncated"
         );
         let mut tail = good.clone();
         tail.extend_from_slice(b"junk");
         assert!(
-            unpack(&mut &tail[..], dest.path(), &mut [0u8; 64], false).is_err(),
+            unpack(&mut &tail[..], dest.path(), &mut [0u8; 64], &NoSync).is_err(),
             "garbage after end"
         );
         let mut zeros = good.clone();
         zeros.extend_from_slice(&[0u8; 4096]);
-        assert!(unpack(&mut &zeros[..], dest.path(), &mut [0u8; 64], false).is_ok());
+        assert!(unpack(&mut &zeros[..], dest.path(), &mut [0u8; 64], &NoSync).is_ok());
     }
 }

@@ -5,5 +5,6 @@ pub mod arena;
 pub mod compress;
 pub mod extract;
 pub mod plan;
+pub mod sync;
 pub mod tar_stream;
 pub mod workers;

@@ -494,9 +494,9 @@ pub fn wal_fetch(input: &PlanInput) -> CommandPlan {
 
 /// `WALG_DOWNLOAD_CONCURRENCY` worker threads, each downloading and decoding one object
 /// through one arena buffer: the shape of both wal-prefetch and backup-fetch.
-fn parallel_downloads(command: &'static str, input: &PlanInput) -> CommandPlan {
+fn parallel_downloads(command: &'static str, input: &PlanInput, helpers: u64) -> CommandPlan {
     let workers = input.download_concurrency.max(1) as u64;
-    let mut p = CommandPlan::new(command, 1 + workers, workers, workers as usize);
+    let mut p = CommandPlan::new(command, 1 + workers + helpers, workers, workers as usize);
     p.add_common(input, workers);
     p.add(
         "decoder_state",
@@ -508,7 +508,7 @@ fn parallel_downloads(command: &'static str, input: &PlanInput) -> CommandPlan {
 
 /// `wal-prefetch`: `WALG_DOWNLOAD_CONCURRENCY` segments downloaded at once.
 pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
-    parallel_downloads("wal-prefetch", input)
+    parallel_downloads("wal-prefetch", input, 0)
 }
 
 /// The part size and number of part uploaders of streamed uploads (tar partitions).
@@ -541,7 +541,9 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
 
 /// `backup-fetch`: `WALG_DOWNLOAD_CONCURRENCY` partitions unpacked at once.
 pub fn backup_fetch(input: &PlanInput) -> CommandPlan {
-    parallel_downloads("backup-fetch", input)
+    // Beside the workers, the fsync stage's thread (`pipeline::sync`); its queue holds open
+    // files, not buffers.
+    parallel_downloads("backup-fetch", input, 1)
 }
 
 /// The worst decoder any stored object may need: archives can hold objects that WAL-G or
