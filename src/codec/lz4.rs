@@ -37,6 +37,76 @@ const BD: u8 = 0x40;
 /// Set in a block's size field when the block is stored uncompressed.
 const STORED: u32 = 0x8000_0000;
 
+/// The frame writer's core: the frame's header and trailer and one block at a
+/// time, with no sink. [`Lz4Encoder`] writes its pieces to a `Write`;
+/// `pipeline::compress` hands them to an upload straight from here, so the
+/// default method's hot path copies each compressed block only into the
+/// socket.
+pub struct Lz4Blocks {
+    /// One compressed block; `vec![0; n]` so that only the pages a block
+    /// really fills become resident (compressible data fills a quarter).
+    dst: Vec<u8>,
+    checksum: Xxh32,
+}
+
+/// One block as [`Lz4Blocks::block`] made it.
+pub enum Lz4Block {
+    /// Its size field, and the length of the compressed bytes in
+    /// [`Lz4Blocks::compressed`].
+    Compressed([u8; 4], usize),
+    /// Its size field; the block's input follows as it is.
+    Stored([u8; 4]),
+}
+
+impl Default for Lz4Blocks {
+    fn default() -> Self {
+        Lz4Blocks {
+            dst: vec![0; lz4_flex::block::get_maximum_output_size(WRITE_BLOCK_BYTES)],
+            checksum: Xxh32::new(0),
+        }
+    }
+}
+
+impl Lz4Blocks {
+    /// Input bytes per block; callers cut their input at this size (the last
+    /// block may be shorter) so the output depends on the data alone.
+    pub const BLOCK: usize = WRITE_BLOCK_BYTES;
+
+    /// The frame header: magic, FLG, BD and the header checksum.
+    pub fn header() -> [u8; 7] {
+        let hc = (xxh32(&[FLG, BD], 0) >> 8) as u8;
+        let m = FRAME_MAGIC.to_le_bytes();
+        [m[0], m[1], m[2], m[3], FLG, BD, hc]
+    }
+
+    /// Compresses one non-empty block of at most [`Self::BLOCK`] bytes
+    /// (an empty one would read as the end mark); stored when compression
+    /// does not make it smaller.
+    pub fn block(&mut self, block: &[u8]) -> io::Result<Lz4Block> {
+        debug_assert!(!block.is_empty() && block.len() <= WRITE_BLOCK_BYTES);
+        self.checksum.update(block);
+        let n = lz4_flex::block::compress_into(block, &mut self.dst)
+            .map_err(|e| io::Error::other(format!("lz4: {e}")))?;
+        Ok(if n < block.len() {
+            Lz4Block::Compressed((n as u32).to_le_bytes(), n)
+        } else {
+            Lz4Block::Stored((block.len() as u32 | STORED).to_le_bytes())
+        })
+    }
+
+    /// The compressed bytes of the last [`Lz4Block::Compressed`] block.
+    pub fn compressed(&self, n: usize) -> &[u8] {
+        &self.dst[..n]
+    }
+
+    /// The end mark and the content checksum of everything blocked so far.
+    pub fn trailer(&self) -> [u8; 8] {
+        let mut t = [0u8; 8];
+        t[4..].copy_from_slice(&self.checksum.digest().to_le_bytes());
+        t
+    }
+}
+
 /// Streaming LZ4 compressor producing a single frame.
 ///
 /// Blocks are cut every 64 KiB of input, whatever the write sizes, so the
@@ -47,12 +117,9 @@ const STORED: u32 = 0x8000_0000;
 /// whole 64 KiB buffers (`pipeline::compress`), so it never allocates it.
 pub(super) struct Lz4Encoder<W: Write> {
     inner: W,
-    /// One compressed block; `vec![0; n]` so that only the pages a block
-    /// really fills become resident (compressible data fills a quarter).
-    dst: Vec<u8>,
+    blocks: Lz4Blocks,
     /// Start of a block that a write left unfinished.
     pending: Vec<u8>,
-    checksum: Xxh32,
     header_written: bool,
 }
 
@@ -60,42 +127,35 @@ impl<W: Write> Lz4Encoder<W> {
     pub(super) fn new(inner: W) -> Self {
         Lz4Encoder {
             inner,
-            dst: vec![0; lz4_flex::block::get_maximum_output_size(WRITE_BLOCK_BYTES)],
+            blocks: Lz4Blocks::default(),
             pending: Vec::new(),
-            checksum: Xxh32::new(0),
             header_written: false,
         }
     }
 
     fn write_header(&mut self) -> io::Result<()> {
         if !self.header_written {
-            let hc = (xxh32(&[FLG, BD], 0) >> 8) as u8;
-            let mut h = FRAME_MAGIC.to_le_bytes().to_vec();
-            h.extend_from_slice(&[FLG, BD, hc]);
-            self.inner.write_all(&h)?;
+            self.inner.write_all(&Lz4Blocks::header())?;
             self.header_written = true;
         }
         Ok(())
     }
 
-    /// Writes one block: compressed, or stored when compression does not
-    /// make it smaller. Never called with an empty block, whose size field
-    /// would read as the end mark.
-    fn write_block(inner: &mut W, dst: &mut [u8], block: &[u8]) -> io::Result<()> {
-        let n = lz4_flex::block::compress_into(block, dst)
-            .map_err(|e| io::Error::other(format!("lz4: {e}")))?;
-        if n < block.len() {
-            inner.write_all(&(n as u32).to_le_bytes())?;
-            inner.write_all(&dst[..n])
-        } else {
-            inner.write_all(&(block.len() as u32 | STORED).to_le_bytes())?;
-            inner.write_all(block)
+    fn write_block(inner: &mut W, blocks: &mut Lz4Blocks, block: &[u8]) -> io::Result<()> {
+        match blocks.block(block)? {
+            Lz4Block::Compressed(size, n) => {
+                inner.write_all(&size)?;
+                inner.write_all(blocks.compressed(n))
+            }
+            Lz4Block::Stored(size) => {
+                inner.write_all(&size)?;
+                inner.write_all(block)
+            }
         }
     }
 
     pub(super) fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         self.write_header()?;
-        self.checksum.update(buf);
         if !self.pending.is_empty() {
             let take = buf.len().min(WRITE_BLOCK_BYTES - self.pending.len());
             self.pending.extend_from_slice(&buf[..take]);
@@ -103,12 +163,12 @@ impl<W: Write> Lz4Encoder<W> {
             if self.pending.len() < WRITE_BLOCK_BYTES {
                 return Ok(());
             }
-            Self::write_block(&mut self.inner, &mut self.dst, &self.pending)?;
+            Self::write_block(&mut self.inner, &mut self.blocks, &self.pending)?;
             self.pending.clear();
         }
         let mut blocks = buf.chunks_exact(WRITE_BLOCK_BYTES);
         for block in &mut blocks {
-            Self::write_block(&mut self.inner, &mut self.dst, block)?;
+            Self::write_block(&mut self.inner, &mut self.blocks, block)?;
         }
         let tail = blocks.remainder();
         if !tail.is_empty() {
@@ -127,11 +187,9 @@ impl<W: Write> Lz4Encoder<W> {
     pub(super) fn finish(mut self) -> io::Result<W> {
         self.write_header()?;
         if !self.pending.is_empty() {
-            Self::write_block(&mut self.inner, &mut self.dst, &self.pending)?;
+            Self::write_block(&mut self.inner, &mut self.blocks, &self.pending)?;
         }
-        let mut tail = [0u8; 8];
-        tail[4..].copy_from_slice(&self.checksum.digest().to_le_bytes());
-        self.inner.write_all(&tail)?;
+        self.inner.write_all(&self.blocks.trailer())?;
         Ok(self.inner)
     }
 }

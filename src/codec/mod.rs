@@ -32,6 +32,7 @@ use std::io::{self, Read, Write};
 mod brotli;
 mod gzip;
 mod lz4;
+pub use lz4::{Lz4Block, Lz4Blocks};
 mod lzma;
 mod zstd;
 

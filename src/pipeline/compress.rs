@@ -2,10 +2,11 @@
 //!
 //! Uploads pull their body (S3 wants to read it twice: once to learn its length and digest,
 //! once to send it), so compression runs inside `Read::read`, one arena buffer of input at a
-//! time, into a second arena buffer that the reader drains. Nothing grows with the file.
+//! time, into a second arena buffer that the reader drains; LZ4 blocks are drained straight
+//! from the block compressor instead. Nothing grows with the file.
 
 use super::arena::{Arena, Lease};
-use crate::codec::{EncodeOptions, Encoder};
+use crate::codec::{EncodeOptions, Encoder, Lz4Block, Lz4Blocks, Method};
 use crate::storage::BodySource;
 use std::cell::RefCell;
 use std::fs::File;
@@ -53,13 +54,41 @@ impl Write for Staging {
 pub struct CompressingReader<R: Read> {
     input: R,
     in_buf: Lease,
-    staging: Staging,
-    encoder: Option<Encoder<Staging>>,
-    pos: usize,
+    stage: Stage,
+}
+
+/// How the compressed bytes wait to be read.
+enum Stage {
+    /// Any method: the encoder writes into a staging buffer that reads drain.
+    Staged {
+        staging: Staging,
+        encoder: Option<Encoder<Staging>>,
+        pos: usize,
+    },
+    /// LZ4, the default: each block is read straight out of the block compressor's buffer
+    /// (or, stored, out of the input buffer), behind its few bytes of framing in `head`.
+    Lz4 {
+        blocks: Box<Lz4Blocks>,
+        head: [u8; 8],
+        head_len: usize,
+        head_pos: usize,
+        body: Lz4Body,
+        body_pos: usize,
+        finished: bool,
+    },
+}
+
+/// Where the current LZ4 block's bytes are, and how many.
+#[derive(Clone, Copy)]
+enum Lz4Body {
+    None,
+    Compressed(usize),
+    Stored(usize),
 }
 
 impl<R: Read> CompressingReader<R> {
-    /// A stream over the compressed form of `input`, using two buffers from `arena`.
+    /// A stream over the compressed form of `input`, using two buffers from `arena` (one for
+    /// LZ4).
     pub fn new(
         input: R,
         opts: EncodeOptions,
@@ -67,47 +96,122 @@ impl<R: Read> CompressingReader<R> {
         size_hint: Option<u64>,
     ) -> io::Result<Self> {
         let in_buf = arena.lease();
-        let staging = Staging(Rc::new(RefCell::new(Staged {
-            buf: arena.lease(),
-            len: 0,
-        })));
-        let encoder = Encoder::new(opts, staging.clone(), size_hint)?;
+        let stage = if opts.method == Method::Lz4 {
+            let mut head = [0u8; 8];
+            head[..7].copy_from_slice(&Lz4Blocks::header());
+            Stage::Lz4 {
+                blocks: Box::default(),
+                head,
+                head_len: 7,
+                head_pos: 0,
+                body: Lz4Body::None,
+                body_pos: 0,
+                finished: false,
+            }
+        } else {
+            let staging = Staging(Rc::new(RefCell::new(Staged {
+                buf: arena.lease(),
+                len: 0,
+            })));
+            let encoder = Encoder::new(opts, staging.clone(), size_hint)?;
+            Stage::Staged {
+                staging,
+                encoder: Some(encoder),
+                pos: 0,
+            }
+        };
         Ok(CompressingReader {
             input,
             in_buf,
-            staging,
-            encoder: Some(encoder),
-            pos: 0,
+            stage,
         })
     }
 }
 
+/// Copies what is left of `from` after `*pos` into `buf`; returns how much.
+fn hand_out(from: &[u8], pos: &mut usize, buf: &mut [u8]) -> usize {
+    let n = buf.len().min(from.len() - *pos);
+    buf[..n].copy_from_slice(&from[*pos..*pos + n]);
+    *pos += n;
+    n
+}
+
 impl<R: Read> Read for CompressingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            {
-                let staged = self.staging.0.borrow();
-                if self.pos < staged.len {
-                    let n = buf.len().min(staged.len - self.pos);
-                    buf[..n].copy_from_slice(&staged.buf[self.pos..self.pos + n]);
-                    self.pos += n;
-                    return Ok(n);
+        match &mut self.stage {
+            Stage::Staged {
+                staging,
+                encoder,
+                pos,
+            } => loop {
+                {
+                    let staged = staging.0.borrow();
+                    if *pos < staged.len {
+                        return Ok(hand_out(&staged.buf[..staged.len], pos, buf));
+                    }
                 }
-            }
-            let Some(encoder) = self.encoder.as_mut() else {
-                return Ok(0);
-            };
-            self.staging.0.borrow_mut().len = 0;
-            self.pos = 0;
-            // A full buffer per encoder call: LZ4 makes one block of each call, and a
-            // tar stream's reads stop at every header.
-            let n = crate::storage::read_full(&mut self.input, &mut self.in_buf[..])?;
-            if n == 0 {
-                let encoder = self.encoder.take().expect("checked above");
-                encoder.finish()?;
-            } else {
-                encoder.write_all(&self.in_buf[..n])?;
-            }
+                let Some(enc) = encoder.as_mut() else {
+                    return Ok(0);
+                };
+                staging.0.borrow_mut().len = 0;
+                *pos = 0;
+                // A full buffer per encoder call: a tar stream's reads stop at every header.
+                let n = crate::storage::read_full(&mut self.input, &mut self.in_buf[..])?;
+                if n == 0 {
+                    encoder.take().expect("checked above").finish()?;
+                } else {
+                    enc.write_all(&self.in_buf[..n])?;
+                }
+            },
+            Stage::Lz4 {
+                blocks,
+                head,
+                head_len,
+                head_pos,
+                body,
+                body_pos,
+                finished,
+            } => loop {
+                if *head_pos < *head_len {
+                    return Ok(hand_out(&head[..*head_len], head_pos, buf));
+                }
+                match *body {
+                    Lz4Body::Compressed(n) if *body_pos < n => {
+                        return Ok(hand_out(blocks.compressed(n), body_pos, buf));
+                    }
+                    Lz4Body::Stored(n) if *body_pos < n => {
+                        return Ok(hand_out(&self.in_buf[..n], body_pos, buf));
+                    }
+                    _ => {}
+                }
+                if *finished {
+                    return Ok(0);
+                }
+                // Blocks cut at exactly Lz4Blocks::BLOCK, as the encoder cuts them, so this
+                // stream and `Encoder` make the same bytes.
+                let cap = self.in_buf.len().min(Lz4Blocks::BLOCK);
+                let n = crate::storage::read_full(&mut self.input, &mut self.in_buf[..cap])?;
+                *head_pos = 0;
+                *body_pos = 0;
+                if n == 0 {
+                    *head = blocks.trailer();
+                    *head_len = 8;
+                    *body = Lz4Body::None;
+                    *finished = true;
+                    continue;
+                }
+                *head_len = 4;
+                match blocks.block(&self.in_buf[..n])? {
+                    Lz4Block::Compressed(size, m) => {
+                        head[..4].copy_from_slice(&size);
+                        *body = Lz4Body::Compressed(m);
+                    }
+                    Lz4Block::Stored(size) => {
+                        head[..4].copy_from_slice(&size);
+                        *body = Lz4Body::Stored(n);
+                    }
+                }
+            },
         }
     }
 }
@@ -133,12 +237,43 @@ impl BodySource for CompressedFile<'_> {
             Some(size),
         )?))
     }
+
+    /// The encoder writes straight into `each`: no staging buffer, no copy. The input is cut
+    /// exactly as [`CompressingReader`] cuts it (full arena buffers), so both passes produce
+    /// the same bytes.
+    fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut file = File::open(&self.path)?;
+        let size = file.metadata()?.len();
+        let mut in_buf = self.arena.lease();
+        let mut encoder = Encoder::new(self.opts, EachChunk(each), Some(size))?;
+        loop {
+            let n = crate::storage::read_full(&mut file, &mut in_buf[..])?;
+            if n == 0 {
+                encoder.finish()?;
+                return Ok(());
+            }
+            encoder.write_all(&in_buf[..n])?;
+        }
+    }
+}
+
+/// An encoder's sink that hands each write to a callback.
+struct EachChunk<'a>(&'a mut dyn FnMut(&[u8]) -> io::Result<()>);
+
+impl Write for EachChunk<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        (self.0)(data)?;
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{Decoder, Method, ReadFormat, ZstdLevel};
+    use crate::codec::{Decoder, ReadFormat, ZstdLevel};
 
     #[test]
     fn round_trip_every_method() {
@@ -177,5 +312,58 @@ mod tests {
                 .unwrap();
             assert_eq!(back, data, "{method:?}");
         }
+    }
+
+    #[test]
+    fn both_passes_of_a_compressed_file_agree() {
+        // The digest pass (for_each_chunk) and the send pass (open) must give the same bytes,
+        // or S3 refuses the upload for its content hash.
+        let dir = std::env::temp_dir().join(format!("walrus-cf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("segment");
+        let arena = Arena::new(2, 64 * 1024);
+        for (len, method) in [0u32, 1 << 16, (1 << 20) + 12_345]
+            .into_iter()
+            .flat_map(|len| {
+                [
+                    Method::Lz4,
+                    Method::Zstd,
+                    Method::Lzma,
+                    Method::Brotli,
+                    Method::None,
+                ]
+                .map(|m| (len, m))
+            })
+        {
+            let data: Vec<u8> = (0..len)
+                .map(|i| if i % 5 == 0 { (i >> 7) as u8 } else { 0 })
+                .collect();
+            std::fs::write(&path, &data).unwrap();
+            let body = CompressedFile {
+                path: path.clone(),
+                opts: EncodeOptions {
+                    method,
+                    zstd_level: ZstdLevel::Default,
+                },
+                arena: &arena,
+            };
+            let mut streamed = Vec::new();
+            body.open().unwrap().read_to_end(&mut streamed).unwrap();
+            let mut pushed = Vec::new();
+            let mut calls = 0;
+            body.for_each_chunk(&mut |c| {
+                calls += 1;
+                pushed.extend_from_slice(c);
+                Ok(())
+            })
+            .unwrap();
+            assert!(pushed == streamed, "{method:?} {len}");
+            if method == Method::Lz4 && len > 1 << 16 {
+                // One call per block: the pass really streams.
+                assert!(calls > 16, "{calls}");
+            }
+            assert_eq!(arena.free(), 2, "buffers returned");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -470,13 +470,8 @@ pub fn wal_push(input: &PlanInput) -> CommandPlan {
     let encode = codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode);
     let check = codec::decoder_state_bytes_own(input.encode);
     p.add("codec_state", uploaders, encode.max(check));
-    if input.remote {
-        p.add(
-            "digest_buffer",
-            uploaders,
-            crate::storage::s3::upload::READ_BUFFER as u64,
-        );
-    }
+    // The digest pass hashes the encoder's output where it is made (`CompressedFile`); it
+    // has no buffer of its own.
     p.finish()
 }
 

@@ -34,7 +34,27 @@ pub struct ObjectMeta {
 pub trait BodySource: Sync {
     /// A fresh stream over the whole body.
     fn open(&self) -> io::Result<Box<dyn Read + '_>>;
+
+    /// Hands the whole body to `each`, in order, in pieces of any size: the pass that only
+    /// learns length and digests. The default reads [`open`](Self::open) through a
+    /// [`CHUNK_BUFFER`]; a source that makes its bytes in memory (a compressor) overrides it
+    /// to pass them on where they are, with no buffer of the pass's own.
+    fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        let mut reader = self.open()?;
+        let mut buf = vec![0u8; CHUNK_BUFFER];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(()),
+                Ok(n) => each(&buf[..n])?,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
 }
+
+/// Buffer of [`BodySource::for_each_chunk`]'s default.
+pub const CHUNK_BUFFER: usize = 16 * 1024;
 
 /// A stream of an object's bytes, owned by the caller.
 pub type ObjectReader = Box<dyn Read + Send>;

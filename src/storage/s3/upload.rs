@@ -13,9 +13,6 @@ use crate::storage::{BodySource, PartBuffer, PartBuffers, StorageError, read_ful
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
 
-/// Size of the read buffer used for hashing.
-pub const READ_BUFFER: usize = 64 * 1024;
-
 /// What pass one learned about a body.
 #[derive(Debug, PartialEq)]
 pub struct BodyDigest {
@@ -36,28 +33,26 @@ pub fn digest(
         key: key.to_string(),
         source: e,
     };
-    let mut reader = source.open().map_err(io_err)?;
-    let mut buf = vec![0u8; READ_BUFFER];
     let mut hashes = Vec::new();
     let mut hasher = Sha256::new();
     let mut in_part = 0u64;
     let mut len = 0u64;
-    loop {
-        let want = (part_size - in_part).min(buf.len() as u64) as usize;
-        let n = match reader.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_err(e)),
-        };
-        hasher.update(&buf[..n]);
-        in_part += n as u64;
-        len += n as u64;
-        if in_part == part_size {
-            hashes.push(hasher.finalize_reset().into());
-            in_part = 0;
-        }
-    }
+    source
+        .for_each_chunk(&mut |mut data| {
+            while !data.is_empty() {
+                let take = (part_size - in_part).min(data.len() as u64) as usize;
+                hasher.update(&data[..take]);
+                in_part += take as u64;
+                len += take as u64;
+                data = &data[take..];
+                if in_part == part_size {
+                    hashes.push(hasher.finalize_reset().into());
+                    in_part = 0;
+                }
+            }
+            Ok(())
+        })
+        .map_err(io_err)?;
     if in_part > 0 || hashes.is_empty() {
         hashes.push(hasher.finalize().into());
     }
