@@ -299,8 +299,15 @@ fn restore(
     };
     let threads = plan.transfers as usize;
     std::thread::scope(|s| -> Result<(), Error> {
-        let syncer = workers::spawn_named(s, "backup-fetch-sync".into(), || sync::run(sync_rx))
-            .map_err(|e| Error::io("starting the fsync stage", e))?;
+        let mut syncers = Vec::new();
+        for i in 0..sync::SYNC_THREADS {
+            let rx = sync_rx.clone();
+            syncers.push(
+                workers::spawn_named(s, format!("backup-fetch-sync-{i}"), || sync::run(rx))
+                    .map_err(|e| Error::io("starting the fsync stage", e))?,
+            );
+        }
+        drop(sync_rx);
         let (tx, rx) = bounded::<String>(threads);
         let handles = workers::spawn_workers(s, "backup-fetch", threads, rx, &work)
             .map_err(|e| Error::io("starting restore workers", e))?;
@@ -315,13 +322,15 @@ fn restore(
         }
         // Every data file durable before the label and pg_control are written.
         queue.close();
-        match syncer.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                slot.get_or_insert(Error::io(format!("restoring {name}"), e));
+        for syncer in syncers {
+            match syncer.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let mut slot = first_error.lock().unwrap_or_else(|p| p.into_inner());
+                    slot.get_or_insert(Error::io(format!("restoring {name}"), e));
+                }
+                Err(_) => return Err(Error::io("fsync stage", io::Error::other("panicked"))),
             }
-            Err(_) => return Err(Error::io("fsync stage", io::Error::other("panicked"))),
         }
         Ok(())
     })?;

@@ -536,9 +536,13 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
 
 /// `backup-fetch`: `WALG_DOWNLOAD_CONCURRENCY` partitions unpacked at once.
 pub fn backup_fetch(input: &PlanInput) -> CommandPlan {
-    // Beside the workers, the fsync stage's thread (`pipeline::sync`); its queue holds open
+    // Beside the workers, the fsync stage's threads (`pipeline::sync`); its queue holds open
     // files, not buffers.
-    parallel_downloads("backup-fetch", input, 1)
+    parallel_downloads(
+        "backup-fetch",
+        input,
+        crate::pipeline::sync::SYNC_THREADS as u64,
+    )
 }
 
 /// The worst decoder any stored object may need: archives can hold objects that WAL-G or

@@ -16,6 +16,10 @@ use std::sync::Mutex;
 /// Files waiting for their fsync at most: open descriptors, no buffers.
 pub const SYNC_QUEUE: usize = 64;
 
+/// Threads of the stage. Each fsync waits for a journal commit; concurrent fsyncs share one
+/// (ext4's jbd2 commits them as a group), so a few threads sync many small files per commit.
+pub const SYNC_THREADS: usize = 2;
+
 /// What becomes of a restored file once all of it is written.
 pub trait FileSync: Sync {
     /// Takes the finished file; may make it durable now or later.
