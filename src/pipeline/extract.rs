@@ -44,7 +44,7 @@ const FLUSH_AFTER: u64 = 8 << 20;
 /// Asks the kernel to start writing `len` bytes at `offset` to disk, without waiting, as
 /// PostgreSQL's `*_flush_after` settings do: the disk then works while the next megabytes
 /// are decompressed, and the fsync at the end of a 1 GiB relation file waits for the last
-/// few megabytes instead of the whole file (scale 100: 2.0 s → see the README's figures).
+/// few megabytes instead of the whole file.
 fn start_writeback(file: &fs::File, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {

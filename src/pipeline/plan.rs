@@ -1,7 +1,7 @@
 //! The memory formula: what each command may hold at its peak, from the settings alone.
 //!
 //! `peak_rss = process base + threads × stack + arena buffers × buffer size
-//!            + uploaders × (codec state + encoder burst + digest buffer)
+//!            + uploaders × (codec state + encoder burst)
 //!            + connections × HTTP state (+ TLS state, + CA roots once)`.
 //!
 //! `peak_virtual = executable + shared libraries (+ NSS modules loaded later) + vdso, vvar
