@@ -435,7 +435,7 @@ pub fn decoder_state_bytes(format: ReadFormat) -> u64 {
 pub fn decoder_state_bytes_own(opts: EncodeOptions) -> u64 {
     match opts.method {
         Method::Lz4 => lz4::decoder_state_bytes(),
-        Method::Zstd => zstd::decoder_state_bytes(zstd::own_window_log(opts.zstd_level)),
+        Method::Zstd => zstd::decoder_state_bytes(zstd::own_read_window_log(opts.zstd_level)),
         Method::Lzma => lzma::decoder_state_bytes(lzma::OWN_DICT_SIZE),
         Method::Brotli => brotli::decoder_state_bytes(brotli::OWN_LGWIN),
         Method::None => 0,
