@@ -183,7 +183,6 @@ fn segment() -> Vec<u8> {
         }
     }
     out.truncate(SEG);
-    out[..4].copy_from_slice(&0xD110_0006u32.to_le_bytes());
     out
 }
 
@@ -198,14 +197,15 @@ fn wal_commands(env: &[(String, String)], storage: &str) {
     let wal = dir.path().join("pg_wal");
     let status = wal.join("archive_status");
     fs::create_dir_all(&status).unwrap();
-    let content = segment();
-    fs::write(wal.join(seg_name(1)), &content).unwrap();
-    // 15 more segments waiting, so every background uploader has work (hard links: the
-    // content does not matter to memory).
-    let others: Vec<String> = (2..=16).map(seg_name).collect();
-    for name in &others {
-        fs::hard_link(wal.join(seg_name(1)), wal.join(name)).unwrap();
+    let mut content = segment();
+    // 16 segments, so every background uploader has work and every prefetched segment is
+    // one wal-fetch would restore (pages that say where they belong).
+    for n in 1..=16 {
+        common::stamp_wal_pages(&mut content, 1, n);
+        fs::write(wal.join(seg_name(n)), &content).unwrap();
     }
+    common::stamp_wal_pages(&mut content, 1, 1);
+    let others: Vec<String> = (2..=16).map(seg_name).collect();
     let first = wal.join(seg_name(1));
 
     // wal-push leaves WAL-G's marker for each background upload here (PostgreSQL renames

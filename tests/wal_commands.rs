@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 const SEG: usize = 16 << 20;
 
-/// A 16 MiB segment: first half real-looking (compressible), second half incompressible,
-/// or all incompressible. Starts with a WAL page magic so prefetch accepts it.
-fn segment(seed: u64, incompressible: bool) -> Vec<u8> {
+/// A 16 MiB segment numbered `n` on timeline 1: first half real-looking (compressible),
+/// second half incompressible, or all incompressible; every page has a valid header, as
+/// wal-fetch checks.
+fn segment(n: u64, incompressible: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(SEG);
-    let mut x = seed | 1;
+    let mut x = n | 1;
     while out.len() < SEG {
         x ^= x << 13;
         x ^= x >> 7;
@@ -29,7 +30,7 @@ fn segment(seed: u64, incompressible: bool) -> Vec<u8> {
         }
     }
     out.truncate(SEG);
-    out[..4].copy_from_slice(&0xD110_0006u32.to_le_bytes());
+    common::stamp_wal_pages(&mut out, 1, n);
     out
 }
 
@@ -69,7 +70,6 @@ fn round_trip_every_method_s3_and_file() {
     let dir = tempfile::tempdir().unwrap();
     let wal = pg_wal(dir.path());
     let files = tempfile::tempdir().unwrap();
-    let data = segment(7, false);
     for (storage, base) in [
         ("s3", s3.env("rt")),
         (
@@ -91,6 +91,7 @@ fn round_trip_every_method_s3_and_file() {
         .enumerate()
         {
             let name = seg_name(i as u64 + 1);
+            let data = segment(i as u64 + 1, false);
             fs::write(wal.join(&name), &data).unwrap();
             let env = env_with(
                 &base,

@@ -16,6 +16,7 @@ use crate::error::Error;
 use crate::format::files_metadata;
 use crate::format::spec::TablespaceSpec;
 use crate::pipeline::arena::Arena;
+use crate::pipeline::dest::{self, Destination};
 use crate::pipeline::extract::{self, Extracted};
 use crate::pipeline::sync::{self, FileSync, NoSync, SyncNow};
 use crate::pipeline::{plan, workers};
@@ -76,7 +77,7 @@ fn format_of(object: &str) -> Result<ReadFormat, Error> {
 fn unpack_one(
     storage: &dyn Storage,
     key: &str,
-    dest: &Path,
+    dest: &Destination,
     buf: &mut [u8],
     sync: &dyn FileSync,
 ) -> Result<Extracted, Error> {
@@ -92,7 +93,7 @@ fn unpack_one(
 fn unpack_with_retries(
     storage: &dyn Storage,
     key: &str,
-    dest: &Path,
+    dest: &Destination,
     buf: &mut [u8],
     sync: &dyn FileSync,
 ) -> Result<Extracted, Error> {
@@ -103,7 +104,8 @@ fn unpack_with_retries(
             Err(e)
                 if attempt < ATTEMPTS
                     && !matches!(e, Error::Storage(StorageError::NotFound { .. }))
-                    && !is_disk_full(&e) =>
+                    && !is_disk_full(&e)
+                    && !is_refusal(&e) =>
             {
                 crate::warn!("{e}; trying {key} again ({attempt} of {})", ATTEMPTS - 1);
                 std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)));
@@ -114,14 +116,24 @@ fn unpack_with_retries(
     }
 }
 
+/// The archive asked for something unsafe: the same bytes would be refused again.
+fn is_refusal(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if dest::is_refusal(source))
+}
+
 fn is_disk_full(e: &Error) -> bool {
     matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) || source.kind() == io::ErrorKind::StorageFull)
 }
 
-/// Creates `<dest>/pg_tblspc/<name>` links to each tablespace's directory.
-fn link_tablespaces(dest: &Path, spec: &TablespaceSpec) -> Result<(), Error> {
+/// Creates `<dest>/pg_tblspc/<name>` links to each tablespace's directory; returns the
+/// tablespaces, for [`Destination`] to follow.
+fn link_tablespaces(
+    dest: &Path,
+    spec: &TablespaceSpec,
+) -> Result<Vec<(String, std::path::PathBuf)>, Error> {
+    let mut linked = Vec::new();
     if spec.tablespaces.is_empty() {
-        return Ok(());
+        return Ok(linked);
     }
     let dir = dest.join("pg_tblspc");
     fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -145,8 +157,9 @@ fn link_tablespaces(dest: &Path, spec: &TablespaceSpec) -> Result<(), Error> {
             Err(_) => std::os::unix::fs::symlink(&loc.loc, &link)
                 .map_err(|e| Error::io(format!("linking {}", link.display()), e))?,
         }
+        linked.push((name.clone(), std::path::PathBuf::from(&loc.loc)));
     }
-    Ok(())
+    Ok(linked)
 }
 
 /// Checks that every entry `files_metadata.json` lists (and was not skipped) is in `dest`.
@@ -241,9 +254,13 @@ fn restore(
         Some(path) => Some(TablespaceSpec::read_restore_spec(path)?),
         None => sentinel.spec.clone(),
     };
-    if let Some(spec) = &spec {
-        link_tablespaces(dest, spec)?;
-    }
+    let tablespaces = match &spec {
+        Some(spec) => link_tablespaces(dest, spec)?,
+        None => Vec::new(),
+    };
+    let dest_path = dest;
+    let dest = &Destination::open(dest_path, &tablespaces)
+        .map_err(|e| Error::io(format!("opening {}", dest_path.display()), e))?;
     let folder = format!("{}tar_partitions/", folder_prefix(name));
     let mut partitions: Vec<String> = Vec::new();
     storage.list(&folder, false, &mut |m| partitions.push(m.key))?;
@@ -268,7 +285,7 @@ fn restore(
     crate::info!(
         "restoring {name}: {} data partitions into {}",
         data.len(),
-        dest.display()
+        dest_path.display()
     );
 
     let plan = plan::backup_fetch(&settings.plan_input());
@@ -345,9 +362,9 @@ fn restore(
     }
     if restore_spec.is_some() {
         // The links were made from the spec; a stored map would point elsewhere.
-        let _ = fs::remove_file(dest.join("tablespace_map"));
+        let _ = fs::remove_file(dest_path.join("tablespace_map"));
     }
-    let checked = verify(storage, name, dest)?;
+    let checked = verify(storage, name, dest_path)?;
     let t = totals.into_inner().unwrap_or_else(|p| p.into_inner());
     crate::info!(
         "restored {name}: {} files, {} directories, {:.1} MiB; {checked} entries checked against files_metadata.json",

@@ -126,10 +126,22 @@ pub fn read_metadata(storage: &dyn Storage, name: &str) -> Result<Option<Extende
         Err(StorageError::NotFound { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
+    // Read whole (it is small), so capped: the budget of its members, four times over.
+    let cap = 4 * crate::format::budget::MEMBER_CAP;
     let mut bytes = Vec::new();
-    reader
+    (&mut reader)
+        .take(cap + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| Error::io(format!("reading {key}"), e))?;
+    if bytes.len() as u64 > cap {
+        return Err(invalid(
+            &key,
+            format!(
+                "larger than {} KiB, more than WAL-G ever writes",
+                cap / 1024
+            ),
+        ));
+    }
     ExtendedMetadata::from_slice(&bytes)
         .map(Some)
         .map_err(|e| invalid(&key, e))

@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::format::backup_name;
 use crate::format::go_json::PreciseTime;
 use crate::format::lsn::Lsn;
+use crate::format::time::UtcTime;
 use crate::format::wal_name::Segment;
 use crate::storage::Storage;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
@@ -663,14 +664,12 @@ pub fn run(settings: &Settings, args: &crate::cli::Delete) -> Result<(), Error> 
                 }
             }
             match catalogue.find_garbage_target()? {
-                None => {
-                    crate::info!(
-                        "Couldn't find any non-permanent backups in storage. Not doing anything."
-                    );
-                    Ok(())
-                }
-                Some(t) => delete_before(storage, &catalogue, t, scope, args.confirm),
+                None => crate::info!(
+                    "Couldn't find any non-permanent backups in storage. Not doing anything."
+                ),
+                Some(t) => delete_before(storage, &catalogue, t, scope, args.confirm)?,
             }
+            sweep_interrupted(storage, scope, args.confirm)
         }
     }
 }
@@ -713,6 +712,50 @@ fn delete_before(
         in_scope && catalogue.older(key, &target.sentinel_file) && !catalogue.is_permanent(key)
     })?;
     execute(storage, keys, confirm)
+}
+
+/// How old a leftover of an interrupted write must be before `delete garbage` removes it:
+/// far beyond the longest upload of a partition or segment, so no running write is hit.
+pub const INTERRUPTED_AGE_SECS: i64 = 24 * 3600;
+
+/// `delete garbage`: removes what killed writers left (temporary files, unfinished
+/// multipart uploads) older than [`INTERRUPTED_AGE_SECS`], within `scope`.
+fn sweep_interrupted(
+    storage: &dyn Storage,
+    scope: GarbageScope,
+    confirm: bool,
+) -> Result<(), Error> {
+    let before = UtcTime(UtcTime::now().0 - INTERRUPTED_AGE_SECS);
+    let folders: &[&str] = match scope {
+        GarbageScope::Both => &[WAL_FOLDER, BACKUP_FOLDER],
+        GarbageScope::Archives => &[WAL_FOLDER],
+        GarbageScope::Backups => &[BACKUP_FOLDER],
+    };
+    let mut found = Vec::new();
+    for folder in folders {
+        found.extend(storage.interrupted_writes(&format!("{folder}/"), before)?);
+    }
+    for w in &found {
+        crate::info!(
+            "Interrupted write marked for removal: {} ({}) started {}",
+            w.key,
+            w.id,
+            w.started.amz_date()
+        );
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    if !confirm {
+        crate::info!(
+            "Dry run: interrupted writes would be removed count={}, Run with --confirm to execute",
+            found.len()
+        );
+        return Ok(());
+    }
+    storage.discard_interrupted(&found)?;
+    crate::info!("Interrupted writes removed: count={}", found.len());
+    Ok(())
 }
 
 /// Lists everything below `prefix` and keeps the keys `select` picks. The result is as long

@@ -9,17 +9,14 @@
 use super::wal_archive;
 use crate::config::Settings;
 use crate::error::Error;
-use crate::format::wal_name::{self, WalFileKind};
+use crate::format::wal_name::{self, Segment, WalFileKind};
+use crate::format::wal_page::PageCheck;
 use crate::pipeline::arena::Arena;
 use crate::pipeline::plan;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// WAL-G's sanity check on a prefetched segment: its first four bytes, little-endian, must
-/// be at least this (the page magic of every PostgreSQL version WAL-G supports).
-const MIN_PAGE_MAGIC: u32 = 0xD061;
 
 /// The prefetch folders for a destination: `<P>/.wal-g/prefetch` and its `running/`.
 pub fn prefetch_dirs(settings: &Settings, dest: &Path) -> (PathBuf, PathBuf) {
@@ -99,25 +96,47 @@ pub fn download(
         .map_err(|e| Error::io(format!("creating a file beside {}", target.display()), e))?;
     let mut file = file;
     let mut buf = arena.lease();
-    let len = wal_archive::decode_into(found, &mut file, &mut buf).map_err(|e| match e {
+    let writing = |e: Error| match e {
         Error::Io { context, source } if context == "writing" => {
             Error::io(format!("writing {}", tmp.path().display()), source)
         }
         other => other,
-    })?;
-    if wal_name::kind_of(name, settings.wal_segment_size) == WalFileKind::Segment
-        && len != settings.wal_segment_size
-    {
-        return Err(Error::io(
-            key.to_string(),
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "holds {len} bytes, a WAL segment has {} (WALG_PG_WAL_SIZE); not restored",
-                    settings.wal_segment_size
-                ),
-            ),
-        ));
+    };
+    let segment = (wal_name::kind_of(name, settings.wal_segment_size) == WalFileKind::Segment)
+        .then(|| Segment::parse(name, settings.wal_segment_size))
+        .flatten();
+    match segment {
+        // A segment's every page header is checked on its way to the file.
+        Some(seg) => {
+            let mut check = PageCheck::new(&mut file, seg, settings.wal_segment_size);
+            let len =
+                wal_archive::decode_into(found, &mut check, &mut buf).map_err(|e| match e {
+                    Error::Io { context, source }
+                        if context == "writing" && source.kind() == io::ErrorKind::InvalidData =>
+                    {
+                        Error::io(format!("{key}: not restored"), source)
+                    }
+                    other => writing(other),
+                })?;
+            if len != settings.wal_segment_size {
+                return Err(Error::io(
+                    key.to_string(),
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "holds {len} bytes, a WAL segment has {} (WALG_PG_WAL_SIZE); not restored",
+                            settings.wal_segment_size
+                        ),
+                    ),
+                ));
+            }
+            check
+                .finish()
+                .map_err(|e| Error::io(format!("{key}: not restored"), e))?;
+        }
+        None => {
+            wal_archive::decode_into(found, &mut file, &mut buf).map_err(writing)?;
+        }
     }
     file.sync_all()
         .map_err(|e| Error::io(format!("syncing {}", tmp.path().display()), e))?;
@@ -176,7 +195,8 @@ fn take_prefetched(settings: &Settings, name: &str, dest: &Path) -> bool {
     let ok = File::open(dest)
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
-        && u32::from_le_bytes(magic) >= MIN_PAGE_MAGIC;
+        // WAL-G's own check on a prefetched file (its pages were checked when it was made).
+        && u32::from_le_bytes(magic) >= u32::from(crate::format::wal_page::MIN_PAGE_MAGIC);
     if !ok {
         let _ = fs::remove_file(dest);
         return false;

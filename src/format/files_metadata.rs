@@ -21,6 +21,7 @@
 //! `TarFileSets`, each omitted when empty, and never writes `DatabasesByNames` (partial
 //! restore is not supported); readers ignore its absence.
 
+use crate::format::budget::{self, Budget, Budgeted};
 use crate::format::go_json;
 use crate::storage::BodySource;
 use serde::de::{
@@ -31,6 +32,7 @@ use std::fmt::{self, Write as _};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 /// Pages WAL-G found corrupt in one file while verifying checksums.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -589,6 +591,8 @@ struct Handlers<'a, 'b> {
     on_file: Option<OnFile<'a>>,
     on_member: Option<OnMember<'b>>,
     failure: Option<io::Error>,
+    /// The allowance of each entry held at a time (see [`budget`]).
+    budget: Rc<Budget>,
 }
 
 fn stop<E: de::Error>(h: &mut Handlers<'_, '_>, e: io::Error) -> E {
@@ -607,7 +611,12 @@ impl<'de> Visitor<'de> for DocVisitor<'_, '_, '_> {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
+        while let Some(key) = {
+            self.0.budget.allow();
+            map.next_key::<String>()?
+        } {
+            // Entries are allowed one at a time below; skipped members are not held.
+            self.0.budget.unlimited();
             match key.to_ascii_lowercase().as_str() {
                 "files" if self.0.on_file.is_some() => {
                     map.next_value_seed(FilesVisitor(&mut *self.0))?
@@ -640,7 +649,10 @@ impl<'de> Visitor<'de> for FilesVisitor<'_, '_, '_> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(name) = map.next_key::<String>()? {
+        while let Some(name) = {
+            self.0.budget.allow();
+            map.next_key::<String>()?
+        } {
             let desc: FileDescription = map.next_value()?;
             if let Some(f) = self.0.on_file.as_mut()
                 && let Err(e) = f(name, desc)
@@ -668,7 +680,10 @@ impl<'de> Visitor<'de> for SetsVisitor<'_, '_, '_> {
         Ok(())
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(partition) = map.next_key::<String>()? {
+        while let Some(partition) = {
+            self.0.budget.allow();
+            map.next_key::<String>()?
+        } {
             map.next_value_seed(SetVisitor(&mut *self.0, partition))?;
         }
         Ok(())
@@ -691,7 +706,10 @@ impl<'de> Visitor<'de> for SetVisitor<'_, '_, '_> {
         Ok(())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while let Some(name) = seq.next_element::<String>()? {
+        while let Some(name) = {
+            self.0.budget.allow();
+            seq.next_element::<String>()?
+        } {
             if let Some(f) = self.0.on_member.as_mut()
                 && let Err(e) = f(&self.1, name)
             {
@@ -703,6 +721,7 @@ impl<'de> Visitor<'de> for SetVisitor<'_, '_, '_> {
 }
 
 fn parse(reader: impl Read, handlers: &mut Handlers<'_, '_>) -> io::Result<()> {
+    let reader = Budgeted::new(reader, handlers.budget.clone());
     let mut de = serde_json::Deserializer::from_reader(BufReader::new(reader));
     let result = de
         .deserialize_map(DocVisitor(handlers))
@@ -728,6 +747,7 @@ pub fn read_entries(
         on_file: Some(on_file),
         on_member: Some(on_member),
         failure: None,
+        budget: Rc::new(Budget::new(budget::MEMBER_CAP)),
     };
     parse(reader, &mut h)
 }
@@ -741,6 +761,7 @@ pub fn for_each_file(
         on_file: Some(&mut on_file),
         on_member: None,
         failure: None,
+        budget: Rc::new(Budget::new(budget::MEMBER_CAP)),
     };
     parse(reader, &mut h)
 }

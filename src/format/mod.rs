@@ -4,6 +4,7 @@
 //! time and JSON text in Go's forms.
 
 pub mod backup_name;
+pub mod budget;
 pub mod files_metadata;
 pub mod go_json;
 pub mod lsn;
@@ -14,3 +15,4 @@ pub mod spec;
 pub mod tar;
 pub mod time;
 pub mod wal_name;
+pub mod wal_page;

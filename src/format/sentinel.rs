@@ -12,6 +12,7 @@
 //! sentinel, which has one entry per database file, is skipped without being held in memory
 //! (`format::files_metadata` can stream it when a restore needs it).
 
+use crate::format::budget::{self, Budget, Budgeted};
 use crate::format::go_json::{self, GO_ZERO_TIME, ObjectWriter, PreciseTime};
 use crate::format::lsn::Lsn;
 use crate::format::spec::TablespaceSpec;
@@ -19,6 +20,7 @@ use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 use std::fmt;
 use std::io::{BufReader, Read};
+use std::rc::Rc;
 
 /// The constant WAL-G writes as `DateFmt` / `date_fmt` (informative only; never parsed with).
 pub const DATE_FMT: &str = "%Y-%m-%dT%H:%M:%S.%fZ";
@@ -166,20 +168,24 @@ impl Sentinel {
     /// Parses a sentinel from its bytes.
     pub fn from_slice(bytes: &[u8]) -> Result<Sentinel, SentinelError> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        Self::finish(&mut de)
+        Self::finish(&mut de, None)
     }
 
-    /// Parses a sentinel from a stream, holding at most one member in memory at a time.
+    /// Parses a sentinel from a stream, holding at most one member in memory at a time, and
+    /// no member it keeps larger than [`budget::MEMBER_CAP`].
     pub fn from_reader(reader: impl Read) -> Result<Sentinel, SentinelError> {
+        let budget = Rc::new(Budget::new(budget::MEMBER_CAP));
+        let reader = Budgeted::new(reader, budget.clone());
         let mut de = serde_json::Deserializer::from_reader(BufReader::new(reader));
-        Self::finish(&mut de)
+        Self::finish(&mut de, Some(&budget))
     }
 
     fn finish<'de, R: serde_json::de::Read<'de>>(
         de: &mut serde_json::Deserializer<R>,
+        budget: Option<&Budget>,
     ) -> Result<Sentinel, SentinelError> {
         let raw = de
-            .deserialize_map(RawVisitor)
+            .deserialize_map(RawVisitor(budget))
             .map_err(|e| SentinelError(e.to_string()))?;
         de.end().map_err(|e| SentinelError(e.to_string()))?;
         raw.into_sentinel()
@@ -217,7 +223,8 @@ struct Raw {
     has_tar_file_sets: bool,
 }
 
-struct RawVisitor;
+/// The visitor of the sentinel's members; with a budget when reading a stream.
+struct RawVisitor<'b>(Option<&'b Budget>);
 
 /// Whether a skipped member held something other than `null`.
 struct Presence(bool);
@@ -245,7 +252,7 @@ impl<'de> de::Deserialize<'de> for Presence {
     }
 }
 
-impl<'de> Visitor<'de> for RawVisitor {
+impl<'de> Visitor<'de> for RawVisitor<'_> {
     type Value = Raw;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -254,9 +261,20 @@ impl<'de> Visitor<'de> for RawVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Raw, A::Error> {
         let mut r = Raw::default();
+        let allow = || self.0.inspect(|b| b.allow());
         // A later spelling of the same member wins, as in Go's decoder.
-        while let Some(key) = map.next_key::<String>()? {
-            match key.to_ascii_lowercase().as_str() {
+        while let Some(key) = {
+            allow();
+            map.next_key::<String>()?
+        } {
+            let key = key.to_ascii_lowercase();
+            // Members skipped without being held may be as long as they like (a legacy
+            // sentinel's Files map); the rest get the budget's allowance.
+            match key.as_str() {
+                "files" | "tarfilesets" => self.0.inspect(|b| b.unlimited()),
+                _ => allow(),
+            };
+            match key.as_str() {
                 "lsn" => r.lsn = map.next_value()?,
                 "deltalsn" => r.delta_lsn = map.next_value()?,
                 "deltafromlsn" => r.delta_from_lsn = map.next_value()?,

@@ -1,17 +1,18 @@
 //! The write stage of a restore: unpack one decoded tar partition into the destination.
 //!
 //! Entry names are WAL-G's (`/base/5/1259`) or relative (`base/5/1259`, remote and WAL-E
-//! backups); both land below the destination, and a name that would climb out of it (`..`)
-//! is refused. Files are written through one fixed buffer, chmodded to the header's mode and
+//! backups); both land below the destination, reached through [`Destination`], which
+//! refuses a name that would climb out of it (`..`) or pass through a link the archive made. Files are written through one fixed buffer, chmodded to the header's mode and
 //! handed to a [`FileSync`] (fsynced unless asked not to, `WALG_TAR_DISABLE_FSYNC`; writeback
 //! starts while a file is still being written). Ownership and times are not
 //! restored, as with WAL-G. After the archive's end marker only zeros may follow.
 
+use super::dest::{self, Destination, DirCache, refused};
 use super::sync::FileSync;
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 /// What one partition held.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -26,15 +27,8 @@ pub struct Extracted {
 
 /// Maps a tar entry name onto the destination; `None` for names that leave it.
 pub fn target_path(dest: &Path, name: &str) -> Option<PathBuf> {
-    let rel = name.trim_start_matches('/');
     let mut out = dest.to_path_buf();
-    for c in Path::new(rel).components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
+    out.extend(dest::components(name)?);
     Some(out)
 }
 
@@ -70,54 +64,39 @@ fn invalid(msg: String) -> io::Error {
 /// Unpacks the tar stream `archive` into `dest`, using `buf` for file data.
 pub fn unpack(
     archive: &mut dyn Read,
-    dest: &Path,
+    dest: &Destination,
     buf: &mut [u8],
     sync: &dyn FileSync,
 ) -> io::Result<Extracted> {
     let mut stats = Extracted::default();
-    // The folder the previous file went into, known to exist.
-    let mut known_dir: Option<PathBuf> = None;
+    let mut dirs = DirCache::default();
     {
         let mut reader = ::tar::Archive::new(&mut *archive);
         for entry in reader.entries()? {
             let mut entry = entry?;
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let target = target_path(dest, &name).ok_or_else(|| {
-                invalid(format!("tar entry {name:?} points outside the destination"))
+            let comps = dest::components(&name).ok_or_else(|| {
+                refused(format!("tar entry {name:?} points outside the destination"))
             })?;
             let header = entry.header();
             let mode = header.mode().unwrap_or(0o600) & 0o7777;
             let kind = header.entry_type();
             if kind.is_dir() {
-                fs::create_dir_all(&target)?;
-                fs::set_permissions(&target, fs::Permissions::from_mode(mode))?;
+                dest.create_dir(&comps, mode, &mut dirs)?;
                 stats.dirs += 1;
-            } else if kind.is_symlink() {
+            } else if kind.is_symlink() || kind == ::tar::EntryType::Link {
                 let link = entry
-                    .link_name()?
-                    .ok_or_else(|| invalid(format!("symlink {name} has no target")))?;
-                if let Some(parent) = target.parent() {
-                    fs::create_dir_all(parent)?;
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .ok_or_else(|| refused(format!("link {name} has no target")))?;
+                if kind.is_symlink() {
+                    dest.symlink(&comps, &link, &mut dirs)?;
+                } else {
+                    dest.hard_link(&comps, &link, &mut dirs)?;
                 }
-                let _ = fs::remove_file(&target);
-                std::os::unix::fs::symlink(link, &target)?;
             } else if kind.is_file() || kind == ::tar::EntryType::Continuous {
-                // Files of one directory come together in a tar: look the folder up once.
-                if let Some(parent) = target.parent()
-                    && known_dir.as_deref() != Some(parent)
-                {
-                    if !parent.exists() {
-                        fs::create_dir_all(parent)?;
-                        fs::set_permissions(parent, fs::Permissions::from_mode(0o750))?;
-                    }
-                    known_dir = Some(parent.to_path_buf());
-                }
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&target)
-                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
+                let target = dest.display(&comps);
+                let mut out = dest.create_file(&comps, &mut dirs)?;
                 let expected = entry.size();
                 let mut written = 0u64;
                 let mut flushed = 0u64;
@@ -152,16 +131,18 @@ pub fn unpack(
                 sync.finished(out, &target)?;
                 stats.files += 1;
                 stats.bytes += written;
-            } else if kind == ::tar::EntryType::Link {
-                let link = entry
-                    .link_name()?
-                    .ok_or_else(|| invalid(format!("hard link {name} has no target")))?;
-                let source = target_path(dest, &link.to_string_lossy())
-                    .ok_or_else(|| invalid(format!("hard link {name} leaves the destination")))?;
-                let _ = fs::remove_file(&target);
-                fs::hard_link(source, &target)?;
+            } else if !matches!(
+                kind,
+                ::tar::EntryType::XHeader
+                    | ::tar::EntryType::XGlobalHeader
+                    | ::tar::EntryType::GNULongName
+                    | ::tar::EntryType::GNULongLink
+            ) {
+                // Devices, fifos and the like have no place in a data directory.
+                return Err(refused(format!(
+                    "tar entry {name} is of a kind a backup never holds ({kind:?})"
+                )));
             }
-            // PAX/GNU extension headers are consumed by the reader; other types are not data.
         }
     }
     // WAL-G fails a partition with anything but zeros after the end marker.
@@ -188,6 +169,12 @@ mod tests {
     fn archive(entries: &[(&str, Kind, &[u8])]) -> Vec<u8> {
         let mut out = Vec::new();
         for (name, kind, data) in entries {
+            // A symlink's "data" is its target.
+            let (link, data) = if *kind == Kind::Symlink {
+                (String::from_utf8(data.to_vec()).unwrap(), &b""[..])
+            } else {
+                (String::new(), *data)
+            };
             let h = Header {
                 name: name.to_string(),
                 kind: *kind,
@@ -198,7 +185,7 @@ mod tests {
                 gname: String::new(),
                 mtime: 0,
                 size: data.len() as u64,
-                link: String::new(),
+                link,
             };
             encode(&h, &mut out);
             out.extend_from_slice(data);
@@ -206,6 +193,64 @@ mod tests {
         }
         out.extend_from_slice(&END_OF_ARCHIVE);
         out
+    }
+
+    fn at(dir: &tempfile::TempDir) -> Destination {
+        Destination::open(dir.path(), &[]).unwrap()
+    }
+
+    /// A hostile archive: nothing lands outside, the restore fails, and the failure is a
+    /// refusal (not worth a retry).
+    fn refuses(entries: &[(&str, Kind, &[u8])], outside: &Path) {
+        let dest = tempfile::tempdir().unwrap();
+        let a = archive(entries);
+        let e = unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync).unwrap_err();
+        assert!(dest::is_refusal(&e), "{e}");
+        assert_eq!(fs::read_dir(outside).unwrap().count(), 0, "{entries:?}");
+    }
+
+    #[test]
+    fn links_cannot_lead_a_restore_outside() {
+        let outside = tempfile::tempdir().unwrap();
+        let o = outside.path().to_str().unwrap().as_bytes();
+        // An absolute link, then a file through it.
+        refuses(
+            &[
+                ("/escape_link", Kind::Symlink, o),
+                ("/escape_link/pwned", Kind::File, b"x"),
+            ],
+            outside.path(),
+        );
+        // A relative link climbing out.
+        refuses(
+            &[(
+                "/base/escape",
+                Kind::Symlink,
+                b"../../../../../../../../tmp",
+            )],
+            outside.path(),
+        );
+        // A link to a harmless name inside, then a file of the link's name: the file must
+        // not be written through the link.
+        let dest = tempfile::tempdir().unwrap();
+        fs::write(dest.path().join("victim"), b"keep").unwrap();
+        let a = archive(&[
+            ("/ln", Kind::Symlink, b"victim"),
+            ("/ln", Kind::File, b"overwritten"),
+        ]);
+        let e = unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync).unwrap_err();
+        assert!(dest::is_refusal(&e), "{e}");
+        assert_eq!(fs::read(dest.path().join("victim")).unwrap(), b"keep");
+        // A tablespace link from the archive.
+        refuses(&[("/pg_tblspc/16384", Kind::Symlink, b"x")], outside.path());
+        // WAL-G's quirk (a link named after itself) still restores.
+        let dest = tempfile::tempdir().unwrap();
+        let a = archive(&[("/self", Kind::Symlink, b"self")]);
+        unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync).unwrap();
+        assert_eq!(
+            fs::read_link(dest.path().join("self")).unwrap(),
+            Path::new("self")
+        );
     }
 
     #[test]
@@ -218,7 +263,7 @@ mod tests {
             ("global/2", Kind::File, b"two"),
             ("backup_label", Kind::File, b"label"),
         ]);
-        let s = unpack(&mut &a[..], dest.path(), &mut [0u8; 7], &SyncNow).unwrap();
+        let s = unpack(&mut &a[..], &at(&dest), &mut [0u8; 7], &SyncNow).unwrap();
         assert_eq!(
             s,
             Extracted {
@@ -243,21 +288,21 @@ mod tests {
     fn refuses_escapes_truncation_and_trailing_garbage() {
         let dest = tempfile::tempdir().unwrap();
         let bad = archive(&[("/../etc/x", Kind::File, b"x")]);
-        assert!(unpack(&mut &bad[..], dest.path(), &mut [0u8; 64], &NoSync).is_err());
+        assert!(unpack(&mut &bad[..], &at(&dest), &mut [0u8; 64], &NoSync).is_err());
         let good = archive(&[("/f", Kind::File, &[5u8; 1000])]);
         let cut = &good[..800];
         assert!(
-            unpack(&mut &cut[..], dest.path(), &mut [0u8; 64], &NoSync).is_err(),
+            unpack(&mut &cut[..], &at(&dest), &mut [0u8; 64], &NoSync).is_err(),
             "truncated"
         );
         let mut tail = good.clone();
         tail.extend_from_slice(b"junk");
         assert!(
-            unpack(&mut &tail[..], dest.path(), &mut [0u8; 64], &NoSync).is_err(),
+            unpack(&mut &tail[..], &at(&dest), &mut [0u8; 64], &NoSync).is_err(),
             "garbage after end"
         );
         let mut zeros = good.clone();
         zeros.extend_from_slice(&[0u8; 4096]);
-        assert!(unpack(&mut &zeros[..], dest.path(), &mut [0u8; 64], &NoSync).is_ok());
+        assert!(unpack(&mut &zeros[..], &at(&dest), &mut [0u8; 64], &NoSync).is_ok());
     }
 }

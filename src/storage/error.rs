@@ -44,6 +44,17 @@ pub enum StorageError {
         /// Cause.
         source: io::Error,
     },
+    /// An upload was answered "OK" without proof that the object was stored: no ETag, or an
+    /// ETag that is not the MD5 of what was sent. Retried: a proxy's page or a server's bad
+    /// moment, never a success.
+    Unverified {
+        /// Operation.
+        op: &'static str,
+        /// Key.
+        key: String,
+        /// What was missing or wrong.
+        detail: String,
+    },
     /// The server's answer made no sense (malformed XML, missing header).
     Protocol {
         /// Operation.
@@ -61,7 +72,7 @@ impl StorageError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StorageError::NotFound { .. } | StorageError::Protocol { .. } => false,
-            StorageError::Transport { .. } => true,
+            StorageError::Transport { .. } | StorageError::Unverified { .. } => true,
             StorageError::Io { source, .. } => is_retryable_io(source),
             StorageError::Remote { status, code, .. } => {
                 *status >= 500
@@ -123,6 +134,9 @@ impl fmt::Display for StorageError {
             StorageError::Io { op, key, source } => write!(f, "{op} {key}: {source}"),
             StorageError::Protocol { op, key, detail } => {
                 write!(f, "{op} {key}: unexpected response: {detail}")
+            }
+            StorageError::Unverified { op, key, detail } => {
+                write!(f, "{op} {key}: not confirmed as stored: {detail}")
             }
         }
     }

@@ -3,9 +3,11 @@
 //! Writes follow WAL-G master's atomic scheme (walg-compat §1.1): the body goes to
 //! `<final>.tmp.<YYYYMMDDTHHMMSSZ>-<16 hex>` in the same directory, is fsynced, renamed to the
 //! final name, and the directory is fsynced. A crash therefore never leaves a partial object
-//! under a final name, and listings skip the temporary names.
+//! under a final name, and listings skip the temporary names. The first name tried is one
+//! per object, taken over by the next writer once its writer is gone (see
+//! [`open_temporary`]), so a killed writer's leftover does not outlive the retry.
 
-use super::{BodySource, ObjectMeta, ObjectReader, Storage, StorageError};
+use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Storage, StorageError};
 use crate::format::time::UtcTime;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -84,6 +86,48 @@ pub fn drop_cached(file: &File) {
     }
 }
 
+/// The temporary name of the object `file_name` that every writer tries first. A writer
+/// killed half-way leaves its temporary file behind; the next writer of the same object
+/// (PostgreSQL retries a failed archive_command) takes that file over instead of leaving a
+/// second one. Its zero timestamp keeps it within the pattern every reader skips.
+fn shared_temporary(file_name: &str) -> String {
+    format!("{file_name}.tmp.00000000T000000Z-0000000000000000")
+}
+
+/// Opens the file a write goes to before its rename: the object's shared temporary name,
+/// locked (`flock`, which dies with its holder, so a lock that can be taken means the last
+/// writer is gone), or a name of its own when another live writer holds it.
+fn open_temporary(dir: &Path, file_name: &str) -> io::Result<(PathBuf, File)> {
+    use rustix::fs::{FlockOperation, flock};
+    let shared = dir.join(shared_temporary(file_name));
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&shared)?;
+    if flock(&file, FlockOperation::NonBlockingLockExclusive).is_ok() {
+        // The lock is on the file we opened; the name may have been renamed away (to the
+        // final object!) by the writer that held it until just now. Only the same file
+        // still under the shared name is ours to truncate.
+        use std::os::unix::fs::MetadataExt;
+        let ours = file.metadata()?;
+        if fs::symlink_metadata(&shared)
+            .is_ok_and(|now| now.ino() == ours.ino() && now.dev() == ours.dev())
+        {
+            file.set_len(0)?;
+            return Ok((shared, file));
+        }
+    }
+    drop(file);
+    let own = dir.join(format!(
+        "{file_name}.tmp.{}-{}",
+        UtcTime::now().amz_date(),
+        unique_hex()
+    ));
+    let file = OpenOptions::new().write(true).create_new(true).open(&own)?;
+    Ok((own, file))
+}
+
 /// fsync of a directory, so a rename inside it survives a crash.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -107,13 +151,8 @@ impl FsStorage {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("object");
-        let tmp = dir.join(format!(
-            "{file_name}.tmp.{}-{}",
-            UtcTime::now().amz_date(),
-            unique_hex()
-        ));
+        let (tmp, mut out) = open_temporary(&dir, file_name)?;
         let result = (|| {
-            let mut out = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             let written = io::copy(reader, &mut out)?;
             out.flush()?;
             out.sync_all()?;
@@ -206,9 +245,67 @@ impl Storage for FsStorage {
     fn describe(&self) -> String {
         format!("file storage at {}", self.root.display())
     }
+
+    fn interrupted_writes(
+        &self,
+        prefix: &str,
+        before: UtcTime,
+    ) -> Result<Vec<Interrupted>, StorageError> {
+        let mut found = Vec::new();
+        self.walk_temporaries(prefix.trim_matches('/'), before, &mut found)
+            .map_err(|e| StorageError::Io {
+                op: "list",
+                key: prefix.to_string(),
+                source: e,
+            })?;
+        Ok(found)
+    }
+
+    fn discard_interrupted(&self, writes: &[Interrupted]) -> Result<(), StorageError> {
+        let keys: Vec<String> = writes.iter().map(|w| w.id.clone()).collect();
+        self.delete_many(&keys)
+    }
 }
 
 impl FsStorage {
+    /// Collects the temporary files below `folder` last written before `before`.
+    fn walk_temporaries(
+        &self,
+        folder: &str,
+        before: UtcTime,
+        found: &mut Vec<Interrupted>,
+    ) -> io::Result<()> {
+        let entries = match fs::read_dir(self.path_of(folder)) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            let key = super::join_key(folder, &name);
+            if meta.is_dir() {
+                self.walk_temporaries(&key, before, found)?;
+            } else if is_temp_name(&name) {
+                let started = meta
+                    .modified()
+                    .map(UtcTime::from_system)
+                    .unwrap_or(UtcTime(0));
+                if started < before {
+                    found.push(Interrupted {
+                        key: super::join_key(folder, &name[..name.rfind(".tmp.").unwrap_or(0)]),
+                        id: key,
+                        started,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Lists `folder` (sorted, so listings are stable), filtering names by `name_prefix`, and
     /// descends into sub-folders when `recursive`.
     fn walk(

@@ -25,6 +25,18 @@ pub struct ObjectMeta {
     pub last_modified: crate::format::time::UtcTime,
 }
 
+/// A write that started and never finished: a killed writer's temporary file (file storage)
+/// or a multipart upload neither completed nor aborted (S3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The key the write would have made.
+    pub key: String,
+    /// What identifies the leftover: the temporary file's key, or the upload id.
+    pub id: String,
+    /// When it was started or last written.
+    pub started: crate::format::time::UtcTime,
+}
+
 /// A body that can be read from the start as often as needed.
 ///
 /// S3 must know an object's length (and, signed, its SHA-256) before the first byte is sent,
@@ -111,6 +123,21 @@ pub trait Storage: Send + Sync {
 
     /// Where this storage points, for messages (never contains secrets).
     fn describe(&self) -> String;
+
+    /// Writes under `prefix` that were interrupted before `before` (see [`Interrupted`]).
+    /// Storage without such leftovers has none.
+    fn interrupted_writes(
+        &self,
+        _prefix: &str,
+        _before: crate::format::time::UtcTime,
+    ) -> Result<Vec<Interrupted>, StorageError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the leftovers of interrupted writes.
+    fn discard_interrupted(&self, _writes: &[Interrupted]) -> Result<(), StorageError> {
+        Ok(())
+    }
 }
 
 /// A `BodySource` over bytes in memory, for small documents and tests.

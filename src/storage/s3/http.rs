@@ -386,14 +386,7 @@ fn status_error(call: &Call, what: &str, status: u16, resp: ureq::Response) -> S
             },
             String::new(),
         ),
-        None => {
-            let text: String = String::from_utf8_lossy(&body)
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(120)
-                .collect();
-            ("non-S3 error page".to_string(), text)
-        }
+        None => ("non-S3 error page".to_string(), describe_body(&body)),
     };
     let is_missing_object = status == 404
         && call.key.is_some()
@@ -419,6 +412,15 @@ fn status_error(call: &Call, what: &str, status: u16, resp: ureq::Response) -> S
     }
 }
 
+/// The first printable characters of a body that is not S3's, for a message.
+pub fn describe_body(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(120)
+        .collect()
+}
+
 /// A body reader that fills every buffer it is handed. ureq writes the body to the socket
 /// one `read` at a time, and some bodies (the files-metadata spool renders one JSON member
 /// per read) return ~100 bytes a call: unfilled, that became one small TCP segment per
@@ -439,13 +441,23 @@ pub fn read_small_body(
 ) -> Result<Vec<u8>, StorageError> {
     let mut body = Vec::new();
     resp.into_reader()
-        .take(MAX_SMALL_BODY)
+        .take(MAX_SMALL_BODY + 1)
         .read_to_end(&mut body)
         .map_err(|e| StorageError::Io {
             op,
             key: key.to_string(),
             source: e,
         })?;
+    if body.len() as u64 > MAX_SMALL_BODY {
+        return Err(StorageError::Protocol {
+            op,
+            key: key.to_string(),
+            detail: format!(
+                "answer larger than {} MiB, more than S3 sends for this call",
+                MAX_SMALL_BODY >> 20
+            ),
+        });
+    }
     Ok(body)
 }
 

@@ -20,6 +20,8 @@ pub struct BodyDigest {
     pub len: u64,
     /// SHA-256 of each `part_size` slice, in order (one entry for a body of at most one part).
     pub part_hashes: Vec<[u8; 32]>,
+    /// MD5 of a body of one part: what S3 returns as the ETag of a single PutObject.
+    pub md5: Option<[u8; 16]>,
 }
 
 /// Pass one: reads `source` once, hashing each `part_size` slice.
@@ -35,10 +37,18 @@ pub fn digest(
     };
     let mut hashes = Vec::new();
     let mut hasher = Sha256::new();
+    let mut md5 = Some(md5::Md5::new());
     let mut in_part = 0u64;
     let mut len = 0u64;
     source
         .for_each_chunk(&mut |mut data| {
+            if let Some(m) = md5.as_mut() {
+                if len + data.len() as u64 > part_size {
+                    md5 = None;
+                } else {
+                    md5::Digest::update(m, data);
+                }
+            }
             while !data.is_empty() {
                 let take = (part_size - in_part).min(data.len() as u64) as usize;
                 hasher.update(&data[..take]);
@@ -58,6 +68,7 @@ pub fn digest(
     }
     Ok(BodyDigest {
         len,
+        md5: md5.map(|m| md5::Digest::finalize(m).into()),
         part_hashes: hashes,
     })
 }
@@ -102,7 +113,7 @@ pub fn put(client: &Client, key: &str, source: &dyn BodySource) -> Result<u64, S
     let part_size = client.cfg.part_size.max(5 << 20);
     let d = digest(source, part_size, key)?;
     if d.part_hashes.len() == 1 {
-        put_single(client, key, source, d.len, &d.part_hashes[0])?;
+        put_single(client, key, source, d.len, &d.part_hashes[0], d.md5)?;
     } else {
         put_multipart(client, key, source, part_size, &d)?;
     }
@@ -115,18 +126,79 @@ fn put_single(
     source: &dyn BodySource,
     len: u64,
     hash: &[u8; 32],
+    md5: Option<[u8; 16]>,
 ) -> Result<(), StorageError> {
     let mut call = Call::new("PUT", "PutObject", Some(key));
     call.headers = upload_headers(client);
     call.payload_hash = hex(hash);
+    let md5 = md5.filter(|_| etag_is_md5(client));
     client.retry("PutObject", &mut || {
         let reader = source.open().map_err(|e| StorageError::Io {
             op: "read body",
             key: key.to_string(),
             source: e,
         })?;
-        client.send_once(&call, Body::Stream(reader, len)).map(drop)
+        let resp = client.send_once(&call, Body::Stream(reader, len))?;
+        stored_etag(resp, "PutObject", key, md5.as_ref()).map(drop)
     })
+}
+
+/// Whether S3 makes a single PutObject's ETag the MD5 of its body: yes, unless the object
+/// is encrypted with a KMS key.
+fn etag_is_md5(client: &Client) -> bool {
+    !client
+        .cfg
+        .sse
+        .as_deref()
+        .is_some_and(|s| s.starts_with("aws:kms"))
+}
+
+/// The proof that an upload was stored: the answer's ETag, equal to the body's MD5 where
+/// S3 defines it so (`md5`). A `200 OK` with an S3 `<Error>` document, without an ETag
+/// (a proxy's page), or with another MD5 is not a success.
+pub fn stored_etag(
+    resp: ureq::Response,
+    op: &'static str,
+    key: &str,
+    md5: Option<&[u8; 16]>,
+) -> Result<String, StorageError> {
+    let etag = resp.header("etag").map(str::to_string);
+    let body = super::http::read_small_body(resp, op, key)?;
+    if let Some(e) = xml::parse_error(&body) {
+        return Err(StorageError::Remote {
+            op,
+            key: key.to_string(),
+            status: 200,
+            code: e.code,
+            message: e.message,
+        });
+    }
+    let unverified = |detail: String| StorageError::Unverified {
+        op,
+        key: key.to_string(),
+        detail,
+    };
+    let Some(etag) = etag else {
+        return Err(unverified(if body.is_empty() {
+            "no ETag in the answer".into()
+        } else {
+            format!(
+                "no ETag in the answer, whose body is {}",
+                super::http::describe_body(&body)
+            )
+        }));
+    };
+    if let Some(md5) = md5 {
+        let tag = etag.trim_matches('"');
+        let sent = hex(md5);
+        let is_md5 = tag.len() == 32 && tag.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_md5 && !tag.eq_ignore_ascii_case(&sent) {
+            return Err(unverified(format!(
+                "ETag {tag} is not the MD5 of what was sent ({sent})"
+            )));
+        }
+    }
+    Ok(etag)
 }
 
 fn put_multipart(
@@ -157,7 +229,11 @@ fn upload_parts(
         key: key.to_string(),
         source: e,
     };
-    let mut stream = source.open().map_err(io_err)?;
+    // One stream over the whole body: each part continues where the last one stopped. A
+    // retry replaces it with a stream opened at its part, and the parts after it go on from
+    // there. Never two streams at once: a stream holds arena buffers, and the plan gives the
+    // upload exactly one stream's worth (a second open would wait for ever).
+    let mut stream: Option<Box<dyn Read + '_>> = Some(source.open().map_err(io_err)?);
     let mut etags = Vec::with_capacity(d.part_hashes.len());
     for (i, hash) in d.part_hashes.iter().enumerate() {
         let offset = i as u64 * part_size;
@@ -167,30 +243,18 @@ fn upload_parts(
         call.query.push(("partNumber".into(), number.to_string()));
         call.query.push(("uploadId".into(), upload_id.to_string()));
         call.payload_hash = hex(hash);
-        let mut first = true;
+        let mut attempt = 0u32;
         let resp = client.retry("UploadPart", &mut || {
-            // The first attempt continues the shared stream; a retry reopens it at the part.
-            let body: Box<dyn Read + '_> = if first {
-                first = false;
-                Box::new((&mut stream).take(len))
-            } else {
-                Box::new(open_at(source, offset).map_err(io_err)?.take(len))
-            };
-            client.send_once(&call, Body::Stream(body, len))
+            attempt += 1;
+            if attempt > 1 || stream.is_none() {
+                stream = None;
+                stream = Some(open_at(source, offset).map_err(io_err)?);
+            }
+            let body = stream.as_mut().expect("opened above").take(len);
+            let resp = client.send_once(&call, Body::Stream(Box::new(body), len))?;
+            stored_etag(resp, "UploadPart", key, None)
         })?;
-        let etag =
-            resp.header("etag")
-                .map(str::to_string)
-                .ok_or_else(|| StorageError::Protocol {
-                    op: "UploadPart",
-                    key: key.to_string(),
-                    detail: "no ETag in answer".into(),
-                })?;
-        etags.push((number, etag));
-        if !first {
-            // After a retry the shared stream sits at an unknown place: reopen after this part.
-            stream = open_at(source, offset + len).map_err(io_err)?;
-        }
+        etags.push((number, resp));
     }
     Ok(etags)
 }
@@ -283,7 +347,11 @@ pub fn put_stream(
         let mut call = Call::new("PUT", "PutObject", Some(key));
         call.headers = upload_headers(client);
         call.payload_hash = sign::sha256_hex(bytes);
-        client.send_with_retries(&call, &mut || Body::Bytes(bytes))?;
+        let md5: Option<[u8; 16]> = etag_is_md5(client).then(|| md5::Md5::digest(bytes).into());
+        client.retry("PutObject", &mut || {
+            let resp = client.send_once(&call, Body::Bytes(bytes))?;
+            stored_etag(resp, "PutObject", key, md5.as_ref())
+        })?;
         return Ok(n as u64);
     }
 
@@ -317,25 +385,15 @@ fn stream_parts(
         call.query.push(("partNumber".into(), number.to_string()));
         call.query.push(("uploadId".into(), upload_id.to_string()));
         call.payload_hash = sign::sha256_hex(bytes);
-        match client.send_with_retries(&call, &mut || Body::Bytes(bytes)) {
-            Ok(resp) => match resp.header("etag") {
-                Some(tag) => etags
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((number, tag.to_string())),
-                None => {
-                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let e = StorageError::Protocol {
-                        op: "UploadPart",
-                        key: key.to_string(),
-                        detail: "no ETag in answer".into(),
-                    };
-                    first_error
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(e);
-                }
-            },
+        let sent = client.retry("UploadPart", &mut || {
+            let resp = client.send_once(&call, Body::Bytes(bytes))?;
+            stored_etag(resp, "UploadPart", key, None)
+        });
+        match sent {
+            Ok(tag) => etags
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((number, tag)),
             Err(e) => {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 first_error

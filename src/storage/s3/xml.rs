@@ -309,6 +309,57 @@ pub fn parse_error(body: &[u8]) -> Option<S3Error> {
     })
 }
 
+/// One multipart upload that was started and neither completed nor aborted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingUpload {
+    /// The object key the upload would create.
+    pub key: String,
+    /// Its id, for AbortMultipartUpload.
+    pub upload_id: String,
+    /// `Initiated` as sent, ISO 8601.
+    pub initiated: String,
+}
+
+/// One page of a ListMultipartUploads answer, with the markers of the next page when
+/// truncated.
+#[derive(Debug, Default, PartialEq)]
+pub struct UploadsPage {
+    /// The uploads of this page.
+    pub uploads: Vec<PendingUpload>,
+    /// `(NextKeyMarker, NextUploadIdMarker)` when more pages follow.
+    pub next: Option<(String, String)>,
+}
+
+/// Parses a ListMultipartUploads answer.
+pub fn parse_list_uploads(body: &[u8]) -> Result<UploadsPage, XmlError> {
+    let root = expect_root(body, "ListMultipartUploadsResult")?;
+    let mut page = UploadsPage::default();
+    for u in root.children("Upload") {
+        page.uploads.push(PendingUpload {
+            key: u.required("Key")?.to_string(),
+            upload_id: u.required("UploadId")?.to_string(),
+            initiated: u.text_of("Initiated").unwrap_or("").trim().to_string(),
+        });
+    }
+    if root.text_of("IsTruncated").map(str::trim) == Some("true") {
+        let key = root
+            .text_of("NextKeyMarker")
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        let id = root
+            .text_of("NextUploadIdMarker")
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        if key.is_empty() && id.is_empty() {
+            return Err(err("truncated upload listing without markers"));
+        }
+        page.next = Some((key, id));
+    }
+    Ok(page)
+}
+
 /// Parses a CreateMultipartUpload response and returns its `UploadId`.
 pub fn parse_initiate_multipart(body: &[u8]) -> Result<String, XmlError> {
     let root = expect_root(body, "InitiateMultipartUploadResult")?;
@@ -378,6 +429,36 @@ pub fn parse_delete_result(body: &[u8]) -> Result<Vec<DeleteFailure>, XmlError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_listings() {
+        // The example of the S3 API reference, shortened.
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">
+  <Bucket>bucket</Bucket><KeyMarker></KeyMarker><UploadIdMarker></UploadIdMarker>
+  <NextKeyMarker>my-movie.m2ts</NextKeyMarker>
+  <NextUploadIdMarker>YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ</NextUploadIdMarker>
+  <MaxUploads>3</MaxUploads><IsTruncated>true</IsTruncated>
+  <Upload><Key>my-divisor</Key><UploadId>XMgbGlrZSBlbHZpbmcncyBub3QgaGF2aW5nIG11Y2ggbHVjaw</UploadId>
+    <StorageClass>STANDARD</StorageClass><Initiated>2010-11-10T20:48:33.000Z</Initiated></Upload>
+  <Upload><Key>my-movie.m2ts</Key><UploadId>VXBsb2FkIElEIGZvciBlbHZpbmcncyBteS1tb3ZpZS5tMnRzIHVwbG9hZA</UploadId>
+    <Initiated>2010-11-10T20:48:33.000Z</Initiated></Upload>
+</ListMultipartUploadsResult>"#;
+        let page = parse_list_uploads(body).unwrap();
+        assert_eq!(page.uploads.len(), 2);
+        assert_eq!(page.uploads[1].key, "my-movie.m2ts");
+        assert_eq!(page.uploads[0].initiated, "2010-11-10T20:48:33.000Z");
+        assert_eq!(
+            page.next,
+            Some((
+                "my-movie.m2ts".into(),
+                "YW55IGlkZWEgd2h5IGVsdmluZydzIHVwbG9hZCBmYWlsZWQ".into()
+            ))
+        );
+        let last = br#"<ListMultipartUploadsResult><IsTruncated>false</IsTruncated></ListMultipartUploadsResult>"#;
+        assert_eq!(parse_list_uploads(last).unwrap(), UploadsPage::default());
+        assert!(parse_list_uploads(b"<html/>").is_err());
+    }
 
     fn entry(key: &str, size: u64, last_modified: &str) -> ObjectEntry {
         ObjectEntry {
