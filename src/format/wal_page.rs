@@ -5,9 +5,11 @@
 //! record for the end of WAL and ends recovery early, silently. Every WAL page begins with a
 //! header that says where it belongs (`XLogPageHeaderData`: magic, flags, timeline, page
 //! address), and the first page's long header gives the segment and page sizes, so a
-//! restore can check each page before the segment is linked into `pg_wal`. PostgreSQL
-//! initialises every page of a segment before it is archived (pages after a WAL switch get
-//! headers too), so a complete segment has a valid header on every page.
+//! restore can check each page before the segment is linked into `pg_wal`. A complete
+//! segment has a valid header on every page, except that after a WAL switch (a backup's
+//! stop, `archive_timeout`) PostgreSQL zero-fills the rest of the segment: so once a page
+//! starts with a zero header, every page after it must too (seen on PostgreSQL 15 with
+//! recycled segments: the tails are all zeros, never the recycled file's old pages).
 
 use super::wal_name::Segment;
 use std::io::{self, Write};
@@ -35,6 +37,8 @@ pub struct PageCheck<W> {
     /// From the first page: the page size and the magic every page must repeat.
     page_size: u64,
     magic: u16,
+    /// A zeroed page was seen: the switched-out tail.
+    zero_tail: bool,
 }
 
 fn corrupt(msg: String) -> io::Error {
@@ -52,6 +56,7 @@ impl<W: Write> PageCheck<W> {
             head: [0; LONG_HEADER],
             page_size: 0,
             magic: 0,
+            zero_tail: false,
         }
     }
 
@@ -99,6 +104,13 @@ impl<W: Write> PageCheck<W> {
             }
             self.page_size = blcksz;
             self.magic = magic;
+        } else if h.iter().all(|&b| b == 0) {
+            self.zero_tail = true;
+            return Ok(());
+        } else if self.zero_tail {
+            return Err(what(
+                "a page header after the zero-filled tail of a WAL switch".into(),
+            ));
         } else {
             if magic != self.magic {
                 return Err(what(format!(
@@ -244,6 +256,13 @@ mod tests {
             let e = check(seg, &bad, 65536).unwrap_err();
             assert!(e.to_string().contains(why), "{at}: {e}");
         }
+        // A zero-filled tail after a WAL switch is fine; a header after it is not.
+        let mut switched = good.clone();
+        switched[8192 * 50..].fill(0);
+        check(seg, &switched, 65536).unwrap();
+        switched[8192 * 80] = 0x10;
+        let e = check(seg, &switched, 65536).unwrap_err();
+        assert!(e.to_string().contains("zero-filled tail"), "{e}");
         // A segment of another place, or timeline, or cut short.
         let other = Segment {
             timeline: 1,
