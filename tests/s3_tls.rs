@@ -37,9 +37,10 @@ fn https_with_extra_ca_file() {
     let wal = dir.path().join("pg_wal");
     fs::create_dir_all(&wal).unwrap();
     let name = "000000010000000000000001";
-    let data: Vec<u8> = (0..16u32 << 20)
+    let mut data: Vec<u8> = (0..16u32 << 20)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 20) as u8)
         .collect();
+    common::stamp_wal_pages(&mut data, 1, 1);
     fs::write(wal.join(name), &data).unwrap();
 
     // Without our CA the server's certificate is refused, quickly and clearly.

@@ -165,29 +165,29 @@ fn link_tablespaces(
 /// Checks that every entry `files_metadata.json` lists (and was not skipped) is in `dest`.
 fn verify(storage: &dyn Storage, name: &str, dest: &Path) -> Result<u64, Error> {
     let key = files_metadata_key(name);
-    let reader = match storage.get(&key) {
-        Ok(r) => r,
-        Err(StorageError::NotFound { .. }) => {
-            crate::warn!("{key} is missing; the restored files cannot be checked against it");
-            return Ok(0);
-        }
-        Err(e) => return Err(e.into()),
-    };
     let mut checked = 0u64;
     let mut missing: Vec<String> = Vec::new();
-    files_metadata::for_each_file(reader, |entry, desc| {
-        if desc.is_skipped {
-            return Ok(());
-        }
-        checked += 1;
-        let present =
-            extract::target_path(dest, &entry).is_some_and(|p| fs::symlink_metadata(p).is_ok());
-        if !present && missing.len() < 10 {
-            missing.push(entry);
-        }
-        Ok(())
-    })
-    .map_err(|e| Error::io(format!("reading {key}"), e))?;
+    let found = backups::read_document(storage, &key, &mut |reader| {
+        checked = 0;
+        missing.clear();
+        files_metadata::for_each_file(reader, |entry, desc| {
+            if desc.is_skipped {
+                return Ok(());
+            }
+            checked += 1;
+            let present = extract::target_path(dest, &entry)
+                .is_some_and(|p| fs::symlink_metadata(p).is_ok());
+            if !present && missing.len() < 10 {
+                missing.push(entry);
+            }
+            Ok(())
+        })
+        .map_err(|e| Error::io(format!("reading {key}"), e))
+    })?;
+    if found.is_none() {
+        crate::warn!("{key} is missing; the restored files cannot be checked against it");
+        return Ok(0);
+    }
     if !missing.is_empty() {
         return Err(Error::io(
             format!("restore of {name} is incomplete"),

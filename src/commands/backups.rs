@@ -107,44 +107,66 @@ fn invalid(key: &str, e: impl std::fmt::Display) -> Error {
     )
 }
 
+/// Whole reads of a document from storage before a parse error is believed.
+const DOCUMENT_ATTEMPTS: u32 = 3;
+
+/// Reads the document `key` and parses it with `parse`, from the start again when the
+/// parse fails: GetObject has no checksum of its own, and a byte changed on the way breaks
+/// the parse before the body's end, where its MD5 would be checked. A document that is
+/// really broken fails the same way every time. `Ok(None)` when it does not exist.
+pub fn read_document<T>(
+    storage: &dyn Storage,
+    key: &str,
+    parse: &mut dyn FnMut(crate::storage::ObjectReader) -> Result<T, Error>,
+) -> Result<Option<T>, Error> {
+    let mut attempt = 1;
+    loop {
+        let reader = match storage.get(key) {
+            Ok(r) => r,
+            Err(StorageError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        match parse(reader) {
+            Ok(v) => return Ok(Some(v)),
+            // A document over its cap costs only the cap to read again.
+            Err(e) if attempt < DOCUMENT_ATTEMPTS => {
+                crate::warn!("{e}; reading {key} again ({attempt} of {})", DOCUMENT_ATTEMPTS - 1);
+                std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads backup `name`'s sentinel; a missing sentinel means the backup does not exist.
 pub fn read_sentinel(storage: &dyn Storage, name: &str) -> Result<Sentinel, Error> {
     let key = sentinel_key(name);
-    let reader = match storage.get(&key) {
-        Ok(r) => r,
-        Err(StorageError::NotFound { .. }) => return Err(missing_backup(name)),
-        Err(e) => return Err(e.into()),
-    };
-    Sentinel::from_reader(reader).map_err(|e| invalid(&key, e))
+    read_document(storage, &key, &mut |reader| {
+        Sentinel::from_reader(reader).map_err(|e| invalid(&key, e))
+    })?
+    .ok_or_else(|| missing_backup(name))
 }
 
 /// Reads backup `name`'s `metadata.json`; `Ok(None)` when it does not exist.
 pub fn read_metadata(storage: &dyn Storage, name: &str) -> Result<Option<ExtendedMetadata>, Error> {
     let key = metadata_key(name);
-    let mut reader = match storage.get(&key) {
-        Ok(r) => r,
-        Err(StorageError::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
-    // Read whole (it is small), so capped: the budget of its members, four times over.
-    let cap = 4 * crate::format::budget::MEMBER_CAP;
-    let mut bytes = Vec::new();
-    (&mut reader)
-        .take(cap + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| Error::io(format!("reading {key}"), e))?;
-    if bytes.len() as u64 > cap {
-        return Err(invalid(
-            &key,
-            format!(
-                "larger than {} KiB, more than WAL-G ever writes",
-                cap / 1024
-            ),
-        ));
-    }
-    ExtendedMetadata::from_slice(&bytes)
-        .map(Some)
-        .map_err(|e| invalid(&key, e))
+    read_document(storage, &key, &mut |mut reader| {
+        // Read whole (it is small), so capped: the budget of its members, four times over.
+        let cap = 4 * crate::format::budget::MEMBER_CAP;
+        let mut bytes = Vec::new();
+        (&mut reader)
+            .take(cap + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(format!("reading {key}"), e))?;
+        if bytes.len() as u64 > cap {
+            return Err(invalid(
+                &key,
+                format!("larger than {} KiB, more than WAL-G ever writes", cap / 1024),
+            ));
+        }
+        ExtendedMetadata::from_slice(&bytes).map_err(|e| invalid(&key, e))
+    })
 }
 
 /// Writes backup `name`'s `metadata.json` (raw JSON, never compressed or encrypted).

@@ -143,6 +143,49 @@ pub fn download(
     Ok(Some(tmp))
 }
 
+/// Whole-object attempts of a wal-fetch. A failed restore_command is not "try again" to
+/// PostgreSQL but "the archive ends here": archive recovery then stops early, at whatever
+/// point it reached. So a download that failed half-way (a reset, a body changed in
+/// transit, a server's bad moment) is tried again from the start before wal-fetch gives up.
+const FETCH_ATTEMPTS: u32 = 3;
+
+/// [`download`], tried again from the start on any failure but a missing object or a full
+/// disk.
+pub fn download_with_retries(
+    settings: &Settings,
+    storage: &dyn crate::storage::Storage,
+    arena: &Arena,
+    name: &str,
+    target: &Path,
+) -> Result<Option<TempFile>, Error> {
+    let mut attempt = 1;
+    loop {
+        match download(settings, storage, arena, name, target) {
+            Err(e) if attempt < FETCH_ATTEMPTS && !is_final(&e) => {
+                crate::warn!("{e}; fetching {name} again ({attempt} of {})", FETCH_ATTEMPTS - 1);
+                std::thread::sleep(Duration::from_millis(300 * u64::from(attempt)));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Failures no new attempt can change: a refusal of the command line or settings, a full
+/// or read-only disk, an object that is not there.
+fn is_final(e: &Error) -> bool {
+    match e {
+        Error::NotFound(_) | Error::Usage(_) | Error::Config(_) | Error::Conflict(_) => true,
+        // The storage layer has already retried what a retry can cure.
+        Error::Storage(s) => !s.is_retryable(),
+        Error::Io { source, .. } => {
+            source.raw_os_error() == Some(libc::ENOSPC)
+                || source.raw_os_error() == Some(libc::EROFS)
+                || source.raw_os_error() == Some(libc::EACCES)
+        }
+    }
+}
+
 /// Moves a finished temporary file to `dest`, failing if `dest` exists (WAL-G opens DEST
 /// with `O_EXCL`).
 fn publish(tmp: TempFile, dest: &Path) -> Result<(), Error> {
@@ -257,7 +300,7 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
     let plan = plan::wal_fetch(&settings.plan_input());
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
     let storage = settings.open_storage()?;
-    match download(settings, storage.as_ref(), &arena, name, &dest)? {
+    match download_with_retries(settings, storage.as_ref(), &arena, name, &dest)? {
         None => Err(Error::NotFound(format!("Archive '{name}' does not exist."))),
         Some(tmp) => {
             publish(tmp, &dest)?;

@@ -55,7 +55,17 @@ pub enum StorageError {
         /// What was missing or wrong.
         detail: String,
     },
-    /// The server's answer made no sense (malformed XML, missing header).
+    /// An answer that did not parse (an XML listing cut or changed on the way). Retried:
+    /// S3's XML answers have no checksum, so a damaged one looks just like this.
+    Garbled {
+        /// Operation.
+        op: &'static str,
+        /// Key.
+        key: String,
+        /// What the parser said.
+        detail: String,
+    },
+    /// The server's answer made no sense (missing header, an impossible value).
     Protocol {
         /// Operation.
         op: &'static str,
@@ -72,7 +82,9 @@ impl StorageError {
     pub fn is_retryable(&self) -> bool {
         match self {
             StorageError::NotFound { .. } | StorageError::Protocol { .. } => false,
-            StorageError::Transport { .. } | StorageError::Unverified { .. } => true,
+            StorageError::Transport { .. }
+            | StorageError::Unverified { .. }
+            | StorageError::Garbled { .. } => true,
             StorageError::Io { source, .. } => is_retryable_io(source),
             StorageError::Remote { status, code, .. } => {
                 *status >= 500
@@ -134,6 +146,9 @@ impl fmt::Display for StorageError {
             StorageError::Io { op, key, source } => write!(f, "{op} {key}: {source}"),
             StorageError::Protocol { op, key, detail } => {
                 write!(f, "{op} {key}: unexpected response: {detail}")
+            }
+            StorageError::Garbled { op, key, detail } => {
+                write!(f, "{op} {key}: unreadable answer: {detail}")
             }
             StorageError::Unverified { op, key, detail } => {
                 write!(f, "{op} {key}: not confirmed as stored: {detail}")

@@ -39,6 +39,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod fault_proxy;
+
 /// Default bound for a single wal-rus or WAL-G invocation.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 

@@ -299,6 +299,27 @@ impl Client {
         self.retry(call.op, &mut || self.send_once(call, body()))
     }
 
+    /// Sends `call`, reads its small answer (a listing, an upload id) and parses it,
+    /// retrying all three: an answer that breaks off half-way, or arrives garbled (S3's XML
+    /// answers carry no checksum), is as worth another try as one that never came.
+    pub fn send_and_parse<'b, T>(
+        &self,
+        call: &Call,
+        body: &mut dyn FnMut() -> Body<'b>,
+        parse: &dyn Fn(&[u8]) -> Result<T, xml::XmlError>,
+    ) -> Result<T, StorageError> {
+        let what = call.what(&self.cfg.bucket);
+        self.retry(call.op, &mut || {
+            let resp = self.send_once(call, body())?;
+            let bytes = read_small_body(resp, call.op, &what)?;
+            parse(&bytes).map_err(|e| StorageError::Garbled {
+                op: call.op,
+                key: what.clone(),
+                detail: e.to_string(),
+            })
+        })
+    }
+
     /// Runs `attempt` until it succeeds, fails permanently, or retries run out.
     pub fn retry<T>(
         &self,

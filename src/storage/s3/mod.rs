@@ -136,15 +136,11 @@ impl Storage for S3Storage {
             if let Some(t) = &token {
                 call.query.push(("continuation-token".into(), t.clone()));
             }
-            let page = match self.client.send_with_retries(&call, &mut || Body::Empty) {
-                Ok(resp) => {
-                    let body = http::read_small_body(resp, "ListObjectsV2", &full_prefix)?;
-                    xml::parse_list_v2(&body).map_err(|e| StorageError::Protocol {
-                        op: "ListObjectsV2",
-                        key: full_prefix.clone(),
-                        detail: e.to_string(),
-                    })?
-                }
+            let page = match self
+                .client
+                .send_and_parse(&call, &mut || Body::Empty, &xml::parse_list_v2)
+            {
+                Ok(page) => page,
                 // Some S3-compatible servers answer NoSuchKey for an empty folder.
                 Err(StorageError::NotFound { .. }) => return Ok(()),
                 Err(e) => return Err(e),
@@ -179,16 +175,11 @@ impl Storage for S3Storage {
             call.headers
                 .push(("content-md5".into(), http::content_md5(body.as_bytes())));
             call.payload_hash = sign::sha256_hex(body.as_bytes());
-            let resp = self
-                .client
-                .send_with_retries(&call, &mut || Body::Bytes(body.as_bytes()))?;
-            let answer = http::read_small_body(resp, "DeleteObjects", &self.client.cfg.bucket)?;
-            let failures =
-                xml::parse_delete_result(&answer).map_err(|e| StorageError::Protocol {
-                    op: "DeleteObjects",
-                    key: self.client.cfg.bucket.clone(),
-                    detail: e.to_string(),
-                })?;
+            let failures = self.client.send_and_parse(
+                &call,
+                &mut || Body::Bytes(body.as_bytes()),
+                &xml::parse_delete_result,
+            )?;
             if let Some(f) = failures.into_iter().find(|f| f.code != "NoSuchKey") {
                 return Err(StorageError::Remote {
                     op: "DeleteObjects",
@@ -229,8 +220,12 @@ impl Storage for S3Storage {
                 call.query.push(("key-marker".into(), key.clone()));
                 call.query.push(("upload-id-marker".into(), id.clone()));
             }
-            let resp = match self.client.send_with_retries(&call, &mut || Body::Empty) {
-                Ok(resp) => resp,
+            let page = match self.client.send_and_parse(
+                &call,
+                &mut || Body::Empty,
+                &xml::parse_list_uploads,
+            ) {
+                Ok(page) => page,
                 // S3-compatible stores without the call (s3s-fs among them) keep no parts
                 // of uploads that died, as far as wal-rus can know.
                 Err(StorageError::Remote { status: 501, .. }) => {
@@ -242,12 +237,6 @@ impl Storage for S3Storage {
                 }
                 Err(e) => return Err(e),
             };
-            let body = http::read_small_body(resp, "ListMultipartUploads", &full_prefix)?;
-            let page = xml::parse_list_uploads(&body).map_err(|e| StorageError::Protocol {
-                op: "ListMultipartUploads",
-                key: full_prefix.clone(),
-                detail: e.to_string(),
-            })?;
             for u in page.uploads {
                 let started = UtcTime::parse_rfc3339(&u.initiated).unwrap_or(UtcTime(0));
                 if let Some(rel) = u.key.strip_prefix(&root)

@@ -264,13 +264,7 @@ fn create_multipart(client: &Client, key: &str) -> Result<String, StorageError> 
     let mut create = Call::new("POST", "CreateMultipartUpload", Some(key));
     create.query.push(("uploads".into(), String::new()));
     create.headers = upload_headers(client);
-    let resp = client.send_with_retries(&create, &mut || Body::Empty)?;
-    let body = super::http::read_small_body(resp, "CreateMultipartUpload", key)?;
-    xml::parse_initiate_multipart(&body).map_err(|e| StorageError::Protocol {
-        op: "CreateMultipartUpload",
-        key: key.to_string(),
-        detail: e.to_string(),
-    })
+    client.send_and_parse(&create, &mut || Body::Empty, &xml::parse_initiate_multipart)
 }
 
 /// Completes a multipart upload from its parts' ETags (in part order).
