@@ -110,7 +110,10 @@ fn walg_supports_brotli(walg: &Path) -> Result<(), String> {
             let store = TempDir::new().unwrap();
             let seg = ws.wal_file(&segment_name(1), &fake_segment(1, 7));
             let env = vec![
-                ("WALG_FILE_PREFIX".to_string(), store.path().display().to_string()),
+                (
+                    "WALG_FILE_PREFIX".to_string(),
+                    store.path().display().to_string(),
+                ),
                 ("WALG_COMPRESSION_METHOD".to_string(), "brotli".to_string()),
             ];
             let out = ws.walg(walg, &["wal-push", path_str(&seg)], &env);
@@ -176,7 +179,10 @@ fn walg_push_walrus_fetch(test: &str, kind: Kind) {
             "[{kind:?}/{method}] WAL-G wal-push failed\n{}",
             output_text(&out)
         );
-        let object = storage.object(&sub, &format!("wal_005/{name}{}", extension(method, "WAL-G")));
+        let object = storage.object(
+            &sub,
+            &format!("wal_005/{name}{}", extension(method, "WAL-G")),
+        );
         assert!(
             object.is_file(),
             "[{kind:?}/{method}] WAL-G did not store {}\n{}",
@@ -212,7 +218,10 @@ fn walrus_push_walg_fetch(test: &str, kind: Kind) {
         let original = fake_segment(0x10 + i as u64, 0x5851_F42D + i as u64);
         let what = format!("[{kind:?}/{method}] wal-rus wal-push");
         ws.walrus_push(&name, &original, &env, &what);
-        let object = storage.object(&sub, &format!("wal_005/{name}{}", extension(method, "wal-rus")));
+        let object = storage.object(
+            &sub,
+            &format!("wal_005/{name}{}", extension(method, "wal-rus")),
+        );
         assert!(
             object.is_file(),
             "[{kind:?}/{method}] wal-rus did not store {}\n{}",
@@ -358,7 +367,11 @@ fn walg_encrypted_wal_refused(test: &str, kind: Kind) {
         "[{kind:?}] WAL-G cannot fetch its own encrypted segment\n{}",
         output_text(&out)
     );
-    assert_same_file(&original, &control, &format!("[{kind:?}] WAL-G's own encrypted round trip"));
+    assert_same_file(
+        &original,
+        &control,
+        &format!("[{kind:?}] WAL-G's own encrypted round trip"),
+    );
 
     let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = [
         ("wal-rus with WALG_LIBSODIUM_KEY set", &key_env),
@@ -394,7 +407,10 @@ fn walg_encrypted_wal_refused(test: &str, kind: Kind) {
         (label.to_string(), Box::new(case) as Box<dyn FnOnce() + '_>)
     })
     .collect();
-    run_all(&format!("[{kind:?}] WAL-G encrypted segment fetched by wal-rus"), cases);
+    run_all(
+        &format!("[{kind:?}] WAL-G encrypted segment fetched by wal-rus"),
+        cases,
+    );
 }
 
 // ------------------------------------------------------------------ tests

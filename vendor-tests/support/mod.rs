@@ -371,7 +371,12 @@ pub fn files_below(dir: &Path) -> Vec<String> {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 walk(root, &path, out);
             } else {
-                out.push(path.strip_prefix(root).unwrap_or(&path).display().to_string());
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
             }
         }
     }
