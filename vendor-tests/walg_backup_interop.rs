@@ -1006,14 +1006,16 @@ fn mark_permanent(tool: Maker, walg_bin: &Path, env: &[(String, String)], name: 
 }
 
 /// `delete retain` on the mixed archive: `retain 1`, `retain 2`, `retain 5` (more than there
-/// are: nothing deleted) and `retain 1` with the middle backup marked permanent (it and its
-/// WAL survive). Same outcome whichever tool deletes, dry run and --confirm.
+/// are: nothing deleted), `retain 1` with the middle backup marked permanent (it and its WAL
+/// survive) and `retain 1 --after` the middle backup (by name, and by its time as WAL-G lists
+/// it). Same outcome whichever tool deletes, dry run and --confirm.
 fn delete_retain_parity(test: &str, kind: Kind) {
     let Some((walg_bin, store)) = setup(test, kind) else {
         return;
     };
-    let (_, names, _) = mixed(&walg_bin, &store, kind);
+    let (env, names, _) = mixed(&walg_bin, &store, kind);
     let (method, ..) = mix(kind);
+    let (middle_time, _) = listed_time(&walg_bin, &env, &names[1]);
     // The middle backup made permanent, by the other tool than the one that made it.
     store.copy_prefix("mixed", "perm");
     let marker = match kind {
@@ -1023,7 +1025,7 @@ fn delete_retain_parity(test: &str, kind: Kind) {
     mark_permanent(marker, &walg_bin, &store.env("perm", method), &names[1]);
     let (store, walg_bin, names) = (&store, walg_bin.as_path(), &names);
     let n = |i: usize| &names[i];
-    let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = vec![
+    let mut cases: Vec<(String, Box<dyn FnOnce() + '_>)> = vec![
         (
             "retain 1".into(),
             Box::new(move || {
@@ -1109,7 +1111,44 @@ fn delete_retain_parity(test: &str, kind: Kind) {
             }),
         ),
     ];
+    for (slug, after) in [("ran", names[1].clone()), ("rat", middle_time.clone())] {
+        cases.push((
+            format!("retain 1 --after {after}"),
+            Box::new(move || {
+                let (before, deleted, exit) = delete_parity(
+                    store,
+                    walg_bin,
+                    kind,
+                    "mixed",
+                    method,
+                    slug,
+                    &["delete", "retain", "1", "--after", &after],
+                );
+                let what = format!("[{kind:?}] delete retain 1 --after {after}");
+                assert_eq!(exit, Some(0), "{what}");
+                expect_outcome(&what, &before, &deleted, &[n(1), n(2)], &[n(0)]);
+            }),
+        ));
+    }
     support::run_all(&format!("[{kind:?}] delete retain parity"), cases);
+}
+
+/// The sentinel time of backup `name` as WAL-G's `backup-list --json` prints it (RFC 3339,
+/// with the storage's fraction of a second), and the same cut to whole seconds (still after
+/// the backup before it, which is more than a second older).
+fn listed_time(walg_bin: &Path, env: &[(String, String)], name: &str) -> (String, String) {
+    let listed = list_json(Maker::Walg, walg_bin, &["backup-list", "--json"], env);
+    let time = listed
+        .iter()
+        .find(|b| b["backup_name"] == name)
+        .and_then(|b| b["time"].as_str())
+        .unwrap_or_else(|| panic!("no time for {name} in {listed:?}"))
+        .to_string();
+    let seconds = match time.split_once('.') {
+        Some((secs, _)) => format!("{secs}Z"),
+        None => time.clone(),
+    };
+    (time, seconds)
 }
 
 /// `delete before` on the mixed archive: by the middle backup's name, by its sentinel time
@@ -1121,19 +1160,7 @@ fn delete_before_parity(test: &str, kind: Kind) {
     };
     let (env, names, _) = mixed(&walg_bin, &store, kind);
     let (method, ..) = mix(kind);
-    let listed = list_json(Maker::Walg, &walg_bin, &["backup-list", "--json"], &env);
-    let middle_time = listed
-        .iter()
-        .find(|b| b["backup_name"] == names[1].as_str())
-        .and_then(|b| b["time"].as_str())
-        .unwrap_or_else(|| panic!("no time for {} in {listed:?}", names[1]))
-        .to_string();
-    // 2026-12-03T12:43:58.123456789Z -> 2026-12-03T12:43:58Z (still after the oldest backup,
-    // which is more than a second older).
-    let middle_second = match middle_time.split_once('.') {
-        Some((secs, _)) => format!("{secs}Z"),
-        None => middle_time.clone(),
-    };
+    let (middle_time, middle_second) = listed_time(&walg_bin, &env, &names[1]);
     let (store, walg_bin, names) = (&store, walg_bin.as_path(), &names);
     let n = |i: usize| &names[i];
     let mut cases: Vec<(String, Box<dyn FnOnce() + '_>)> = Vec::new();
