@@ -16,8 +16,9 @@
 //!   (WALRUS_PG_BINDIR, WALRUS_S3S_BIN, WALRUS_WALG_BIN), with fallbacks for
 //!   plain `cargo test`.
 //! * A missing PostgreSQL or s3s-fs fails the test under CI=true or
-//!   WALRUS_REQUIRE_TOOLS=1 (as `scripts/test` sets) and skips loudly
-//!   otherwise; a missing WAL-G always skips loudly (see `require_or_fail`).
+//!   WALRUS_REQUIRE_TOOLS=1 (as `scripts/test` sets) and skips otherwise with
+//!   a line starting `SKIP:`; a missing WAL-G skips the same way unless it was
+//!   configured and is broken (see `require_or_fail`).
 //! * Inherited WALG_* / AWS_* variables are removed from every child process,
 //!   so a developer's own configuration cannot leak into a test.
 #![allow(dead_code)]
@@ -203,29 +204,43 @@ pub fn tools_required() -> bool {
 ///
 /// Returns the tool's path (bin dir for PostgreSQL). When it is missing:
 /// * PostgreSQL / s3s-fs: panics (test FAILS) under CI=true or
-///   WALRUS_REQUIRE_TOOLS=1, otherwise prints a loud skip notice and returns
+///   WALRUS_REQUIRE_TOOLS=1, otherwise prints a `SKIP:` line (see [`skip`]) and returns
 ///   `None` — the caller should return early.
-/// * WAL-G: always prints a loud skip notice and returns `None`. WAL-G is a peer
-///   we test against, not something we ship; its absence (e.g. the module proxy
-///   refusing to serve it) must not turn CI red.
+/// * WAL-G: panics under CI/WALRUS_REQUIRE_TOOLS when it was configured
+///   (`WALRUS_WALG_BIN` non-empty, as scripts/ensure-tools writes it when WAL-G built) but
+///   does not run, and under `WALRUS_REQUIRE_WALG=1` whenever it is missing; otherwise
+///   prints a `SKIP:` line and returns `None`. WAL-G is a peer we test against, not something
+///   we ship; its absence where it cannot be built (e.g. the module proxy refusing to serve
+///   it) must not turn CI red, but a WAL-G that was built and then fails must.
 pub fn require_or_fail(tool: Tool, test: &str) -> Option<PathBuf> {
     match tool.locate() {
         Ok(path) => Some(path),
         Err(why) => {
-            if tool != Tool::Walg && tools_required() {
+            let required = match tool {
+                Tool::Walg => {
+                    non_empty_env("WALRUS_REQUIRE_WALG").as_deref() == Some("1")
+                        || (tools_required() && non_empty_env("WALRUS_WALG_BIN").is_some())
+                }
+                _ => tools_required(),
+            };
+            if required {
                 panic!(
                     "{test}: required tool {} is missing: {why}. \
                      Run scripts/ensure-tools (CI/WALRUS_REQUIRE_TOOLS forbid skipping).",
                     tool.label()
                 );
             }
-            loud(&format!(
-                "########## SKIPPED {test}: {} unavailable: {why} ##########",
-                tool.label()
-            ));
+            skip(test, &format!("{} unavailable: {why}", tool.label()));
             None
         }
     }
+}
+
+/// Reports that `test` (or a part of it) did not run because of `why`: one line on the real
+/// stderr starting with `SKIP:`, which scripts/test counts.
+pub fn skip(test: &str, why: &str) {
+    let why = why.replace('\n', " ");
+    loud(&format!("SKIP: {test}: {why}"));
 }
 
 /// Prints `msg` on the real stderr. Unlike `eprintln!`, this is not captured

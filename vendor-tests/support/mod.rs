@@ -34,7 +34,7 @@ pub const SEGMENT_SIZE: usize = 16 << 20;
 /// Path of the walg-codecs oracle (vendor-tests/walg-codecs): WALRUS_WALG_CODECS_BIN, else the
 /// tool cache's bin/walg-codecs, accepted when `smoke` passes on it (`Err` says why not).
 /// Missing or failing: panics under CI/WALRUS_REQUIRE_TOOLS (calling it the WAL-G `role`
-/// oracle, e.g. "codec"), otherwise prints a loud skip notice for `test` and returns `None`.
+/// oracle, e.g. "codec"), otherwise prints a `SKIP:` line for `test` and returns `None`.
 pub fn oracle_bin(
     test: &str,
     role: &str,
@@ -70,9 +70,7 @@ pub fn oracle_bin(
              Run scripts/ensure-tools and source its env file (CI/WALRUS_REQUIRE_TOOLS forbid skipping)."
         );
     }
-    common::loud(&format!(
-        "########## SKIPPED {test}: walg-codecs unavailable: {why} ##########"
-    ));
+    common::skip(test, &format!("walg-codecs unavailable: {why}"));
     None
 }
 
@@ -343,4 +341,71 @@ pub fn assert_same_file(expected: &[u8], actual: &Path, what: &str) {
     let got = fs::read(actual)
         .unwrap_or_else(|e| panic!("{what}: cannot read {}: {e}", actual.display()));
     assert_same(expected, &got, what);
+}
+
+// ------------------------------------------------------------ sub-cases
+
+/// Runs every `(label, case)` even when some fail (each failure's message is printed by the
+/// panic hook as it happens), then fails naming those that did.
+pub fn run_all<'a>(what: &str, cases: Vec<(String, Box<dyn FnOnce() + 'a>)>) {
+    let failed: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(label, case)| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(case))
+                .is_err()
+                .then_some(label)
+        })
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{what}: failed case(s) {failed:?} (details above)"
+    );
+}
+
+/// Every non-directory entry below `dir` (relative paths), empty when `dir` does not exist:
+/// what a failed fetch or restore left behind.
+pub fn files_below(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(root, &path, out);
+            } else {
+                out.push(
+                    path.strip_prefix(root)
+                        .unwrap_or(&path)
+                        .display()
+                        .to_string(),
+                );
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+// ------------------------------------------------------------ encryption
+
+/// A libsodium key for WAL-G (`WALG_LIBSODIUM_KEY`, default transform `none`: the raw bytes,
+/// exactly 32 of them here).
+pub const LIBSODIUM_KEY: &str = "wal-rus-interop-libsodium-key-32";
+
+/// `env` plus WALG_LIBSODIUM_KEY.
+pub fn with_libsodium_key(env: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    env.push(("WALG_LIBSODIUM_KEY".into(), LIBSODIUM_KEY.into()));
+    env
+}
+
+/// The magic number every LZ4 frame starts with (0x184D2204, little-endian).
+pub const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
+
+/// Whether wal-rus's failure output says why it cannot read an encrypted object: it names
+/// encryption (or libsodium / the WALG_LIBSODIUM_KEY setting), rather than only reporting a
+/// corrupt compressed stream.
+pub fn names_encryption(text: &str) -> bool {
+    let t = text.to_lowercase();
+    t.contains("encrypt") || t.contains("libsodium")
 }
