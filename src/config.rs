@@ -290,9 +290,32 @@ pub fn parse_s3_prefix(name: &str, url: &str) -> Result<(String, String), Config
     ))
 }
 
+/// WAL-G's encryption settings, which wal-rus does not implement yet. Each changes how
+/// objects are protected, so a set one stops every command: storing plaintext where WAL-G
+/// would have encrypted (or failing later on an encrypted archive) loses the day a backup is
+/// needed.
+const ENCRYPTION_SETTINGS: &[&str] = &[
+    "WALG_LIBSODIUM_KEY",
+    "WALG_LIBSODIUM_KEY_PATH",
+    "WALG_PGP_KEY",
+    "WALG_PGP_KEY_PATH",
+    "WALG_CSE_KMS_ID",
+    "WALG_ENVELOPE_PGP_KEY",
+    "WALG_ENVELOPE_PGP_KEY_PATH",
+    "WALG_ENVELOPE_PGP_YC_CSE_KMS_KEY_ID",
+    "WALE_GPG_KEY_ID",
+];
+
 impl Settings {
     /// Reads and validates every setting.
     pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
+        if let Some(name) = ENCRYPTION_SETTINGS.iter().find(|n| src.get(n).is_some()) {
+            return Err(bad(
+                name,
+                "is set, but wal-rus does not encrypt or decrypt yet; refusing rather than store \
+                 plaintext where WAL-G would encrypt, or misread an encrypted archive",
+            ));
+        }
         let storage_prefix = src
             .get("WALG_STORAGE_PREFIX")
             .map(|p| p.trim_matches('/').to_string());

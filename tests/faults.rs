@@ -76,7 +76,9 @@ struct Row {
 }
 
 fn print_table(title: &str, rows: &[Row]) {
-    let mut t = format!("\n{title}\n| command | fault | applied | outcome | seconds |\n|---|---|---|---|---|\n");
+    let mut t = format!(
+        "\n{title}\n| command | fault | applied | outcome | seconds |\n|---|---|---|---|---|\n"
+    );
     for r in rows {
         t.push_str(&format!(
             "| {} | {:?} | {} | {} | {:.1} |\n",
@@ -167,14 +169,23 @@ fn wal_commands_under_every_fault() {
                 let (out, secs) = timed(&["wal-push", wal.join(&name).to_str().unwrap()], env);
                 let applied = proxy.take_record().count(fault) > 0;
                 let outcome = if out.status.success() {
-                    assert!(stored(&name, ext), "{label} {fault:?} {mode}: exit 0 but nothing stored");
+                    assert!(
+                        stored(&name, ext),
+                        "{label} {fault:?} {mode}: exit 0 but nothing stored"
+                    );
                     // What is stored is exactly the segment: fetch it without faults.
                     let dest = restore_dir.join(format!("{name}-check"));
                     let back = run_walrus(["wal-fetch", &name, dest.to_str().unwrap()], &direct);
                     assert!(back.status.success(), "{}", output_text(&back));
-                    assert!(fs::read(&dest).unwrap() == data, "{label} {fault:?}: stored bytes differ");
+                    assert!(
+                        fs::read(&dest).unwrap() == data,
+                        "{label} {fault:?}: stored bytes differ"
+                    );
                     fs::remove_file(&dest).unwrap();
-                    assert!(mode != "always" || !applied, "{label}: {fault:?} on every request, yet exit 0");
+                    assert!(
+                        mode != "always" || !applied,
+                        "{label}: {fault:?} on every request, yet exit 0"
+                    );
                     "stored, verified".to_string()
                 } else {
                     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
@@ -186,7 +197,10 @@ fn wal_commands_under_every_fault() {
                     assert!(!stored(&name, ext), "{label}: failed, but {name} is stored");
                     "exit 1, nothing stored".to_string()
                 };
-                assert!(secs < FAULT_BUDGET_SECS, "{label} {fault:?} took {secs:.1} s");
+                assert!(
+                    secs < FAULT_BUDGET_SECS,
+                    "{label} {fault:?} took {secs:.1} s"
+                );
                 rows.push(Row {
                     command: label.into(),
                     fault,
@@ -209,7 +223,10 @@ fn wal_commands_under_every_fault() {
             let (out, secs) = timed(&["wal-fetch", &name, dest.to_str().unwrap()], &single);
             let applied = proxy.take_record().count(fault) > 0;
             let outcome = if out.status.success() {
-                assert!(fs::read(&dest).unwrap() == data, "wal-fetch {fault:?} {mode}: restored bytes differ");
+                assert!(
+                    fs::read(&dest).unwrap() == data,
+                    "wal-fetch {fault:?} {mode}: restored bytes differ"
+                );
                 fs::remove_file(&dest).unwrap();
                 "restored, equal".to_string()
             } else {
@@ -222,7 +239,10 @@ fn wal_commands_under_every_fault() {
                 assert_nothing_at(&dest);
                 "exit 1, nothing written".to_string()
             };
-            assert!(secs < FAULT_BUDGET_SECS, "wal-fetch {fault:?} took {secs:.1} s");
+            assert!(
+                secs < FAULT_BUDGET_SECS,
+                "wal-fetch {fault:?} took {secs:.1} s"
+            );
             rows.push(Row {
                 command: "wal-fetch".into(),
                 fault,
@@ -280,7 +300,10 @@ fn wal_push_never_deadlocks() {
                 let dest = dir.path().join(format!("back-{name}"));
                 let back = run_walrus(["wal-fetch", &name, dest.to_str().unwrap()], &env);
                 assert!(back.status.success(), "{}", output_text(&back));
-                assert!(fs::read(&dest).unwrap() == data, "{concurrency} {method} {upload}");
+                assert!(
+                    fs::read(&dest).unwrap() == data,
+                    "{concurrency} {method} {upload}"
+                );
                 fs::remove_file(&dest).unwrap();
             }
         }
@@ -304,7 +327,10 @@ fn wal_push_killed_at_random_points() {
         ("s3", quick(s3.env("kill"))),
         (
             "file",
-            vec![("WALG_FILE_PREFIX".to_string(), files.path().display().to_string())],
+            vec![(
+                "WALG_FILE_PREFIX".to_string(),
+                files.path().display().to_string(),
+            )],
         ),
     ];
     let mut seed = 0x5EED_u64;
@@ -312,7 +338,13 @@ fn wal_push_killed_at_random_points() {
     for round in 0..24u64 {
         let (storage, env) = &storages[(round % 2) as usize];
         let method = ["lz4", "zstd", "brotli"][(round % 3) as usize];
-        let env = with(env, &[("WALG_COMPRESSION_METHOD", method), ("WALG_S3_MAX_PART_SIZE", "5242880")]);
+        let env = with(
+            env,
+            &[
+                ("WALG_COMPRESSION_METHOD", method),
+                ("WALG_S3_MAX_PART_SIZE", "5242880"),
+            ],
+        );
         let name = seg_name(100 + round);
         let data = segment(100 + round, round % 4 == 0);
         fs::write(wal.join(&name), &data).unwrap();
@@ -341,7 +373,10 @@ fn wal_push_killed_at_random_points() {
         let dest = dir.path().join(format!("after-kill-{name}"));
         let out = run_walrus(["wal-fetch", &name, dest.to_str().unwrap()], &env);
         match out.status.code() {
-            Some(0) => assert!(fs::read(&dest).unwrap() == data, "{storage}: partial object stored"),
+            Some(0) => assert!(
+                fs::read(&dest).unwrap() == data,
+                "{storage}: partial object stored"
+            ),
             Some(74) => assert!(!dest.exists()),
             _ => panic!("{storage}: {}", output_text(&out)),
         }
@@ -354,7 +389,10 @@ fn wal_push_killed_at_random_points() {
         assert!(fs::read(&dest).unwrap() == data);
         fs::remove_file(&dest).unwrap();
     }
-    assert!(killed >= 6, "only {killed} runs were killed mid-way: the delays are too long");
+    assert!(
+        killed >= 6,
+        "only {killed} runs were killed mid-way: the delays are too long"
+    );
     // File storage: no temporary file survives the retries.
     let mut temps = Vec::new();
     for e in walk(files.path()) {
@@ -414,7 +452,10 @@ fn tree(dir: &Path) -> BTreeMap<String, u64> {
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
             let ft = e.file_type().unwrap();
             if ft.is_symlink() {
-                out.insert(rel, fnv(fs::read_link(&p).unwrap().to_string_lossy().as_bytes()));
+                out.insert(
+                    rel,
+                    fnv(fs::read_link(&p).unwrap().to_string_lossy().as_bytes()),
+                );
             } else if ft.is_dir() {
                 out.insert(format!("{rel}/"), 0);
                 go(root, &p, out);
@@ -456,7 +497,10 @@ fn as_postgres(pg: &PgCluster, env: &[(String, String)], args: &[&str]) -> (Outp
     for (k, v) in env {
         script.push_str(&format!("export {k}='{}'\n", v.replace('\'', r"'\''")));
     }
-    script.push_str(&format!("exec '{}' \"$@\"\n", common::walrus_bin().display()));
+    script.push_str(&format!(
+        "exec '{}' \"$@\"\n",
+        common::walrus_bin().display()
+    ));
     fs::write(&wrapper, script).unwrap();
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&wrapper, fs::Permissions::from_mode(0o755)).unwrap();
@@ -485,7 +529,10 @@ fn backup_commands_under_every_fault() {
     let port = common::free_port();
     // Parts of 5 MiB, so a partition is a multipart upload.
     let direct = with_pg(
-        &with(&quick(s3.env("bf")), &[("WALG_S3_MAX_PART_SIZE", "5242880")]),
+        &with(
+            &quick(s3.env("bf")),
+            &[("WALG_S3_MAX_PART_SIZE", "5242880")],
+        ),
         port,
     );
     let faulty = proxy.env(&direct);
@@ -494,11 +541,19 @@ fn backup_commands_under_every_fault() {
     pg.pgbench_init(2);
     let scratch = common::postgres_owned_tempdir("walrus-faults-");
     // The reference: a backup pushed and restored without faults.
-    let (out, _) = as_postgres(&pg, &direct, &["backup-push", pg.data_dir().to_str().unwrap()]);
+    let (out, _) = as_postgres(
+        &pg,
+        &direct,
+        &["backup-push", pg.data_dir().to_str().unwrap()],
+    );
     assert!(out.status.success(), "{}", output_text(&out));
     let reference = backup_name(&out);
     let clean = scratch.path().join("clean");
-    let (out, _) = as_postgres(&pg, &direct, &["backup-fetch", clean.to_str().unwrap(), &reference]);
+    let (out, _) = as_postgres(
+        &pg,
+        &direct,
+        &["backup-fetch", clean.to_str().unwrap(), &reference],
+    );
     assert!(out.status.success(), "{}", output_text(&out));
     let expected = tree(&clean);
     let (list_clean, _) = as_postgres(&pg, &direct, &["backup-list", "--json"]);
@@ -515,27 +570,41 @@ fn backup_commands_under_every_fault() {
             // backup-push.
             let before = sentinels(&s3, "bf");
             proxy.set_plan(plan.clone());
-            let (out, secs) =
-                as_postgres(&pg, &faulty, &["backup-push", pg.data_dir().to_str().unwrap()]);
+            let (out, secs) = as_postgres(
+                &pg,
+                &faulty,
+                &["backup-push", pg.data_dir().to_str().unwrap()],
+            );
             let applied = proxy.take_record().count(fault) > 0;
             let after = sentinels(&s3, "bf");
             let outcome = if out.status.success() {
-                assert!(mode != "always" || !applied, "backup-push: {fault:?} always, yet exit 0");
+                assert!(
+                    mode != "always" || !applied,
+                    "backup-push: {fault:?} always, yet exit 0"
+                );
                 assert_eq!(after.len(), before.len() + 1);
                 // It restores (every partition decodes, every file is there).
                 let d = scratch.path().join(format!("pushed-{case}"));
                 let name = backup_name(&out);
-                let (f, _) = as_postgres(&pg, &direct, &["backup-fetch", d.to_str().unwrap(), &name]);
+                let (f, _) =
+                    as_postgres(&pg, &direct, &["backup-fetch", d.to_str().unwrap(), &name]);
                 assert!(f.status.success(), "{}", output_text(&f));
                 fs::remove_dir_all(&d).unwrap();
                 "stored, restores".to_string()
             } else {
                 assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
-                assert!(mode == "always", "backup-push {fault:?} once must recover:\n{}", output_text(&out));
+                assert!(
+                    mode == "always",
+                    "backup-push {fault:?} once must recover:\n{}",
+                    output_text(&out)
+                );
                 assert_eq!(after, before, "a failed backup-push left a sentinel");
                 "exit 1, no sentinel".to_string()
             };
-            assert!(secs < 2.0 * FAULT_BUDGET_SECS, "backup-push {fault:?} took {secs:.1} s");
+            assert!(
+                secs < 2.0 * FAULT_BUDGET_SECS,
+                "backup-push {fault:?} took {secs:.1} s"
+            );
             rows.push(Row {
                 command: "backup-push".into(),
                 fault,
@@ -546,14 +615,25 @@ fn backup_commands_under_every_fault() {
             // backup-fetch of the reference backup.
             let d = scratch.path().join(format!("fetched-{case}"));
             proxy.set_plan(plan.clone());
-            let (out, secs) = as_postgres(&pg, &faulty, &["backup-fetch", d.to_str().unwrap(), &reference]);
+            let (out, secs) = as_postgres(
+                &pg,
+                &faulty,
+                &["backup-fetch", d.to_str().unwrap(), &reference],
+            );
             let applied = proxy.take_record().count(fault) > 0;
             let outcome = if out.status.success() {
-                assert!(tree(&d) == expected, "backup-fetch {fault:?} {mode}: restore differs");
+                assert!(
+                    tree(&d) == expected,
+                    "backup-fetch {fault:?} {mode}: restore differs"
+                );
                 "restored, equal".to_string()
             } else {
                 assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
-                assert!(mode == "always", "backup-fetch {fault:?} once must recover:\n{}", output_text(&out));
+                assert!(
+                    mode == "always",
+                    "backup-fetch {fault:?} once must recover:\n{}",
+                    output_text(&out)
+                );
                 assert!(
                     !d.join("global/pg_control").exists(),
                     "a failed restore left a startable directory"
@@ -561,7 +641,10 @@ fn backup_commands_under_every_fault() {
                 "exit 1, no pg_control".to_string()
             };
             let _ = fs::remove_dir_all(&d);
-            assert!(secs < 2.0 * FAULT_BUDGET_SECS, "backup-fetch {fault:?} took {secs:.1} s");
+            assert!(
+                secs < 2.0 * FAULT_BUDGET_SECS,
+                "backup-fetch {fault:?} took {secs:.1} s"
+            );
             rows.push(Row {
                 command: "backup-fetch".into(),
                 fault,
@@ -581,7 +664,11 @@ fn backup_commands_under_every_fault() {
                 "listed".to_string()
             } else {
                 assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
-                assert!(mode == "always", "backup-list {fault:?} once must recover:\n{}", output_text(&out));
+                assert!(
+                    mode == "always",
+                    "backup-list {fault:?} once must recover:\n{}",
+                    output_text(&out)
+                );
                 "exit 1".to_string()
             };
             rows.push(Row {
@@ -641,17 +728,22 @@ fn pitr_through_a_faulty_network() {
         .stderr(std::process::Stdio::null());
     let mut load = load.spawn().expect("pgbench");
     std::thread::sleep(Duration::from_millis(500));
-    let push = primary.run_walrus_as_postgres(&["backup-push", primary.data_dir().to_str().unwrap()], LONG);
+    let push = primary
+        .run_walrus_as_postgres(&["backup-push", primary.data_dir().to_str().unwrap()], LONG);
     assert!(push.status.success(), "{}", output_text(&push));
     let _ = load.wait();
     primary.pgbench(&["-t", "300"]);
     primary.psql("create table after_backup as select g from generate_series(1, 5000) g");
     let current = primary.psql("select pg_walfile_name(pg_current_wal_lsn())");
     primary.psql("select pg_switch_wal()");
-    common::wait_for("archiving through the faulty proxy", Duration::from_secs(300), || {
-        let last = primary.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-        (last >= current).then_some(())
-    });
+    common::wait_for(
+        "archiving through the faulty proxy",
+        Duration::from_secs(300),
+        || {
+            let last = primary.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+            (last >= current).then_some(())
+        },
+    );
     let source = primary.dumpall();
     primary.stop();
 
@@ -661,7 +753,12 @@ fn pitr_through_a_faulty_network() {
         rport,
         "archive_mode = off\nrestore_command = '{walrus} wal-fetch %f %p'\nrecovery_target_action = promote\n",
         &renv,
-        |c| c.run_walrus_as_postgres(&["backup-fetch", c.data_dir().to_str().unwrap(), "LATEST"], LONG),
+        |c| {
+            c.run_walrus_as_postgres(
+                &["backup-fetch", c.data_dir().to_str().unwrap(), "LATEST"],
+                LONG,
+            )
+        },
     );
     assert!(out.status.success(), "{}", output_text(&out));
     restored.create_signal_file("recovery.signal");
@@ -669,7 +766,10 @@ fn pitr_through_a_faulty_network() {
     common::wait_for("end of recovery", Duration::from_secs(300), || {
         (restored.try_psql("select pg_is_in_recovery()").ok()? == "f").then_some(())
     });
-    assert!(restored.dumpall() == source, "the restore differs from the source");
+    assert!(
+        restored.dumpall() == source,
+        "the restore differs from the source"
+    );
     let record = proxy.take_record();
     let mut summary = String::from("\nfaults injected during the PITR run:");
     for f in Fault::ALL {
@@ -677,7 +777,16 @@ fn pitr_through_a_faulty_network() {
     }
     summary.push_str(&format!(" of {} requests", record.requests.len()));
     common::loud(&summary);
-    for f in [Fault::Error503, Fault::Error500, Fault::ResetUpload, Fault::ResetDownload, Fault::Stall] {
-        assert!(record.count(f) > 0, "no {f:?} was injected: the test shows nothing");
+    for f in [
+        Fault::Error503,
+        Fault::Error500,
+        Fault::ResetUpload,
+        Fault::ResetDownload,
+        Fault::Stall,
+    ] {
+        assert!(
+            record.count(f) > 0,
+            "no {f:?} was injected: the test shows nothing"
+        );
     }
 }

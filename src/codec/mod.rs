@@ -334,6 +334,34 @@ fn poisoned_error() -> io::Error {
 /// underlying reader are passed through unchanged.
 pub struct Decoder<R: Read> {
     inner: DecoderInner<R>,
+    /// Whether any byte came out yet: a stream refused at its very start is most likely
+    /// not of this format at all.
+    started: bool,
+}
+
+/// What an object that no decoder recognises at its first bytes most likely is: WAL-G
+/// encrypts after compressing, so an encrypted object starts with a cipher header, never
+/// with a codec's magic.
+#[derive(Debug)]
+pub struct NotThisFormat {
+    /// The decoder's own complaint.
+    pub cause: io::Error,
+}
+
+impl std::fmt::Display for NotThisFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; the object may be encrypted (WAL-G's WALG_LIBSODIUM_KEY or WALG_PGP_KEY), which wal-rus does not read",
+            self.cause
+        )
+    }
+}
+
+impl std::error::Error for NotThisFormat {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.cause)
+    }
 }
 
 enum DecoderInner<R: Read> {
@@ -357,7 +385,10 @@ impl<R: Read> Decoder<R> {
             ReadFormat::Gzip => DecoderInner::Gzip(Box::new(gzip::GzipDecoder::new(inner))),
             ReadFormat::Plain => DecoderInner::Plain(inner),
         };
-        Ok(Decoder { inner })
+        Ok(Decoder {
+            inner,
+            started: false,
+        })
     }
 
     /// Heap held by C code (libzstd) that Rust's global allocator cannot see;
@@ -372,13 +403,30 @@ impl<R: Read> Decoder<R> {
 
 impl<R: Read> Read for Decoder<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match &mut self.inner {
+        let result = match &mut self.inner {
             DecoderInner::Lz4(d) => d.read(buf),
             DecoderInner::Zstd(d) => d.read(buf),
             DecoderInner::Lzma(d) => d.read(buf),
             DecoderInner::Brotli(d) => d.read(buf),
             DecoderInner::Gzip(d) => d.read(buf),
             DecoderInner::Plain(r) => r.read(buf),
+        };
+        match result {
+            Ok(n) => {
+                self.started |= n > 0;
+                Ok(n)
+            }
+            Err(e)
+                if !self.started
+                    && e.kind() == io::ErrorKind::InvalidData
+                    && !matches!(self.inner, DecoderInner::Plain(_)) =>
+            {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    NotThisFormat { cause: e },
+                ))
+            }
+            Err(e) => Err(e),
         }
     }
 }

@@ -175,8 +175,8 @@ fn verify(storage: &dyn Storage, name: &str, dest: &Path) -> Result<u64, Error> 
                 return Ok(());
             }
             checked += 1;
-            let present = extract::target_path(dest, &entry)
-                .is_some_and(|p| fs::symlink_metadata(p).is_ok());
+            let present =
+                extract::target_path(dest, &entry).is_some_and(|p| fs::symlink_metadata(p).is_ok());
             if !present && missing.len() < 10 {
                 missing.push(entry);
             }

@@ -106,7 +106,7 @@ fn pretty_time(text: &str) -> String {
 
 fn base_members(o: &mut ObjectWriter, b: &BackupRef) {
     o.str("backup_name", &b.name)
-        .str("time", &b.modified.rfc3339())
+        .str("time", &b.modified.to_rfc3339_utc())
         .str("wal_file_name", wal_file_name(b))
         .str("storage_name", STORAGE_NAME);
 }
@@ -153,7 +153,7 @@ pub fn render(list: &[BackupRef], json: bool, pretty: bool) -> String {
                 vec![
                     i.to_string(),
                     b.name.clone(),
-                    rfc850(b.modified),
+                    rfc850(b.modified.utc_seconds()),
                     wal_file_name(b).to_string(),
                     STORAGE_NAME.into(),
                 ]
@@ -169,7 +169,8 @@ pub fn render(list: &[BackupRef], json: bool, pretty: bool) -> String {
     rows.extend(list.iter().map(|b| {
         vec![
             b.name.clone(),
-            b.modified.rfc3339(),
+            // Go's time.RFC3339: whole seconds.
+            b.modified.utc_seconds().rfc3339(),
             wal_file_name(b).to_string(),
             STORAGE_NAME.into(),
         ]
@@ -216,7 +217,7 @@ pub fn render_detail(rows: &[(BackupRef, ExtendedMetadata)], json: bool, pretty:
                 vec![
                     i.to_string(),
                     b.name.clone(),
-                    rfc850(b.modified),
+                    rfc850(b.modified.utc_seconds()),
                     wal_file_name(b).to_string(),
                     STORAGE_NAME.into(),
                     pretty_time(&m.start_time),
@@ -253,7 +254,8 @@ pub fn render_detail(rows: &[(BackupRef, ExtendedMetadata)], json: bool, pretty:
     table.extend(rows.iter().map(|(b, m)| {
         vec![
             b.name.clone(),
-            b.modified.rfc3339(),
+            // Go's time.RFC3339: whole seconds.
+            b.modified.utc_seconds().rfc3339(),
             wal_file_name(b).to_string(),
             STORAGE_NAME.into(),
             whole_seconds(&m.start_time),
@@ -351,7 +353,7 @@ mod tests {
         .map(|(n, t)| BackupRef {
             name: n.to_string(),
             sentinel_key: format!("basebackups_005/{n}_backup_stop_sentinel.json"),
-            modified: UtcTime(t),
+            modified: crate::format::time::PreciseTime::from_utc(UtcTime(t)),
         })
         .collect()
     }

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::format::backup_name::{self, SENTINEL_SUFFIX};
 use crate::format::metadata::ExtendedMetadata;
 use crate::format::sentinel::Sentinel;
-use crate::format::time::UtcTime;
+use crate::format::time::PreciseTime;
 use crate::storage::{BytesBody, Storage, StorageError};
 use std::io::{self, Read};
 
@@ -27,8 +27,9 @@ pub struct BackupRef {
     pub name: String,
     /// Key of its sentinel, relative to the storage root.
     pub sentinel_key: String,
-    /// Last modification of the sentinel, as the storage reports it.
-    pub modified: UtcTime,
+    /// Last modification of the sentinel, as the storage reports it (fractions included:
+    /// `delete before TIME` compares them as WAL-G does).
+    pub modified: PreciseTime,
 }
 
 /// Key of backup `name`'s sentinel.
@@ -130,7 +131,10 @@ pub fn read_document<T>(
             Ok(v) => return Ok(Some(v)),
             // A document over its cap costs only the cap to read again.
             Err(e) if attempt < DOCUMENT_ATTEMPTS => {
-                crate::warn!("{e}; reading {key} again ({attempt} of {})", DOCUMENT_ATTEMPTS - 1);
+                crate::warn!(
+                    "{e}; reading {key} again ({attempt} of {})",
+                    DOCUMENT_ATTEMPTS - 1
+                );
                 std::thread::sleep(std::time::Duration::from_millis(200 * u64::from(attempt)));
                 attempt += 1;
             }
@@ -162,7 +166,10 @@ pub fn read_metadata(storage: &dyn Storage, name: &str) -> Result<Option<Extende
         if bytes.len() as u64 > cap {
             return Err(invalid(
                 &key,
-                format!("larger than {} KiB, more than WAL-G ever writes", cap / 1024),
+                format!(
+                    "larger than {} KiB, more than WAL-G ever writes",
+                    cap / 1024
+                ),
             ));
         }
         ExtendedMetadata::from_slice(&bytes).map_err(|e| invalid(&key, e))
@@ -230,7 +237,10 @@ mod tests {
             list.iter().map(|b| b.name.as_str()).collect::<Vec<_>>(),
             [a, b]
         );
-        assert_eq!(list[0].modified, UtcTime(1_000));
+        assert_eq!(
+            list[0].modified,
+            PreciseTime::from_utc(crate::format::time::UtcTime(1_000))
+        );
         assert_eq!(latest(&st).unwrap().unwrap().name, b);
         assert_eq!(resolve(&st, LATEST).unwrap().name, b);
         assert_eq!(

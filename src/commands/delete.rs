@@ -291,7 +291,7 @@ impl Catalogue {
                 has_metadata: meta.is_some(),
                 name: r.name,
                 sentinel_file: file,
-                modified: PreciseTime::from_utc(r.modified),
+                modified: r.modified,
             });
         }
         Ok(Catalogue::new(infos, segment_size, use_sentinel_time))

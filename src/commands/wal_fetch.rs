@@ -162,7 +162,10 @@ pub fn download_with_retries(
     loop {
         match download(settings, storage, arena, name, target) {
             Err(e) if attempt < FETCH_ATTEMPTS && !is_final(&e) => {
-                crate::warn!("{e}; fetching {name} again ({attempt} of {})", FETCH_ATTEMPTS - 1);
+                crate::warn!(
+                    "{e}; fetching {name} again ({attempt} of {})",
+                    FETCH_ATTEMPTS - 1
+                );
                 std::thread::sleep(Duration::from_millis(300 * u64::from(attempt)));
                 attempt += 1;
             }

@@ -7,10 +7,9 @@
 //! and `MarshalIndent`'s layout for indented output. Time text (RFC 3339 with trimmed
 //! nanoseconds, as Go's `time.Time` marshals it) lives here too because every document uses it.
 
-use crate::format::time::UtcTime;
 use serde_json::Value;
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// Appends `s` as a JSON string literal with Go's v1 escaping (HTML-safe).
 pub fn push_str(out: &mut String, s: &str) {
@@ -278,128 +277,7 @@ fn utf8_len(first: u8) -> usize {
 /// Go's zero `time.Time` as JSON text, written for a time that was never set.
 pub const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
-/// An instant with nanosecond precision, as Go's `time.Time` JSON text carries it.
-///
-/// Ordering is chronological, so parsed backup times sort correctly whatever zone offset
-/// their text carried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PreciseTime {
-    /// Seconds since the Unix epoch (negative before 1970).
-    pub secs: i64,
-    /// Nanoseconds within the second, `0..1_000_000_000`.
-    pub nanos: u32,
-}
-
-impl PreciseTime {
-    /// From a `SystemTime`, keeping nanoseconds.
-    pub fn from_system(t: SystemTime) -> PreciseTime {
-        match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => PreciseTime {
-                secs: d.as_secs() as i64,
-                nanos: d.subsec_nanos(),
-            },
-            Err(e) => {
-                let d = e.duration();
-                let (secs, nanos) = (d.as_secs() as i64, d.subsec_nanos());
-                if nanos == 0 {
-                    PreciseTime {
-                        secs: -secs,
-                        nanos: 0,
-                    }
-                } else {
-                    PreciseTime {
-                        secs: -secs - 1,
-                        nanos: 1_000_000_000 - nanos,
-                    }
-                }
-            }
-        }
-    }
-
-    /// A whole second.
-    pub fn from_utc(t: UtcTime) -> PreciseTime {
-        PreciseTime {
-            secs: t.0,
-            nanos: 0,
-        }
-    }
-
-    /// The whole second this instant falls in.
-    pub fn utc_seconds(&self) -> UtcTime {
-        UtcTime(self.secs)
-    }
-
-    /// Rounded up to a whole microsecond, as WAL-G stores backup start and finish times.
-    pub fn ceil_micros(self) -> PreciseTime {
-        let rem = self.nanos % 1000;
-        if rem == 0 {
-            return self;
-        }
-        let nanos = self.nanos - rem + 1000;
-        if nanos >= 1_000_000_000 {
-            PreciseTime {
-                secs: self.secs + 1,
-                nanos: nanos - 1_000_000_000,
-            }
-        } else {
-            PreciseTime {
-                secs: self.secs,
-                nanos,
-            }
-        }
-    }
-
-    /// Go's `time.Time` JSON text in UTC (`RFC3339Nano`): the fraction loses trailing zeros and
-    /// disappears when zero.
-    pub fn to_rfc3339_utc(&self) -> String {
-        let base = UtcTime(self.secs).rfc3339();
-        let stem = base.strip_suffix('Z').unwrap_or(&base);
-        if self.nanos == 0 {
-            return format!("{stem}Z");
-        }
-        let frac = format!("{:09}", self.nanos);
-        format!("{stem}.{}Z", frac.trim_end_matches('0'))
-    }
-
-    /// Parses RFC 3339 text as Go's `time.Time` JSON decoding accepts it: `T` separator,
-    /// optional fraction of up to nine digits, zone `Z` or `±hh:mm`. `None` for anything else.
-    pub fn parse(s: &str) -> Option<PreciseTime> {
-        let b = s.as_bytes();
-        // ASCII only, so the byte offsets below are character boundaries.
-        if !s.is_ascii() || b.len() < 20 || b[10] != b'T' {
-            return None;
-        }
-        let mut nanos = 0u32;
-        let mut rest = &s[19..];
-        if let Some(frac) = rest.strip_prefix('.') {
-            let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-            if digits == 0 || digits > 9 {
-                return None;
-            }
-            let text = format!("{:0<9}", &frac[..digits]);
-            nanos = text.parse().ok()?;
-            rest = &frac[digits..];
-        }
-        if !(rest == "Z"
-            || (rest.len() == 6
-                && (rest.starts_with('+') || rest.starts_with('-'))
-                && rest.as_bytes()[3] == b':'))
-        {
-            return None;
-        }
-        // Whole seconds (with the offset applied) come from the shared parser.
-        let whole = UtcTime::parse_rfc3339(&format!("{}{}", &s[..19], rest))?;
-        Some(PreciseTime {
-            secs: whole.0,
-            nanos,
-        })
-    }
-
-    /// Whether this is Go's zero time (what WAL-G reads for a missing time).
-    pub fn is_go_zero(&self) -> bool {
-        Some(*self) == PreciseTime::parse(GO_ZERO_TIME)
-    }
-}
+pub use crate::format::time::PreciseTime;
 
 /// The text WAL-G stores for a backup's start or finish time: UTC, rounded up to a whole
 /// microsecond, trailing fractional zeros removed.
@@ -410,7 +288,7 @@ pub fn backup_time_string(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::time::{Duration, UNIX_EPOCH};
 
     #[test]
     fn go_string_escapes() {

@@ -8,7 +8,7 @@
 //! [`open_temporary`]), so a killed writer's leftover does not outlive the retry.
 
 use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Storage, StorageError};
-use crate::format::time::UtcTime;
+use crate::format::time::{PreciseTime, UtcTime};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -204,7 +204,10 @@ impl Storage for FsStorage {
             Ok(m) if m.is_file() => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: m.len(),
-                last_modified: m.modified().map(UtcTime::from_system).unwrap_or(UtcTime(0)),
+                last_modified: m
+                    .modified()
+                    .map(PreciseTime::from_system)
+                    .unwrap_or(PreciseTime::EPOCH),
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -347,8 +350,8 @@ impl FsStorage {
                     size: meta.len(),
                     last_modified: meta
                         .modified()
-                        .map(UtcTime::from_system)
-                        .unwrap_or(UtcTime(0)),
+                        .map(PreciseTime::from_system)
+                        .unwrap_or(PreciseTime::EPOCH),
                 });
             }
         }

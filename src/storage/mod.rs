@@ -21,8 +21,9 @@ pub struct ObjectMeta {
     pub key: String,
     /// Size in bytes.
     pub size: u64,
-    /// Last modification, seconds since the epoch.
-    pub last_modified: crate::format::time::UtcTime,
+    /// Last modification, as precisely as the storage reports it (S3 listings: ms; files:
+    /// ns). WAL-G orders and deletes backups by it, fractions included.
+    pub last_modified: crate::format::time::PreciseTime,
 }
 
 /// A write that started and never finished: a killed writer's temporary file (file storage)

@@ -104,7 +104,10 @@ pub struct Record {
 impl Record {
     /// How many times `fault` was done.
     pub fn count(&self, fault: Fault) -> usize {
-        self.requests.iter().filter(|(_, f)| *f == Some(fault)).count()
+        self.requests
+            .iter()
+            .filter(|(_, f)| *f == Some(fault))
+            .count()
     }
 }
 
@@ -287,13 +290,17 @@ fn relay(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
         .unwrap()
         .requests
         .push((req.start.clone(), fault));
-    let drain = |r: &mut BufReader<TcpStream>| {
-        std::io::copy(&mut r.take(body_len), &mut std::io::sink())
-    };
+    let drain =
+        |r: &mut BufReader<TcpStream>| std::io::copy(&mut r.take(body_len), &mut std::io::sink());
     match fault {
         Some(Fault::Error503) => {
             drain(&mut from_client)?;
-            return answer(&mut to_client, "503 Slow Down", &s3_error("SlowDown"), "application/xml");
+            return answer(
+                &mut to_client,
+                "503 Slow Down",
+                &s3_error("SlowDown"),
+                "application/xml",
+            );
         }
         Some(Fault::Error500) => {
             drain(&mut from_client)?;
@@ -306,7 +313,12 @@ fn relay(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
         }
         Some(Fault::Ok200ErrorBody) => {
             drain(&mut from_client)?;
-            return answer(&mut to_client, "200 OK", &s3_error("InternalError"), "application/xml");
+            return answer(
+                &mut to_client,
+                "200 OK",
+                &s3_error("InternalError"),
+                "application/xml",
+            );
         }
         Some(Fault::Ok200Html) => {
             drain(&mut from_client)?;
@@ -318,7 +330,10 @@ fn relay(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
             );
         }
         Some(Fault::ResetUpload) => {
-            std::io::copy(&mut (&mut from_client).take(body_len / 2), &mut std::io::sink())?;
+            std::io::copy(
+                &mut (&mut from_client).take(body_len / 2),
+                &mut std::io::sink(),
+            )?;
             let _ = to_client.shutdown(Shutdown::Both);
             return Ok(());
         }

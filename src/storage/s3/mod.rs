@@ -11,7 +11,7 @@ pub mod upload;
 pub mod xml;
 
 use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Storage, StorageError};
-use crate::format::time::UtcTime;
+use crate::format::time::{PreciseTime, UtcTime};
 use http::{Body, Call, Client};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -105,7 +105,8 @@ impl Storage for S3Storage {
                 let last_modified = resp
                     .header("last-modified")
                     .and_then(http::parse_http_date)
-                    .unwrap_or(UtcTime(0));
+                    .map(PreciseTime::from_utc)
+                    .unwrap_or(PreciseTime::EPOCH);
                 Ok(Some(ObjectMeta {
                     key: key.to_string(),
                     size,
@@ -136,15 +137,16 @@ impl Storage for S3Storage {
             if let Some(t) = &token {
                 call.query.push(("continuation-token".into(), t.clone()));
             }
-            let page = match self
-                .client
-                .send_and_parse(&call, &mut || Body::Empty, &xml::parse_list_v2)
-            {
-                Ok(page) => page,
-                // Some S3-compatible servers answer NoSuchKey for an empty folder.
-                Err(StorageError::NotFound { .. }) => return Ok(()),
-                Err(e) => return Err(e),
-            };
+            let page =
+                match self
+                    .client
+                    .send_and_parse(&call, &mut || Body::Empty, &xml::parse_list_v2)
+                {
+                    Ok(page) => page,
+                    // Some S3-compatible servers answer NoSuchKey for an empty folder.
+                    Err(StorageError::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e),
+                };
             for obj in page.objects {
                 // A "directory marker" object named like the folder itself is not an object.
                 if obj.key.ends_with('/') {
@@ -156,7 +158,8 @@ impl Storage for S3Storage {
                 each(ObjectMeta {
                     key: rel.to_string(),
                     size: obj.size,
-                    last_modified: UtcTime::parse_rfc3339(&obj.last_modified).unwrap_or(UtcTime(0)),
+                    last_modified: PreciseTime::parse(&obj.last_modified)
+                        .unwrap_or(PreciseTime::EPOCH),
                 });
             }
             match (page.is_truncated, page.next_continuation_token) {

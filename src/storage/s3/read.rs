@@ -11,8 +11,8 @@
 //! the reader hashes the body as it passes and fails at its end when the two differ.
 
 use super::http::{Body, Call, Client};
-use md5::Digest;
 use crate::storage::{ObjectReader, StorageError};
+use md5::Digest;
 use std::io::{self, Read};
 use std::sync::Arc;
 
@@ -96,7 +96,10 @@ impl ResumingReader {
             return Ok(());
         };
         let got: [u8; 16] = hasher.finalize().into();
-        let want = self.etag.as_deref().map(|t| t.trim().trim_matches('"').to_ascii_lowercase());
+        let want = self
+            .etag
+            .as_deref()
+            .map(|t| t.trim().trim_matches('"').to_ascii_lowercase());
         let got_hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
         if want.as_deref() != Some(got_hex.as_str()) {
             return Err(io::Error::new(
