@@ -790,3 +790,145 @@ fn pitr_through_a_faulty_network() {
         );
     }
 }
+
+/// `kill -9` at random points of backup-push and of backup-fetch. A killed backup-push
+/// leaves no sentinel (the backup does not exist for either tool) and the next one works;
+/// a killed backup-fetch leaves a directory that cannot start (no `global/pg_control`)
+/// unless it had already finished, and a new restore works.
+#[test]
+fn backups_killed_at_random_points() {
+    let Some(_) = require_or_fail(Tool::Postgres, "backups_killed_at_random_points") else {
+        return;
+    };
+    let files = common::postgres_owned_tempdir("walrus-kill-");
+    let port = common::free_port();
+    let env = with_pg(
+        &[(
+            "WALG_FILE_PREFIX".to_string(),
+            files.path().display().to_string(),
+        )],
+        port,
+    );
+    let mut pg = PgCluster::init_with_env(port, "wal_level = replica\n", &env);
+    pg.start();
+    pg.pgbench_init(10);
+    let count_sentinels = || {
+        fs::read_dir(files.path().join("basebackups_005"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .ends_with("_backup_stop_sentinel.json")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let spawn = |args: &[&str]| {
+        let mut cmd = pg.walrus_command(args);
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd.spawn().unwrap()
+    };
+    // runuser's child is wal-rus: kill the whole process group of runuser's session.
+    let kill_tree = |child: &mut std::process::Child| {
+        let _ = std::process::Command::new("pkill")
+            .args(["-9", "-P", &child.id().to_string()])
+            .status();
+        let _ = child.kill();
+        let _ = child.wait();
+    };
+    let mut seed = 0xBAD5_EED5u64;
+    let mut rnd = |max: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % max
+    };
+    // Kill points spread over a whole backup-push's time.
+    let start = Instant::now();
+    let out = pg.run_walrus_as_postgres(&["backup-push", pg.data_dir().to_str().unwrap()], LONG);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let push_ms = start.elapsed().as_millis() as u64;
+    let mut killed_push = 0;
+    for _ in 0..6 {
+        let before = count_sentinels();
+        let mut child = spawn(&["backup-push", pg.data_dir().to_str().unwrap()]);
+        std::thread::sleep(Duration::from_millis(rnd(push_ms)));
+        let done = child.try_wait().unwrap().is_some();
+        kill_tree(&mut child);
+        let after = count_sentinels();
+        if done {
+            assert_eq!(after, before + 1);
+        } else {
+            killed_push += 1;
+            assert!(after <= before + 1);
+        }
+        // Whatever is listed restores: a sentinel is only ever written last.
+        let d = tempfile::Builder::new()
+            .prefix("walrus-kill-check-")
+            .tempdir()
+            .unwrap();
+        let target = d.path().join("data");
+        common::chown_postgres(d.path());
+        if count_sentinels() > 0 {
+            let out = pg.run_walrus_as_postgres(
+                &["backup-fetch", target.to_str().unwrap(), "LATEST"],
+                LONG,
+            );
+            assert!(out.status.success(), "{}", output_text(&out));
+        }
+    }
+    assert!(
+        killed_push >= 2,
+        "only {killed_push} backup-pushes were killed mid-way"
+    );
+    // PostgreSQL is not left in backup mode: a new backup works.
+    let out = pg.run_walrus_as_postgres(&["backup-push", pg.data_dir().to_str().unwrap()], LONG);
+    assert!(out.status.success(), "{}", output_text(&out));
+    let (clean_dir, _) = (files.path().join("clean-restore"), ());
+    let out = pg.run_walrus_as_postgres(
+        &["backup-fetch", clean_dir.to_str().unwrap(), "LATEST"],
+        LONG,
+    );
+    assert!(out.status.success(), "{}", output_text(&out));
+    let expected = tree(&clean_dir);
+    let fetch_ms = {
+        let target = files.path().join("timed-restore");
+        let start = Instant::now();
+        let out =
+            pg.run_walrus_as_postgres(&["backup-fetch", target.to_str().unwrap(), "LATEST"], LONG);
+        assert!(out.status.success(), "{}", output_text(&out));
+        fs::remove_dir_all(&target).unwrap();
+        start.elapsed().as_millis() as u64
+    };
+    let mut killed_fetch = 0;
+    for i in 0..6 {
+        let target = files.path().join(format!("killed-restore-{i}"));
+        let mut child = spawn(&["backup-fetch", target.to_str().unwrap(), "LATEST"]);
+        std::thread::sleep(Duration::from_millis(rnd(fetch_ms)));
+        let done = child.try_wait().unwrap().is_some();
+        kill_tree(&mut child);
+        if !done {
+            killed_fetch += 1;
+        }
+        if target.join("global/pg_control").exists() {
+            // pg_control comes last: everything else is in place.
+            let got = tree(&target);
+            for (path, hash) in &expected {
+                assert_eq!(
+                    got.get(path),
+                    Some(hash),
+                    "{path} differs after a restore that wrote pg_control"
+                );
+            }
+        }
+        fs::remove_dir_all(&target).ok();
+    }
+    assert!(
+        killed_fetch >= 2,
+        "only {killed_fetch} backup-fetches were killed mid-way"
+    );
+    pg.stop();
+}

@@ -132,9 +132,7 @@ fn caged(
         let cgroup = match MemoryCgroup::new(rss) {
             Ok(cgroup) => cgroup,
             Err(why) => {
-                loud(&format!(
-                    "########## SKIPPED the cgroup part of {label}: {why} ##########"
-                ));
+                common::skip(&format!("the cgroup part of {label}"), &why.to_string());
                 break;
             }
         };
@@ -337,8 +335,9 @@ fn wal_commands_within_plan_limits_https() {
         if common::tools_required() {
             panic!("socat or openssl is missing: run scripts/ensure-tools");
         }
-        loud(
-            "########## SKIPPED wal_commands_within_plan_limits_https: socat or openssl unavailable ##########",
+        common::skip(
+            "wal_commands_within_plan_limits_https",
+            "socat or openssl unavailable",
         );
         return;
     };

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{PgCluster, Tool, chown_postgres, free_port, loud, require_or_fail, run_ok};
+use common::{PgCluster, Tool, chown_postgres, free_port, require_or_fail, run_ok};
 use wal_rus::pg::{ConnParams, Connection, PgError, SslMode};
 
 /// Roles and how each may log in. Harness psql connects as `postgres` over TCP with trust.
@@ -538,9 +538,7 @@ fn tls_sslmodes() {
         return;
     }
     let Some(certs) = Certs::make() else {
-        loud(&format!(
-            "########## SKIPPED {test}: the openssl CLI is not installed ##########"
-        ));
+        common::skip(test, "the openssl CLI is not installed");
         return;
     };
     let pg = cluster(

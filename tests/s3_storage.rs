@@ -67,7 +67,7 @@ fn multipart_list_pages_delete_head() {
     assert_eq!(flat.len(), 1005, "non-recursive listing");
     assert!(
         flat.iter()
-            .all(|m| m.size == 1 && m.last_modified.0 > 1_700_000_000)
+            .all(|m| m.size == 1 && m.last_modified.secs > 1_700_000_000)
     );
     assert_eq!(flat[0].key, format!("wal_005/{:024X}.lz4", 0));
     let mut deep = 0;

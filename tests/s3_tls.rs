@@ -19,9 +19,7 @@ fn https_with_extra_ca_file() {
         if common::tools_required() {
             panic!("socat or openssl is missing: run scripts/ensure-tools");
         }
-        eprintln!(
-            "\n########## SKIPPED https_with_extra_ca_file: socat or openssl unavailable ##########\n"
-        );
+        common::skip("https_with_extra_ca_file", "socat or openssl unavailable");
         return;
     };
     let mut env = s3.env("tls");

@@ -41,7 +41,8 @@ impl Segment {
     /// Parses a 24-character segment name; `None` for anything else, including lower case and
     /// a last field out of range for `segment_size`.
     pub fn parse(name: &str, segment_size: u64) -> Option<Segment> {
-        if name.len() != 24 {
+        // ASCII first: the slices below are byte offsets (a listing can hold any name).
+        if name.len() != 24 || !name.is_ascii() {
             return None;
         }
         let timeline = hex8(&name[0..8])?;
