@@ -579,6 +579,18 @@ impl Settings {
         self.pg.get(name).cloned()
     }
 
+    /// The longest any wait inside a command may last (an arena lease): one request's
+    /// every attempt with its timeouts and back-off. Longer means something is stuck.
+    pub fn wait_limit(&self) -> Duration {
+        match &self.storage {
+            StorageSettings::S3(c) => {
+                let attempt = c.connect_timeout + c.io_timeout + Duration::from_secs(5);
+                attempt * (c.max_retries + 1) + c.io_timeout
+            }
+            StorageSettings::File { .. } => crate::pipeline::arena::DEFAULT_WAIT,
+        }
+    }
+
     /// The inputs of the memory plan.
     pub fn plan_input(&self) -> crate::pipeline::plan::PlanInput {
         let (remote, https) = match &self.storage {

@@ -932,3 +932,40 @@ fn backups_killed_at_random_points() {
     );
     pg.stop();
 }
+
+/// A `200 OK` that is not a stored object (an S3 `<Error>` document, a proxy's HTML page,
+/// no ETag) is not a success: wal-push exits 1 and PostgreSQL keeps the segment.
+#[test]
+fn a_200_without_an_object_is_no_success() {
+    let Some(_) = require_or_fail(Tool::S3s, "a_200_without_an_object_is_no_success") else {
+        return;
+    };
+    let s3 = S3Server::start();
+    let proxy = FaultProxy::start(
+        format!("127.0.0.1:{}", s3.port).parse().unwrap(),
+        FaultPlan::none(),
+    );
+    let env = proxy.env(&quick(s3.env("false200")));
+    let dir = tempfile::tempdir().unwrap();
+    for (i, fault) in [Fault::Ok200ErrorBody, Fault::Ok200Html]
+        .into_iter()
+        .enumerate()
+    {
+        let name = seg_name(500 + i as u64);
+        fs::write(dir.path().join(&name), segment(500 + i as u64, false)).unwrap();
+        proxy.set_plan(FaultPlan::always(fault, None));
+        let out = run_walrus(["wal-push", dir.path().join(&name).to_str().unwrap()], &env);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{fault:?}: {}",
+            output_text(&out)
+        );
+        assert!(
+            !output_text(&out).contains("archived"),
+            "{fault:?}: claims the segment was archived:\n{}",
+            output_text(&out)
+        );
+        assert!(s3.list_keys("false200/").is_empty());
+    }
+}

@@ -289,7 +289,8 @@ fn restore(
     );
 
     let plan = plan::backup_fetch(&settings.plan_input());
-    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
+    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
+        .with_wait_limit(settings.wait_limit());
     let fsync = !settings.tar_disable_fsync;
     let (sync_tx, sync_rx) = bounded(sync::SYNC_QUEUE);
     let queue = sync::SyncQueue::new(sync_tx);
@@ -300,8 +301,11 @@ fn restore(
         if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
             return;
         }
-        let mut buf = arena.lease();
-        match unpack_with_retries(storage, &key, dest, &mut buf, data_sync) {
+        let result = arena
+            .lease()
+            .map_err(|e| Error::io("restore worker", e))
+            .and_then(|mut buf| unpack_with_retries(storage, &key, dest, &mut buf, data_sync));
+        match result {
             Ok(x) => {
                 let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
                 t.files += x.files;
@@ -356,7 +360,7 @@ fn restore(
     }
     // The label, then pg_control: the cluster becomes startable only at the very end.
     let last_sync: &dyn FileSync = if fsync { &SyncNow } else { &NoSync };
-    let mut buf = arena.lease();
+    let mut buf = arena.lease().map_err(|e| Error::io("restore", e))?;
     for key in [label, control].into_iter().flatten() {
         unpack_with_retries(storage, &key, dest, &mut buf, last_sync)?;
     }

@@ -400,9 +400,11 @@ fn push(
     let ext = settings.encode.method.extension();
     let input = settings.plan_input();
     let plan = plan::backup_push(&input);
-    let io_arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
+    let io_arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
+        .with_wait_limit(settings.wait_limit());
     let (uploaders, part_size) = plan::stream_parts(&input);
-    let part_arena = Arena::new(if input.remote { uploaders + 1 } else { 0 }, part_size);
+    let part_arena = Arena::new(if input.remote { uploaders + 1 } else { 0 }, part_size)
+        .with_wait_limit(settings.wait_limit());
     let mut spool =
         FilesSpool::new().map_err(|e| Error::io("creating the files-metadata spool", e))?;
     let mut walker = Walker::new(data_dir);

@@ -95,7 +95,7 @@ pub fn download(
     let (tmp, file) = TempFile::beside(target)
         .map_err(|e| Error::io(format!("creating a file beside {}", target.display()), e))?;
     let mut file = file;
-    let mut buf = arena.lease();
+    let mut buf = arena.lease().map_err(|e| Error::io("wal-fetch", e))?;
     let writing = |e: Error| match e {
         Error::Io { context, source } if context == "writing" => {
             Error::io(format!("writing {}", tmp.path().display()), source)
@@ -301,7 +301,8 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
         return Ok(());
     }
     let plan = plan::wal_fetch(&settings.plan_input());
-    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
+    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
+        .with_wait_limit(settings.wait_limit());
     let storage = settings.open_storage()?;
     match download_with_retries(settings, storage.as_ref(), &arena, name, &dest)? {
         None => Err(Error::NotFound(format!("Archive '{name}' does not exist."))),

@@ -49,7 +49,8 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
     clean_older(&running, current, size);
 
     let plan = plan::wal_prefetch(&settings.plan_input());
-    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
+    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
+        .with_wait_limit(settings.wait_limit());
     let storage = settings.open_storage()?;
     let end_of_archive = AtomicBool::new(false);
     let work = |seg: Segment| {

@@ -52,7 +52,7 @@ impl Pusher<'_> {
             let key = found.key.clone();
             let mut local = fs::File::open(path)
                 .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-            let mut buf = self.arena.lease();
+            let mut buf = self.arena.lease().map_err(|e| Error::io("wal-push", e))?;
             if wal_archive::same_content(found, &mut local, &mut buf)? {
                 crate::info!(
                     "{name} is already archived with equal content as {key}; skipping upload"
@@ -138,7 +138,8 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
     fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
 
     let plan = plan::wal_push(&settings.plan_input());
-    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes);
+    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
+        .with_wait_limit(settings.wait_limit());
     let storage = settings.open_storage()?;
     let pusher = Pusher {
         storage: storage.as_ref(),

@@ -2,10 +2,15 @@
 //!
 //! Every large buffer a command moves is a loan from here, so the memory a command can hold
 //! is `count × size`, decided before the first byte is read. A borrower that finds the arena
-//! empty waits for a buffer to come back instead of allocating another.
+//! empty waits for a buffer to come back instead of allocating another, but not for ever:
+//! every holder is doing I/O bounded by timeouts and retries, so a wait longer than that
+//! (the command's `wait_limit`) means a stage holds more buffers than the plan gave it, and
+//! the command fails instead of hanging the archiver.
 
 use crossbeam_channel::{Receiver, Sender, bounded};
+use std::io;
 use std::ops::{Deref, DerefMut};
+use std::time::Duration;
 
 /// The pool. Cloning shares the same buffers.
 #[derive(Clone)]
@@ -14,7 +19,11 @@ pub struct Arena {
     take: Receiver<Vec<u8>>,
     size: usize,
     count: usize,
+    wait: Duration,
 }
+
+/// How long a borrower waits for a buffer unless the command says otherwise.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(15 * 60);
 
 impl Arena {
     /// Allocates `count` buffers of `size` bytes. Pages are touched only when used, so an
@@ -29,17 +38,34 @@ impl Arena {
             take,
             size,
             count,
+            wait: DEFAULT_WAIT,
         }
     }
 
-    /// Borrows a buffer, waiting until one is free.
-    pub fn lease(&self) -> Lease {
-        let buf = self.take.recv().expect("arena sender lives in self");
-        Lease {
+    /// The longest a borrower waits for a buffer: the most any holder's I/O can take.
+    pub fn with_wait_limit(mut self, wait: Duration) -> Arena {
+        self.wait = wait;
+        self
+    }
+
+    /// Borrows a buffer, waiting until one is free, at most the wait limit.
+    pub fn lease(&self) -> io::Result<Lease> {
+        let buf = self.take.recv_timeout(self.wait).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no buffer of the arena's {} came free within {} s: a stage holds more \
+                     buffers than the memory plan gave it, or every holder is stuck",
+                    self.count,
+                    self.wait.as_secs()
+                ),
+            )
+        })?;
+        Ok(Lease {
             buf: Some(buf),
             home: self.give.clone(),
             size: self.size,
-        }
+        })
     }
 
     /// Buffer size in bytes.
@@ -132,8 +158,8 @@ fn release_pages(buf: &mut [u8]) {
 }
 
 impl crate::storage::PartBuffers for Arena {
-    fn lease_part(&self) -> crate::storage::PartBuffer<'_> {
-        Box::new(self.lease())
+    fn lease_part(&self) -> io::Result<crate::storage::PartBuffer<'_>> {
+        Ok(Box::new(self.lease()?))
     }
 
     fn part_size(&self) -> usize {
@@ -148,14 +174,14 @@ mod tests {
     #[test]
     fn lend_and_return() {
         let arena = Arena::new(2, 1024);
-        let a = arena.lease();
-        let mut b = arena.lease();
+        let a = arena.lease().unwrap();
+        let mut b = arena.lease().unwrap();
         assert_eq!(arena.free(), 0);
         b.clear();
         b.extend_from_slice(&[1, 2, 3]);
         drop(b);
         assert_eq!(arena.free(), 1);
-        let c = arena.lease();
+        let c = arena.lease().unwrap();
         assert_eq!(c.len(), 1024);
         drop((a, c));
         assert_eq!(arena.free(), 2);
@@ -164,12 +190,23 @@ mod tests {
     #[test]
     fn waits_for_a_buffer() {
         let arena = Arena::new(1, 16);
-        let held = arena.lease();
+        let held = arena.lease().unwrap();
         let other = arena.clone();
-        let t = std::thread::spawn(move || other.lease().len());
+        let t = std::thread::spawn(move || other.lease().unwrap().len());
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(!t.is_finished());
         drop(held);
         assert_eq!(t.join().unwrap(), 16);
+    }
+
+    #[test]
+    fn a_wait_has_an_end() {
+        let arena = Arena::new(1, 16).with_wait_limit(Duration::from_millis(50));
+        let _held = arena.lease().unwrap();
+        let Err(e) = arena.lease() else {
+            panic!("a second lease of a one-buffer arena must not succeed");
+        };
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(e.to_string().contains("memory plan"), "{e}");
     }
 }

@@ -95,7 +95,7 @@ impl<R: Read> CompressingReader<R> {
         arena: &Arena,
         size_hint: Option<u64>,
     ) -> io::Result<Self> {
-        let in_buf = arena.lease();
+        let in_buf = arena.lease()?;
         let stage = if opts.method == Method::Lz4 {
             let mut head = [0u8; 8];
             head[..7].copy_from_slice(&Lz4Blocks::header());
@@ -110,7 +110,7 @@ impl<R: Read> CompressingReader<R> {
             }
         } else {
             let staging = Staging(Rc::new(RefCell::new(Staged {
-                buf: arena.lease(),
+                buf: arena.lease()?,
                 len: 0,
             })));
             let encoder = Encoder::new(opts, staging.clone(), size_hint)?;
@@ -244,7 +244,7 @@ impl BodySource for CompressedFile<'_> {
     fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         let mut file = File::open(&self.path)?;
         let size = file.metadata()?.len();
-        let mut in_buf = self.arena.lease();
+        let mut in_buf = self.arena.lease()?;
         let mut encoder = Encoder::new(self.opts, EachChunk(each), Some(size))?;
         loop {
             let n = crate::storage::read_full(&mut file, &mut in_buf[..])?;

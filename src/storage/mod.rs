@@ -79,8 +79,8 @@ pub type PartBuffer<'a> = Box<dyn DerefMut<Target = Vec<u8>> + Send + 'a>;
 /// only the memory the plan gave it. Leasing blocks while every buffer is out, which is what
 /// makes the reader wait for the uploads.
 pub trait PartBuffers: Sync {
-    /// Borrows one buffer of `part_size()` bytes.
-    fn lease_part(&self) -> PartBuffer<'_>;
+    /// Borrows one buffer of `part_size()` bytes; fails when none comes free in time.
+    fn lease_part(&self) -> io::Result<PartBuffer<'_>>;
     /// Size of every buffer, at least S3's 5 MiB minimum part size.
     fn part_size(&self) -> usize;
 }

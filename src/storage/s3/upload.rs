@@ -332,7 +332,7 @@ pub fn put_stream(
         key: key.to_string(),
         source: e,
     };
-    let mut first = parts.lease_part();
+    let mut first = parts.lease_part().map_err(io_err)?;
     let size = parts.part_size();
     first.resize(size, 0);
     let n = read_full(body, &mut first[..]).map_err(io_err)?;
@@ -426,7 +426,16 @@ fn stream_parts(
             if failed.load(std::sync::atomic::Ordering::Relaxed) {
                 break Ok(());
             }
-            let mut buf = parts.lease_part();
+            let mut buf = match parts.lease_part() {
+                Ok(b) => b,
+                Err(e) => {
+                    break Err(StorageError::Io {
+                        op: "lease a part buffer",
+                        key: key.to_string(),
+                        source: e,
+                    });
+                }
+            };
             buf.resize(size, 0);
             let n = match read_full(body, &mut buf[..]) {
                 Ok(n) => n,
