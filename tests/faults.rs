@@ -969,3 +969,36 @@ fn a_200_without_an_object_is_no_success() {
         assert!(s3.list_keys("false200/").is_empty());
     }
 }
+
+/// A refusal answered while the body is still being sent (S3 checks the signature on the
+/// headers, answers 403 and closes; the client sees a broken pipe) fails at once with S3's
+/// own code, not after 15 retries of a broken pipe.
+#[test]
+fn a_refusal_during_the_body_fails_at_once() {
+    let Some(_) = require_or_fail(Tool::S3s, "a_refusal_during_the_body_fails_at_once") else {
+        return;
+    };
+    let s3 = S3Server::start();
+    let env = with(
+        &s3.env("refused"),
+        &[
+            ("AWS_SECRET_ACCESS_KEY", "not-the-secret"),
+            ("WALG_COMPRESSION_METHOD", "none"),
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let name = seg_name(900);
+    fs::write(dir.path().join(&name), segment(900, true)).unwrap();
+    let (out, secs) = timed(
+        &["wal-push", dir.path().join(&name).to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    let text = output_text(&out);
+    assert!(text.contains("SignatureDoesNotMatch"), "{text}");
+    assert!(
+        !text.contains("not-the-secret"),
+        "the secret must never be printed"
+    );
+    assert!(secs < 5.0, "took {secs:.1} s");
+}

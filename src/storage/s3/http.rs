@@ -269,6 +269,7 @@ impl Client {
             request = request.set(k, v);
         }
         let what = call.what(&self.cfg.bucket);
+        let has_body = !matches!(body, Body::Empty);
         let result = match body {
             Body::Empty if call.method == "PUT" || call.method == "POST" => {
                 request.set("Content-Length", "0").send_bytes(&[])
@@ -282,11 +283,48 @@ impl Client {
         match result {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(status, resp)) => Err(status_error(call, &what, status, resp)),
-            Err(ureq::Error::Transport(t)) => Err(StorageError::Transport {
+            Err(ureq::Error::Transport(t)) => {
+                let broken = StorageError::Transport {
+                    op: call.op,
+                    key: what,
+                    detail: format!("{} ({})", transport_detail(&t), self.endpoint_display()),
+                };
+                if has_body && closed_while_sending(&t) {
+                    return Err(self.why_closed(call, broken));
+                }
+                Err(broken)
+            }
+        }
+    }
+
+    /// After the server closed the connection while a body was still being sent: S3 answers
+    /// a request it refuses (a wrong key, a missing bucket, a denied write) as soon as it
+    /// has its headers and then closes, and the client only sees a broken pipe. The answer
+    /// itself is lost with the connection, so a small signed listing of the same bucket
+    /// asks again: if it is refused for good, so was the upload, and that refusal (with
+    /// S3's code and message) is returned at once instead of a retried broken pipe.
+    fn why_closed(&self, call: &Call, broken: StorageError) -> StorageError {
+        let mut probe = Call::new("GET", "ListObjectsV2", None);
+        probe.query.push(("list-type".into(), "2".into()));
+        probe.query.push(("max-keys".into(), "0".into()));
+        probe.query.push(("prefix".into(), self.cfg.root.clone()));
+        match self.send_once(&probe, Body::Empty) {
+            Err(StorageError::Remote {
+                status,
+                code,
+                message,
+                ..
+            }) if (400..500).contains(&status) && status != 429 => StorageError::Remote {
                 op: call.op,
-                key: what,
-                detail: format!("{} ({})", transport_detail(&t), self.endpoint_display()),
-            }),
+                key: call.what(&self.cfg.bucket),
+                status,
+                code,
+                message: format!(
+                    "{message} (the server closed the connection while the body was sent; a \
+                     listing of the bucket was refused the same way)"
+                ),
+            },
+            _ => broken,
         }
     }
 
@@ -371,6 +409,22 @@ impl Client {
         let span = ceiling.as_millis().saturating_sub(base.as_millis() / 2) as u64;
         Duration::from_millis(base.as_millis() as u64 / 2 + r % span.max(1))
     }
+}
+
+/// Whether the connection broke while the request was being written: the server closed it
+/// (a reset, a broken pipe) before taking the whole body.
+fn closed_while_sending(t: &ureq::Transport) -> bool {
+    let mut source = std::error::Error::source(t);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            );
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// A transport error in words, without the URL's query (which never holds secrets here, but
