@@ -5,7 +5,8 @@
 //! here, once: a bad value fails with a message that names the setting, before any command
 //! touches storage.
 
-use crate::codec::{EncodeOptions, Method, ZstdLevel};
+use crate::codec::sodium::{Key, Transform};
+use crate::codec::{Crypter, EncodeOptions, Method, ZstdLevel};
 use crate::storage::Storage;
 use crate::storage::fs::FsStorage;
 use crate::storage::s3::{S3Config, S3Storage, sign::Credentials};
@@ -58,6 +59,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// `WALG_COMPRESSION_METHOD` (+ `WALG_ZSTD_LEVEL`).
     pub encode: EncodeOptions,
+    /// Encryption after compression: `WALG_LIBSODIUM_KEY` / `_KEY_PATH` (+ `_KEY_TRANSFORM`).
+    pub crypter: Crypter,
     /// `WALG_UPLOAD_CONCURRENCY` (default 16).
     pub upload_concurrency: usize,
     /// `WALG_DOWNLOAD_CONCURRENCY` (default 10).
@@ -295,8 +298,6 @@ pub fn parse_s3_prefix(name: &str, url: &str) -> Result<(String, String), Config
 /// would have encrypted (or failing later on an encrypted archive) loses the day a backup is
 /// needed.
 const ENCRYPTION_SETTINGS: &[&str] = &[
-    "WALG_LIBSODIUM_KEY",
-    "WALG_LIBSODIUM_KEY_PATH",
     "WALG_PGP_KEY",
     "WALG_PGP_KEY_PATH",
     "WALG_CSE_KMS_ID",
@@ -305,6 +306,42 @@ const ENCRYPTION_SETTINGS: &[&str] = &[
     "WALG_ENVELOPE_PGP_YC_CSE_KMS_KEY_ID",
     "WALE_GPG_KEY_ID",
 ];
+
+/// The crypter WAL-G would pick (walg-compat §5.2; OpenPGP and KMS are refused above):
+/// libsodium when `WALG_LIBSODIUM_KEY` or `WALG_LIBSODIUM_KEY_PATH` is set.
+fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
+    let transform_name = "WALG_LIBSODIUM_KEY_TRANSFORM";
+    let transform = match src.get(transform_name) {
+        None => Transform::None,
+        Some(t) => Transform::from_setting(t.trim())
+            .ok_or_else(|| bad(transform_name, format!("{t:?} is not none, hex or base64")))?,
+    };
+    let (name, text) = match (
+        src.get("WALG_LIBSODIUM_KEY"),
+        src.get("WALG_LIBSODIUM_KEY_PATH"),
+    ) {
+        (Some(k), _) => ("WALG_LIBSODIUM_KEY", k),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path.trim()).map_err(|e| {
+                bad(
+                    "WALG_LIBSODIUM_KEY_PATH",
+                    format!("cannot read {}: {e}", path.trim()),
+                )
+            })?;
+            ("WALG_LIBSODIUM_KEY_PATH", text.trim().to_string())
+        }
+        (None, None) => {
+            if src.get(transform_name).is_some() {
+                crate::warn!(
+                    "{transform_name} is set without WALG_LIBSODIUM_KEY; nothing is encrypted"
+                );
+            }
+            return Ok(Crypter::None);
+        }
+    };
+    let key = Key::from_setting(&text, transform).map_err(|why| bad(name, why))?;
+    Ok(Crypter::Sodium(key))
+}
 
 impl Settings {
     /// Reads and validates every setting.
@@ -360,6 +397,7 @@ impl Settings {
         Ok(Settings {
             storage,
             encode: EncodeOptions { method, zstd_level },
+            crypter: crypter(src)?,
             upload_concurrency: uint_setting(src, "WALG_UPLOAD_CONCURRENCY", 16, 1, 1024)? as usize,
             download_concurrency: uint_setting(src, "WALG_DOWNLOAD_CONCURRENCY", 10, 1, 1024)?
                 as usize,
@@ -608,6 +646,7 @@ impl Settings {
         };
         crate::pipeline::plan::PlanInput {
             part_size,
+            crypto_state: self.crypter.state_bytes(),
             encode: self.encode,
             upload_concurrency: self.upload_concurrency,
             download_concurrency: self.download_concurrency,

@@ -570,11 +570,17 @@ fn assert_replayed_archive(restored: &PgCluster, what: &str) {
 /// WAL-G backs up with `method` (and archives); wal-rus restores (`backup-fetch LATEST`) and
 /// recovers to the end of the archive through `wal-rus wal-fetch`; the dumps are equal.
 fn walg_backup_walrus_restore(test: &str, kind: Kind, method: &str) {
+    walg_backup_walrus_restore_with(test, kind, method, &[]);
+}
+
+/// [`walg_backup_walrus_restore`] with `extra` settings for both tools (encryption).
+fn walg_backup_walrus_restore_with(test: &str, kind: Kind, method: &str, extra: &[(&str, &str)]) {
     let Some((walg_bin, store)) = setup(test, kind) else {
         return;
     };
     let sub = "walg-backup";
-    let env = store.env(sub, method);
+    let mut env = store.env(sub, method);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut src = Source::start(&walg_bin, &env, Maker::Walg);
     src.pg.pgbench_init(SCALE);
     let mut load = src.load(4);
@@ -595,11 +601,17 @@ fn walg_backup_walrus_restore(test: &str, kind: Kind, method: &str) {
 /// wal-rus backs up with `method` (and archives); WAL-G restores and recovers through `WAL-G
 /// wal-fetch`; the dumps are equal.
 fn walrus_backup_walg_restore(test: &str, kind: Kind, method: &str) {
+    walrus_backup_walg_restore_with(test, kind, method, &[]);
+}
+
+/// [`walrus_backup_walg_restore`] with `extra` settings for both tools (encryption).
+fn walrus_backup_walg_restore_with(test: &str, kind: Kind, method: &str, extra: &[(&str, &str)]) {
     let Some((walg_bin, store)) = setup(test, kind) else {
         return;
     };
     let sub = "walrus-backup";
-    let env = store.env(sub, method);
+    let mut env = store.env(sub, method);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut src = Source::start(&walg_bin, &env, Maker::Walrus);
     src.pg.pgbench_init(SCALE);
     let mut load = src.load(4);
@@ -1404,11 +1416,9 @@ fn walg_delta_refused(test: &str, kind: Kind) {
 }
 
 /// A WAL-G backup encrypted with libsodium (WALG_LIBSODIUM_KEY; every tar partition is
-/// encrypted, the sentinel and metadata are not): wal-rus, which has no encryption yet,
-/// configured like WAL-G (key set) and without a key, refuses it with exit 1, a message that
-/// says the object is encrypted (or names the setting) and nothing written. WAL-G itself
-/// restores it with the key (the fixture is sound). This lane stays until wal-rus implements
-/// encryption.
+/// encrypted, the sentinel and metadata are not), fetched by wal-rus without the key and
+/// with another key: exit 1, a message that names encryption, nothing written. (With the
+/// key, the round trips above restore it.)
 fn walg_encrypted_backup_refused(test: &str, kind: Kind) {
     let Some((walg_bin, store)) = setup(test, kind) else {
         return;
@@ -1449,9 +1459,14 @@ fn walg_encrypted_backup_refused(test: &str, kind: Kind) {
         output_text(&out)
     );
 
-    let (key_env, plain_env, name) = (&key_env, &plain_env, &name);
+    let mut wrong_env = plain_env.clone();
+    wrong_env.push((
+        "WALG_LIBSODIUM_KEY".into(),
+        "another-key-of-thirty-two-bytes!".into(),
+    ));
+    let (wrong_env, plain_env, name) = (&wrong_env, &plain_env, &name);
     let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = [
-        ("wal-rus with WALG_LIBSODIUM_KEY set", key_env),
+        ("wal-rus with another key", wrong_env),
         ("wal-rus without a key", plain_env),
     ]
     .into_iter()
@@ -1555,6 +1570,32 @@ fn walg_delta_refused_by_walrus_file() {
 }
 
 #[test]
-fn walg_encrypted_backup_refused_by_walrus_s3() {
-    walg_encrypted_backup_refused("walg_encrypted_backup_refused_by_walrus_s3", Kind::S3);
+fn walg_encrypted_backup_without_its_key_refused_s3() {
+    walg_encrypted_backup_refused("walg_encrypted_backup_without_its_key_refused_s3", Kind::S3);
+}
+
+/// A libsodium key as hex (WAL-G's `hex` transform) for the encrypted round trips.
+const HEX_KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+#[test]
+fn encrypted_walg_backup_walrus_restore_s3() {
+    walg_backup_walrus_restore_with(
+        "encrypted_walg_backup_walrus_restore_s3",
+        Kind::S3,
+        "lz4",
+        &[
+            ("WALG_LIBSODIUM_KEY", HEX_KEY),
+            ("WALG_LIBSODIUM_KEY_TRANSFORM", "hex"),
+        ],
+    );
+}
+
+#[test]
+fn encrypted_walrus_backup_walg_restore_file() {
+    walrus_backup_walg_restore_with(
+        "encrypted_walrus_backup_walg_restore_file",
+        Kind::File,
+        "zstd",
+        &[("WALG_LIBSODIUM_KEY", support::LIBSODIUM_KEY)],
+    );
 }

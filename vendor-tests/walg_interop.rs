@@ -32,8 +32,8 @@ use std::sync::OnceLock;
 
 use common::{COMMAND_TIMEOUT, Tool, hermetic, output_text, require_or_fail, run_with_timeout};
 use support::{
-    Kind, LZ4_MAGIC, Storage, WalrusEnv, Workspace, assert_same_file, fake_segment, files_below,
-    names_encryption, path_str, run_all, segment_name, with_libsodium_key, with_method,
+    Kind, LIBSODIUM_KEY, LZ4_MAGIC, Storage, WalrusEnv, Workspace, assert_same_file, fake_segment,
+    files_below, names_encryption, path_str, segment_name, with_method,
 };
 use tempfile::TempDir;
 
@@ -324,96 +324,103 @@ fn missing_segment_exit_code(test: &str, kind: Kind) {
     }
 }
 
-/// A WAL-G libsodium-encrypted segment (WALG_LIBSODIUM_KEY) fetched by wal-rus, which has no
-/// encryption yet: configured like WAL-G (key set) and configured without a key, wal-rus must
-/// fail with exit 1, say that the object is encrypted (or name the encryption setting) rather
-/// than report a corrupt compressed stream, and write nothing where the segment was to go.
-/// (WAL-G itself, with the key, fetches the segment intact: the fixture is sound.) This lane
-/// stays until wal-rus implements encryption; then it becomes a byte comparison.
-fn walg_encrypted_wal_refused(test: &str, kind: Kind) {
+/// libsodium encryption both ways, with each of WAL-G's key transforms (`none`, `hex`,
+/// `base64`): a segment WAL-G pushed encrypted is fetched by wal-rus byte for byte, and one
+/// wal-rus pushed is fetched by WAL-G. Without the key, or with another key, wal-rus fails
+/// with exit 1, names the reason, and writes nothing where the segment was to go.
+fn encrypted_wal_both_ways(test: &str, kind: Kind) {
     let Some((walg, storage)) = setup(test, kind) else {
         return;
     };
-    let sub = "encrypted";
-    let plain_env = storage.env(sub);
-    let key_env = with_libsodium_key(&plain_env);
     let ws = workspace();
-    let name = segment_name(0x21);
-    let original = fake_segment(0x21, 0xC0FF_EE11);
-    let seg = ws.wal_file(&name, &original);
-
-    let out = ws.walg(&walg, &["wal-push", path_str(&seg)], &key_env);
-    assert!(
-        out.status.success(),
-        "[{kind:?}] WAL-G wal-push with WALG_LIBSODIUM_KEY failed\n{}",
-        output_text(&out)
-    );
-    let object = storage.object(sub, &format!("wal_005/{name}.lz4"));
-    let stored = fs::read(&object).unwrap_or_else(|e| {
-        panic!(
-            "[{kind:?}] WAL-G did not store {}: {e}\n{}",
-            object.display(),
-            storage.listing(sub)
-        )
-    });
-    assert!(
-        stored.len() > 24 && stored[..4] != LZ4_MAGIC,
-        "[{kind:?}] WAL-G's object does not look encrypted (it starts with an LZ4 frame)"
-    );
-    let control = ws.restore_path("walg-control");
-    let out = ws.walg(&walg, &["wal-fetch", &name, path_str(&control)], &key_env);
-    assert!(
-        out.status.success(),
-        "[{kind:?}] WAL-G cannot fetch its own encrypted segment\n{}",
-        output_text(&out)
-    );
-    assert_same_file(
-        &original,
-        &control,
-        &format!("[{kind:?}] WAL-G's own encrypted round trip"),
-    );
-
-    let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = [
-        ("wal-rus with WALG_LIBSODIUM_KEY set", &key_env),
-        ("wal-rus without a key", &plain_env),
-    ]
-    .into_iter()
-    .enumerate()
-    .map(|(n, (label, env))| {
-        let ws = &ws;
-        let name = &name;
-        let case = move || {
-            let pg_wal = ws.path().join(format!("pg_wal_fetch_{n}"));
-            fs::create_dir_all(&pg_wal).unwrap();
-            let dest = pg_wal.join("RECOVERYXLOG");
-            let out = ws.walrus(&["wal-fetch", name, path_str(&dest)], env);
-            let text = output_text(&out);
-            assert_eq!(
-                out.status.code(),
-                Some(1),
-                "[{kind:?}] {label}: wal-fetch of WAL-G's encrypted {name} should fail with exit 1\n{text}"
-            );
+    let raw = LIBSODIUM_KEY.as_bytes();
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let b64 = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    };
+    let mut segno = 0x20;
+    for (transform, key) in [
+        ("none", LIBSODIUM_KEY.to_string()),
+        ("hex", hex),
+        ("base64", b64),
+    ] {
+        let sub = format!("encrypted-{transform}");
+        let plain_env = storage.env(&sub);
+        let mut key_env = plain_env.clone();
+        key_env.push(("WALG_LIBSODIUM_KEY".into(), key.clone()));
+        key_env.push(("WALG_LIBSODIUM_KEY_TRANSFORM".into(), transform.into()));
+        for (writer, reader) in [("WAL-G", "wal-rus"), ("wal-rus", "WAL-G")] {
+            segno += 1;
+            let name = segment_name(segno);
+            let original = fake_segment(segno, 0xC0FF_EE11 + segno);
+            let seg = ws.wal_file(&name, &original);
+            let out = if writer == "WAL-G" {
+                ws.walg(&walg, &["wal-push", path_str(&seg)], &key_env)
+            } else {
+                ws.walrus(&["wal-push", path_str(&seg)], &key_env)
+            };
             assert!(
-                names_encryption(&text),
-                "[{kind:?}] {label}: wal-fetch of WAL-G's encrypted {name} fails without saying the object is encrypted (or naming WALG_LIBSODIUM_KEY)\n{text}"
+                out.status.success(),
+                "[{kind:?}/{transform}] {writer} wal-push\n{}",
+                output_text(&out)
             );
-            let left = files_below(&pg_wal);
+            let stored = fs::read(storage.object(&sub, &format!("wal_005/{name}.lz4"))).unwrap();
             assert!(
-                left.is_empty(),
-                "[{kind:?}] {label}: the failed wal-fetch left files in {}: {left:?}",
-                pg_wal.display()
+                stored.len() > 24 && stored[..4] != LZ4_MAGIC,
+                "[{kind:?}/{transform}] {writer}'s object is not encrypted"
             );
-        };
-        (label.to_string(), Box::new(case) as Box<dyn FnOnce() + '_>)
-    })
-    .collect();
-    run_all(
-        &format!("[{kind:?}] WAL-G encrypted segment fetched by wal-rus"),
-        cases,
-    );
+            let dest = ws.restore_path(&format!("{transform}-{writer}"));
+            let out = if reader == "WAL-G" {
+                ws.walg(&walg, &["wal-fetch", &name, path_str(&dest)], &key_env)
+            } else {
+                ws.walrus(&["wal-fetch", &name, path_str(&dest)], &key_env)
+            };
+            assert!(
+                out.status.success(),
+                "[{kind:?}/{transform}] {reader} wal-fetch of {writer}'s segment\n{}",
+                output_text(&out)
+            );
+            assert_same_file(
+                &original,
+                &dest,
+                &format!("[{kind:?}/{transform}] {writer} -> {reader}"),
+            );
+            // Without the key, and with another one: a clear failure, nothing written.
+            let mut wrong_env = plain_env.clone();
+            wrong_env.push((
+                "WALG_LIBSODIUM_KEY".into(),
+                "another-key-of-thirty-two-bytes!".into(),
+            ));
+            for (label, env) in [
+                ("without a key", &plain_env),
+                ("with another key", &wrong_env),
+            ] {
+                let pg_wal = ws
+                    .path()
+                    .join(format!("pg_wal-{transform}-{writer}-{}", label.len()));
+                fs::create_dir_all(&pg_wal).unwrap();
+                let dest = pg_wal.join("RECOVERYXLOG");
+                let out = ws.walrus(&["wal-fetch", &name, path_str(&dest)], env);
+                let text = output_text(&out);
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "[{kind:?}/{transform}] {label}\n{text}"
+                );
+                assert!(
+                    names_encryption(&text),
+                    "[{kind:?}/{transform}] {label}: the reason is not named\n{text}"
+                );
+                let left = files_below(&pg_wal);
+                assert!(
+                    left.is_empty(),
+                    "[{kind:?}/{transform}] {label}: left {left:?}"
+                );
+            }
+        }
+    }
 }
-
-// ------------------------------------------------------------------ tests
 
 #[test]
 fn walg_push_walrus_fetch_file() {
@@ -456,11 +463,11 @@ fn missing_segment_exit_code_s3() {
 }
 
 #[test]
-fn walg_encrypted_wal_refused_file() {
-    walg_encrypted_wal_refused("walg_encrypted_wal_refused_file", Kind::File);
+fn encrypted_wal_both_ways_file() {
+    encrypted_wal_both_ways("encrypted_wal_both_ways_file", Kind::File);
 }
 
 #[test]
-fn walg_encrypted_wal_refused_s3() {
-    walg_encrypted_wal_refused("walg_encrypted_wal_refused_s3", Kind::S3);
+fn encrypted_wal_both_ways_s3() {
+    encrypted_wal_both_ways("encrypted_wal_both_ways_s3", Kind::S3);
 }

@@ -33,8 +33,11 @@ mod brotli;
 mod gzip;
 mod lz4;
 pub use lz4::{Lz4Block, Lz4Blocks};
+mod crypter;
 mod lzma;
+pub mod sodium;
 mod zstd;
+pub use crypter::{Crypter, Seal};
 
 /// A compression method that can be configured with `WALG_COMPRESSION_METHOD`
 /// and written.
@@ -352,7 +355,8 @@ impl std::fmt::Display for NotThisFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}; the object may be encrypted (WAL-G's WALG_LIBSODIUM_KEY or WALG_PGP_KEY), which wal-rus does not read",
+            "{}; the object may be encrypted with a key this configuration does not have \
+             (WALG_LIBSODIUM_KEY; WALG_PGP_KEY is not supported yet)",
             self.cause
         )
     }
@@ -419,6 +423,7 @@ impl<R: Read> Read for Decoder<R> {
             Err(e)
                 if !self.started
                     && e.kind() == io::ErrorKind::InvalidData
+                    && !e.get_ref().is_some_and(|i| i.is::<sodium::DecryptError>())
                     && !matches!(self.inner, DecoderInner::Plain(_)) =>
             {
                 Err(io::Error::new(

@@ -10,7 +10,7 @@
 
 use super::backups::{self, files_metadata_key, folder_prefix};
 use crate::cli::BackupFetch;
-use crate::codec::{Decoder, ReadFormat};
+use crate::codec::{Crypter, Decoder, ReadFormat};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::files_metadata;
@@ -76,6 +76,7 @@ fn format_of(object: &str) -> Result<ReadFormat, Error> {
 /// Downloads, decodes and unpacks one partition.
 fn unpack_one(
     storage: &dyn Storage,
+    crypter: &Crypter,
     key: &str,
     dest: &Destination,
     buf: &mut [u8],
@@ -83,8 +84,8 @@ fn unpack_one(
 ) -> Result<Extracted, Error> {
     let format = format_of(key)?;
     let raw = storage.get(key)?;
-    let mut decoded =
-        Decoder::new(format, raw).map_err(|e| Error::io(format!("decompressing {key}"), e))?;
+    let mut decoded = Decoder::new(format, crypter.decrypting(raw))
+        .map_err(|e| Error::io(format!("decompressing {key}"), e))?;
     extract::unpack(&mut decoded, dest, buf, sync)
         .map_err(|e| Error::io(format!("restoring {key}"), e))
 }
@@ -92,6 +93,7 @@ fn unpack_one(
 /// Unpacks with retries; the partition is re-extracted from its start each time.
 fn unpack_with_retries(
     storage: &dyn Storage,
+    crypter: &Crypter,
     key: &str,
     dest: &Destination,
     buf: &mut [u8],
@@ -99,7 +101,7 @@ fn unpack_with_retries(
 ) -> Result<Extracted, Error> {
     let mut attempt = 1;
     loop {
-        match unpack_one(storage, key, dest, buf, sync) {
+        match unpack_one(storage, crypter, key, dest, buf, sync) {
             Ok(x) => return Ok(x),
             Err(e)
                 if attempt < ATTEMPTS
@@ -304,7 +306,9 @@ fn restore(
         let result = arena
             .lease()
             .map_err(|e| Error::io("restore worker", e))
-            .and_then(|mut buf| unpack_with_retries(storage, &key, dest, &mut buf, data_sync));
+            .and_then(|mut buf| {
+                unpack_with_retries(storage, &settings.crypter, &key, dest, &mut buf, data_sync)
+            });
         match result {
             Ok(x) => {
                 let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
@@ -362,7 +366,7 @@ fn restore(
     let last_sync: &dyn FileSync = if fsync { &SyncNow } else { &NoSync };
     let mut buf = arena.lease().map_err(|e| Error::io("restore", e))?;
     for key in [label, control].into_iter().flatten() {
-        unpack_with_retries(storage, &key, dest, &mut buf, last_sync)?;
+        unpack_with_retries(storage, &settings.crypter, &key, dest, &mut buf, last_sync)?;
     }
     if restore_spec.is_some() {
         // The links were made from the spec; a stored map would point elsewhere.

@@ -31,7 +31,7 @@ use crate::pipeline::compress::CompressingReader;
 use crate::pipeline::plan;
 use crate::pipeline::tar_stream::{Entry, EntrySink, Partition, Walker};
 use crate::storage::{BytesBody, Storage};
-use std::io::{self, IsTerminal, Read};
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -433,8 +433,12 @@ fn push(
         let key = format!("{folder}/tar_partitions/{pname}");
         let mut partition = Partition::new(&mut walker, &mut recorder, settings.tar_size_threshold)
             .verify_pages(opts.verify.then_some(start_lsn.0));
-        let mut stream = CompressingReader::new(&mut partition, settings.encode, &io_arena, None)
+        let packed = CompressingReader::new(&mut partition, settings.encode, &io_arena, None)
             .map_err(|e| Error::io("starting the compressor", e))?;
+        let mut stream = settings
+            .crypter
+            .encrypting(packed)
+            .map_err(|e| Error::io("starting the encryption", e))?;
         let stored = storage
             .put_stream(&key, &mut stream, &part_arena, uploaders)
             .map_err(|e| match e {
@@ -618,7 +622,11 @@ fn put_small(
     part_arena: &Arena,
     uploaders: usize,
 ) -> Result<u64, Error> {
-    let mut stream = CompressingReader::new(tar_bytes, settings.encode, io_arena, None)
+    let packed = CompressingReader::new(tar_bytes, settings.encode, io_arena, None)
         .map_err(|e| Error::io("starting the compressor", e))?;
-    Ok(storage.put_stream(key, &mut stream as &mut dyn Read, part_arena, uploaders)?)
+    let mut stream = settings
+        .crypter
+        .encrypting(packed)
+        .map_err(|e| Error::io("starting the encryption", e))?;
+    Ok(storage.put_stream(key, &mut stream, part_arena, uploaders)?)
 }

@@ -7,7 +7,7 @@
 //! probe order, so a missing file costs two requests instead of eight.
 
 use super::WAL_FOLDER;
-use crate::codec::{Decoder, Method, ReadFormat, WAL_PROBE_ORDER};
+use crate::codec::{Crypter, Decoder, Method, ReadFormat, WAL_PROBE_ORDER};
 use crate::error::Error;
 use crate::storage::{ObjectReader, Storage, StorageError, read_full};
 use std::collections::HashSet;
@@ -89,9 +89,14 @@ pub fn open(
 }
 
 /// Streams the decompressed content of `found` into `out` through `buf`; returns its length.
-pub fn decode_into(found: Found, out: &mut dyn Write, buf: &mut [u8]) -> Result<u64, Error> {
+pub fn decode_into(
+    found: Found,
+    crypter: &Crypter,
+    out: &mut dyn Write,
+    buf: &mut [u8],
+) -> Result<u64, Error> {
     let key = found.key;
-    let mut decoder = Decoder::new(found.format, found.reader)
+    let mut decoder = Decoder::new(found.format, crypter.decrypting(found.reader))
         .map_err(|e| Error::io(format!("decompressing {key}"), e))?;
     let mut total = 0u64;
     loop {
@@ -108,9 +113,14 @@ pub fn decode_into(found: Found, out: &mut dyn Write, buf: &mut [u8]) -> Result<
 }
 
 /// Compares the decompressed content of `found` with `local`, chunk by chunk.
-pub fn same_content(found: Found, local: &mut dyn Read, buf: &mut [u8]) -> Result<bool, Error> {
+pub fn same_content(
+    found: Found,
+    crypter: &Crypter,
+    local: &mut dyn Read,
+    buf: &mut [u8],
+) -> Result<bool, Error> {
     let key = found.key;
-    let mut decoder = Decoder::new(found.format, found.reader)
+    let mut decoder = Decoder::new(found.format, crypter.decrypting(found.reader))
         .map_err(|e| Error::io(format!("decompressing {key}"), e))?;
     let half = buf.len() / 2;
     let (a, b) = buf.split_at_mut(half);
@@ -167,7 +177,7 @@ mod tests {
             ("wal_005/000000010000000000000007.", ReadFormat::Plain)
         );
         let mut out = Vec::new();
-        decode_into(found, &mut out, &mut [0u8; 16]).unwrap();
+        decode_into(found, &Crypter::None, &mut out, &mut [0u8; 16]).unwrap();
         assert_eq!(out, b"plain");
         // The bare name is found last.
         st.put("wal_005/000000010000000000000008", &BytesBody(b"bare"))
@@ -198,6 +208,7 @@ mod tests {
         assert!(
             same_content(
                 same,
+                &Crypter::None,
                 &mut &b"1\t0/3000000\tno recovery target\n"[..],
                 &mut [0u8; 8]
             )
@@ -207,7 +218,13 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(
-            !same_content(other, &mut &b"1\t0/3000000\tdifferent\n"[..], &mut [0u8; 8]).unwrap()
+            !same_content(
+                other,
+                &Crypter::None,
+                &mut &b"1\t0/3000000\tdifferent\n"[..],
+                &mut [0u8; 8]
+            )
+            .unwrap()
         );
         let longer = open(&st, "00000002.history", Method::None)
             .unwrap()
@@ -215,6 +232,7 @@ mod tests {
         assert!(
             !same_content(
                 longer,
+                &Crypter::None,
                 &mut &b"1\t0/3000000\tno recovery target\nmore"[..],
                 &mut [0u8; 8]
             )

@@ -109,8 +109,8 @@ pub fn download(
         // A segment's every page header is checked on its way to the file.
         Some(seg) => {
             let mut check = PageCheck::new(&mut file, seg, settings.wal_segment_size);
-            let len =
-                wal_archive::decode_into(found, &mut check, &mut buf).map_err(|e| match e {
+            let len = wal_archive::decode_into(found, &settings.crypter, &mut check, &mut buf)
+                .map_err(|e| match e {
                     Error::Io { context, source }
                         if context == "writing" && source.kind() == io::ErrorKind::InvalidData =>
                     {
@@ -135,7 +135,8 @@ pub fn download(
                 .map_err(|e| Error::io(format!("{key}: not restored"), e))?;
         }
         None => {
-            wal_archive::decode_into(found, &mut file, &mut buf).map_err(writing)?;
+            wal_archive::decode_into(found, &settings.crypter, &mut file, &mut buf)
+                .map_err(writing)?;
         }
     }
     file.sync_all()

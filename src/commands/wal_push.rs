@@ -53,7 +53,7 @@ impl Pusher<'_> {
             let mut local = fs::File::open(path)
                 .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
             let mut buf = self.arena.lease().map_err(|e| Error::io("wal-push", e))?;
-            if wal_archive::same_content(found, &mut local, &mut buf)? {
+            if wal_archive::same_content(found, &s.crypter, &mut local, &mut buf)? {
                 crate::info!(
                     "{name} is already archived with equal content as {key}; skipping upload"
                 );
@@ -68,6 +68,10 @@ impl Pusher<'_> {
             path: path.to_path_buf(),
             opts: s.encode,
             arena: self.arena,
+            seal: s
+                .crypter
+                .seal()
+                .map_err(|e| Error::io(format!("encrypting {name}"), e))?,
         };
         let stored = self.storage.put(&key, &body).map_err(|e| match e {
             crate::storage::StorageError::Io {

@@ -6,7 +6,7 @@
 //! from the block compressor instead. Nothing grows with the file.
 
 use super::arena::{Arena, Lease};
-use crate::codec::{EncodeOptions, Encoder, Lz4Block, Lz4Blocks, Method};
+use crate::codec::{EncodeOptions, Encoder, Lz4Block, Lz4Blocks, Method, Seal};
 use crate::storage::BodySource;
 use std::cell::RefCell;
 use std::fs::File;
@@ -224,18 +224,19 @@ pub struct CompressedFile<'a> {
     pub opts: EncodeOptions,
     /// Where the stream's buffers come from.
     pub arena: &'a Arena,
+    /// The object's encryption after compression, if any (one header for both passes).
+    pub seal: Option<Seal>,
 }
 
 impl BodySource for CompressedFile<'_> {
     fn open(&self) -> io::Result<Box<dyn Read + '_>> {
         let file = File::open(&self.path)?;
         let size = file.metadata()?.len();
-        Ok(Box::new(CompressingReader::new(
-            file,
-            self.opts,
-            self.arena,
-            Some(size),
-        )?))
+        let compressed = CompressingReader::new(file, self.opts, self.arena, Some(size))?;
+        Ok(match &self.seal {
+            None => Box::new(compressed),
+            Some(seal) => Box::new(seal.reader(compressed)),
+        })
     }
 
     /// The encoder writes straight into `each`: no staging buffer, no copy. The input is cut
@@ -245,15 +246,28 @@ impl BodySource for CompressedFile<'_> {
         let mut file = File::open(&self.path)?;
         let size = file.metadata()?.len();
         let mut in_buf = self.arena.lease()?;
-        let mut encoder = Encoder::new(self.opts, EachChunk(each), Some(size))?;
-        loop {
-            let n = crate::storage::read_full(&mut file, &mut in_buf[..])?;
-            if n == 0 {
-                encoder.finish()?;
-                return Ok(());
+        match &self.seal {
+            None => {
+                let encoder = Encoder::new(self.opts, EachChunk(each), Some(size))?;
+                pump(&mut file, &mut in_buf, encoder).map(drop)
             }
-            encoder.write_all(&in_buf[..n])?;
+            Some(seal) => {
+                let sealed = seal.writer(EachChunk(each))?;
+                let encoder = Encoder::new(self.opts, sealed, Some(size))?;
+                pump(&mut file, &mut in_buf, encoder)?.finish().map(drop)
+            }
         }
+    }
+}
+
+/// Feeds `input` through `encoder` one buffer at a time; returns the finished sink.
+fn pump<W: Write>(input: &mut File, buf: &mut [u8], mut encoder: Encoder<W>) -> io::Result<W> {
+    loop {
+        let n = crate::storage::read_full(input, buf)?;
+        if n == 0 {
+            return encoder.finish();
+        }
+        encoder.write_all(&buf[..n])?;
     }
 }
 
@@ -346,6 +360,7 @@ mod tests {
                     zstd_level: ZstdLevel::Default,
                 },
                 arena: &arena,
+                seal: None,
             };
             let mut streamed = Vec::new();
             body.open().unwrap().read_to_end(&mut streamed).unwrap();

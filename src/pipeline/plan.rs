@@ -237,6 +237,8 @@ pub struct PlanInput {
     pub remote: bool,
     /// `WALG_S3_MAX_PART_SIZE` (0 for file storage).
     pub part_size: u64,
+    /// Heap of one stream's encryption or decryption (0 without encryption).
+    pub crypto_state: u64,
 }
 
 /// Most part uploads a streamed upload keeps in flight: two already saturate this class of
@@ -470,6 +472,7 @@ pub fn wal_push(input: &PlanInput) -> CommandPlan {
     let encode = codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode);
     let check = codec::decoder_state_bytes_own(input.encode);
     p.add("codec_state", uploaders, encode.max(check));
+    p.add("crypto_state", uploaders, input.crypto_state);
     // The digest pass hashes the encoder's output where it is made (`CompressedFile`); it
     // has no buffer of its own.
     p.finish()
@@ -484,6 +487,7 @@ pub fn wal_fetch(input: &PlanInput) -> CommandPlan {
         1,
         codec::decoder_state_bytes_own(input.encode),
     );
+    p.add("crypto_state", 1, input.crypto_state);
     p.finish()
 }
 
@@ -498,6 +502,7 @@ fn parallel_downloads(command: &'static str, input: &PlanInput, helpers: u64) ->
         workers,
         codec::decoder_state_bytes_own(input.encode),
     );
+    p.add("crypto_state", workers, input.crypto_state);
     p.finish()
 }
 
@@ -529,6 +534,7 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
         1,
         codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode),
     );
+    p.add("crypto_state", 1, input.crypto_state);
     p.add("walk_and_files_spool", 1, WALK_AND_SPOOL);
     p.add("postgres_session", 1, PG_SESSION);
     p.finish()
@@ -590,6 +596,7 @@ mod tests {
             https: false,
             remote: true,
             part_size: 20 * MIB,
+            crypto_state: 0,
         }
     }
 
