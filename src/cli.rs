@@ -17,6 +17,10 @@ pub struct Cli {
     #[argh(switch)]
     pub version: bool,
 
+    /// ignore the rate limits (WALG_DISK_RATE_LIMIT, WALG_NETWORK_RATE_LIMIT), as WAL-G does
+    #[argh(switch)]
+    pub turbo: bool,
+
     /// the command to run
     #[argh(subcommand)]
     pub command: Option<Command>,

@@ -87,6 +87,13 @@ pub struct Settings {
     pub sentinel_user_data: Option<String>,
     /// `WALG_VERIFY_PAGE_CHECKSUMS`.
     pub verify_page_checksums: bool,
+    /// `WALG_UPLOAD_WAL_METADATA`: WAL metadata objects written by wal-push.
+    pub wal_metadata: crate::commands::wal_metadata::WalMetadata,
+    /// `WALG_DISK_RATE_LIMIT`: bytes per second read from the data directory by backup-push.
+    pub disk_rate_limit: Option<u64>,
+    /// `WALG_NETWORK_RATE_LIMIT`: bytes per second to or from storage in backup-push and
+    /// backup-fetch.
+    pub network_rate_limit: Option<u64>,
     /// `WALG_TAR_DISABLE_FSYNC`: restore without fsync per file.
     pub tar_disable_fsync: bool,
     /// `WALG_DELTA_MAX_STEPS` (wal-rus takes full backups only; a value above 0 is noted).
@@ -251,6 +258,12 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
 fn bool_setting(src: &Sources, name: &str, default: bool) -> Result<bool, ConfigError> {
     src.get(name)
         .map_or(Ok(default), |v| parse_bool(name, v.trim()))
+}
+
+/// A rate in bytes per second; unset or 0 is no limit.
+fn rate_setting(src: &Sources, name: &str) -> Result<Option<u64>, ConfigError> {
+    let rate = uint_setting(src, name, 0, 0, u64::MAX)?;
+    Ok((rate > 0).then_some(rate))
 }
 
 fn uint_setting(
@@ -426,6 +439,18 @@ impl Settings {
             verify_page_checksums: bool_setting(src, "WALG_VERIFY_PAGE_CHECKSUMS", false)?,
             tar_disable_fsync: bool_setting(src, "WALG_TAR_DISABLE_FSYNC", false)?,
             delta_max_steps: uint_setting(src, "WALG_DELTA_MAX_STEPS", 0, 0, u64::MAX)?,
+            wal_metadata: match src.get("WALG_UPLOAD_WAL_METADATA") {
+                None => Default::default(),
+                Some(v) => crate::commands::wal_metadata::WalMetadata::from_setting(v.trim())
+                    .ok_or_else(|| {
+                        bad(
+                            "WALG_UPLOAD_WAL_METADATA",
+                            format!("{v:?} is not NOMETADATA, INDIVIDUAL or BULK"),
+                        )
+                    })?,
+            },
+            disk_rate_limit: rate_setting(src, "WALG_DISK_RATE_LIMIT")?,
+            network_rate_limit: rate_setting(src, "WALG_NETWORK_RATE_LIMIT")?,
             pg: PG_SETTINGS
                 .iter()
                 .filter_map(|k| src.get(k).map(|v| (k.to_string(), v)))

@@ -11,7 +11,11 @@ fn run(cli: Cli) -> Result<(), Error> {
         return Err(Error::Usage("no command given; see --help".into()));
     };
     let sources = Sources::from_process(cli.config.as_deref())?;
-    let settings = Settings::load(&sources)?;
+    let mut settings = Settings::load(&sources)?;
+    if cli.turbo {
+        settings.disk_rate_limit = None;
+        settings.network_rate_limit = None;
+    }
     wal_rus::log::set_level(&settings.log_level);
     match command {
         Command::WalPush(c) => commands::wal_push::run(&settings, &c.path).map(drop),
