@@ -91,25 +91,25 @@ fn judge(
     active: Option<&(Kind, String)>,
     command: Cmd,
 ) -> Result<Option<String>, ConfigError> {
-    if let (Some(kind), Some((used, used_name))) = (row.scope, active) {
-        if kind != *used {
-            // WAL-G reads only the settings of the storage in use.
-            let quiet = row.status == Status::Honoured && !row.is_prefix();
-            return Ok((!quiet).then(|| {
-                if row.is_prefix() {
-                    format!(
-                        "{name} is set, but {used_name} comes first in WAL-G's order of storages: \
-                         it has no effect (as in WAL-G)"
-                    )
-                } else {
-                    format!(
-                        "{name} is set, but it applies to {} storage and {used_name} is in use: \
-                         it has no effect (as in WAL-G)",
-                        kind.label()
-                    )
-                }
-            }));
-        }
+    if let (Some(kind), Some((used, used_name))) = (row.scope, active)
+        && kind != *used
+    {
+        // WAL-G reads only the settings of the storage in use.
+        let quiet = row.status == Status::Honoured && !row.is_prefix();
+        return Ok((!quiet).then(|| {
+            if row.is_prefix() {
+                format!(
+                    "{name} is set, but {used_name} comes first in WAL-G's order of storages: \
+                     it has no effect (as in WAL-G)"
+                )
+            } else {
+                format!(
+                    "{name} is set, but it applies to {} storage and {used_name} is in use: \
+                     it has no effect (as in WAL-G)",
+                    kind.label()
+                )
+            }
+        }));
     }
     if row.commands & command.bit() == 0 || value.is_some_and(|v| row.inert.matches(v)) {
         return Ok(None);
