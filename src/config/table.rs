@@ -14,8 +14,9 @@
 //! A row applies where WAL-G acts on it: `commands` lists the wal-rus commands (a setting of
 //! a command wal-rus lacks, such as wal-verify, is reported by every command, so it is
 //! never silent), `scope` the storage it belongs to (WAL-G reads the settings of the storage
-//! in use only; another storage's settings are reported as having no effect), and `inert`
-//! the values with which WAL-G behaves as wal-rus does (`WALG_DELTA_MAX_STEPS=0`).
+//! in use only, so another storage's settings change nothing in either tool and pass
+//! quietly; a second storage prefix gets a warning), and `inert` the values with which
+//! WAL-G behaves as wal-rus does (`WALG_DELTA_MAX_STEPS=0`).
 //!
 //! Borderline calls, and why:
 //! - `WALG_DELTA_MAX_STEPS` > 0 is refused by backup-push (not with `--full`): WAL-G would
@@ -280,6 +281,11 @@ const NO_FAILOVER: &str = "only used with WALG_FAILOVER_STORAGES (refused)";
 const NO_DELTA: &str = "only used with WALG_DELTA_MAX_STEPS > 0 (refused by backup-push)";
 const AWS_CHAIN: &str = "AWS SDK credential chain: WAL-G reads it only without static keys, and wal-rus requires static keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)";
 const NO_CLIENT_CERT: &str = "client certificates are not sent by wal-rus (a server that requires one refuses the connection)";
+const OSS_ONLY: &str = "Alibaba OSS storage; read only with WALG_OSS_PREFIX, which wal-rus refuses";
+const GS_ONLY: &str = "Google Cloud Storage; read only with WALG_GS_PREFIX, which wal-rus refuses";
+const AZ_ONLY: &str = "Azure storage; read only with WALG_AZ_PREFIX, which wal-rus refuses";
+const SWIFT_ONLY: &str = "Swift storage; read only with WALG_SWIFT_PREFIX, which wal-rus refuses";
+const SSH_ONLY: &str = "SSH storage; read only with WALG_SSH_PREFIX, which wal-rus refuses";
 const PG_CONN: &str = "backup-push's connection (trust, md5, SCRAM-SHA-256; TLS via rustls)";
 
 /// The table.
@@ -403,8 +409,8 @@ pub static TABLE: &[Section] = &[
         w(E("PGSSLCERT"), NO_CLIENT_CERT).only(PUSH),
         w(E("PGSSLKEY"), NO_CLIENT_CERT).only(PUSH),
         w(E("PGSSLPASSWORD"), NO_CLIENT_CERT).only(PUSH),
-        w(E("PGSSLSNI"), "wal-rus always sends the host name (SNI) on TLS").only(PUSH),
-        w(E("PGSSLNEGOTIATION"), "wal-rus negotiates TLS the classic way (SSLRequest)").only(PUSH),
+        w(E("PGSSLSNI"), "wal-rus always sends the host name (SNI) on TLS").only(PUSH).inert(Inert::Values(&["1"])),
+        w(E("PGSSLNEGOTIATION"), "wal-rus negotiates TLS the classic way (SSLRequest)").only(PUSH).inert(Inert::Values(&["postgres"])),
         w(E("PGTARGETSESSIONATTRS"), "wal-rus connects to the one PGHOST").only(PUSH),
         w(E("PGTZ"), "session time zone; backup-push reads no times from the server").only(PUSH),
         w(E("PGOPTIONS"), "server options at connection; wal-rus sends none").only(PUSH),
@@ -464,41 +470,41 @@ pub static TABLE: &[Section] = &[
         w(E("WALG_CONFIG_PATH"), "WAL-G master's; v3.0.8 ignores it too (use --config)"),
     ]},
     Section { title: "Settings of storage back-ends wal-rus does not have", rows: &[
-        w(S("OSS_ACCESS_KEY_ID"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_ACCESS_KEY_SECRET"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_SESSION_TOKEN"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_ENDPOINT"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_REGION"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_ROLE_ARN"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_ROLE_SESSION_NAME"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_SKIP_VALIDATION"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_MAX_RETRIES"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_CONNECT_TIMEOUT"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_UPLOAD_PART_SIZE"), "Alibaba OSS storage").on(Kind::Oss),
-        w(S("OSS_COPY_PART_SIZE"), "Alibaba OSS storage").on(Kind::Oss),
-        w(E("GOOGLE_APPLICATION_CREDENTIALS"), "Google Cloud Storage").on(Kind::Gs),
-        w(S("GCS_CONTEXT_TIMEOUT"), "Google Cloud Storage").on(Kind::Gs),
-        w(S("GCS_NORMALIZE_PREFIX"), "Google Cloud Storage").on(Kind::Gs),
-        w(S("GCS_ENCRYPTION_KEY"), "Google Cloud Storage").on(Kind::Gs),
-        w(S("GCS_MAX_CHUNK_SIZE"), "Google Cloud Storage").on(Kind::Gs),
-        w(S("GCS_MAX_RETRIES"), "Google Cloud Storage").on(Kind::Gs),
-        w(S("AZURE_STORAGE_ACCOUNT"), "Azure storage").on(Kind::Az),
-        w(S("AZURE_STORAGE_ACCESS_KEY"), "Azure storage").on(Kind::Az),
-        w(S("AZURE_STORAGE_SAS_TOKEN"), "Azure storage").on(Kind::Az),
-        w(S("AZURE_ENVIRONMENT_NAME"), "Azure storage").on(Kind::Az),
-        w(S("AZURE_ENDPOINT_SUFFIX"), "Azure storage").on(Kind::Az),
-        w(S("AZURE_BUFFER_SIZE"), "Azure storage").on(Kind::Az),
-        w(S("AZURE_MAX_BUFFERS"), "Azure storage").on(Kind::Az),
-        w(S("AZURE_TRY_TIMEOUT"), "Azure storage").on(Kind::Az),
-        w(S("OS_USERNAME"), "Swift storage").on(Kind::Swift),
-        w(S("OS_PASSWORD"), "Swift storage").on(Kind::Swift),
-        w(S("OS_AUTH_URL"), "Swift storage").on(Kind::Swift),
-        w(S("OS_TENANT_NAME"), "Swift storage").on(Kind::Swift),
-        w(S("OS_REGION_NAME"), "Swift storage").on(Kind::Swift),
-        w(S("SSH_PORT"), "SSH storage").on(Kind::Ssh),
-        w(S("SSH_PASSWORD"), "SSH storage").on(Kind::Ssh),
-        w(S("SSH_USERNAME"), "SSH storage").on(Kind::Ssh),
-        w(S("SSH_PRIVATE_KEY_PATH"), "SSH storage").on(Kind::Ssh),
+        w(S("OSS_ACCESS_KEY_ID"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_ACCESS_KEY_SECRET"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_SESSION_TOKEN"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_ENDPOINT"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_REGION"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_ROLE_ARN"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_ROLE_SESSION_NAME"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_SKIP_VALIDATION"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_MAX_RETRIES"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_CONNECT_TIMEOUT"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_UPLOAD_PART_SIZE"), OSS_ONLY).on(Kind::Oss),
+        w(S("OSS_COPY_PART_SIZE"), OSS_ONLY).on(Kind::Oss),
+        w(E("GOOGLE_APPLICATION_CREDENTIALS"), GS_ONLY).on(Kind::Gs),
+        w(S("GCS_CONTEXT_TIMEOUT"), GS_ONLY).on(Kind::Gs),
+        w(S("GCS_NORMALIZE_PREFIX"), GS_ONLY).on(Kind::Gs),
+        w(S("GCS_ENCRYPTION_KEY"), GS_ONLY).on(Kind::Gs),
+        w(S("GCS_MAX_CHUNK_SIZE"), GS_ONLY).on(Kind::Gs),
+        w(S("GCS_MAX_RETRIES"), GS_ONLY).on(Kind::Gs),
+        w(S("AZURE_STORAGE_ACCOUNT"), AZ_ONLY).on(Kind::Az),
+        w(S("AZURE_STORAGE_ACCESS_KEY"), AZ_ONLY).on(Kind::Az),
+        w(S("AZURE_STORAGE_SAS_TOKEN"), AZ_ONLY).on(Kind::Az),
+        w(S("AZURE_ENVIRONMENT_NAME"), AZ_ONLY).on(Kind::Az),
+        w(S("AZURE_ENDPOINT_SUFFIX"), AZ_ONLY).on(Kind::Az),
+        w(S("AZURE_BUFFER_SIZE"), AZ_ONLY).on(Kind::Az),
+        w(S("AZURE_MAX_BUFFERS"), AZ_ONLY).on(Kind::Az),
+        w(S("AZURE_TRY_TIMEOUT"), AZ_ONLY).on(Kind::Az),
+        w(S("OS_USERNAME"), SWIFT_ONLY).on(Kind::Swift),
+        w(S("OS_PASSWORD"), SWIFT_ONLY).on(Kind::Swift),
+        w(S("OS_AUTH_URL"), SWIFT_ONLY).on(Kind::Swift),
+        w(S("OS_TENANT_NAME"), SWIFT_ONLY).on(Kind::Swift),
+        w(S("OS_REGION_NAME"), SWIFT_ONLY).on(Kind::Swift),
+        w(S("SSH_PORT"), SSH_ONLY).on(Kind::Ssh),
+        w(S("SSH_PASSWORD"), SSH_ONLY).on(Kind::Ssh),
+        w(S("SSH_USERNAME"), SSH_ONLY).on(Kind::Ssh),
+        w(S("SSH_PRIVATE_KEY_PATH"), SSH_ONLY).on(Kind::Ssh),
     ]},
     Section { title: "Added by wal-rus", rows: &[
         h(E("WALRUS_CONNECT_TIMEOUT"), "seconds to connect to S3; no request can hang").on(Kind::S3).def("10"),
