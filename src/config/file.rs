@@ -270,27 +270,28 @@ fn expand(
 /// Java `.properties`: `key=value`, `key: value` or `key value`; `#`/`!` comments; a line
 /// ending in a backslash continues; `\t \n \r \f \uXXXX` escapes; `${key}` references.
 fn properties(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Entries, String> {
-    let mut raw: Vec<(String, String)> = Vec::new();
+    let mut lines = Vec::new();
     let mut logical = String::new();
+    let mut continued = false;
     for line in text.lines() {
-        let piece = if logical.is_empty() {
-            line
-        } else {
-            line.trim_start()
-        };
+        let piece = if continued { line.trim_start() } else { line };
         let trailing = piece.len() - piece.trim_end_matches('\\').len();
-        if trailing % 2 == 1 {
+        continued = trailing % 2 == 1;
+        if continued {
             logical.push_str(&piece[..piece.len() - 1]);
             continue;
         }
         logical.push_str(piece);
-        let l = std::mem::take(&mut logical);
+        lines.push(std::mem::take(&mut logical));
+    }
+    lines.push(logical);
+    let mut raw: Vec<(String, String)> = Vec::new();
+    for l in &lines {
         let t = l.trim_start();
         if t.is_empty() || t.starts_with('#') || t.starts_with('!') {
             continue;
         }
-        let (key, value) = split_property(t)?;
-        raw.push((key, value));
+        raw.push(split_property(t)?);
     }
     let mut out = Vec::new();
     for (k, v) in &raw {
@@ -594,7 +595,8 @@ mod tests {
             (t("D"), t("E"), t("F")),
             ("x # y!".into(), "$HOMEDIR".into(), "".into())
         );
-        let p = properties("a\\ b = c\\u0041\\td\nHOME=${HOMEDIR}\n", &env).unwrap();
+        let p = properties("a\\ b = c\\u0041\\td\nHOME=${HOMEDIR}\nLAST=x\\", &env).unwrap();
+        assert_eq!(text(&p, "LAST").unwrap(), "x");
         assert_eq!(text(&p, "a b").unwrap(), "cA\td");
         assert_eq!(text(&p, "HOME").unwrap(), "/home/pg");
     }
