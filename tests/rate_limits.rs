@@ -40,8 +40,12 @@ fn rate_limits_hold_and_turbo_lifts_them() {
     .collect();
     let mut pg = PgCluster::init_with_env(port, "wal_level = replica\n", &env);
     pg.start();
-    // About 64 MiB of data directory in all.
-    pg.psql("create table filler as select g, repeat(md5(g::text), 8) as pad from generate_series(1, 80000) g");
+    // About 64 MiB of data directory in all, little of it compressible, so that the download
+    // is about as large as what was read.
+    pg.psql(
+        "create table filler as select g, md5(random()::text) || md5(random()::text) || md5(random()::text) \
+         || md5(random()::text) as pad from generate_series(1, 260000) g",
+    );
     pg.psql("checkpoint");
     let data = pg.data_dir().to_str().unwrap().to_string();
 

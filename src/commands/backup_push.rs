@@ -44,6 +44,8 @@ struct Recorder<'a> {
     progress: Option<Progress>,
     /// Blocks that failed page verification, over the whole backup.
     corrupt_blocks: u64,
+    /// `WALG_STORE_ALL_CORRUPT_BLOCKS`: record every corrupt block of a file, not the first 10.
+    store_all_corrupt: bool,
 }
 
 /// What the user asked of this backup.
@@ -102,9 +104,14 @@ impl EntrySink for Recorder<'_> {
                 &corrupt[..corrupt.len().min(10)]
             );
             self.corrupt_blocks += corrupt.len() as u64;
+            let kept = if self.store_all_corrupt {
+                corrupt.len()
+            } else {
+                corrupt.len().min(10)
+            };
             CorruptBlocks {
                 count: corrupt.len() as u64,
-                some: corrupt[..corrupt.len().min(10)].to_vec(),
+                some: corrupt[..kept].to_vec(),
             }
         });
         let desc = FileDescription {
@@ -281,11 +288,6 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
         .ok_or_else(|| {
             Error::Usage("backup-push needs the data directory (argument or PGDATA)".into())
         })?;
-    if settings.delta_max_steps > 0 {
-        crate::warn!(
-            "WALG_DELTA_MAX_STEPS is set, but wal-rus takes full backups only; taking a full backup"
-        );
-    }
     let user_data = match args
         .add_user_data
         .as_ref()
@@ -433,6 +435,7 @@ fn push(
         error: None,
         progress,
         corrupt_blocks: 0,
+        store_all_corrupt: settings.store_all_corrupt_blocks,
     };
     let started = Instant::now();
 
