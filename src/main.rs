@@ -47,16 +47,14 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         Command::BackupMark(c) => commands::backup_mark::run(&settings, &c),
         Command::Delete(c) => commands::delete::run(&settings, &c),
         Command::MemoryPlan(c) => {
-            if c.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&commands::memory_plan::json(&settings))
-                        .unwrap_or_default()
-                );
+            let text = if c.json {
+                serde_json::to_string_pretty(&commands::memory_plan::json(&settings))
+                    .unwrap_or_default()
+                    + "\n"
             } else {
-                print!("{}", commands::memory_plan::text(&settings));
-            }
-            Ok(())
+                commands::memory_plan::text(&settings)
+            };
+            commands::write_stdout(&text).map_err(|e| Error::io("writing the plan to stdout", e))
         }
     }
 }

@@ -16,7 +16,6 @@ use crate::format::backup_name;
 use crate::format::go_json::{self, ObjectWriter, PreciseTime};
 use crate::format::metadata::ExtendedMetadata;
 use crate::format::time::UtcTime;
-use std::io::Write;
 
 /// WAL-G's name for the only storage wal-rus has (it names failover storages otherwise).
 const STORAGE_NAME: &str = "default";
@@ -47,10 +46,7 @@ pub fn run(settings: &Settings, args: &crate::cli::BackupList) -> Result<(), Err
     } else {
         render(&list, args.json, args.pretty)
     };
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(|e| Error::io("writing the backup list to stdout", e))
+    super::write_stdout(&text).map_err(|e| Error::io("writing the backup list to stdout", e))
 }
 
 /// Orders detailed rows by `start_time`, unless any backup lacks one; then the listing's

@@ -19,3 +19,14 @@ pub const WAL_FOLDER: &str = "wal_005";
 
 /// WAL-G's folder for base backups, below the storage root.
 pub const BACKUP_FOLDER: &str = "basebackups_005";
+
+/// Writes a command's report to stdout. A reader that went away (`| head`) is no failure:
+/// the report was for it alone, and nothing stored depends on it.
+pub fn write_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
