@@ -218,6 +218,48 @@ pub fn take_global_flags(args: Vec<String>) -> Result<(GlobalFlags, Vec<String>)
     Ok((flags, rest))
 }
 
+// The commands take plain option structs; argh's stay here.
+
+impl From<BackupFetch> for crate::commands::backup_fetch::Options {
+    fn from(a: BackupFetch) -> Self {
+        Self {
+            dest: a.dest,
+            name: a.name,
+            restore_spec: a.restore_spec,
+        }
+    }
+}
+
+impl From<BackupList> for crate::commands::backup_list::Options {
+    fn from(a: BackupList) -> Self {
+        Self {
+            json: a.json,
+            detail: a.detail,
+            pretty: a.pretty,
+        }
+    }
+}
+
+impl From<BackupMark> for crate::commands::backup_mark::Options {
+    fn from(a: BackupMark) -> Self {
+        Self {
+            name: a.name,
+            impermanent: a.impermanent,
+        }
+    }
+}
+
+impl From<Delete> for crate::commands::delete::Options {
+    fn from(a: Delete) -> Self {
+        Self {
+            args: a.args,
+            confirm: a.confirm,
+            use_sentinel_time: a.use_sentinel_time,
+            after: a.after,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,7 +26,7 @@ pub fn enabled(level: u8) -> bool {
 
 /// Writes one line; one `write_all` per line so lines of concurrent threads do not interleave.
 pub fn emit(tag: &str, msg: std::fmt::Arguments<'_>) {
-    let now = crate::format::time::UtcTime::now();
+    let now = crate::time::UtcTime::now();
     let line = format!("{} {}: {}\n", now.log_stamp(), tag, msg);
     let _ = std::io::stderr().write_all(line.as_bytes());
 }

@@ -42,10 +42,10 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         Command::WalFetch(c) => commands::wal_fetch::run(&settings, &c.name, &c.dest),
         Command::WalPrefetch(c) => commands::wal_prefetch::run(&settings, &c.name, &c.dest),
         Command::BackupPush(c) => commands::backup_push::run(&settings, &c),
-        Command::BackupFetch(c) => commands::backup_fetch::run(&settings, &c),
-        Command::BackupList(c) => commands::backup_list::run(&settings, &c),
-        Command::BackupMark(c) => commands::backup_mark::run(&settings, &c),
-        Command::Delete(c) => commands::delete::run(&settings, &c),
+        Command::BackupFetch(c) => commands::backup_fetch::run(&settings, &c.into()),
+        Command::BackupList(c) => commands::backup_list::run(&settings, &c.into()),
+        Command::BackupMark(c) => commands::backup_mark::run(&settings, &c.into()),
+        Command::Delete(c) => commands::delete::run(&settings, &c.into()),
         Command::MemoryPlan(c) => {
             let text = if c.json {
                 serde_json::to_string_pretty(&commands::memory_plan::json(&settings))

@@ -299,7 +299,7 @@ impl<R: Read> SodiumReader<R> {
     fn refill(&mut self) -> io::Result<()> {
         // One byte more than a chunk tells whether this chunk is the last.
         let mut plain = [0u8; CHUNK];
-        let n = crate::storage::read_full(&mut self.inner, &mut plain)?;
+        let n = crate::readers::read_full(&mut self.inner, &mut plain)?;
         if n == CHUNK {
             // Peek one byte: if the stream ends here, this full chunk is not FINAL in
             // WAL-G's framing either (FINAL always holds fewer than 8192 bytes), so emit it
@@ -391,13 +391,13 @@ impl<R: Read> SodiumDecryptor<R> {
     fn next_chunk(&mut self) -> io::Result<()> {
         if self.state.is_none() {
             let mut header = [0u8; HEADER];
-            let n = crate::storage::read_full(&mut self.inner, &mut header)?;
+            let n = crate::readers::read_full(&mut self.inner, &mut header)?;
             if n < HEADER {
                 return Err(bad("the object is shorter than an encryption header"));
             }
             self.state = Some(State::new(&self.key, &header));
         }
-        let n = crate::storage::read_full(&mut self.inner, &mut self.sealed[..])?;
+        let n = crate::readers::read_full(&mut self.inner, &mut self.sealed[..])?;
         if n < ABYTES {
             return Err(bad(
                 "the stream ends without its final chunk (truncated, or not encrypted with this key)",
@@ -415,7 +415,7 @@ impl<R: Read> SodiumDecryptor<R> {
         }
         if self.finished {
             let mut probe = [0u8; 1];
-            if crate::storage::read_full(&mut self.inner, &mut probe)? != 0 {
+            if crate::readers::read_full(&mut self.inner, &mut probe)? != 0 {
                 return Err(bad("data after the final chunk"));
             }
         }

@@ -9,7 +9,6 @@
 //! be started as if it were complete.
 
 use super::backups::{self, files_metadata_key, folder_prefix};
-use crate::cli::BackupFetch;
 use crate::codec::{Crypter, Decoder, ReadFormat};
 use crate::config::Settings;
 use crate::error::Error;
@@ -210,8 +209,19 @@ fn verify(storage: &dyn Storage, name: &str, dest: &Path) -> Result<u64, Error> 
     Ok(checked)
 }
 
+/// What `backup-fetch` is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Destination directory (created if missing; must be empty).
+    pub dest: std::path::PathBuf,
+    /// Backup name, or `LATEST`.
+    pub name: String,
+    /// A JSON tablespace specification relocating tablespaces.
+    pub restore_spec: Option<std::path::PathBuf>,
+}
+
 /// Runs `backup-fetch`.
-pub fn run(settings: &Settings, args: &BackupFetch) -> Result<(), Error> {
+pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     let storage = settings.open_storage()?;
     let backup = backups::resolve(storage.as_ref(), &args.name)?;
     let sentinel = backups::read_sentinel(storage.as_ref(), &backup.name)?;
@@ -261,7 +271,7 @@ fn restore(
     restore_spec: Option<&Path>,
 ) -> Result<(), Error> {
     let spec = match restore_spec {
-        Some(path) => Some(TablespaceSpec::read_restore_spec(path)?),
+        Some(path) => Some(read_restore_spec(path)?),
         None => sentinel.spec.clone(),
     };
     let tablespaces = match &spec {
@@ -393,6 +403,14 @@ fn restore(
         t.bytes as f64 / 1048576.0
     );
     Ok(())
+}
+
+/// Reads a `backup-fetch --restore-spec` file.
+fn read_restore_spec(path: &std::path::Path) -> Result<TablespaceSpec, Error> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| Error::io(format!("reading restore spec {}", path.display()), e))?;
+    TablespaceSpec::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("restore spec {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use crate::error::Error;
 use crate::format::backup_name;
 use crate::format::go_json::{self, ObjectWriter, PreciseTime};
 use crate::format::metadata::ExtendedMetadata;
-use crate::format::time::UtcTime;
+use crate::time::UtcTime;
 
 /// WAL-G's name for the only storage wal-rus has (it names failover storages otherwise).
 const STORAGE_NAME: &str = "default";
@@ -23,8 +23,19 @@ const STORAGE_NAME: &str = "default";
 /// What `backup-list` prints for a sentinel key without a 24-hex run.
 const NO_WAL_FILE: &str = "ZZZZZZZZZZZZZZZZZZZZZZZZ";
 
+/// What `backup-list` is asked to print.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// JSON instead of the table.
+    pub json: bool,
+    /// Also read each backup's metadata.json.
+    pub detail: bool,
+    /// A table for people (with `json`: indented).
+    pub pretty: bool,
+}
+
 /// Runs the command.
-pub fn run(settings: &Settings, args: &crate::cli::BackupList) -> Result<(), Error> {
+pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     let storage = settings.open_storage()?;
     let list = backups::list_backups(storage.as_ref())?;
     if list.is_empty() {
@@ -349,7 +360,7 @@ mod tests {
         .map(|(n, t)| BackupRef {
             name: n.to_string(),
             sentinel_key: format!("basebackups_005/{n}_backup_stop_sentinel.json"),
-            modified: crate::format::time::PreciseTime::from_utc(UtcTime(t)),
+            modified: crate::time::PreciseTime::from_utc(UtcTime(t)),
         })
         .collect()
     }

@@ -15,8 +15,17 @@ use crate::format::metadata::ExtendedMetadata;
 use crate::storage::Storage;
 use std::collections::HashSet;
 
+/// What `backup-mark` is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The backup name.
+    pub name: String,
+    /// Remove the permanent mark instead of setting it.
+    pub impermanent: bool,
+}
+
 /// Runs the command.
-pub fn run(settings: &Settings, args: &crate::cli::BackupMark) -> Result<(), Error> {
+pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     let storage = settings.open_storage()?;
     let backup = backups::resolve(storage.as_ref(), &args.name)?;
     if args.impermanent {

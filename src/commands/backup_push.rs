@@ -17,7 +17,7 @@ use crate::cli::BackupPush;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;
-use crate::format::files_metadata::{CorruptBlocks, FileDescription, FilesSpool};
+use crate::format::files_metadata::{CorruptBlocks, FileDescription};
 use crate::format::go_json::{PreciseTime, backup_time_string};
 use crate::format::lsn::Lsn;
 use crate::format::metadata::ExtendedMetadata;
@@ -28,6 +28,7 @@ use crate::format::wal_name::Segment;
 use crate::pg::{ConnParams, Connection};
 use crate::pipeline::arena::Arena;
 use crate::pipeline::compress::CompressingReader;
+use crate::pipeline::files_spool::FilesSpool;
 use crate::pipeline::plan;
 use crate::pipeline::rate::{Limited, RateLimit};
 use crate::pipeline::tar_stream::{Entry, EntrySink, Partition, Walker};
@@ -155,16 +156,6 @@ fn parse_lsn(text: &str) -> Result<Lsn, Error> {
             io::Error::other(format!("'{text}' is not an LSN")),
         )
     })
-}
-
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    if !ok {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 /// The object name of a tar partition for this method: `part_001.tar.lz4`, or WAL-G master's
@@ -306,7 +297,7 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
     let storage = settings.open_storage()?;
 
     // Start a non-exclusive backup on this session; it must stay open until the stop.
-    let label = crate::format::time::UtcTime::now().rfc3339();
+    let label = crate::time::UtcTime::now().rfc3339();
     let start_sql = if server.version >= 150000 {
         format!(
             "select lsn::text from pg_backup_start({}, true) as lsn",
@@ -482,7 +473,7 @@ fn push(
         .unwrap_or_else(|| data_dir.join("global/pg_control"));
     let control = std::fs::read(&control_path)
         .map_err(|e| Error::io(format!("reading {}", control_path.display()), e))?;
-    let now = crate::format::time::UtcTime::now().0;
+    let now = crate::time::UtcTime::now().0;
     let control_tar = small_tar(&[("/global/pg_control", &control, 0o600, now)]);
     compressed += sender.send(
         &format!("{folder}/tar_partitions/{}", tar_name("pg_control", ext)),
@@ -507,7 +498,7 @@ fn push(
     let label = text(&row, 0, "backup label")?;
     let spcmap = row.get(1).cloned().flatten().unwrap_or_default();
     let finish_lsn = parse_lsn(&text(&row, 2, "backup stop LSN")?)?;
-    let now = crate::format::time::UtcTime::now().0;
+    let now = crate::time::UtcTime::now().0;
     let label_name = tar_name("backup_label", ext);
     let label_tar = small_tar(&[
         ("backup_label", label.as_bytes(), 0o600, now),
@@ -534,7 +525,7 @@ fn push(
         spec
     });
     let data_dir_text = data_dir.to_string_lossy().into_owned();
-    let host = hostname();
+    let host = crate::sys::hostname();
     let meta = ExtendedMetadata {
         start_time: backup_time_string(start_time),
         finish_time: backup_time_string(finish_time),

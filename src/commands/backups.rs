@@ -13,8 +13,8 @@ use crate::error::Error;
 use crate::format::backup_name::{self, SENTINEL_SUFFIX};
 use crate::format::metadata::ExtendedMetadata;
 use crate::format::sentinel::Sentinel;
-use crate::format::time::PreciseTime;
 use crate::storage::{BytesBody, Storage, StorageError};
+use crate::time::PreciseTime;
 use std::io::{self, Read};
 
 /// The word that selects the newest backup.
@@ -239,7 +239,7 @@ mod tests {
         );
         assert_eq!(
             list[0].modified,
-            PreciseTime::from_utc(crate::format::time::UtcTime(1_000))
+            PreciseTime::from_utc(crate::time::UtcTime(1_000))
         );
         assert_eq!(latest(&st).unwrap().unwrap().name, b);
         assert_eq!(resolve(&st, LATEST).unwrap().name, b);

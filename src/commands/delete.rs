@@ -27,9 +27,9 @@ use crate::error::Error;
 use crate::format::backup_name;
 use crate::format::go_json::PreciseTime;
 use crate::format::lsn::Lsn;
-use crate::format::time::UtcTime;
 use crate::format::wal_name::Segment;
 use crate::storage::Storage;
+use crate::time::UtcTime;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
 /// Keys per `delete_many` call (S3's `DeleteObjects` limit; the S3 back-end may split further
@@ -569,8 +569,21 @@ impl Catalogue {
     }
 }
 
+/// What `delete` is asked to do.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The mode and its arguments, e.g. `retain FULL 3`.
+    pub args: Vec<String>,
+    /// Really delete (without it, only list what would be deleted).
+    pub confirm: bool,
+    /// Order backups by metadata.json `start_time` instead of by start segment.
+    pub use_sentinel_time: bool,
+    /// With retain: also keep every backup from this backup name or RFC 3339 time on.
+    pub after: Option<String>,
+}
+
 /// Runs the command.
-pub fn run(settings: &Settings, args: &crate::cli::Delete) -> Result<(), Error> {
+pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     let now = PreciseTime::from_system(std::time::SystemTime::now());
     let mode = parse_mode(&args.args, args.after.as_deref(), now)?;
     let storage = settings.open_storage()?;

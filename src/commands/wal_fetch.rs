@@ -255,7 +255,6 @@ fn take_prefetched(settings: &Settings, name: &str, dest: &Path) -> bool {
 /// Starts `wal-prefetch` for the segments after `name`, detached, through this very binary
 /// (never through `PATH`) and with the same config file.
 fn launch_prefetch(settings: &Settings, name: &str, dest: &Path) {
-    use std::os::unix::process::CommandExt;
     let Ok(exe) = std::env::current_exe() else {
         return;
     };
@@ -269,16 +268,8 @@ fn launch_prefetch(settings: &Settings, name: &str, dest: &Path) {
     if settings.log_level != "DEVEL" {
         cmd.stderr(std::process::Stdio::null());
     }
-    // A new session, so PostgreSQL's signals to the restore_command do not reach it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    match cmd.spawn() {
-        Ok(_child) => {}
-        Err(e) => crate::warn!("could not start wal-prefetch: {e}"),
+    if let Err(e) = crate::sys::spawn_detached(&mut cmd) {
+        crate::warn!("could not start wal-prefetch: {e}");
     }
 }
 

@@ -6,37 +6,14 @@
 //! reads them, so a DBA who set the variable gets them from wal-rus too.
 
 use super::WAL_FOLDER;
+pub use crate::config::WalMetadata;
 use crate::error::Error;
 use crate::format::go_json;
 use crate::format::sentinel::DATE_FMT;
-use crate::format::time::PreciseTime;
 use crate::storage::{BytesBody, Storage, join_key};
+use crate::time::PreciseTime;
 use std::fs;
 use std::path::Path;
-
-/// `WALG_UPLOAD_WAL_METADATA`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum WalMetadata {
-    /// `NOMETADATA`, the default: nothing.
-    #[default]
-    None,
-    /// `INDIVIDUAL`: one object per WAL file.
-    Individual,
-    /// `BULK`: one object per 16 segments.
-    Bulk,
-}
-
-impl WalMetadata {
-    /// From the setting's value, as WAL-G spells it.
-    pub fn from_setting(s: &str) -> Option<WalMetadata> {
-        match s {
-            "NOMETADATA" => Some(WalMetadata::None),
-            "INDIVIDUAL" => Some(WalMetadata::Individual),
-            "BULK" => Some(WalMetadata::Bulk),
-            _ => None,
-        }
-    }
-}
 
 /// `{"<name>":{"created_time":"<RFC 3339, UTC>","date_fmt":"%Y-%m-%dT%H:%M:%S.%fZ"}}`, as
 /// Go's encoder writes WAL-G's map.

@@ -40,7 +40,7 @@ pub type Entries = Vec<(String, Value)>;
 /// The default config file: `.walg.<ext>` in the OS user's home directory (from the
 /// password database, as Go's `user.Current` does; `$HOME` when the user has no entry).
 pub fn default_path() -> Option<PathBuf> {
-    let home = crate::pg::os_account()
+    let home = crate::sys::os_account()
         .map(|(_, home)| home)
         .filter(|h| !h.is_empty())
         .or_else(|| std::env::var("HOME").ok().filter(|h| !h.is_empty()))?;

@@ -96,7 +96,7 @@ pub struct Settings {
     /// `WALG_VERIFY_PAGE_CHECKSUMS`.
     pub verify_page_checksums: bool,
     /// `WALG_UPLOAD_WAL_METADATA`: WAL metadata objects written by wal-push.
-    pub wal_metadata: crate::commands::wal_metadata::WalMetadata,
+    pub wal_metadata: WalMetadata,
     /// `WALG_DISK_RATE_LIMIT`: bytes per second read from the data directory by backup-push.
     pub disk_rate_limit: Option<u64>,
     /// `WALG_NETWORK_RATE_LIMIT`: bytes per second to or from storage in backup-push and
@@ -412,13 +412,12 @@ impl Settings {
             tar_disable_fsync: bool_setting(src, "WALG_TAR_DISABLE_FSYNC", false)?,
             wal_metadata: match src.get("WALG_UPLOAD_WAL_METADATA") {
                 None => Default::default(),
-                Some(v) => crate::commands::wal_metadata::WalMetadata::from_setting(v.trim())
-                    .ok_or_else(|| {
-                        bad(
-                            "WALG_UPLOAD_WAL_METADATA",
-                            format!("{v:?} is not NOMETADATA, INDIVIDUAL or BULK"),
-                        )
-                    })?,
+                Some(v) => WalMetadata::from_setting(v.trim()).ok_or_else(|| {
+                    bad(
+                        "WALG_UPLOAD_WAL_METADATA",
+                        format!("{v:?} is not NOMETADATA, INDIVIDUAL or BULK"),
+                    )
+                })?,
             },
             disk_rate_limit: rate_setting(src, "WALG_DISK_RATE_LIMIT")?,
             network_rate_limit: rate_setting(src, "WALG_NETWORK_RATE_LIMIT")?,
@@ -671,6 +670,30 @@ impl Settings {
             bg_uploaded_limit: self.bg_uploaded_limit,
             https,
             remote,
+        }
+    }
+}
+
+/// `WALG_UPLOAD_WAL_METADATA`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WalMetadata {
+    /// `NOMETADATA`, the default: nothing.
+    #[default]
+    None,
+    /// `INDIVIDUAL`: one object per WAL file.
+    Individual,
+    /// `BULK`: one object per 16 segments.
+    Bulk,
+}
+
+impl WalMetadata {
+    /// From the setting's value, as WAL-G spells it.
+    pub fn from_setting(s: &str) -> Option<WalMetadata> {
+        match s {
+            "NOMETADATA" => Some(WalMetadata::None),
+            "INDIVIDUAL" => Some(WalMetadata::Individual),
+            "BULK" => Some(WalMetadata::Bulk),
+            _ => None,
         }
     }
 }

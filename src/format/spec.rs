@@ -10,7 +10,6 @@ use crate::format::go_json;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 
 /// Where one tablespace is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -168,16 +167,6 @@ impl TablespaceSpec {
             serde_json::from_slice(bytes).map_err(|e| SpecError(format!("not JSON: {e}")))?;
         Self::from_value(&v)
     }
-
-    /// Reads a `backup-fetch --restore-spec` file.
-    pub fn read_restore_spec(path: &Path) -> Result<TablespaceSpec, crate::error::Error> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            crate::error::Error::io(format!("reading restore spec {}", path.display()), e)
-        })?;
-        Self::from_slice(&bytes).map_err(|e| {
-            crate::error::Error::Usage(format!("restore spec {}: {e}", path.display()))
-        })
-    }
 }
 
 #[cfg(test)]
@@ -213,10 +202,5 @@ mod tests {
             TablespaceSpec::from_slice(br#"{"base_prefix":"/d","tablespaces":["1"]}"#).is_err()
         );
         assert!(TablespaceSpec::from_slice(br#"{"base_prefix":1}"#).is_err());
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("spec.json");
-        std::fs::write(&p, text).unwrap();
-        assert_eq!(TablespaceSpec::read_restore_spec(&p).unwrap(), s);
-        assert!(TablespaceSpec::read_restore_spec(&dir.path().join("missing")).is_err());
     }
 }

@@ -17,7 +17,6 @@ use postgres_protocol::message::frontend;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
@@ -816,7 +815,7 @@ fn connect_tcp(host: &str, port: u16, timeout: Duration) -> io::Result<(TcpStrea
         match TcpStream::connect_timeout(&addr, timeout) {
             Ok(s) => {
                 let _ = s.set_nodelay(true);
-                set_keepalive(&s);
+                crate::sys::set_keepalive(&s);
                 return Ok((s, started));
             }
             Err(e) => last = e,
@@ -841,22 +840,6 @@ fn login_timeout(e: io::Error) -> io::Error {
         )
     } else {
         e
-    }
-}
-
-/// SO_KEEPALIVE, as libpq sets by default: without a read timeout, only keepalive notices
-/// a server host that vanished.
-fn set_keepalive(s: &TcpStream) {
-    let on: libc::c_int = 1;
-    // SAFETY: plain setsockopt on a valid, owned socket with a correctly sized int option.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_KEEPALIVE,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
     }
 }
 

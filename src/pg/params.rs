@@ -7,6 +7,7 @@
 
 use super::error::PgError;
 use super::pgpass;
+use crate::sys::os_account;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -260,38 +261,6 @@ fn parse_connect_timeout(text: &str) -> Result<Duration, PgError> {
         1 => Duration::from_secs(2),
         s => Duration::from_secs(s as u64),
     })
-}
-
-/// Name and home directory of the effective OS user (`getpwuid_r`).
-pub fn os_account() -> Option<(String, String)> {
-    // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes we pass; the strings
-    // it points `pwd` at live in `buf`, which outlives their use below.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0 as libc::c_char; 16 * 1024];
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(
-            libc::geteuid(),
-            &mut pwd,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut result,
-        );
-        if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        let name = std::ffi::CStr::from_ptr(pwd.pw_name)
-            .to_string_lossy()
-            .into_owned();
-        let home = if pwd.pw_dir.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(pwd.pw_dir)
-                .to_string_lossy()
-                .into_owned()
-        };
-        Some((name, home))
-    }
 }
 
 #[cfg(test)]

@@ -120,9 +120,14 @@ impl Drop for Lease {
             buf.truncate(self.size);
             buf.shrink_to(self.size);
             buf.resize(self.size, 0);
-            // Part buffers (megabytes, always filled whole) keep their pages.
+            // A returned buffer's pages go back to the kernel; they cost nothing until the
+            // next borrower touches them. Without this, every buffer that ever served a
+            // borrower stays resident: a pool rotates its buffers, so a wal-push with 15
+            // background uploads ended up with all 32 of its 64 KiB buffers resident, where
+            // at most 16 are ever full at once. Part buffers (megabytes, always filled
+            // whole) keep their pages.
             if self.size <= RELEASE_MAX {
-                release_pages(&mut buf);
+                crate::sys::release_pages(&mut buf);
             }
             let _ = self.home.send(buf);
         }
@@ -132,30 +137,6 @@ impl Drop for Lease {
 /// Largest buffer whose pages are given back on return: I/O buffers, which a borrower may
 /// fill only in part.
 const RELEASE_MAX: usize = 1 << 20;
-
-/// Gives a returned buffer's whole pages back to the kernel; they read as zeros and cost
-/// nothing until the next borrower touches them. Without this, every buffer that ever served
-/// a borrower stays resident: a pool rotates its buffers, so a wal-push with 15 background
-/// uploads ended up with all 32 of its 64 KiB buffers resident, where at most 16 are ever
-/// full at once (the other half hold a few KiB of compressed output).
-fn release_pages(buf: &mut [u8]) {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        let start = buf.as_mut_ptr() as usize;
-        let first = start.next_multiple_of(PAGE);
-        let end = (start + buf.len()) / PAGE * PAGE;
-        if end > first {
-            // MADV_DONTNEED on private anonymous memory: the range reads back as zeros, which
-            // are valid bytes for the u8 buffer we own here. Advice only; failure is harmless.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_DONTNEED);
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = buf;
-}
 
 impl crate::storage::PartBuffers for Arena {
     fn lease_part(&self) -> io::Result<crate::storage::PartBuffer<'_>> {

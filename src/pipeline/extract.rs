@@ -32,30 +32,10 @@ pub fn target_path(dest: &Path, name: &str) -> Option<PathBuf> {
     Some(out)
 }
 
-/// Written bytes after which a file's writeback is started, when the restore fsyncs.
+/// Written bytes after which a file's writeback is started, when the restore fsyncs: the
+/// disk then works while the next megabytes are decompressed, and the fsync at the end of a
+/// 1 GiB relation file waits for the last few megabytes instead of the whole file.
 const FLUSH_AFTER: u64 = 8 << 20;
-
-/// Asks the kernel to start writing `len` bytes at `offset` to disk, without waiting, as
-/// PostgreSQL's `*_flush_after` settings do: the disk then works while the next megabytes
-/// are decompressed, and the fsync at the end of a 1 GiB relation file waits for the last
-/// few megabytes instead of the whole file.
-fn start_writeback(file: &fs::File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // Advice only: an error (say, a file system without it) leaves the fsync to do all.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, offset, len);
-}
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
@@ -112,7 +92,7 @@ pub fn unpack(
                     })?;
                     written += n as u64;
                     if sync.durable() && written - flushed >= FLUSH_AFTER {
-                        start_writeback(&out, flushed, written - flushed);
+                        crate::sys::start_writeback(&out, flushed, written - flushed);
                         flushed = written;
                     }
                 }
@@ -126,7 +106,7 @@ pub fn unpack(
                 // A file that crossed FLUSH_AFTER has its tail's writeback started too; small
                 // files are left to the fsync stage (one call fewer per file).
                 if sync.durable() && flushed > 0 && written > flushed {
-                    start_writeback(&out, flushed, written - flushed);
+                    crate::sys::start_writeback(&out, flushed, written - flushed);
                 }
                 sync.finished(out, &target)?;
                 stats.files += 1;

@@ -5,6 +5,7 @@ pub mod arena;
 pub mod compress;
 pub mod dest;
 pub mod extract;
+pub mod files_spool;
 pub mod plan;
 pub mod rate;
 pub mod sync;

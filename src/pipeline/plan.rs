@@ -108,11 +108,7 @@ pub const IMAGE_FALLBACK: u64 = 24 * MIB;
 /// free memory) and a fixed mmap threshold (`M_MMAP_THRESHOLD`). Call first thing in `main`,
 /// before any thread starts. musl's allocator needs neither.
 pub fn configure_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 1);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD as libc::c_int);
-    }
+    crate::sys::configure_malloc(MALLOC_MMAP_THRESHOLD);
 }
 
 /// The process image's address space, by kind, as `/proc/self/maps` shows it.

@@ -86,7 +86,7 @@ impl FileSync for SyncQueue {
 fn sync_and_forget(file: &File, path: &Path) -> io::Result<()> {
     file.sync_all()
         .map_err(|e| io::Error::new(e.kind(), format!("fsync of {}: {e}", path.display())))?;
-    crate::storage::fs::drop_cached(file);
+    crate::sys::drop_cached(file);
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use crossbeam_channel::Receiver;
 use std::thread::{Scope, ScopedJoinHandle};
 
 /// Stack size of the worker threads: the crate-wide `THREAD_STACK`.
-pub const WORKER_STACK: usize = crate::THREAD_STACK;
+pub const WORKER_STACK: usize = crate::sys::THREAD_STACK;
 
 /// Starts one named thread with the planned stack.
 pub fn spawn_named<'scope, 'env, T, F>(

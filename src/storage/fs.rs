@@ -8,7 +8,7 @@
 //! [`open_temporary`]), so a killed writer's leftover does not outlive the retry.
 
 use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Storage, StorageError};
-use crate::format::time::{PreciseTime, UtcTime};
+use crate::time::{PreciseTime, UtcTime};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -75,14 +75,6 @@ fn io_err(op: &'static str, key: &str, source: io::Error) -> StorageError {
             key: key.to_string(),
             source,
         }
-    }
-}
-
-/// Asks the kernel to drop a synced file's pages from the page cache.
-pub fn drop_cached(file: &File) {
-    use std::os::fd::AsRawFd;
-    unsafe {
-        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
     }
 }
 
@@ -158,7 +150,7 @@ impl FsStorage {
             out.sync_all()?;
             // Nobody reads an archived copy back soon: leave the page cache to PostgreSQL
             // (and out of a memory cgroup's charge).
-            drop_cached(&out);
+            crate::sys::drop_cached(&out);
             drop(out);
             fs::rename(&tmp, &path)?;
             sync_dir(&dir)?;

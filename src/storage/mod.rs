@@ -23,7 +23,7 @@ pub struct ObjectMeta {
     pub size: u64,
     /// Last modification, as precisely as the storage reports it (S3 listings: ms; files:
     /// ns). WAL-G orders and deletes backups by it, fractions included.
-    pub last_modified: crate::format::time::PreciseTime,
+    pub last_modified: crate::time::PreciseTime,
 }
 
 /// A write that started and never finished: a killed writer's temporary file (file storage)
@@ -35,7 +35,7 @@ pub struct Interrupted {
     /// What identifies the leftover: the temporary file's key, or the upload id.
     pub id: String,
     /// When it was started or last written.
-    pub started: crate::format::time::UtcTime,
+    pub started: crate::time::UtcTime,
 }
 
 /// A body that can be read from the start as often as needed.
@@ -130,7 +130,7 @@ pub trait Storage: Send + Sync {
     fn interrupted_writes(
         &self,
         _prefix: &str,
-        _before: crate::format::time::UtcTime,
+        _before: crate::time::UtcTime,
     ) -> Result<Vec<Interrupted>, StorageError> {
         Ok(Vec::new())
     }
@@ -161,16 +161,4 @@ pub fn join_key(folder: &str, name: &str) -> String {
     }
 }
 
-/// Reads until `buf` is full or the stream ends; returns the bytes read.
-pub fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
-}
+pub use crate::readers::read_full;

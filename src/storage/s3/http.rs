@@ -560,7 +560,7 @@ pub fn parse_http_date(s: &str) -> Option<UtcTime> {
         parts[1].parse::<u32>().ok()?,
         parts[4]
     );
-    crate::format::time::UtcTime::parse_rfc3339(&iso)
+    crate::time::UtcTime::parse_rfc3339(&iso)
 }
 
 #[cfg(test)]

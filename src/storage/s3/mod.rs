@@ -11,7 +11,7 @@ pub mod upload;
 pub mod xml;
 
 use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Storage, StorageError};
-use crate::format::time::{PreciseTime, UtcTime};
+use crate::time::{PreciseTime, UtcTime};
 use http::{Body, Call, Client};
 use std::path::PathBuf;
 use std::sync::Arc;

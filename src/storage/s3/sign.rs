@@ -56,7 +56,7 @@ impl fmt::Debug for Credentials {
 }
 
 /// Signing time; shared with the rest of the crate so logs and signatures agree.
-pub use crate::format::time::UtcTime;
+pub use crate::time::UtcTime;
 
 /// How paths are canonicalised.
 ///

@@ -406,7 +406,7 @@ fn stream_parts(
             let upload_one = &upload_one;
             let h = std::thread::Builder::new()
                 .name(format!("upload-part-{i}"))
-                .stack_size(crate::THREAD_STACK)
+                .stack_size(crate::sys::THREAD_STACK)
                 .spawn_scoped(s, move || {
                     for (number, buf, len) in rx.iter() {
                         upload_one(number, buf, len);
