@@ -9,7 +9,7 @@ pub mod error;
 pub mod fs;
 pub mod s3;
 
-pub use error::StorageError;
+pub use error::{Op, StorageError};
 
 use std::io::{self, Read};
 use std::ops::DerefMut;
