@@ -439,11 +439,9 @@ fn push(
             .verify_pages(opts.verify.then_some(start_lsn.0))
             .rate_limited(disk_limit.as_ref());
         let stored = sender.send(&key, &mut partition).map_err(|e| match e {
-            crate::storage::StorageError::Io {
-                op: "read body",
-                source,
-                ..
-            } => Error::io(format!("reading {}", data_dir.display()), source),
+            crate::storage::StorageError::BodyRead { source, .. } => {
+                Error::io(format!("reading {}", data_dir.display()), source)
+            }
             other => Error::Storage(other),
         })?;
         uncompressed += partition.payload;
@@ -627,8 +625,7 @@ impl Sender<'_> {
 }
 
 fn read_error(key: &str, source: io::Error) -> StorageError {
-    StorageError::Io {
-        op: "read body",
+    StorageError::BodyRead {
         key: key.to_string(),
         source,
     }

@@ -239,4 +239,70 @@ mod tests {
             .unwrap()
         );
     }
+
+    /// What `open` asks of storage, and what it makes of the answers, on a store that can
+    /// be made to fail on purpose.
+    mod with_faults {
+        use super::*;
+        use crate::storage::Op;
+        use crate::storage::memory::{Fault, MemStorage};
+
+        const NAME: &str = "000000010000000000000007";
+
+        /// The calls after the set-up's puts.
+        fn ops(st: &MemStorage) -> Vec<Op> {
+            let calls = st.calls().into_iter().map(|(op, _)| op);
+            calls.filter(|op| *op != Op::Put).collect()
+        }
+
+        #[test]
+        fn the_preferred_name_costs_one_get() {
+            let st = MemStorage::new();
+            st.put(&key_for(NAME, Method::Lz4), &BytesBody(b"x"))
+                .unwrap();
+            let found = open(&st, NAME, Method::Lz4).unwrap().unwrap();
+            assert_eq!(found.format, ReadFormat::Lz4);
+            assert_eq!(ops(&st), [Op::Get]);
+        }
+
+        #[test]
+        fn a_miss_lists_once_then_gets_what_exists() {
+            let st = MemStorage::new();
+            st.put(&format!("wal_005/{NAME}.br"), &BytesBody(b"x"))
+                .unwrap();
+            let found = open(&st, NAME, Method::Lz4).unwrap().unwrap();
+            assert_eq!(found.key, format!("wal_005/{NAME}.br"));
+            assert_eq!(ops(&st), [Op::Get, Op::List, Op::Get]);
+            let absent = MemStorage::new();
+            assert!(open(&absent, NAME, Method::Lz4).unwrap().is_none());
+            assert_eq!(ops(&absent), [Op::Get, Op::List], "two requests for a miss");
+        }
+
+        #[test]
+        fn a_candidate_deleted_after_the_listing_is_passed_over() {
+            let st = MemStorage::new();
+            let lzma = format!("wal_005/{NAME}.lzma");
+            st.put(&lzma, &BytesBody(b"x")).unwrap();
+            st.put(&format!("wal_005/{NAME}.br"), &BytesBody(b"y"))
+                .unwrap();
+            st.fail_next_on(Op::Get, &lzma, 1, Fault::Missing);
+            let found = open(&st, NAME, Method::Zstd).unwrap().unwrap();
+            assert_eq!(found.key, format!("wal_005/{NAME}.br"));
+        }
+
+        #[test]
+        fn other_failures_are_not_taken_for_a_miss() {
+            let st = MemStorage::new();
+            st.put(&format!("wal_005/{NAME}.br"), &BytesBody(b"x"))
+                .unwrap();
+            st.fail_next(Op::Get, 1, Fault::Retryable);
+            let err = open(&st, NAME, Method::Lz4).err().unwrap();
+            assert!(err.is_retryable(), "{err}");
+            st.fail_next(Op::List, 1, Fault::Denied);
+            assert!(open(&st, NAME, Method::Lz4).is_err());
+            st.fail_next_on(Op::Get, &format!("wal_005/{NAME}.br"), 1, Fault::Denied);
+            assert!(open(&st, NAME, Method::Lz4).is_err());
+            assert!(open(&st, NAME, Method::Lz4).unwrap().is_some());
+        }
+    }
 }

@@ -74,11 +74,9 @@ impl Pusher<'_> {
                 .map_err(|e| Error::io(format!("encrypting {name}"), e))?,
         };
         let stored = self.storage.put(&key, &body).map_err(|e| match e {
-            crate::storage::StorageError::Io {
-                op: "read body",
-                source,
-                ..
-            } => Error::io(format!("reading {}", path.display()), source),
+            crate::storage::StorageError::BodyRead { source, .. } => {
+                Error::io(format!("reading {}", path.display()), source)
+            }
             other => Error::Storage(other),
         })?;
         crate::info!("archived {name} as {key} ({stored} bytes)");

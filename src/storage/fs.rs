@@ -7,7 +7,7 @@
 //! per object, taken over by the next writer once its writer is gone (see
 //! [`open_temporary`]), so a killed writer's leftover does not outlive the retry.
 
-use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Storage, StorageError};
+use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Op, Storage, StorageError};
 use crate::time::{PreciseTime, UtcTime};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -64,8 +64,8 @@ fn unique_hex() -> String {
     format!("{:016x}", mixed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
-fn io_err(op: &'static str, key: &str, source: io::Error) -> StorageError {
-    if source.kind() == io::ErrorKind::NotFound && op != "put" {
+fn io_err(op: Op, key: &str, source: io::Error) -> StorageError {
+    if source.kind() == io::ErrorKind::NotFound && op != Op::Put {
         StorageError::NotFound {
             key: key.to_string(),
         }
@@ -166,7 +166,7 @@ impl FsStorage {
 impl Storage for FsStorage {
     fn put(&self, key: &str, body: &dyn BodySource) -> Result<u64, StorageError> {
         self.write_atomically(key, body)
-            .map_err(|e| io_err("put", key, e))
+            .map_err(|e| io_err(Op::Put, key, e))
     }
 
     fn put_stream(
@@ -178,11 +178,11 @@ impl Storage for FsStorage {
     ) -> Result<u64, StorageError> {
         // A local file needs no parts: the stream goes straight to the temporary file.
         self.write_stream_atomically(key, body)
-            .map_err(|e| io_err("put", key, e))
+            .map_err(|e| io_err(Op::Put, key, e))
     }
 
     fn get(&self, key: &str) -> Result<ObjectReader, StorageError> {
-        let file = File::open(self.path_of(key)).map_err(|e| io_err("get", key, e))?;
+        let file = File::open(self.path_of(key)).map_err(|e| io_err(Op::Get, key, e))?;
         if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
             return Err(StorageError::NotFound {
                 key: key.to_string(),
@@ -203,7 +203,7 @@ impl Storage for FsStorage {
             })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_err("head", key, e)),
+            Err(e) => Err(io_err(Op::Head, key, e)),
         }
     }
 
@@ -220,7 +220,7 @@ impl Storage for FsStorage {
         };
         self.walk(folder, name_prefix, recursive, each)
             .map_err(|e| StorageError::Io {
-                op: "list",
+                op: Op::List,
                 key: prefix.to_string(),
                 source: e,
             })
@@ -231,7 +231,7 @@ impl Storage for FsStorage {
             match fs::remove_file(self.path_of(key)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err("delete", key, e)),
+                Err(e) => return Err(io_err(Op::Delete, key, e)),
             }
         }
         Ok(())
@@ -249,7 +249,7 @@ impl Storage for FsStorage {
         let mut found = Vec::new();
         self.walk_temporaries(prefix.trim_matches('/'), before, &mut found)
             .map_err(|e| StorageError::Io {
-                op: "list",
+                op: Op::List,
                 key: prefix.to_string(),
                 source: e,
             })?;

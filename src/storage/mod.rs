@@ -1,4 +1,5 @@
-//! Where objects live: one trait, implemented by the file system and by S3.
+//! Where objects live: one trait, implemented by the file system and by S3 (and, for unit
+//! tests of the code above storage, in memory).
 //!
 //! Keys are relative to the configured root (WAL-G's prefix plus `WALG_STORAGE_PREFIX`), with
 //! `/` between folders, e.g. `wal_005/000000010000000000000003.lz4`. Retryable versus permanent
@@ -7,9 +8,10 @@
 
 pub mod error;
 pub mod fs;
+pub mod memory;
 pub mod s3;
 
-pub use error::StorageError;
+pub use error::{Op, StorageError};
 
 use std::io::{self, Read};
 use std::ops::DerefMut;

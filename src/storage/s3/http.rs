@@ -7,9 +7,8 @@
 
 use super::sign::{self, PathRules, UtcTime};
 use super::{S3Config, xml};
-use crate::storage::StorageError;
+use crate::storage::{Op, StorageError};
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// The hash S3 expects for an empty body.
@@ -32,8 +31,8 @@ pub enum Body<'a> {
 pub struct Call<'a> {
     /// HTTP method.
     pub method: &'static str,
-    /// S3 operation name, for messages.
-    pub op: &'static str,
+    /// The S3 operation, for messages and for telling a missing object from a missing upload.
+    pub op: Op,
     /// Full object key inside the bucket, or `None` for bucket-level calls.
     pub key: Option<&'a str>,
     /// Query parameters, decoded.
@@ -46,7 +45,7 @@ pub struct Call<'a> {
 
 impl<'a> Call<'a> {
     /// A call without body or parameters.
-    pub fn new(method: &'static str, op: &'static str, key: Option<&'a str>) -> Call<'a> {
+    pub fn new(method: &'static str, op: Op, key: Option<&'a str>) -> Call<'a> {
         Call {
             method,
             op,
@@ -89,58 +88,6 @@ fn dns_compatible(bucket: &str, https: bool) -> bool {
         && !(https && bucket.contains('.'))
 }
 
-/// The TLS configuration, built on first HTTPS use: system roots plus the extra CA file.
-fn tls_config(
-    ca_file: Option<&std::path::Path>,
-) -> Result<Arc<rustls::ClientConfig>, StorageError> {
-    let cfg_err = |detail: String| StorageError::Transport {
-        op: "TLS setup",
-        key: String::new(),
-        detail,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for cert in native.certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = ca_file {
-        let data = std::fs::read(path).map_err(|e| {
-            cfg_err(format!(
-                "reading WALG_S3_CA_CERT_FILE {}: {e}",
-                path.display()
-            ))
-        })?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut &data[..]) {
-            let cert =
-                cert.map_err(|e| cfg_err(format!("WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
-            roots
-                .add(cert)
-                .map_err(|e| cfg_err(format!("WALG_S3_CA_CERT_FILE {}: {e}", path.display())))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(cfg_err(format!(
-                "WALG_S3_CA_CERT_FILE {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-    }
-    if roots.is_empty() {
-        return Err(cfg_err(
-            "no trusted CA certificates found (system store empty; set WALG_S3_CA_CERT_FILE)"
-                .into(),
-        ));
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| cfg_err(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 impl Client {
     /// Resolves addressing and builds the HTTP agent.
     pub fn new(cfg: S3Config) -> Result<Client, StorageError> {
@@ -155,7 +102,7 @@ impl Client {
         };
         if scheme != "http" && scheme != "https" {
             return Err(StorageError::Transport {
-                op: "configure",
+                op: Op::Configure,
                 key: String::new(),
                 detail: format!("AWS_ENDPOINT scheme must be http or https, got {scheme}"),
             });
@@ -171,7 +118,7 @@ impl Client {
             .redirects(0)
             .user_agent(concat!("wal-rus/", env!("CARGO_PKG_VERSION")));
         if https {
-            builder = builder.tls_config(tls_config(cfg.ca_cert_file.as_deref())?);
+            builder = builder.tls_config(super::tls::client_config(cfg.ca_cert_file.as_deref())?);
         }
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -213,8 +160,9 @@ impl Client {
         }
     }
 
-    /// Sends `call` once. The Host header we sign is the one ureq sends: the URL's authority.
-    pub fn send_once(&self, call: &Call, body: Body) -> Result<ureq::Response, StorageError> {
+    /// The signed request for `call`, without its body. The Host header we sign is the one
+    /// ureq sends: the URL's authority.
+    fn signed_request(&self, call: &Call) -> ureq::Request {
         let host = self.host();
         let path = self.path(call.key);
         let now = UtcTime::now();
@@ -246,19 +194,8 @@ impl Client {
         );
         let mut url = format!("{}://{}{}", self.scheme, host, path);
         if !call.query.is_empty() {
-            let q: Vec<String> = call
-                .query
-                .iter()
-                .map(|(k, v)| {
-                    format!(
-                        "{}={}",
-                        sign::uri_encode(k, true),
-                        sign::uri_encode(v, true)
-                    )
-                })
-                .collect();
             url.push('?');
-            url.push_str(&q.join("&"));
+            url.push_str(&query_string(&call.query));
         }
         let mut request = self
             .agent
@@ -268,6 +205,12 @@ impl Client {
         for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
             request = request.set(k, v);
         }
+        request
+    }
+
+    /// Sends `call` once.
+    pub fn send_once(&self, call: &Call, body: Body) -> Result<ureq::Response, StorageError> {
+        let request = self.signed_request(call);
         let what = call.what(&self.cfg.bucket);
         let has_body = !matches!(body, Body::Empty);
         let result = match body {
@@ -304,7 +247,7 @@ impl Client {
     /// asks again: if it is refused for good, so was the upload, and that refusal (with
     /// S3's code and message) is returned at once instead of a retried broken pipe.
     fn why_closed(&self, call: &Call, broken: StorageError) -> StorageError {
-        let mut probe = Call::new("GET", "ListObjectsV2", None);
+        let mut probe = Call::new("GET", Op::ListObjectsV2, None);
         probe.query.push(("list-type".into(), "2".into()));
         probe.query.push(("max-keys".into(), "0".into()));
         probe.query.push(("prefix".into(), self.cfg.root.clone()));
@@ -361,7 +304,7 @@ impl Client {
     /// Runs `attempt` until it succeeds, fails permanently, or retries run out.
     pub fn retry<T>(
         &self,
-        op: &str,
+        op: Op,
         attempt: &mut dyn FnMut() -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
         let mut n = 0u32;
@@ -409,6 +352,21 @@ impl Client {
         let span = ceiling.as_millis().saturating_sub(base.as_millis() / 2) as u64;
         Duration::from_millis(base.as_millis() as u64 / 2 + r % span.max(1))
     }
+}
+
+/// The query as sent: each name and value encoded as it is signed, in the caller's order.
+fn query_string(query: &[(String, String)]) -> String {
+    let pairs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                sign::uri_encode(k, true),
+                sign::uri_encode(v, true)
+            )
+        })
+        .collect();
+    pairs.join("&")
 }
 
 /// Whether the connection broke while the request was being written: the server closed it
@@ -466,7 +424,7 @@ fn status_error(call: &Call, what: &str, status: u16, resp: ureq::Response) -> S
     let is_missing_object = status == 404
         && call.key.is_some()
         && (code == "NoSuchKey" || code == "NotFound")
-        && call.op != "UploadPart";
+        && call.op != Op::UploadPart;
     if is_missing_object {
         return StorageError::NotFound {
             key: what.to_string(),
@@ -509,11 +467,7 @@ impl<R: Read> Read for Coalesced<R> {
 }
 
 /// Reads a small response body (listing, error, multipart answer) into memory, bounded.
-pub fn read_small_body(
-    resp: ureq::Response,
-    op: &'static str,
-    key: &str,
-) -> Result<Vec<u8>, StorageError> {
+pub fn read_small_body(resp: ureq::Response, op: Op, key: &str) -> Result<Vec<u8>, StorageError> {
     let mut body = Vec::new();
     resp.into_reader()
         .take(MAX_SMALL_BODY + 1)
@@ -564,357 +518,9 @@ pub fn parse_http_date(s: &str) -> Option<UtcTime> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
+#[path = "http_tests.rs"]
+mod tests;
 
-    #[test]
-    fn bodies_are_read_a_full_buffer_at_a_time() {
-        // A body that yields 3 bytes a read, as the files-metadata renderer yields one member.
-        struct Trickle(std::io::Cursor<Vec<u8>>);
-        impl Read for Trickle {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                let n = buf.len().min(3);
-                self.0.read(&mut buf[..n])
-            }
-        }
-        let data: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
-        let mut body = Coalesced(Trickle(std::io::Cursor::new(data.clone())));
-        let mut buf = vec![0u8; 8192];
-        let mut sizes = Vec::new();
-        let mut out = Vec::new();
-        loop {
-            let n = body.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
-            }
-            sizes.push(n);
-            out.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(sizes, [8192, 8192, 20_000 - 16_384]);
-        assert!(out == data);
-    }
-
-    #[test]
-    fn bucket_names() {
-        assert!(dns_compatible("my-bucket", true));
-        assert!(!dns_compatible("my.bucket", true));
-        assert!(dns_compatible("my.bucket", false));
-        assert!(!dns_compatible("My_Bucket", false));
-        assert!(!dns_compatible("192.168.1.1", false));
-        assert!(!dns_compatible("ab", false));
-    }
-
-    #[test]
-    fn http_dates() {
-        assert_eq!(
-            parse_http_date("Sun, 30 Aug 2015 12:36:00 GMT"),
-            Some(UtcTime(1_440_938_160))
-        );
-        assert_eq!(parse_http_date("garbage"), None);
-    }
-
-    #[test]
-    fn md5_header() {
-        // RFC 1864 example digest of the empty string.
-        assert_eq!(content_md5(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
-    }
-}
-
-/// Retry and error behaviour against a scripted fake server on loopback: no real S3 needed.
 #[cfg(test)]
-mod fault_tests {
-    use super::*;
-    use crate::storage::s3::S3Config;
-    use crate::storage::s3::sign::Credentials;
-    use std::io::{BufRead, BufReader, Write};
-    use std::net::TcpListener;
-    use std::sync::{Arc, Mutex};
-
-    /// Serves one scripted raw response per connection and records each request head.
-    fn fake(script: Vec<Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for answer in script {
-                let Ok((stream, _)) = listener.accept() else {
-                    return;
-                };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut head = String::new();
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    head.push_str(&line);
-                }
-                let mut body = vec![0u8; len];
-                let _ = reader.read_exact(&mut body);
-                log.lock().unwrap().push(head);
-                let mut s = stream;
-                let _ = s.write_all(&answer);
-            }
-        });
-        (format!("http://{addr}"), seen)
-    }
-
-    fn client(endpoint: String, retries: u32) -> Client {
-        Client::new(S3Config {
-            bucket: "bkt".into(),
-            root: String::new(),
-            endpoint: Some(endpoint),
-            region: "us-east-1".into(),
-            force_path_style: true,
-            credentials: Credentials {
-                access_key_id: "AK".into(),
-                secret_access_key: "SECRET".into(),
-                session_token: None,
-            },
-            ca_cert_file: None,
-            storage_class: "STANDARD".into(),
-            sse: None,
-            sse_kms_id: None,
-            part_size: 5 << 20,
-            max_retries: retries,
-            min_throttle_delay: Duration::from_millis(5),
-            max_throttle_delay: Duration::from_millis(20),
-            connect_timeout: Duration::from_secs(2),
-            io_timeout: Duration::from_secs(2),
-            delete_batch: 1000,
-        })
-        .unwrap()
-    }
-
-    fn answer(status: &str, body: &str) -> Vec<u8> {
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
-    }
-
-    fn s3_error(code: &str) -> String {
-        format!("<?xml version=\"1.0\"?><Error><Code>{code}</Code><Message>m</Message></Error>")
-    }
-
-    #[test]
-    fn retries_throttling_and_5xx_then_succeeds() {
-        let (url, seen) = fake(vec![
-            answer("503 Slow Down", &s3_error("SlowDown")),
-            answer("500 Internal Server Error", &s3_error("InternalError")),
-            answer("200 OK", "hello"),
-        ]);
-        let c = client(url, 3);
-        let call = Call::new("GET", "GetObject", Some("k"));
-        let resp = c.send_with_retries(&call, &mut || Body::Empty).unwrap();
-        assert_eq!(resp.into_string().unwrap(), "hello");
-        let heads = seen.lock().unwrap();
-        assert_eq!(heads.len(), 3);
-        assert!(heads[0].starts_with("GET /bkt/k HTTP/1.1"), "{}", heads[0]);
-        assert!(
-            heads[0]
-                .to_ascii_lowercase()
-                .contains("authorization: aws4-hmac-sha256 credential=ak/")
-        );
-        assert!(
-            !heads.iter().any(|h| h.contains("SECRET")),
-            "the secret never goes on the wire"
-        );
-    }
-
-    #[test]
-    fn permanent_errors_fail_at_once() {
-        let (url, seen) = fake(vec![
-            answer("403 Forbidden", &s3_error("AccessDenied")),
-            answer("200 OK", ""),
-        ]);
-        let c = client(url, 5);
-        let err = c
-            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
-                Body::Empty
-            })
-            .unwrap_err();
-        assert!(
-            matches!(&err, StorageError::Remote { status: 403, code, .. } if code == "AccessDenied"),
-            "{err}"
-        );
-        assert_eq!(seen.lock().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn retries_run_out() {
-        let (url, seen) = fake(vec![answer("500 Internal Server Error", ""); 3]);
-        let err = client(url, 2)
-            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
-                Body::Empty
-            })
-            .unwrap_err();
-        assert!(
-            matches!(err, StorageError::Remote { status: 500, .. }),
-            "{err}"
-        );
-        assert_eq!(
-            seen.lock().unwrap().len(),
-            3,
-            "one attempt plus two retries"
-        );
-    }
-
-    #[test]
-    fn html_error_pages_are_described_not_dumped() {
-        let page = "<html><body><h1>502 Bad Gateway</h1>nginx</body></html>";
-        let (url, _) = fake(vec![answer("502 Bad Gateway", page)]);
-        let err = client(url, 0)
-            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
-                Body::Empty
-            })
-            .unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("HTTP 502") && text.contains("non-S3 error page"),
-            "{text}"
-        );
-        assert!(err.is_retryable());
-    }
-
-    #[test]
-    fn missing_key_is_not_found() {
-        let (url, _) = fake(vec![answer("404 Not Found", &s3_error("NoSuchKey"))]);
-        let err = client(url, 3)
-            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
-                Body::Empty
-            })
-            .unwrap_err();
-        assert!(matches!(err, StorageError::NotFound { .. }), "{err}");
-    }
-
-    #[test]
-    fn a_broken_body_is_resumed_with_a_range() {
-        let whole = "0123456789abcdefghij";
-        let first = format!(
-            "HTTP/1.1 200 OK\r\nContent-Length: 20\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n{}",
-            &whole[..8]
-        )
-        .into_bytes();
-        let rest = format!("HTTP/1.1 206 Partial Content\r\nContent-Length: 12\r\nETag: \"e1\"\r\nConnection: close\r\n\r\n{}", &whole[8..]).into_bytes();
-        let (url, seen) = fake(vec![first, rest]);
-        let c = Arc::new(client(url, 3));
-        let mut reader = crate::storage::s3::read::open(c, "obj".into()).unwrap();
-        let mut got = String::new();
-        reader.read_to_string(&mut got).unwrap();
-        assert_eq!(got, whole);
-        let heads = seen.lock().unwrap();
-        assert!(
-            heads[1].to_ascii_lowercase().contains("range: bytes=8-"),
-            "{}",
-            heads[1]
-        );
-        assert!(
-            heads[1].to_ascii_lowercase().contains("if-match: \"e1\""),
-            "{}",
-            heads[1]
-        );
-    }
-
-    #[test]
-    fn a_short_body_without_retries_is_an_error() {
-        let first =
-            b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\nConnection: close\r\n\r\n01234".to_vec();
-        let (url, _) = fake(vec![first]);
-        let c = Arc::new(client(url, 0));
-        let mut reader = crate::storage::s3::read::open(c, "obj".into()).unwrap();
-        let mut got = Vec::new();
-        assert!(
-            reader.read_to_end(&mut got).is_err(),
-            "a truncated body must not look complete"
-        );
-    }
-
-    #[test]
-    fn unreachable_endpoint_fails_within_the_budget() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let c = client(format!("http://127.0.0.1:{port}"), 2);
-        let start = std::time::Instant::now();
-        let err = c
-            .send_with_retries(&Call::new("GET", "GetObject", Some("k")), &mut || {
-                Body::Empty
-            })
-            .unwrap_err();
-        assert!(matches!(err, StorageError::Transport { .. }), "{err}");
-        assert!(
-            err.to_string().contains(&format!("127.0.0.1:{port}")),
-            "{err}"
-        );
-        assert!(start.elapsed() < Duration::from_secs(15));
-    }
-
-    #[test]
-    fn virtual_host_and_path_style_addressing() {
-        let mut cfg = client("https://s3.eu-west-1.amazonaws.com".into(), 0)
-            .cfg
-            .clone();
-        cfg.force_path_style = false;
-        let c = Client::new(cfg.clone()).unwrap();
-        assert_eq!(c.host(), "bkt.s3.eu-west-1.amazonaws.com");
-        assert_eq!(c.path(Some("pg/wal_005/a b.lz4")), "/pg/wal_005/a%20b.lz4");
-        cfg.bucket = "my.bucket".into();
-        let dotted = Client::new(cfg.clone()).unwrap();
-        assert_eq!(
-            dotted.host(),
-            "s3.eu-west-1.amazonaws.com",
-            "dotted bucket over https is path style"
-        );
-        assert_eq!(dotted.path(Some("k")), "/my.bucket/k");
-        cfg.endpoint = None;
-        cfg.bucket = "bkt".into();
-        cfg.region = "ap-south-1".into();
-        assert_eq!(
-            Client::new(cfg).unwrap().host(),
-            "bkt.s3.ap-south-1.amazonaws.com"
-        );
-        let forced = client("http://127.0.0.1:9000".into(), 0);
-        assert_eq!(
-            (forced.host().as_str(), forced.path(None).as_str()),
-            ("127.0.0.1:9000", "/bkt")
-        );
-    }
-
-    #[test]
-    fn uploads_carry_storage_class_and_sse() {
-        let ok =
-            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nETag: \"e\"\r\nConnection: close\r\n\r\n"
-                .to_vec();
-        let (url, seen) = fake(vec![ok]);
-        let mut cfg = client(url, 0).cfg.clone();
-        cfg.storage_class = "STANDARD_IA".into();
-        cfg.sse = Some("aws:kms".into());
-        cfg.sse_kms_id = Some("key-1".into());
-        let c = Client::new(cfg).unwrap();
-        crate::storage::s3::upload::put(&c, "wal_005/x.lz4", &crate::storage::BytesBody(b"data"))
-            .unwrap();
-        let head = seen.lock().unwrap()[0].to_ascii_lowercase();
-        assert!(head.starts_with("put /bkt/wal_005/x.lz4 "), "{head}");
-        assert!(head.contains("x-amz-storage-class: standard_ia"), "{head}");
-        assert!(
-            head.contains("x-amz-server-side-encryption: aws:kms"),
-            "{head}"
-        );
-        assert!(
-            head.contains("x-amz-server-side-encryption-aws-kms-key-id: key-1"),
-            "{head}"
-        );
-        assert!(head.contains("content-length: 4"), "{head}");
-        // The signed payload hash is the body's.
-        assert!(head.contains("x-amz-content-sha256: 3a6eb0790f39ac87c94f3856b2dd2c5d110e6811602261a9a923d3bb23adc8b7"), "{head}");
-    }
-}
+#[path = "http_fault_tests.rs"]
+mod fault_tests;

@@ -1,16 +1,18 @@
 //! S3 storage (`WALG_S3_PREFIX`): our own SigV4 signer over blocking HTTP (ureq + rustls).
 //!
 //! Split one concern per file: `sign` computes signatures, `xml` reads and writes S3's XML,
-//! `http` turns one call into one signed request with timeouts and bounded retries, `upload`
-//! stores bodies (single PUT or multipart), `read` streams objects and resumes broken bodies.
+//! `http` turns one call into one signed request with timeouts and bounded retries (`tls`
+//! says whom HTTPS trusts), `upload` stores bodies (single PUT or multipart), `read` streams
+//! objects and resumes broken bodies.
 
 pub mod http;
 pub mod read;
 pub mod sign;
+mod tls;
 pub mod upload;
 pub mod xml;
 
-use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Storage, StorageError};
+use super::{BodySource, Interrupted, ObjectMeta, ObjectReader, Op, Storage, StorageError};
 use crate::time::{PreciseTime, UtcTime};
 use http::{Body, Call, Client};
 use std::path::PathBuf;
@@ -95,7 +97,7 @@ impl Storage for S3Storage {
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
         let full = self.full_key(key);
-        let call = Call::new("HEAD", "HeadObject", Some(&full));
+        let call = Call::new("HEAD", Op::HeadObject, Some(&full));
         match self.client.send_with_retries(&call, &mut || Body::Empty) {
             Ok(resp) => {
                 let size = resp
@@ -128,7 +130,7 @@ impl Storage for S3Storage {
         let full_prefix = self.full_key(prefix);
         let mut token: Option<String> = None;
         loop {
-            let mut call = Call::new("GET", "ListObjectsV2", None);
+            let mut call = Call::new("GET", Op::ListObjectsV2, None);
             call.query.push(("list-type".into(), "2".into()));
             call.query.push(("prefix".into(), full_prefix.clone()));
             if !recursive {
@@ -173,7 +175,7 @@ impl Storage for S3Storage {
         for batch in keys.chunks(self.client.cfg.delete_batch.max(1)) {
             let full: Vec<String> = batch.iter().map(|k| self.full_key(k)).collect();
             let body = xml::delete_objects_body(&full, true);
-            let mut call = Call::new("POST", "DeleteObjects", None);
+            let mut call = Call::new("POST", Op::DeleteObjects, None);
             call.query.push(("delete".into(), String::new()));
             call.headers
                 .push(("content-md5".into(), http::content_md5(body.as_bytes())));
@@ -185,7 +187,7 @@ impl Storage for S3Storage {
             )?;
             if let Some(f) = failures.into_iter().find(|f| f.code != "NoSuchKey") {
                 return Err(StorageError::Remote {
-                    op: "DeleteObjects",
+                    op: Op::DeleteObjects,
                     key: f.key,
                     status: 200,
                     code: f.code,
@@ -216,7 +218,7 @@ impl Storage for S3Storage {
         let mut found = Vec::new();
         let mut marker: Option<(String, String)> = None;
         loop {
-            let mut call = Call::new("GET", "ListMultipartUploads", None);
+            let mut call = Call::new("GET", Op::ListMultipartUploads, None);
             call.query.push(("uploads".into(), String::new()));
             call.query.push(("prefix".into(), full_prefix.clone()));
             if let Some((key, id)) = &marker {
@@ -262,7 +264,7 @@ impl Storage for S3Storage {
     fn discard_interrupted(&self, writes: &[Interrupted]) -> Result<(), StorageError> {
         for w in writes {
             let full = self.full_key(&w.key);
-            let mut abort = Call::new("DELETE", "AbortMultipartUpload", Some(&full));
+            let mut abort = Call::new("DELETE", Op::AbortMultipartUpload, Some(&full));
             abort.query.push(("uploadId".into(), w.id.clone()));
             match self.client.send_with_retries(&abort, &mut || Body::Empty) {
                 Ok(_) | Err(StorageError::NotFound { .. }) => {}

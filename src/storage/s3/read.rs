@@ -11,7 +11,7 @@
 //! the reader hashes the body as it passes and fails at its end when the two differ.
 
 use super::http::{Body, Call, Client};
-use crate::storage::{ObjectReader, StorageError};
+use crate::storage::{ObjectReader, Op, StorageError};
 use md5::Digest;
 use std::io::{self, Read};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ fn get(
     from: u64,
     etag: Option<&str>,
 ) -> Result<ureq::Response, StorageError> {
-    let mut call = Call::new("GET", "GetObject", Some(key));
+    let mut call = Call::new("GET", Op::GetObject, Some(key));
     if from > 0 {
         call.headers
             .push(("range".into(), format!("bytes={from}-")));

@@ -9,9 +9,11 @@
 
 use super::http::{Body, Call, Client};
 use super::{sign, xml};
-use crate::storage::{BodySource, PartBuffer, PartBuffers, StorageError, read_full};
+use crate::storage::{BodySource, Op, PartBuffer, PartBuffers, StorageError, read_full};
 use sha2::{Digest, Sha256};
 use std::io::{self, Read};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What pass one learned about a body.
 #[derive(Debug, PartialEq)]
@@ -30,11 +32,7 @@ pub fn digest(
     part_size: u64,
     key: &str,
 ) -> Result<BodyDigest, StorageError> {
-    let io_err = |e: io::Error| StorageError::Io {
-        op: "read body",
-        key: key.to_string(),
-        source: e,
-    };
+    let io_err = |e: io::Error| StorageError::body_read(key, e);
     let mut hashes = Vec::new();
     let mut hasher = Sha256::new();
     let mut md5 = Some(md5::Md5::new());
@@ -128,18 +126,14 @@ fn put_single(
     hash: &[u8; 32],
     md5: Option<[u8; 16]>,
 ) -> Result<(), StorageError> {
-    let mut call = Call::new("PUT", "PutObject", Some(key));
+    let mut call = Call::new("PUT", Op::PutObject, Some(key));
     call.headers = upload_headers(client);
     call.payload_hash = hex(hash);
     let md5 = md5.filter(|_| etag_is_md5(client));
-    client.retry("PutObject", &mut || {
-        let reader = source.open().map_err(|e| StorageError::Io {
-            op: "read body",
-            key: key.to_string(),
-            source: e,
-        })?;
+    client.retry(Op::PutObject, &mut || {
+        let reader = source.open().map_err(|e| StorageError::body_read(key, e))?;
         let resp = client.send_once(&call, Body::Stream(reader, len))?;
-        stored_etag(resp, "PutObject", key, md5.as_ref()).map(drop)
+        stored_etag(resp, Op::PutObject, key, md5.as_ref()).map(drop)
     })
 }
 
@@ -158,7 +152,7 @@ fn etag_is_md5(client: &Client) -> bool {
 /// (a proxy's page), or with another MD5 is not a success.
 pub fn stored_etag(
     resp: ureq::Response,
-    op: &'static str,
+    op: Op,
     key: &str,
     md5: Option<&[u8; 16]>,
 ) -> Result<String, StorageError> {
@@ -224,11 +218,7 @@ fn upload_parts(
     d: &BodyDigest,
     upload_id: &str,
 ) -> Result<Vec<(u32, String)>, StorageError> {
-    let io_err = |e: io::Error| StorageError::Io {
-        op: "read body",
-        key: key.to_string(),
-        source: e,
-    };
+    let io_err = |e: io::Error| StorageError::body_read(key, e);
     // One stream over the whole body: each part continues where the last one stopped. A
     // retry replaces it with a stream opened at its part, and the parts after it go on from
     // there. Never two streams at once: a stream holds arena buffers, and the plan gives the
@@ -239,12 +229,12 @@ fn upload_parts(
         let offset = i as u64 * part_size;
         let len = part_size.min(d.len - offset);
         let number = (i + 1) as u32;
-        let mut call = Call::new("PUT", "UploadPart", Some(key));
+        let mut call = Call::new("PUT", Op::UploadPart, Some(key));
         call.query.push(("partNumber".into(), number.to_string()));
         call.query.push(("uploadId".into(), upload_id.to_string()));
         call.payload_hash = hex(hash);
         let mut attempt = 0u32;
-        let resp = client.retry("UploadPart", &mut || {
+        let resp = client.retry(Op::UploadPart, &mut || {
             attempt += 1;
             if attempt > 1 || stream.is_none() {
                 stream = None;
@@ -252,7 +242,7 @@ fn upload_parts(
             }
             let body = stream.as_mut().expect("opened above").take(len);
             let resp = client.send_once(&call, Body::Stream(Box::new(body), len))?;
-            stored_etag(resp, "UploadPart", key, None)
+            stored_etag(resp, Op::UploadPart, key, None)
         })?;
         etags.push((number, resp));
     }
@@ -261,7 +251,7 @@ fn upload_parts(
 
 /// Starts a multipart upload; returns its id.
 fn create_multipart(client: &Client, key: &str) -> Result<String, StorageError> {
-    let mut create = Call::new("POST", "CreateMultipartUpload", Some(key));
+    let mut create = Call::new("POST", Op::CreateMultipartUpload, Some(key));
     create.query.push(("uploads".into(), String::new()));
     create.headers = upload_headers(client);
     client.send_and_parse(&create, &mut || Body::Empty, &xml::parse_initiate_multipart)
@@ -275,17 +265,17 @@ fn complete_multipart(
     etags: &[(u32, String)],
 ) -> Result<(), StorageError> {
     let body = xml::complete_multipart_body(etags);
-    let mut complete = Call::new("POST", "CompleteMultipartUpload", Some(key));
+    let mut complete = Call::new("POST", Op::CompleteMultipartUpload, Some(key));
     complete
         .query
         .push(("uploadId".into(), upload_id.to_string()));
     complete.payload_hash = sign::sha256_hex(body.as_bytes());
     let resp = client.send_with_retries(&complete, &mut || Body::Bytes(body.as_bytes()))?;
     // S3 may answer 200 and still report an error in the body.
-    let answer = super::http::read_small_body(resp, "CompleteMultipartUpload", key)?;
+    let answer = super::http::read_small_body(resp, Op::CompleteMultipartUpload, key)?;
     if let Some(e) = xml::parse_error(&answer) {
         return Err(StorageError::Remote {
-            op: "CompleteMultipartUpload",
+            op: Op::CompleteMultipartUpload,
             key: key.to_string(),
             status: 200,
             code: e.code,
@@ -308,7 +298,7 @@ fn in_multipart<T>(
         complete_multipart(client, key, &upload_id, &etags).map(|()| value)
     });
     if result.is_err() {
-        let mut abort = Call::new("DELETE", "AbortMultipartUpload", Some(key));
+        let mut abort = Call::new("DELETE", Op::AbortMultipartUpload, Some(key));
         abort.query.push(("uploadId".into(), upload_id.clone()));
         if let Err(e) = client.send_with_retries(&abort, &mut || Body::Empty) {
             crate::warn!("could not abort multipart upload of {key}: {e}");
@@ -327,24 +317,20 @@ pub fn put_stream(
     parts: &dyn PartBuffers,
     concurrency: usize,
 ) -> Result<u64, StorageError> {
-    let io_err = |e: io::Error| StorageError::Io {
-        op: "read body",
-        key: key.to_string(),
-        source: e,
-    };
+    let io_err = |e: io::Error| StorageError::body_read(key, e);
     let mut first = parts.lease_part().map_err(io_err)?;
     let size = parts.part_size();
     first.resize(size, 0);
     let n = read_full(body, &mut first[..]).map_err(io_err)?;
     if n < size {
         let bytes = &first[..n];
-        let mut call = Call::new("PUT", "PutObject", Some(key));
+        let mut call = Call::new("PUT", Op::PutObject, Some(key));
         call.headers = upload_headers(client);
         call.payload_hash = sign::sha256_hex(bytes);
         let md5: Option<[u8; 16]> = etag_is_md5(client).then(|| md5::Md5::digest(bytes).into());
-        client.retry("PutObject", &mut || {
+        client.retry(Op::PutObject, &mut || {
             let resp = client.send_once(&call, Body::Bytes(bytes))?;
-            stored_etag(resp, "PutObject", key, md5.as_ref())
+            stored_etag(resp, Op::PutObject, key, md5.as_ref())
         })?;
         return Ok(n as u64);
     }
@@ -353,6 +339,57 @@ pub fn put_stream(
         stream_parts(client, key, body, parts, concurrency, first, n, upload_id)
     })
 }
+
+/// What the part uploaders of one multipart upload share: the ETags of the parts stored so
+/// far and the first failure, after which every uploader and the reader stop.
+struct PartSink<'a> {
+    client: &'a Client,
+    key: &'a str,
+    upload_id: &'a str,
+    failed: AtomicBool,
+    etags: Mutex<Vec<(u32, String)>>,
+    first_error: Mutex<Option<StorageError>>,
+}
+
+impl PartSink<'_> {
+    fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Uploads part `number` (the first `len` bytes of `buf`), unless the upload has
+    /// already failed; records its ETag or the failure.
+    fn upload(&self, number: u32, buf: PartBuffer<'_>, len: usize) {
+        if self.has_failed() {
+            return;
+        }
+        let bytes = &buf[..len];
+        let mut call = Call::new("PUT", Op::UploadPart, Some(self.key));
+        call.query.push(("partNumber".into(), number.to_string()));
+        call.query
+            .push(("uploadId".into(), self.upload_id.to_string()));
+        call.payload_hash = sign::sha256_hex(bytes);
+        let sent = self.client.retry(Op::UploadPart, &mut || {
+            let resp = self.client.send_once(&call, Body::Bytes(bytes))?;
+            stored_etag(resp, Op::UploadPart, self.key, None)
+        });
+        match sent {
+            Ok(tag) => lock(&self.etags).push((number, tag)),
+            Err(e) => {
+                self.failed.store(true, Ordering::Relaxed);
+                lock(&self.first_error).get_or_insert(e);
+            }
+        }
+    }
+}
+
+/// Locks ignoring poison: what these locks guard is changed by one `push` or `insert`, so
+/// a panicking holder cannot have left it half-changed.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A part on its way from the reader to an uploader: number, buffer, bytes used.
+type PartJob<'a> = (u32, PartBuffer<'a>, usize);
 
 /// The multipart body of `put_stream`: reader on this thread, part uploaders beside it.
 #[allow(clippy::too_many_arguments)]
@@ -366,114 +403,93 @@ fn stream_parts(
     first_len: usize,
     upload_id: &str,
 ) -> Result<(u64, Vec<(u32, String)>), StorageError> {
-    let size = parts.part_size();
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    let etags = std::sync::Mutex::new(Vec::<(u32, String)>::new());
-    let first_error = std::sync::Mutex::new(None::<StorageError>);
-    let upload_one = |number: u32, buf: PartBuffer<'_>, len: usize| {
-        if failed.load(std::sync::atomic::Ordering::Relaxed) {
-            return;
-        }
-        let bytes = &buf[..len];
-        let mut call = Call::new("PUT", "UploadPart", Some(key));
-        call.query.push(("partNumber".into(), number.to_string()));
-        call.query.push(("uploadId".into(), upload_id.to_string()));
-        call.payload_hash = sign::sha256_hex(bytes);
-        let sent = client.retry("UploadPart", &mut || {
-            let resp = client.send_once(&call, Body::Bytes(bytes))?;
-            stored_etag(resp, "UploadPart", key, None)
-        });
-        match sent {
-            Ok(tag) => etags
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((number, tag)),
-            Err(e) => {
-                failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                first_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
-            }
-        }
+    let sink = PartSink {
+        client,
+        key,
+        upload_id,
+        failed: AtomicBool::new(false),
+        etags: Mutex::new(Vec::new()),
+        first_error: Mutex::new(None),
     };
-    let mut total = first_len as u64;
-    let read_result: Result<(), StorageError> = std::thread::scope(|s| {
-        let (tx, rx) = crossbeam_channel::bounded::<(u32, PartBuffer<'_>, usize)>(1);
+    let total = std::thread::scope(|s| {
+        let (tx, rx) = crossbeam_channel::bounded::<PartJob<'_>>(1);
         let mut handles = Vec::new();
         for i in 0..concurrency.max(1) {
             let rx = rx.clone();
-            let upload_one = &upload_one;
+            let sink = &sink;
             let h = std::thread::Builder::new()
                 .name(format!("upload-part-{i}"))
                 .stack_size(crate::sys::THREAD_STACK)
                 .spawn_scoped(s, move || {
                     for (number, buf, len) in rx.iter() {
-                        upload_one(number, buf, len);
+                        sink.upload(number, buf, len);
                     }
                 })
                 .map_err(|e| StorageError::Io {
-                    op: "start part uploader",
+                    op: Op::StartPartUploader,
                     key: key.to_string(),
                     source: e,
                 })?;
             handles.push(h);
         }
         drop(rx);
-        let mut number = 1u32;
-        let _ = tx.send((number, first, first_len));
-        let outcome = loop {
-            if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                break Ok(());
-            }
-            let mut buf = match parts.lease_part() {
-                Ok(b) => b,
-                Err(e) => {
-                    break Err(StorageError::Io {
-                        op: "lease a part buffer",
-                        key: key.to_string(),
-                        source: e,
-                    });
-                }
-            };
-            buf.resize(size, 0);
-            let n = match read_full(body, &mut buf[..]) {
-                Ok(n) => n,
-                Err(e) => {
-                    break Err(StorageError::Io {
-                        op: "read body",
-                        key: key.to_string(),
-                        source: e,
-                    });
-                }
-            };
-            if n == 0 {
-                break Ok(());
-            }
-            number += 1;
-            if number > 10_000 {
-                break Err(StorageError::Protocol {
-                    op: "UploadPart",
-                    key: key.to_string(),
-                    detail: "more than 10000 parts; raise the part size".into(),
-                });
-            }
-            total += n as u64;
-            if tx.send((number, buf, n)).is_err() {
-                break Ok(());
-            }
-        };
+        let outcome = feed_parts(body, parts, &sink, &tx, first, first_len);
         drop(tx);
         for h in handles {
             let _ = h.join();
         }
         outcome
-    });
-    read_result?;
-    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    })?;
+    if let Some(e) = sink
+        .first_error
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+    {
         return Err(e);
     }
-    Ok((total, etags.into_inner().unwrap_or_else(|p| p.into_inner())))
+    let etags = sink.etags.into_inner().unwrap_or_else(|p| p.into_inner());
+    Ok((total, etags))
+}
+
+/// The reader's side of `stream_parts`: fills leased buffers from `body` and hands them to
+/// the uploaders until the stream ends or an upload fails; returns the bytes read.
+fn feed_parts<'b>(
+    body: &mut dyn Read,
+    parts: &'b dyn PartBuffers,
+    sink: &PartSink<'_>,
+    tx: &crossbeam_channel::Sender<PartJob<'b>>,
+    first: PartBuffer<'b>,
+    first_len: usize,
+) -> Result<u64, StorageError> {
+    let key = sink.key;
+    let mut total = first_len as u64;
+    let mut number = 1u32;
+    let _ = tx.send((number, first, first_len));
+    while !sink.has_failed() {
+        let mut buf = parts.lease_part().map_err(|e| StorageError::Io {
+            op: Op::LeasePartBuffer,
+            key: key.to_string(),
+            source: e,
+        })?;
+        buf.resize(parts.part_size(), 0);
+        let n = read_full(body, &mut buf[..]).map_err(|e| StorageError::body_read(key, e))?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        if number > 10_000 {
+            return Err(StorageError::Protocol {
+                op: Op::UploadPart,
+                key: key.to_string(),
+                detail: "more than 10000 parts; raise the part size".into(),
+            });
+        }
+        total += n as u64;
+        if tx.send((number, buf, n)).is_err() {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
