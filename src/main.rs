@@ -3,8 +3,9 @@
 use argh::FromArgs;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use wal_rus::cli::{Cli, Command};
+use wal_rus::cli::{BackupPush, Cli, Command};
 use wal_rus::commands;
+use wal_rus::commands::backup_push::BackupPushOptions;
 use wal_rus::config::{Cmd, Settings, Sources};
 use wal_rus::error::Error;
 
@@ -20,6 +21,16 @@ fn table_cmd(command: &Command) -> Cmd {
         Command::BackupMark(_) => Cmd::BackupMark,
         Command::Delete(_) => Cmd::Delete,
         Command::MemoryPlan(_) => Cmd::MemoryPlan,
+    }
+}
+
+/// The command line of backup-push as the command takes it.
+fn backup_push_options(c: BackupPush) -> BackupPushOptions {
+    BackupPushOptions {
+        data_dir: c.data_dir,
+        permanent: c.permanent,
+        add_user_data: c.add_user_data,
+        verify: c.verify,
     }
 }
 
@@ -41,7 +52,7 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         Command::WalPush(c) => commands::wal_push::run(&settings, &c.path).map(drop),
         Command::WalFetch(c) => commands::wal_fetch::run(&settings, &c.name, &c.dest),
         Command::WalPrefetch(c) => commands::wal_prefetch::run(&settings, &c.name, &c.dest),
-        Command::BackupPush(c) => commands::backup_push::run(&settings, &c),
+        Command::BackupPush(c) => commands::backup_push::run(&settings, &backup_push_options(c)),
         Command::BackupFetch(c) => commands::backup_fetch::run(&settings, &c),
         Command::BackupList(c) => commands::backup_list::run(&settings, &c),
         Command::BackupMark(c) => commands::backup_mark::run(&settings, &c),
