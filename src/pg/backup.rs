@@ -214,7 +214,9 @@ impl<'c> BackupSession<'c> {
     }
 
     /// Ends the backup on the server without a result, as dropping the session does.
-    pub fn abort(self) {}
+    pub fn abort(self) {
+        drop(self);
+    }
 }
 
 impl Drop for BackupSession<'_> {

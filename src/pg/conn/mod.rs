@@ -5,6 +5,10 @@
 //! returns text. Every wait has a bound: login is limited by `connect_timeout`, later
 //! reads by `read_timeout` (none by default, since `pg_backup_stop` may wait a long time
 //! for archiving) and writes by `write_timeout`; TCP keepalive notices a vanished host.
+//!
+//! This module owns the session and its framing (send, receive, the broken state); the
+//! socket and TLS negotiation, the login and the query loop live in child modules so that
+//! each can see the session's fields without making them public.
 
 mod login;
 mod query;
