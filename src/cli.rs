@@ -220,6 +220,17 @@ pub fn take_global_flags(args: Vec<String>) -> Result<(GlobalFlags, Vec<String>)
 
 // The commands take plain option structs; argh's stay here.
 
+impl From<BackupPush> for crate::commands::backup_push::BackupPushOptions {
+    fn from(c: BackupPush) -> Self {
+        Self {
+            data_dir: c.data_dir,
+            permanent: c.permanent,
+            add_user_data: c.add_user_data,
+            verify: c.verify,
+        }
+    }
+}
+
 impl From<BackupFetch> for crate::commands::backup_fetch::Options {
     fn from(a: BackupFetch) -> Self {
         Self {

@@ -1,6 +1,7 @@
 //! The command-level error: what failed, with context, and which exit code it means.
 
 use crate::config::ConfigError;
+use crate::pg::{BackupError, PgError};
 use crate::storage::StorageError;
 use std::fmt;
 use std::io;
@@ -18,6 +19,13 @@ pub enum Error {
         context: String,
         /// Cause.
         source: io::Error,
+    },
+    /// PostgreSQL failed: connecting, or a statement of the backup.
+    Pg {
+        /// What was being done, e.g. `starting the backup`.
+        context: String,
+        /// Cause (boxed: it is large, and every result of a command carries this type).
+        source: Box<PgError>,
     },
     /// The requested WAL file is not in the archive (wal-fetch exits 74).
     NotFound(String),
@@ -46,6 +54,14 @@ impl Error {
             source,
         }
     }
+
+    /// Wraps a PostgreSQL error with what was being done.
+    pub fn pg(context: impl Into<String>, source: PgError) -> Error {
+        Error::Pg {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -54,6 +70,7 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "configuration: {e}"),
             Error::Storage(e) => write!(f, "storage: {e}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Pg { context, source } => write!(f, "{context}: {source}"),
             Error::NotFound(what) => write!(f, "{what}"),
             Error::Conflict(what) => write!(f, "{what}"),
             Error::Usage(what) => write!(f, "{what}"),
@@ -61,7 +78,17 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(e) => Some(e),
+            Error::Storage(e) => Some(e),
+            Error::Io { source, .. } => Some(source),
+            Error::Pg { source, .. } => Some(&**source),
+            Error::NotFound(_) | Error::Conflict(_) | Error::Usage(_) => None,
+        }
+    }
+}
 
 impl From<ConfigError> for Error {
     fn from(e: ConfigError) -> Error {
@@ -72,5 +99,83 @@ impl From<ConfigError> for Error {
 impl From<StorageError> for Error {
     fn from(e: StorageError) -> Error {
         Error::Storage(e)
+    }
+}
+
+impl From<BackupError> for Error {
+    fn from(e: BackupError) -> Error {
+        match e {
+            BackupError::Query { step, source } => Error::Pg {
+                context: step.to_string(),
+                source,
+            },
+            // Reported as before the session had its own error type.
+            BackupError::Answer { what, problem } => Error::io(what, io::Error::other(problem)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    fn refused() -> PgError {
+        PgError::Connect {
+            host: "127.0.0.1".into(),
+            port: 5999,
+            source: io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        }
+    }
+
+    #[test]
+    fn pg_errors_keep_their_type_and_read_as_before() {
+        let e = Error::pg("connecting to PostgreSQL", refused());
+        // As when the error was flattened into an io::Error's text.
+        let flat = Error::io(
+            "connecting to PostgreSQL",
+            io::Error::other(refused().to_string()),
+        );
+        assert_eq!(e.to_string(), flat.to_string());
+        assert_eq!(e.exit_code(), flat.exit_code());
+        let inner = e.source().and_then(|s| s.downcast_ref::<PgError>());
+        assert!(matches!(inner, Some(PgError::Connect { port: 5999, .. })));
+        // The chain goes on to the socket error.
+        let os = inner
+            .and_then(|p| p.source())
+            .and_then(|s| s.downcast_ref::<io::Error>());
+        assert_eq!(
+            os.and_then(io::Error::raw_os_error),
+            Some(libc::ECONNREFUSED)
+        );
+    }
+
+    #[test]
+    fn backup_session_errors_read_as_before() {
+        let e: Error = BackupError::Query {
+            step: "stopping the backup",
+            source: Box::new(PgError::Protocol("expected exactly one row, got 0".into())),
+        }
+        .into();
+        assert_eq!(
+            e.to_string(),
+            "stopping the backup: PostgreSQL protocol: expected exactly one row, got 0"
+        );
+        let e: Error = BackupError::Answer {
+            what: "backup label",
+            problem: "the server returned NULL".into(),
+        }
+        .into();
+        assert!(matches!(e, Error::Io { .. }));
+        assert_eq!(e.to_string(), "backup label: the server returned NULL");
+    }
+
+    #[test]
+    fn sources_where_there_is_an_inner_error() {
+        let e = Error::io("reading x", io::Error::from_raw_os_error(libc::ENOENT));
+        assert!(e.source().is_some());
+        assert!(Error::Usage("no".into()).source().is_none());
+        assert!(Error::NotFound("x".into()).source().is_none());
+        assert_eq!(Error::NotFound("x".into()).exit_code(), EXIT_NOT_FOUND);
     }
 }

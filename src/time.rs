@@ -5,6 +5,9 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// Go's zero `time.Time` as JSON text, written for a time that was never set.
+pub const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
 /// A UTC instant in whole seconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UtcTime(pub i64);
@@ -245,7 +248,7 @@ impl PreciseTime {
 
     /// Whether this is Go's zero time (what WAL-G reads for a missing time).
     pub fn is_go_zero(&self) -> bool {
-        Some(*self) == PreciseTime::parse(crate::format::go_json::GO_ZERO_TIME)
+        Some(*self) == PreciseTime::parse(GO_ZERO_TIME)
     }
 }
 

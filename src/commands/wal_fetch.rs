@@ -187,6 +187,8 @@ fn is_final(e: &Error) -> bool {
                 || source.raw_os_error() == Some(libc::EROFS)
                 || source.raw_os_error() == Some(libc::EACCES)
         }
+        // wal-fetch does not talk to PostgreSQL; retried as any other unknown failure.
+        Error::Pg { .. } => false,
     }
 }
 

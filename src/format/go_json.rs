@@ -274,8 +274,7 @@ fn utf8_len(first: u8) -> usize {
     }
 }
 
-/// Go's zero `time.Time` as JSON text, written for a time that was never set.
-pub const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+pub use crate::time::GO_ZERO_TIME;
 
 pub use crate::time::PreciseTime;
 

@@ -13,7 +13,5 @@ pub mod page;
 pub mod sentinel;
 pub mod spec;
 pub mod tar;
-/// Kept while older call sites move to the leaf `crate::time`.
-pub use crate::time;
 pub mod wal_name;
 pub mod wal_page;

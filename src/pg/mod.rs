@@ -5,7 +5,8 @@
 //! whole copy. wal-rus has no async runtime, and a full driver would bring one, so this is a
 //! blocking client over `std` sockets that speaks just enough of the frontend protocol
 //! (via the `postgres-protocol` crate): startup, TLS (rustls), trust/password/md5/SCRAM
-//! login, simple queries with text results, and terminate.
+//! login, simple queries with text results, and terminate. [`BackupSession`] runs the
+//! start and stop of a base backup on such a connection.
 //!
 //! Connection settings come from the same `PG*` variables and `~/.pgpass` as libpq.
 //!
@@ -15,12 +16,14 @@
 //! protocol, COPY, and cancel requests. Host-name lookup uses the system resolver, which
 //! `connect_timeout` does not bound.
 
+mod backup;
 mod conn;
 mod error;
 mod params;
 pub mod pgpass;
 mod tls;
 
+pub use backup::{BackupError, BackupSession, BackupStart, BackupStop};
 pub use conn::{Connection, QueryResult, parse_server_version};
 pub use error::PgError;
 pub use params::{ConnParams, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SslMode};

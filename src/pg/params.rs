@@ -138,6 +138,36 @@ impl fmt::Debug for ConnParams {
     }
 }
 
+/// PGHOST, or libpq's default: the socket directory if it exists, else `localhost`.
+fn host_setting(value: Option<String>) -> Result<String, PgError> {
+    Ok(match value {
+        Some(h) if h.contains(',') => {
+            return Err(PgError::config(
+                "PGHOST",
+                "lists of hosts are not supported; give one host",
+            ));
+        }
+        Some(h) => h,
+        None if Path::new(pgpass::DEFAULT_SOCKET_DIR).is_dir() => {
+            pgpass::DEFAULT_SOCKET_DIR.to_string()
+        }
+        None => "localhost".to_string(),
+    })
+}
+
+/// PGPORT, or 5432.
+fn port_setting(value: Option<String>) -> Result<u16, PgError> {
+    match value {
+        Some(p) => p
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| PgError::config("PGPORT", format!("{p:?} is not a port number"))),
+        None => Ok(5432),
+    }
+}
+
 impl ConnParams {
     /// From PGHOST, PGPORT, PGUSER, PGPASSWORD, PGPASSFILE, PGDATABASE, PGSSLMODE,
     /// PGSSLROOTCERT, PGAPPNAME and PGCONNECT_TIMEOUT as returned by `get` (empty counts as
@@ -149,28 +179,8 @@ impl ConnParams {
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<ConnParams, PgError> {
         let get = |name: &str| get(name).filter(|v| !v.is_empty());
 
-        let host = match get("PGHOST") {
-            Some(h) if h.contains(',') => {
-                return Err(PgError::config(
-                    "PGHOST",
-                    "lists of hosts are not supported; give one host",
-                ));
-            }
-            Some(h) => h,
-            None if Path::new(pgpass::DEFAULT_SOCKET_DIR).is_dir() => {
-                pgpass::DEFAULT_SOCKET_DIR.to_string()
-            }
-            None => "localhost".to_string(),
-        };
-        let port = match get("PGPORT") {
-            Some(p) => p
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|p| *p != 0)
-                .ok_or_else(|| PgError::config("PGPORT", format!("{p:?} is not a port number")))?,
-            None => 5432,
-        };
+        let host = host_setting(get("PGHOST"))?;
+        let port = port_setting(get("PGPORT"))?;
         let os_user = || os_account().map(|(name, _)| name);
         let user = get("PGUSER")
             .or_else(|| get("USER"))

@@ -1,0 +1,312 @@
+//! `backup-push [PGDATA]`: a full base backup of the local data directory, stored exactly as
+//! WAL-G stores one (walg-compat §1.4–1.5, §2, §3, §8).
+//!
+//! The pipeline is three stages joined by bounded hand-offs: the walker reads the data
+//! directory into tar partitions (`pipeline::tar_stream`), the compressor turns each into one
+//! compressed stream (`pipeline::compress`), and the storage's part uploaders send it in
+//! part-sized arena buffers (`Storage::put_stream`). Per-file metadata goes to a spool on disk
+//! and is rendered into `files_metadata.json` at the end. Memory is the plan's, whatever the
+//! size of the database or its number of files.
+//!
+//! The phases, in [`run`]: connect and check the server ([`server`]), start the backup
+//! session (`pg::BackupSession`), send the data partitions and `pg_control` ([`data`]), stop
+//! the session and send `backup_label.tar`, then write `metadata.json`,
+//! `files_metadata.json` and the sentinel from one set of [`facts`]. The sentinel goes last:
+//! a backup that fails anywhere before it is invisible to every reader, and a failure before
+//! the stop aborts the backup on the server.
+
+mod data;
+mod facts;
+mod server;
+
+use super::BACKUP_FOLDER;
+use crate::config::Settings;
+use crate::error::Error;
+use crate::format::backup_name;
+use crate::format::wal_name::Segment;
+use crate::pg::{BackupSession, BackupStart};
+use crate::storage::{BytesBody, Storage};
+use data::Sender;
+use facts::BackupFacts;
+use server::Server;
+use std::path::PathBuf;
+use std::time::{Instant, SystemTime};
+
+/// What the user asked of this backup (the command line; settings fill the gaps).
+#[derive(Clone, Debug, Default)]
+pub struct BackupPushOptions {
+    /// The data directory; `None` for PGDATA.
+    pub data_dir: Option<PathBuf>,
+    /// Never deleted by retention.
+    pub permanent: bool,
+    /// JSON stored as the backup's user data; `None` for WALG_SENTINEL_USER_DATA.
+    pub add_user_data: Option<String>,
+    /// Verify page checksums while reading (also on with WALG_VERIFY_PAGE_CHECKSUMS).
+    pub verify: bool,
+}
+
+/// The options with the settings' defaults applied and the user data parsed.
+struct Request {
+    data_dir: PathBuf,
+    user_data: Option<serde_json::Value>,
+    verify: bool,
+    permanent: bool,
+}
+
+impl Request {
+    fn resolve(settings: &Settings, opts: &BackupPushOptions) -> Result<Request, Error> {
+        let data_dir = opts
+            .data_dir
+            .clone()
+            .or_else(|| settings.pgdata.clone())
+            .ok_or_else(|| {
+                Error::Usage("backup-push needs the data directory (argument or PGDATA)".into())
+            })?;
+        let user_data = match opts
+            .add_user_data
+            .as_ref()
+            .or(settings.sentinel_user_data.as_ref())
+        {
+            None => None,
+            Some(text) => Some(
+                serde_json::from_str::<serde_json::Value>(text)
+                    .map_err(|e| Error::Usage(format!("--add-user-data is not valid JSON: {e}")))?,
+            ),
+        };
+        Ok(Request {
+            data_dir,
+            user_data,
+            verify: opts.verify || settings.verify_page_checksums,
+            permanent: opts.permanent,
+        })
+    }
+}
+
+/// Runs `backup-push`.
+pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
+    let start_time = SystemTime::now();
+    let request = Request::resolve(settings, opts)?;
+    let mut conn = server::connect(settings)?;
+    let server = server::inspect(&mut conn, settings, &request.data_dir, request.verify)?;
+    let storage = settings.open_storage()?;
+
+    // Non-exclusive: the backup lives as long as this session, which aborts it if dropped
+    // before the stop.
+    let label = crate::time::UtcTime::now().rfc3339();
+    let (session, started) = BackupSession::start(&mut conn, &label)?;
+    let name = name_for(&started, server.in_recovery, settings.wal_segment_size);
+    crate::info!(
+        "starting backup {name} of {} (PostgreSQL {}, start LSN {})",
+        server.data_dir.display(),
+        server.version,
+        started.lsn
+    );
+    let folder = format!("{BACKUP_FOLDER}/{name}");
+    let sender = Sender::new(settings, storage.as_ref(), folder.clone());
+    let began = Instant::now();
+    let verify_from = server.verify.then_some(started.lsn.0);
+    let mut stored = data::send_partitions(&sender, &server.data_dir, verify_from)?;
+    data::send_control(&sender, &server.data_dir, &mut stored)?;
+    let stop = session.stop()?;
+    data::send_label(&sender, &stop, &mut stored)?;
+
+    let data_dir = server.data_dir.to_string_lossy().into_owned();
+    let facts = BackupFacts {
+        start_time,
+        finish_time: SystemTime::now(),
+        hostname: crate::sys::hostname(),
+        spec: facts::tablespace_spec(&data_dir, &stored.walker.tablespaces),
+        data_dir,
+        pg_version: server.version,
+        system_identifier: server.system_identifier,
+        start_lsn: started.lsn,
+        finish_lsn: stop.lsn,
+        permanent: request.permanent,
+        uncompressed_size: stored.uncompressed,
+        compressed_size: stored.compressed,
+        data_catalog_size: stored.walker.catalog_size,
+        user_data: request.user_data,
+    };
+    let file_count = write_documents(storage.as_ref(), &folder, &name, &facts, stored.spool)?;
+    report(
+        &name,
+        file_count,
+        &facts,
+        began,
+        &server,
+        stored.corrupt_blocks,
+    );
+    Ok(())
+}
+
+/// The backup's name: on a standby WAL-G names it after the segment holding the byte before
+/// the start LSN (walg-compat §1.4.1); on a primary after the one holding the start LSN.
+fn name_for(started: &BackupStart, in_recovery: bool, seg_size: u64) -> String {
+    let segno = if in_recovery {
+        started.lsn.0.saturating_sub(1) / seg_size
+    } else {
+        started.lsn.0 / seg_size
+    };
+    backup_name::full_name(
+        Segment {
+            timeline: started.timeline,
+            segno,
+        },
+        seg_size,
+    )
+}
+
+/// Writes `metadata.json`, `files_metadata.json` and, last, the sentinel that makes the
+/// backup exist; returns the number of entries in the files metadata.
+fn write_documents(
+    storage: &dyn Storage,
+    folder: &str,
+    name: &str,
+    facts: &BackupFacts,
+    spool: crate::pipeline::files_spool::FilesSpool,
+) -> Result<u64, Error> {
+    let files = spool
+        .finish()
+        .map_err(|e| Error::io("closing the files-metadata spool", e))?;
+    let file_count = files.file_count();
+    storage.put(
+        &format!("{folder}/metadata.json"),
+        &BytesBody(facts.metadata().to_json().as_bytes()),
+    )?;
+    storage.put(&format!("{folder}/files_metadata.json"), &files)?;
+    storage.put(
+        &format!("{BACKUP_FOLDER}/{}", backup_name::sentinel_file_name(name)),
+        &BytesBody(facts.sentinel().to_json().as_bytes()),
+    )?;
+    Ok(file_count)
+}
+
+/// The closing log lines.
+fn report(
+    name: &str,
+    file_count: u64,
+    facts: &BackupFacts,
+    began: Instant,
+    server: &Server,
+    corrupt_blocks: u64,
+) {
+    let secs = began.elapsed().as_secs_f64().max(0.001);
+    let mib = |bytes: u64| bytes as f64 / 1048576.0;
+    crate::info!(
+        "Wrote backup with name {name}: {file_count} entries, {:.1} MiB read, {:.1} MiB stored, {:.1} MiB/s, finish LSN {}",
+        mib(facts.uncompressed_size),
+        mib(facts.compressed_size),
+        mib(facts.uncompressed_size) / secs,
+        facts.finish_lsn
+    );
+    if server.verify {
+        match corrupt_blocks {
+            0 => crate::info!("page verification found no corrupt blocks"),
+            n => crate::warn!(
+                "page verification found {n} corrupt block(s); see CorruptBlocks in files_metadata.json"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cmd, Sources};
+    use crate::format::lsn::Lsn;
+
+    fn settings(env: &'static [(&'static str, &'static str)]) -> Settings {
+        let lookup = |k: &str| {
+            env.iter()
+                .find(|(name, _)| *name == k)
+                .map(|(_, v)| v.to_string())
+        };
+        let sources = Sources::from_entries(lookup, Vec::new());
+        Settings::load(&sources, Cmd::BackupPush { full: false }).unwrap()
+    }
+
+    #[test]
+    fn options_take_the_settings_defaults() {
+        let s = settings(&[
+            ("WALG_FILE_PREFIX", "/archive"),
+            ("PGDATA", "/pgdata"),
+            ("WALG_SENTINEL_USER_DATA", "{\"from\": \"settings\"}"),
+        ]);
+        let r = Request::resolve(&s, &BackupPushOptions::default()).unwrap();
+        assert_eq!(r.data_dir, PathBuf::from("/pgdata"));
+        assert_eq!(r.user_data, Some(serde_json::json!({"from": "settings"})));
+        assert!(!r.verify && !r.permanent);
+        let opts = BackupPushOptions {
+            data_dir: Some("/other".into()),
+            permanent: true,
+            add_user_data: Some("[1]".into()),
+            verify: true,
+        };
+        let r = Request::resolve(&s, &opts).unwrap();
+        assert_eq!(r.data_dir, PathBuf::from("/other"));
+        assert_eq!(r.user_data, Some(serde_json::json!([1])));
+        assert!(r.verify && r.permanent);
+    }
+
+    #[test]
+    fn options_refused_before_connecting() {
+        let s = settings(&[("WALG_FILE_PREFIX", "/archive")]);
+        let e = Request::resolve(&s, &BackupPushOptions::default())
+            .err()
+            .unwrap();
+        assert_eq!(
+            e.to_string(),
+            "backup-push needs the data directory (argument or PGDATA)"
+        );
+        let opts = BackupPushOptions {
+            data_dir: Some("/d".into()),
+            add_user_data: Some("{nope".into()),
+            ..BackupPushOptions::default()
+        };
+        let e = Request::resolve(&s, &opts).err().unwrap();
+        assert!(matches!(e, Error::Usage(_)));
+        assert!(
+            e.to_string()
+                .starts_with("--add-user-data is not valid JSON: "),
+            "{e}"
+        );
+        let s = settings(&[
+            ("WALG_FILE_PREFIX", "/archive"),
+            ("WALG_VERIFY_PAGE_CHECKSUMS", "true"),
+        ]);
+        let r = Request::resolve(
+            &s,
+            &BackupPushOptions {
+                data_dir: Some("/d".into()),
+                ..Default::default()
+            },
+        );
+        assert!(r.unwrap().verify);
+    }
+
+    #[test]
+    fn standby_backups_are_named_after_the_byte_before_the_start() {
+        let seg = 16 << 20;
+        // Exactly at a segment boundary, as a standby's start LSN often is.
+        let started = BackupStart {
+            lsn: Lsn(3 * seg),
+            timeline: 2,
+        };
+        assert_eq!(
+            name_for(&started, false, seg),
+            "base_000000020000000000000003"
+        );
+        assert_eq!(
+            name_for(&started, true, seg),
+            "base_000000020000000000000002"
+        );
+        let inside = BackupStart {
+            lsn: Lsn(3 * seg + 0x28),
+            timeline: 1,
+        };
+        assert_eq!(
+            name_for(&inside, true, seg),
+            "base_000000010000000000000003"
+        );
+    }
+}
