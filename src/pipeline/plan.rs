@@ -36,12 +36,15 @@ const PAGE: u64 = 4 * KIB;
 pub const IO_BUFFER: usize = 64 * 1024;
 
 /// Resident memory of the process before any transfer: binary and libc pages touched,
-/// relocations, std's runtime, settings. Measured 3.0–3.6 MiB on the glibc release build
-/// (`--version`, `memory-plan`, a wal-fetch of a missing file from file storage), and up to
-/// 4.3 MiB in a wal-fetch (file-backed pages of the binary, libc and libm alone reach
-/// 4.4 MiB when a busy wal-push has touched more code), with headroom for a loaded machine.
-/// The static musl build needs 2.3–2.9 MiB: no shared libraries, no relocations.
-pub const PROCESS_BASE: u64 = 4608 * KIB;
+/// relocations, std's runtime, settings. Almost all of it is clean file-backed pages of the
+/// executable and libc, mapped 64 KiB at a time by the kernel's fault-around, so it follows
+/// how much code a command touches rather than what it allocates (the heap of a wal-fetch of
+/// a missing file peaks at 72 KiB under massif). Measured on the glibc release build since
+/// the settings table and config-file readers landed: 3.1 MiB for `--version`, 4.5–4.7 MiB
+/// for a wal-fetch of a missing file (1.7 MiB of them the executable's text, 1.1 MiB libc's),
+/// up to 4.9 MiB in a wal-fetch on a loaded machine; the rest is headroom. The static musl
+/// build needs about 1 MiB less: no shared libraries, no relocations.
+pub const PROCESS_BASE: u64 = 5120 * KIB;
 
 /// The S3 client once per process: ureq, URL parsing, signing code pages, the agent and a
 /// response's buffers. Measured ~1.0–1.2 MiB (a wal-fetch from S3 minus the same from files).
