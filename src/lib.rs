@@ -16,6 +16,7 @@ pub mod log;
 pub mod pg;
 pub mod pipeline;
 pub mod readers;
+pub mod repo;
 #[cfg(test)]
 mod shape;
 pub mod storage;

@@ -40,10 +40,17 @@ pub const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
-        "commands",
+        "repo",
         &[
             "log", "readers", "sys", "time", "format", "codec", "storage", "pg", "pipeline",
             "config", "error",
+        ],
+    ),
+    (
+        "commands",
+        &[
+            "log", "readers", "sys", "time", "format", "codec", "storage", "pg", "pipeline",
+            "config", "error", "repo",
         ],
     ),
     ("cli", &["commands"]),

@@ -8,7 +8,7 @@
 //! If anything fails, `global/pg_control` is removed so the half-restored directory cannot
 //! be started as if it were complete.
 
-use super::backups::{self, files_metadata_key, folder_prefix};
+use crate::repo::backups::{self, files_metadata_key};
 use crate::codec::{Crypter, Decoder, ReadFormat};
 use crate::config::Settings;
 use crate::error::Error;
@@ -281,7 +281,7 @@ fn restore(
     let dest_path = dest;
     let dest = &Destination::open(dest_path, &tablespaces)
         .map_err(|e| Error::io(format!("opening {}", dest_path.display()), e))?;
-    let folder = format!("{}tar_partitions/", folder_prefix(name));
+    let folder = backups::partitions_prefix(name);
     let mut partitions: Vec<String> = Vec::new();
     storage.list(&folder, false, &mut |m| partitions.push(m.key))?;
     let (mut data, special): (Vec<String>, Vec<String>) = partitions

@@ -9,7 +9,7 @@
 //! Memory: one record per backup (plus its metadata with `--detail`); output is written as it
 //! is formatted.
 
-use super::backups::{self, BackupRef};
+use crate::repo::backups::{self, BackupRef};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;

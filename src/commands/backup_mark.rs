@@ -8,7 +8,7 @@
 //! the single source of truth for permanence, and rewriting the sentinel would change its
 //! modification time and with it `LATEST`.
 
-use super::backups;
+use crate::repo::backups;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::metadata::ExtendedMetadata;

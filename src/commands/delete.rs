@@ -20,8 +20,8 @@
 //! which are collected during the listing before anything is deleted (so proportional to
 //! the number of objects deleted, not to the number stored).
 
-use super::backups::{self, BackupRef};
-use super::{BACKUP_FOLDER, WAL_FOLDER};
+use crate::repo::backups::{self, BackupRef};
+use crate::repo::{BACKUP_FOLDER, WAL_FOLDER};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;

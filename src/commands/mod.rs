@@ -5,20 +5,12 @@ pub mod backup_fetch;
 pub mod backup_list;
 pub mod backup_mark;
 pub mod backup_push;
-pub mod backups;
 pub mod delete;
 pub mod memory_plan;
-pub mod wal_archive;
 pub mod wal_fetch;
 pub mod wal_metadata;
 pub mod wal_prefetch;
 pub mod wal_push;
-
-/// WAL-G's folder for WAL files, below the storage root.
-pub const WAL_FOLDER: &str = "wal_005";
-
-/// WAL-G's folder for base backups, below the storage root.
-pub const BACKUP_FOLDER: &str = "basebackups_005";
 
 /// Writes a command's report to stdout. A reader that went away (`| head`) is no failure:
 /// the report was for it alone, and nothing stored depends on it.

@@ -6,7 +6,7 @@
 //! and only then linked to DEST. After a segment is restored, the next
 //! `WALG_DOWNLOAD_CONCURRENCY` segments are prefetched by a detached `wal-prefetch` process.
 
-use super::wal_archive;
+use crate::repo::wal as wal_archive;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::wal_name::{self, Segment, WalFileKind};

@@ -5,7 +5,7 @@
 //! into one `wal_005/<first 23 characters>.json`. Nothing restores from them; monitoring
 //! reads them, so a DBA who set the variable gets them from wal-rus too.
 
-use super::WAL_FOLDER;
+use crate::repo::WAL_FOLDER;
 pub use crate::config::WalMetadata;
 use crate::error::Error;
 use crate::format::go_json;

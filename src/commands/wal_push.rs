@@ -6,7 +6,8 @@
 //! `walg_data/walg_archive_status/<name>` so that the later archive_command for that file
 //! returns at once. Background failures are only logged: PostgreSQL will ask again.
 
-use super::{wal_archive, wal_metadata};
+use super::wal_metadata;
+use crate::repo::wal as wal_archive;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::wal_name::{self, Segment, WalFileKind};

@@ -5,6 +5,7 @@
 //! files-metadata spool as it is written, so memory stays the plan's whatever the size of
 //! the database.
 
+use crate::repo::backups;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::files_metadata::{CorruptBlocks, FileDescription};
@@ -33,12 +34,12 @@ pub(super) struct Sender<'a> {
     /// `WALG_NETWORK_RATE_LIMIT`.
     limit: Option<RateLimit>,
     /// `backup-push/<name>`: where this backup's objects go.
-    folder: String,
+    backup: String,
 }
 
 impl<'a> Sender<'a> {
-    /// Buffers as the memory plan says, for the backup stored under `folder`.
-    pub fn new(settings: &'a Settings, storage: &'a dyn Storage, folder: String) -> Sender<'a> {
+    /// Buffers as the memory plan says, for the backup named `backup`.
+    pub fn new(settings: &'a Settings, storage: &'a dyn Storage, backup: String) -> Sender<'a> {
         let input = settings.plan_input();
         let plan = plan::backup_push(&input);
         let io_arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
@@ -53,19 +54,19 @@ impl<'a> Sender<'a> {
             part_arena,
             uploaders,
             limit: settings.network_rate_limit.map(RateLimit::new),
-            folder,
+            backup,
         }
     }
 
     /// The object name of a tar partition for this method: `part_001.tar.lz4`, or WAL-G
     /// master's dot-less `part_001.tar` without compression.
     pub fn tar_name(&self, stem: &str) -> String {
-        tar_name(stem, self.settings.encode.method.extension())
+        backups::tar_file_name(stem, self.settings.encode.method.extension())
     }
 
     /// Stores the tar `tar` as `tar_partitions/<tar_name>`; returns the bytes stored.
     pub fn send(&self, tar_name: &str, tar: &mut dyn Read) -> Result<u64, StorageError> {
-        let key = format!("{}/tar_partitions/{tar_name}", self.folder);
+        let key = backups::partition_key(&self.backup, tar_name);
         let packed = CompressingReader::new(tar, self.settings.encode, &self.io_arena, None)
             .map_err(|e| read_error(&key, e))?;
         let sealed = self
@@ -83,15 +84,6 @@ fn read_error(key: &str, source: io::Error) -> StorageError {
     StorageError::BodyRead {
         key: key.to_string(),
         source,
-    }
-}
-
-/// The object name of a tar: `part_001.tar.lz4`, or `part_001.tar` without compression.
-fn tar_name(stem: &str, ext: &str) -> String {
-    if ext.is_empty() {
-        format!("{stem}.tar")
-    } else {
-        format!("{stem}.tar.{ext}")
     }
 }
 
@@ -142,8 +134,8 @@ pub(super) fn send_partitions(
         compressed += stored;
         let done = partition.walk_done;
         crate::devel!(
-            "stored {}/tar_partitions/{pname}: {stored} bytes",
-            sender.folder
+            "stored {}: {stored} bytes",
+            backups::partition_key(&sender.backup, &pname)
         );
         if let Some(e) = recorder.error.take() {
             return Err(spool_error(e));
@@ -354,9 +346,9 @@ mod tests {
 
     #[test]
     fn tar_names_per_method() {
-        assert_eq!(tar_name("part_001", "lz4"), "part_001.tar.lz4");
-        assert_eq!(tar_name("backup_label", "br"), "backup_label.tar.br");
-        assert_eq!(tar_name("pg_control", ""), "pg_control.tar");
+        assert_eq!(backups::tar_file_name("part_001", "lz4"), "part_001.tar.lz4");
+        assert_eq!(backups::tar_file_name("backup_label", "br"), "backup_label.tar.br");
+        assert_eq!(backups::tar_file_name("pg_control", ""), "pg_control.tar");
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod data;
 mod facts;
 mod server;
 
-use super::BACKUP_FOLDER;
+use crate::repo::backups;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;
@@ -101,8 +101,7 @@ pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
         server.version,
         started.lsn
     );
-    let folder = format!("{BACKUP_FOLDER}/{name}");
-    let sender = Sender::new(settings, storage.as_ref(), folder.clone());
+    let sender = Sender::new(settings, storage.as_ref(), name.clone());
     let began = Instant::now();
     let verify_from = server.verify.then_some(started.lsn.0);
     let mut stored = data::send_partitions(&sender, &server.data_dir, verify_from)?;
@@ -127,7 +126,7 @@ pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
         data_catalog_size: stored.walker.catalog_size,
         user_data: request.user_data,
     };
-    let file_count = write_documents(storage.as_ref(), &folder, &name, &facts, stored.spool)?;
+    let file_count = write_documents(storage.as_ref(), &name, &facts, stored.spool)?;
     report(
         &name,
         file_count,
@@ -160,7 +159,6 @@ fn name_for(started: &BackupStart, in_recovery: bool, seg_size: u64) -> String {
 /// backup exist; returns the number of entries in the files metadata.
 fn write_documents(
     storage: &dyn Storage,
-    folder: &str,
     name: &str,
     facts: &BackupFacts,
     spool: crate::pipeline::files_spool::FilesSpool,
@@ -170,12 +168,12 @@ fn write_documents(
         .map_err(|e| Error::io("closing the files-metadata spool", e))?;
     let file_count = files.file_count();
     storage.put(
-        &format!("{folder}/metadata.json"),
+        &backups::metadata_key(name),
         &BytesBody(facts.metadata().to_json().as_bytes()),
     )?;
-    storage.put(&format!("{folder}/files_metadata.json"), &files)?;
+    storage.put(&backups::files_metadata_key(name), &files)?;
     storage.put(
-        &format!("{BACKUP_FOLDER}/{}", backup_name::sentinel_file_name(name)),
+        &backups::sentinel_key(name),
         &BytesBody(facts.sentinel().to_json().as_bytes()),
     )?;
     Ok(file_count)

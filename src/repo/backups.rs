@@ -52,6 +52,26 @@ pub fn files_metadata_key(name: &str) -> String {
     format!("{BACKUP_FOLDER}/{name}/files_metadata.json")
 }
 
+/// Prefix of backup `name`'s tar partitions (ends with `/`).
+pub fn partitions_prefix(name: &str) -> String {
+    format!("{BACKUP_FOLDER}/{name}/tar_partitions/")
+}
+
+/// Key of the tar `tar_file` (see `tar_file_name`) of backup `name`.
+pub fn partition_key(name: &str, tar_file: &str) -> String {
+    format!("{}{tar_file}", partitions_prefix(name))
+}
+
+/// The object name of a tar for a method's extension: `part_001.tar.lz4`, or WAL-G
+/// master's dot-less `part_001.tar` without compression.
+pub fn tar_file_name(stem: &str, ext: &str) -> String {
+    if ext.is_empty() {
+        format!("{stem}.tar")
+    } else {
+        format!("{stem}.tar.{ext}")
+    }
+}
+
 /// Every backup, oldest sentinel first. Ties keep the listing's (key) order, so the one
 /// listed last counts as newer, as in WAL-G master's stable sort.
 pub fn list_backups(storage: &dyn Storage) -> Result<Vec<BackupRef>, Error> {
