@@ -5,6 +5,7 @@
 //! here, once: a bad value fails with a message that names the setting, before any command
 //! touches storage.
 
+use crate::codec::openpgp::PgpKeys;
 use crate::codec::sodium::{Key, Transform};
 use crate::codec::{Crypter, EncodeOptions, Method, ZstdLevel};
 use crate::storage::Storage;
@@ -59,7 +60,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// `WALG_COMPRESSION_METHOD` (+ `WALG_ZSTD_LEVEL`).
     pub encode: EncodeOptions,
-    /// Encryption after compression: `WALG_LIBSODIUM_KEY` / `_KEY_PATH` (+ `_KEY_TRANSFORM`).
+    /// Encryption after compression: `WALG_PGP_KEY` / `_KEY_PATH` (+ `_KEY_PASSPHRASE`), else
+    /// `WALG_LIBSODIUM_KEY` / `_KEY_PATH` (+ `_KEY_TRANSFORM`).
     pub crypter: Crypter,
     /// `WALG_UPLOAD_CONCURRENCY` (default 16).
     pub upload_concurrency: usize,
@@ -293,13 +295,12 @@ pub fn parse_s3_prefix(name: &str, url: &str) -> Result<(String, String), Config
     ))
 }
 
-/// WAL-G's encryption settings, which wal-rus does not implement yet. Each changes how
+/// WAL-G's encryption settings that wal-rus does not implement (KMS, envelope OpenPGP, the
+/// external gpg key id). Each changes how
 /// objects are protected, so a set one stops every command: storing plaintext where WAL-G
 /// would have encrypted (or failing later on an encrypted archive) loses the day a backup is
 /// needed.
 const ENCRYPTION_SETTINGS: &[&str] = &[
-    "WALG_PGP_KEY",
-    "WALG_PGP_KEY_PATH",
     "WALG_CSE_KMS_ID",
     "WALG_ENVELOPE_PGP_KEY",
     "WALG_ENVELOPE_PGP_KEY_PATH",
@@ -307,9 +308,19 @@ const ENCRYPTION_SETTINGS: &[&str] = &[
     "WALE_GPG_KEY_ID",
 ];
 
-/// The crypter WAL-G would pick (walg-compat §5.2; OpenPGP and KMS are refused above):
-/// libsodium when `WALG_LIBSODIUM_KEY` or `WALG_LIBSODIUM_KEY_PATH` is set.
+/// The crypter WAL-G would pick (walg-compat §5.2; KMS and envelope OpenPGP are refused
+/// above): OpenPGP when `WALG_PGP_KEY` or `WALG_PGP_KEY_PATH` is set, whatever else is;
+/// else libsodium when `WALG_LIBSODIUM_KEY` or `WALG_LIBSODIUM_KEY_PATH` is set.
 fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
+    if let Some(keys) = pgp_keys(src)? {
+        if let Some(name) = ["WALG_LIBSODIUM_KEY", "WALG_LIBSODIUM_KEY_PATH"]
+            .into_iter()
+            .find(|n| src.get(n).is_some())
+        {
+            crate::warn!("{name} is ignored: OpenPGP (WALG_PGP_KEY) is used, as WAL-G does");
+        }
+        return Ok(Crypter::Pgp(std::sync::Arc::new(keys)));
+    }
     let transform_name = "WALG_LIBSODIUM_KEY_TRANSFORM";
     let transform = match src.get(transform_name) {
         None => Transform::None,
@@ -343,14 +354,46 @@ fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
     Ok(Crypter::Sodium(key))
 }
 
+/// The OpenPGP key material, as WAL-G reads it: `WALG_PGP_KEY` (armored text in which the
+/// two characters `\n` stand for a newline) before `WALG_PGP_KEY_PATH` (an armored key file,
+/// read as it is), with `WALG_PGP_KEY_PASSPHRASE` for protected secret keys.
+fn pgp_keys(src: &Sources) -> Result<Option<PgpKeys>, ConfigError> {
+    let passphrase = src.get("WALG_PGP_KEY_PASSPHRASE");
+    let (name, text) = match (src.get("WALG_PGP_KEY"), src.get("WALG_PGP_KEY_PATH")) {
+        (Some(k), _) => ("WALG_PGP_KEY", k.replace("\\n", "\n").into_bytes()),
+        (None, Some(path)) => {
+            let text = std::fs::read(path.trim()).map_err(|e| {
+                bad(
+                    "WALG_PGP_KEY_PATH",
+                    format!("cannot read {}: {e}", path.trim()),
+                )
+            })?;
+            ("WALG_PGP_KEY_PATH", text)
+        }
+        (None, None) => {
+            if passphrase.is_some() {
+                crate::warn!(
+                    "WALG_PGP_KEY_PASSPHRASE is set without WALG_PGP_KEY or WALG_PGP_KEY_PATH; \
+                     it is not used"
+                );
+            }
+            return Ok(None);
+        }
+    };
+    PgpKeys::parse(&text, name, passphrase)
+        .map(Some)
+        .map_err(|why| bad(name, why))
+}
+
 impl Settings {
     /// Reads and validates every setting.
     pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
         if let Some(name) = ENCRYPTION_SETTINGS.iter().find(|n| src.get(n).is_some()) {
             return Err(bad(
                 name,
-                "is set, but wal-rus does not encrypt or decrypt yet; refusing rather than store \
-                 plaintext where WAL-G would encrypt, or misread an encrypted archive",
+                "is set, but wal-rus does not implement this encryption (only WALG_PGP_KEY and \
+                 WALG_LIBSODIUM_KEY); refusing rather than store plaintext where WAL-G would \
+                 encrypt, or misread an encrypted archive",
             ));
         }
         let storage_prefix = src
