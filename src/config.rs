@@ -881,6 +881,74 @@ mod tests {
         }
     }
 
+    /// OpenPGP as WAL-G reads it: WALG_PGP_KEY (one line with `\n` for newlines) before
+    /// WALG_PGP_KEY_PATH, both before libsodium; the other encryption settings still refused.
+    #[test]
+    fn pgp_settings() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pgp");
+        let rsa = format!("{dir}/rsa.asc");
+        let public = std::fs::read_to_string(format!("{dir}/rsa.pub.asc")).unwrap();
+        let one_line = public.replace('\n', "\\n");
+        let pgp = |s: &Settings| match &s.crypter {
+            Crypter::Pgp(k) => k.has_secret(),
+            other => panic!("not OpenPGP: {other:?}"),
+        };
+        let base = ("WALG_FILE_PREFIX", "/x");
+        assert!(pgp(
+            &load(&[base, ("WALG_PGP_KEY_PATH", &rsa)], &[]).unwrap()
+        ));
+        assert!(!pgp(
+            &load(&[base, ("WALG_PGP_KEY", &one_line)], &[]).unwrap()
+        ));
+        // WALG_PGP_KEY first: the path is not even read.
+        let s = load(
+            &[
+                base,
+                ("WALG_PGP_KEY", &one_line),
+                ("WALG_PGP_KEY_PATH", "/nonexistent"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(!pgp(&s));
+        // OpenPGP wins over libsodium, as in WAL-G.
+        let s = load(
+            &[
+                base,
+                ("WALG_LIBSODIUM_KEY", "0123456789abcdef0123456789abcdef"),
+                ("WALG_PGP_KEY_PATH", &rsa),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(pgp(&s));
+        // From the config file too.
+        assert!(pgp(&load(&[base], &[("WALG_PGP_KEY_PATH", &rsa)]).unwrap()));
+        let tmp = tempfile::tempdir().unwrap();
+        let binary = tmp.path().join("key.gpg");
+        std::fs::write(&binary, [0x99u8, 1, 13, 4]).unwrap();
+        let binary = binary.to_str().unwrap();
+        for (env, setting, says) in [
+            (("WALG_PGP_KEY", "not a key"), "WALG_PGP_KEY", "armored"),
+            (
+                ("WALG_PGP_KEY_PATH", "/nonexistent/key.asc"),
+                "WALG_PGP_KEY_PATH",
+                "cannot read",
+            ),
+            (("WALG_PGP_KEY_PATH", binary), "WALG_PGP_KEY_PATH", "binary"),
+            (("WALG_CSE_KMS_ID", "k"), "WALG_CSE_KMS_ID", "not implement"),
+            (
+                ("WALG_ENVELOPE_PGP_KEY", "k"),
+                "WALG_ENVELOPE_PGP_KEY",
+                "not implement",
+            ),
+        ] {
+            let e = load(&[base, env], &[]).unwrap_err();
+            assert_eq!(e.setting, setting, "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+    }
+
     #[test]
     fn config_file_json() {
         let dir = tempfile::tempdir().unwrap();

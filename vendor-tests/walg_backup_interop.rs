@@ -20,7 +20,8 @@
 //! 3. WAL-G features wal-rus lacks, which it must refuse cleanly (exit 1, a message that names
 //!    the reason, nothing written at the destination): a WAL-G delta backup
 //!    (`WALG_DELTA_MAX_STEPS`), and a WAL-G backup encrypted with libsodium
-//!    (`WALG_LIBSODIUM_KEY`), with wal-rus configured with and without the key. These lanes
+//!    (`WALG_LIBSODIUM_KEY`) or OpenPGP (`WALG_PGP_KEY_PATH`), with wal-rus configured
+//!    without the key, with another key (or a public key only). These lanes
 //!    stay until wal-rus implements deltas and encryption.
 //!
 //! WAL-G runs as the `postgres` OS user, like wal-rus, through a wrapper script beside the
@@ -1415,17 +1416,27 @@ fn walg_delta_refused(test: &str, kind: Kind) {
     support::run_all(&format!("[{kind:?}] WAL-G delta backup"), cases);
 }
 
-/// A WAL-G backup encrypted with libsodium (WALG_LIBSODIUM_KEY; every tar partition is
-/// encrypted, the sentinel and metadata are not), fetched by wal-rus without the key and
-/// with another key: exit 1, a message that names encryption, nothing written. (With the
-/// key, the round trips above restore it.)
-fn walg_encrypted_backup_refused(test: &str, kind: Kind) {
+/// A WAL-G backup encrypted with `key` (libsodium or OpenPGP settings; every tar partition is
+/// encrypted, the sentinel and metadata are not), fetched by wal-rus configured as each of
+/// `refusals` says (without a key, with another key, ...): exit 1, a message that names
+/// encryption, nothing written. (With the key, the round trips above restore it.)
+fn walg_encrypted_backup_refused(
+    test: &str,
+    kind: Kind,
+    key: &[(&str, &str)],
+    refusals: &[(&str, &[(&str, &str)])],
+) {
     let Some((walg_bin, store)) = setup(test, kind) else {
         return;
     };
     let sub = "encrypted";
     let plain_env = store.env(sub, "lz4");
-    let key_env = support::with_libsodium_key(&plain_env);
+    let with = |pairs: &[(&str, &str)]| {
+        let mut env = plain_env.clone();
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let key_env = with(key);
     let mut src = Source::start(&walg_bin, &key_env, Maker::Walg);
     src.pg
         .psql("create table t as select g, md5(g::text) as h from generate_series(1, 20000) g");
@@ -1459,32 +1470,28 @@ fn walg_encrypted_backup_refused(test: &str, kind: Kind) {
         output_text(&out)
     );
 
-    let mut wrong_env = plain_env.clone();
-    wrong_env.push((
-        "WALG_LIBSODIUM_KEY".into(),
-        "another-key-of-thirty-two-bytes!".into(),
-    ));
-    let (wrong_env, plain_env, name) = (&wrong_env, &plain_env, &name);
-    let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = [
-        ("wal-rus with another key", wrong_env),
-        ("wal-rus without a key", plain_env),
-    ]
-    .into_iter()
-    .map(|(label, env)| {
-        let case = move || {
-            for target in [name.as_str(), "LATEST"] {
-                assert_fetch_refused(
-                    &format!("[{kind:?}] {label}: WAL-G encrypted backup {name}"),
-                    env,
-                    target,
-                    "that the backup is encrypted (or naming WALG_LIBSODIUM_KEY)",
-                    support::names_encryption,
-                );
-            }
-        };
-        (label.to_string(), Box::new(case) as Box<dyn FnOnce() + '_>)
-    })
-    .collect();
+    let envs: Vec<(String, Vec<(String, String)>)> = refusals
+        .iter()
+        .map(|(label, pairs)| (format!("wal-rus {label}"), with(pairs)))
+        .collect();
+    let name = &name;
+    let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = envs
+        .iter()
+        .map(|(label, env)| {
+            let case = move || {
+                for target in [name.as_str(), "LATEST"] {
+                    assert_fetch_refused(
+                        &format!("[{kind:?}] {label}: WAL-G encrypted backup {name}"),
+                        env,
+                        target,
+                        "that the backup is encrypted (or naming the key setting)",
+                        support::names_encryption,
+                    );
+                }
+            };
+            (label.clone(), Box::new(case) as Box<dyn FnOnce() + '_>)
+        })
+        .collect();
     support::run_all(&format!("[{kind:?}] WAL-G encrypted backup"), cases);
 }
 
@@ -1571,7 +1578,38 @@ fn walg_delta_refused_by_walrus_file() {
 
 #[test]
 fn walg_encrypted_backup_without_its_key_refused_s3() {
-    walg_encrypted_backup_refused("walg_encrypted_backup_without_its_key_refused_s3", Kind::S3);
+    walg_encrypted_backup_refused(
+        "walg_encrypted_backup_without_its_key_refused_s3",
+        Kind::S3,
+        &[("WALG_LIBSODIUM_KEY", support::LIBSODIUM_KEY)],
+        &[
+            (
+                "with another key",
+                &[("WALG_LIBSODIUM_KEY", "another-key-of-thirty-two-bytes!")],
+            ),
+            ("without a key", &[]),
+        ],
+    );
+}
+
+#[test]
+fn walg_pgp_encrypted_backup_without_its_key_refused_file() {
+    let keys = support::pgp_keys_for_postgres();
+    let key = |name: &str| keys.path().join(name).display().to_string();
+    let (rsa, rsa_pub, other) = (key("rsa.asc"), key("rsa.pub.asc"), key("other.asc"));
+    walg_encrypted_backup_refused(
+        "walg_pgp_encrypted_backup_without_its_key_refused_file",
+        Kind::File,
+        &[("WALG_PGP_KEY_PATH", &rsa)],
+        &[
+            ("with another key", &[("WALG_PGP_KEY_PATH", &other)]),
+            (
+                "with the public key only",
+                &[("WALG_PGP_KEY_PATH", &rsa_pub)],
+            ),
+            ("without a key", &[]),
+        ],
+    );
 }
 
 /// A libsodium key as hex (WAL-G's `hex` transform) for the encrypted round trips.
@@ -1597,5 +1635,31 @@ fn encrypted_walrus_backup_walg_restore_file() {
         Kind::File,
         "zstd",
         &[("WALG_LIBSODIUM_KEY", support::LIBSODIUM_KEY)],
+    );
+}
+
+#[test]
+fn encrypted_pgp_walg_backup_walrus_restore_file() {
+    let keys = support::pgp_keys_for_postgres();
+    let rsa = keys.path().join("rsa.asc").display().to_string();
+    walg_backup_walrus_restore_with(
+        "encrypted_pgp_walg_backup_walrus_restore_file",
+        Kind::File,
+        "lz4",
+        &[("WALG_PGP_KEY_PATH", &rsa)],
+    );
+}
+
+#[test]
+fn encrypted_pgp_walrus_backup_walg_restore_s3() {
+    let key = support::pgp_key_one_line("x25519-passphrase.asc");
+    walrus_backup_walg_restore_with(
+        "encrypted_pgp_walrus_backup_walg_restore_s3",
+        Kind::S3,
+        "zstd",
+        &[
+            ("WALG_PGP_KEY", &key),
+            ("WALG_PGP_KEY_PASSPHRASE", support::PGP_PASSPHRASE),
+        ],
     );
 }

@@ -8,8 +8,10 @@
 //! * wal-rus pushes a segment and WAL-G fetches it byte-identical;
 //! * the same both ways for a timeline .history file;
 //! * both tools agree on the exit code for a missing segment;
-//! * a WAL-G libsodium-encrypted segment is refused by wal-rus (no encryption
-//!   yet) with exit 1, a message that names encryption, and nothing written.
+//! * encrypted segments both ways, libsodium (every key transform) and OpenPGP (an RSA key
+//!   file; a passphrase-protected Curve25519 key in WALG_PGP_KEY), and wal-rus's refusals
+//!   without the key, with another key, with a public key only or a wrong passphrase: exit 1,
+//!   a message that names the reason, and nothing written.
 //!
 //! brotli needs a WAL-G built with the `brotli` tag (a probe push that answers
 //! "Unknown compression method" means unsupported): without it the brotli lane
@@ -422,6 +424,141 @@ fn encrypted_wal_both_ways(test: &str, kind: Kind) {
     }
 }
 
+/// OpenPGP both ways, as WAL-G configures it: (1) an RSA key file (WALG_PGP_KEY_PATH), the
+/// writer holding only the public key; (2) a passphrase-protected Curve25519 secret key given
+/// on one line in WALG_PGP_KEY (`\n` for newlines) with WALG_PGP_KEY_PASSPHRASE, for both
+/// tools. A segment WAL-G pushed is fetched by wal-rus byte for byte and one wal-rus pushed is
+/// fetched by WAL-G. Then wal-rus fails with exit 1, names the reason and writes nothing where
+/// the segment was to go: without a key, with another key, with the public key only, and
+/// (for the protected key) without the passphrase or with a wrong one.
+fn encrypted_wal_both_ways_pgp(test: &str, kind: Kind) {
+    let Some((walg, storage)) = setup(test, kind) else {
+        return;
+    };
+    let ws = workspace();
+    let env_of = |base: &[(String, String)], pairs: &[(&str, String)]| {
+        let mut env = base.to_vec();
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        env
+    };
+    let path = |name: &str| support::pgp_key(name);
+    let mut segno = 0x40;
+    for lane in ["rsa-path", "x25519-passphrase"] {
+        let sub = format!("pgp-{lane}");
+        let plain_env = storage.env(&sub);
+        let (write_env, read_env, public_env, more_refusals) = if lane == "rsa-path" {
+            (
+                env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("rsa.pub.asc"))]),
+                env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("rsa.asc"))]),
+                env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("rsa.pub.asc"))]),
+                vec![],
+            )
+        } else {
+            let key = support::pgp_key_one_line("x25519-passphrase.asc");
+            let pass = support::PGP_PASSPHRASE.to_string();
+            let both = env_of(
+                &plain_env,
+                &[
+                    ("WALG_PGP_KEY", key.clone()),
+                    ("WALG_PGP_KEY_PASSPHRASE", pass),
+                ],
+            );
+            (
+                both.clone(),
+                both,
+                env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("x25519.pub.asc"))]),
+                vec![
+                    (
+                        "without the passphrase",
+                        env_of(&plain_env, &[("WALG_PGP_KEY", key.clone())]),
+                        "WALG_PGP_KEY_PASSPHRASE",
+                    ),
+                    (
+                        "with a wrong passphrase",
+                        env_of(
+                            &plain_env,
+                            &[
+                                ("WALG_PGP_KEY", key),
+                                ("WALG_PGP_KEY_PASSPHRASE", "not it".to_string()),
+                            ],
+                        ),
+                        "WALG_PGP_KEY_PASSPHRASE",
+                    ),
+                ],
+            )
+        };
+        for (writer, reader) in [("WAL-G", "wal-rus"), ("wal-rus", "WAL-G")] {
+            segno += 1;
+            let name = segment_name(segno);
+            let original = fake_segment(segno, 0x0DDB_A11 + segno);
+            let seg = ws.wal_file(&name, &original);
+            let out = if writer == "WAL-G" {
+                ws.walg(&walg, &["wal-push", path_str(&seg)], &write_env)
+            } else {
+                ws.walrus(&["wal-push", path_str(&seg)], &write_env)
+            };
+            assert!(
+                out.status.success(),
+                "[{kind:?}/{lane}] {writer} wal-push\n{}",
+                output_text(&out)
+            );
+            let stored = fs::read(storage.object(&sub, &format!("wal_005/{name}.lz4"))).unwrap();
+            assert!(
+                stored.len() > 100 && stored[0] == 0xC1,
+                "[{kind:?}/{lane}] {writer}'s object does not start with a session key packet"
+            );
+            let dest = ws.restore_path(&format!("{lane}-{writer}"));
+            let out = if reader == "WAL-G" {
+                ws.walg(&walg, &["wal-fetch", &name, path_str(&dest)], &read_env)
+            } else {
+                ws.walrus(&["wal-fetch", &name, path_str(&dest)], &read_env)
+            };
+            assert!(
+                out.status.success(),
+                "[{kind:?}/{lane}] {reader} wal-fetch of {writer}'s segment\n{}",
+                output_text(&out)
+            );
+            assert_same_file(
+                &original,
+                &dest,
+                &format!("[{kind:?}/{lane}] {writer} -> {reader}"),
+            );
+            let other = env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("other.asc"))]);
+            let mut refusals: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+                ("without a key", plain_env.clone(), "encrypt"),
+                ("with another key", other, "WALG_PGP_KEY_PATH"),
+                (
+                    "with the public key only",
+                    public_env.clone(),
+                    "only public keys",
+                ),
+            ];
+            refusals.extend(more_refusals.iter().cloned());
+            for (label, env, says) in &refusals {
+                let pg_wal = ws.path().join(format!(
+                    "pg_wal-{lane}-{writer}-{}",
+                    label.replace(' ', "-")
+                ));
+                fs::create_dir_all(&pg_wal).unwrap();
+                let dest = pg_wal.join("RECOVERYXLOG");
+                let out = ws.walrus(&["wal-fetch", &name, path_str(&dest)], env);
+                let text = output_text(&out);
+                assert_eq!(
+                    out.status.code(),
+                    Some(1),
+                    "[{kind:?}/{lane}] {label}\n{text}"
+                );
+                assert!(
+                    names_encryption(&text) && text.contains(says),
+                    "[{kind:?}/{lane}] {label}: the reason ({says}) is not named\n{text}"
+                );
+                let left = files_below(&pg_wal);
+                assert!(left.is_empty(), "[{kind:?}/{lane}] {label}: left {left:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn walg_push_walrus_fetch_file() {
     walg_push_walrus_fetch("walg_push_walrus_fetch_file", Kind::File);
@@ -470,4 +607,14 @@ fn encrypted_wal_both_ways_file() {
 #[test]
 fn encrypted_wal_both_ways_s3() {
     encrypted_wal_both_ways("encrypted_wal_both_ways_s3", Kind::S3);
+}
+
+#[test]
+fn encrypted_wal_both_ways_pgp_file() {
+    encrypted_wal_both_ways_pgp("encrypted_wal_both_ways_pgp_file", Kind::File);
+}
+
+#[test]
+fn encrypted_wal_both_ways_pgp_s3() {
+    encrypted_wal_both_ways_pgp("encrypted_wal_both_ways_pgp_s3", Kind::S3);
 }

@@ -1044,6 +1044,16 @@ mod tests {
     }
 
     #[test]
+    fn decrypts_what_walg_made() {
+        // WAL-G v3.0.8 (go-crypto) with a passphrase-protected Curve25519 key, no compression.
+        let k = keys("x25519-passphrase.asc", Some(PASSPHRASE));
+        assert!(
+            opened(&k, data("walg-x25519-history.bin")).unwrap()
+                == b"1\t0/3000028\tno recovery target specified\n"
+        );
+    }
+
+    #[test]
     fn key_material_errors() {
         let e = PgpKeys::parse(b"not a key", "WALG_PGP_KEY", None).unwrap_err();
         assert!(e.contains("not an ASCII-armored"), "{e}");
