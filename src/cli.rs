@@ -6,16 +6,21 @@ use std::path::PathBuf;
 
 /// wal-rus: WAL-G compatible archiving for PostgreSQL with memory fixed before the run.
 /// Settings come from WAL-G's environment variables (WALG_*, WALE_*, AWS_*, PG*) and an
-/// optional JSON config file; the environment wins over the file.
+/// optional config file; the environment wins over the file.
 #[derive(FromArgs, Debug)]
 pub struct Cli {
-    /// path to a WAL-G JSON config file (default: ~/.walg.json when present)
+    /// a WAL-G config file: .json, .yaml/.yml, .toml, .properties or .env, anywhere on the
+    /// command line (default: ~/.walg.<ext>, the first found in WAL-G's order)
     #[argh(option)]
     pub config: Option<PathBuf>,
 
     /// print the version and exit
     #[argh(switch)]
     pub version: bool,
+
+    /// ignore the rate limits (WALG_DISK_RATE_LIMIT, WALG_NETWORK_RATE_LIMIT), as WAL-G does
+    #[argh(switch)]
+    pub turbo: bool,
 
     /// the command to run
     #[argh(subcommand)]
@@ -175,4 +180,66 @@ pub struct Delete {
     /// with retain: also keep every backup from this backup name or RFC 3339 time on
     #[argh(option)]
     pub after: Option<String>,
+}
+
+/// WAL-G's global flags, which its command line (cobra) accepts before or after the command.
+#[derive(Debug, Default, PartialEq)]
+pub struct GlobalFlags {
+    /// `--config FILE` / `--config=FILE`.
+    pub config: Option<PathBuf>,
+    /// `--turbo`.
+    pub turbo: bool,
+}
+
+/// Takes WAL-G's global flags out of `args` (the program name first) wherever they stand
+/// before a `--`, so that the rest parses as the command's own arguments.
+pub fn take_global_flags(args: Vec<String>) -> Result<(GlobalFlags, Vec<String>), String> {
+    let mut flags = GlobalFlags::default();
+    let mut rest = Vec::with_capacity(args.len());
+    let mut it = args.into_iter();
+    rest.extend(it.next());
+    while let Some(arg) = it.next() {
+        if arg == "--" {
+            rest.push(arg);
+            rest.extend(it.by_ref());
+            break;
+        }
+        if arg == "--config" {
+            let file = it.next().ok_or("--config needs a file name")?;
+            flags.config = Some(PathBuf::from(file));
+        } else if let Some(file) = arg.strip_prefix("--config=") {
+            flags.config = Some(PathBuf::from(file));
+        } else if arg == "--turbo" {
+            flags.turbo = true;
+        } else {
+            rest.push(arg);
+        }
+    }
+    Ok((flags, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &[&str]) -> Vec<String> {
+        s.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn global_flags_anywhere() {
+        let (f, rest) = take_global_flags(v(&[
+            "wal-g", "wal-push", "--config", "a.yaml", "p", "--turbo",
+        ]))
+        .unwrap();
+        assert_eq!(f.config, Some(PathBuf::from("a.yaml")));
+        assert!(f.turbo);
+        assert_eq!(rest, v(&["wal-g", "wal-push", "p"]));
+        let (f, rest) =
+            take_global_flags(v(&["wal-g", "--config=b.json", "delete", "--", "--config"]))
+                .unwrap();
+        assert_eq!(f.config, Some(PathBuf::from("b.json")));
+        assert_eq!(rest, v(&["wal-g", "delete", "--", "--config"]));
+        assert!(take_global_flags(v(&["wal-g", "wal-push", "--config"])).is_err());
+    }
 }

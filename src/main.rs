@@ -1,18 +1,42 @@
 //! Parses the command line and dispatches; maps errors to WAL-G's exit codes. Nothing else.
 
+use argh::FromArgs;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use wal_rus::cli::{Cli, Command};
 use wal_rus::commands;
-use wal_rus::config::{Settings, Sources};
+use wal_rus::config::{Cmd, Settings, Sources};
 use wal_rus::error::Error;
 
-fn run(cli: Cli) -> Result<(), Error> {
+/// The command as the settings table sees it.
+fn table_cmd(command: &Command) -> Cmd {
+    match command {
+        Command::WalPush(_) => Cmd::WalPush,
+        Command::WalFetch(_) => Cmd::WalFetch,
+        Command::WalPrefetch(_) => Cmd::WalPrefetch,
+        Command::BackupPush(c) => Cmd::BackupPush { full: c.full },
+        Command::BackupFetch(_) => Cmd::BackupFetch,
+        Command::BackupList(_) => Cmd::BackupList,
+        Command::BackupMark(_) => Cmd::BackupMark,
+        Command::Delete(_) => Cmd::Delete,
+        Command::MemoryPlan(_) => Cmd::MemoryPlan,
+    }
+}
+
+fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
     let Some(command) = cli.command else {
         return Err(Error::Usage("no command given; see --help".into()));
     };
-    let sources = Sources::from_process(cli.config.as_deref())?;
-    let settings = Settings::load(&sources)?;
+    let sources = Sources::from_process(config.as_deref())?;
+    let mut settings = Settings::load(&sources, table_cmd(&command))?;
+    if turbo {
+        settings.disk_rate_limit = None;
+        settings.network_rate_limit = None;
+    }
     wal_rus::log::set_level(&settings.log_level);
+    for w in &settings.warnings {
+        wal_rus::warn!("{w}");
+    }
     match command {
         Command::WalPush(c) => commands::wal_push::run(&settings, &c.path).map(drop),
         Command::WalFetch(c) => commands::wal_fetch::run(&settings, &c.name, &c.dest),
@@ -40,12 +64,55 @@ fn run(cli: Cli) -> Result<(), Error> {
 fn main() -> ExitCode {
     // Before anything allocates on another thread: the memory plan assumes this malloc set-up.
     wal_rus::pipeline::plan::configure_malloc();
-    let cli: Cli = argh::from_env();
+    let mut args = Vec::new();
+    for arg in std::env::args_os() {
+        match arg.into_string() {
+            Ok(a) => args.push(a),
+            Err(a) => {
+                eprintln!("Invalid utf8: {}", a.to_string_lossy());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // WAL-G's global flags may stand after the command too; argh wants them before it.
+    let (flags, args) = match wal_rus::cli::take_global_flags(args) {
+        Ok(x) => x,
+        Err(e) => {
+            wal_rus::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let program = args.first().map(String::as_str).unwrap_or("wal-rus");
+    let program = std::path::Path::new(program)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(program);
+    let rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let cli = match Cli::from_args(&[program], &rest) {
+        Ok(cli) => cli,
+        Err(exit) => {
+            return match exit.status {
+                Ok(()) => {
+                    println!("{}", exit.output);
+                    ExitCode::SUCCESS
+                }
+                Err(()) => {
+                    eprintln!(
+                        "{}\nRun {program} --help for more information.",
+                        exit.output
+                    );
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     if cli.version {
         println!("wal-rus {}", env!("CARGO_PKG_VERSION"));
         return ExitCode::SUCCESS;
     }
-    match run(cli) {
+    let config = flags.config.or_else(|| cli.config.clone());
+    let turbo = flags.turbo || cli.turbo;
+    match run(cli, config, turbo) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             wal_rus::error!("{e}");

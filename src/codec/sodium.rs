@@ -83,7 +83,7 @@ impl Key {
             }
             Transform::Hex => {
                 let t = text.trim();
-                if t.len() % 2 != 0 {
+                if !t.len().is_multiple_of(2) {
                     return Err("is not hex (odd length)".into());
                 }
                 (0..t.len() / 2)

@@ -18,6 +18,7 @@ use crate::format::spec::TablespaceSpec;
 use crate::pipeline::arena::Arena;
 use crate::pipeline::dest::{self, Destination};
 use crate::pipeline::extract::{self, Extracted};
+use crate::pipeline::rate::{Limited, RateLimit};
 use crate::pipeline::sync::{self, FileSync, NoSync, SyncNow};
 use crate::pipeline::{plan, workers};
 use crate::storage::{Storage, StorageError};
@@ -73,18 +74,26 @@ fn format_of(object: &str) -> Result<ReadFormat, Error> {
     })
 }
 
+/// Where partitions come from: the storage, the crypter, the network rate limit.
+#[derive(Clone, Copy)]
+struct Source<'a> {
+    storage: &'a dyn Storage,
+    crypter: &'a Crypter,
+    limit: Option<&'a RateLimit>,
+}
+
 /// Downloads, decodes and unpacks one partition.
 fn unpack_one(
-    storage: &dyn Storage,
-    crypter: &Crypter,
+    source: Source<'_>,
     key: &str,
     dest: &Destination,
     buf: &mut [u8],
     sync: &dyn FileSync,
 ) -> Result<Extracted, Error> {
     let format = format_of(key)?;
-    let raw = storage.get(key)?;
-    let mut decoded = Decoder::new(format, crypter.decrypting(raw))
+    let raw = source.storage.get(key)?;
+    let limited = Box::new(Limited::new(raw, source.limit));
+    let mut decoded = Decoder::new(format, source.crypter.decrypting(limited))
         .map_err(|e| Error::io(format!("decompressing {key}"), e))?;
     extract::unpack(&mut decoded, dest, buf, sync)
         .map_err(|e| Error::io(format!("restoring {key}"), e))
@@ -92,8 +101,7 @@ fn unpack_one(
 
 /// Unpacks with retries; the partition is re-extracted from its start each time.
 fn unpack_with_retries(
-    storage: &dyn Storage,
-    crypter: &Crypter,
+    source: Source<'_>,
     key: &str,
     dest: &Destination,
     buf: &mut [u8],
@@ -101,7 +109,7 @@ fn unpack_with_retries(
 ) -> Result<Extracted, Error> {
     let mut attempt = 1;
     loop {
-        match unpack_one(storage, crypter, key, dest, buf, sync) {
+        match unpack_one(source, key, dest, buf, sync) {
             Ok(x) => return Ok(x),
             Err(e)
                 if attempt < ATTEMPTS
@@ -294,6 +302,12 @@ fn restore(
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
         .with_wait_limit(settings.wait_limit());
     let fsync = !settings.tar_disable_fsync;
+    let limit = settings.network_rate_limit.map(RateLimit::new);
+    let source = Source {
+        storage,
+        crypter: &settings.crypter,
+        limit: limit.as_ref(),
+    };
     let (sync_tx, sync_rx) = bounded(sync::SYNC_QUEUE);
     let queue = sync::SyncQueue::new(sync_tx);
     let data_sync: &dyn FileSync = if fsync { &queue } else { &NoSync };
@@ -306,9 +320,7 @@ fn restore(
         let result = arena
             .lease()
             .map_err(|e| Error::io("restore worker", e))
-            .and_then(|mut buf| {
-                unpack_with_retries(storage, &settings.crypter, &key, dest, &mut buf, data_sync)
-            });
+            .and_then(|mut buf| unpack_with_retries(source, &key, dest, &mut buf, data_sync));
         match result {
             Ok(x) => {
                 let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
@@ -366,7 +378,7 @@ fn restore(
     let last_sync: &dyn FileSync = if fsync { &SyncNow } else { &NoSync };
     let mut buf = arena.lease().map_err(|e| Error::io("restore", e))?;
     for key in [label, control].into_iter().flatten() {
-        unpack_with_retries(storage, &settings.crypter, &key, dest, &mut buf, last_sync)?;
+        unpack_with_retries(source, &key, dest, &mut buf, last_sync)?;
     }
     if restore_spec.is_some() {
         // The links were made from the spec; a stored map would point elsewhere.

@@ -29,9 +29,10 @@ use crate::pg::{ConnParams, Connection};
 use crate::pipeline::arena::Arena;
 use crate::pipeline::compress::CompressingReader;
 use crate::pipeline::plan;
+use crate::pipeline::rate::{Limited, RateLimit};
 use crate::pipeline::tar_stream::{Entry, EntrySink, Partition, Walker};
-use crate::storage::{BytesBody, Storage};
-use std::io::{self, IsTerminal};
+use crate::storage::{BytesBody, Storage, StorageError};
+use std::io::{self, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime};
 
@@ -43,6 +44,8 @@ struct Recorder<'a> {
     progress: Option<Progress>,
     /// Blocks that failed page verification, over the whole backup.
     corrupt_blocks: u64,
+    /// `WALG_STORE_ALL_CORRUPT_BLOCKS`: record every corrupt block of a file, not the first 10.
+    store_all_corrupt: bool,
 }
 
 /// What the user asked of this backup.
@@ -101,9 +104,14 @@ impl EntrySink for Recorder<'_> {
                 &corrupt[..corrupt.len().min(10)]
             );
             self.corrupt_blocks += corrupt.len() as u64;
+            let kept = if self.store_all_corrupt {
+                corrupt.len()
+            } else {
+                corrupt.len().min(10)
+            };
             CorruptBlocks {
                 count: corrupt.len() as u64,
-                some: corrupt[..corrupt.len().min(10)].to_vec(),
+                some: corrupt[..kept].to_vec(),
             }
         });
         let desc = FileDescription {
@@ -280,11 +288,6 @@ pub fn run(settings: &Settings, args: &BackupPush) -> Result<(), Error> {
         .ok_or_else(|| {
             Error::Usage("backup-push needs the data directory (argument or PGDATA)".into())
         })?;
-    if settings.delta_max_steps > 0 {
-        crate::warn!(
-            "WALG_DELTA_MAX_STEPS is set, but wal-rus takes full backups only; taking a full backup"
-        );
-    }
     let user_data = match args
         .add_user_data
         .as_ref()
@@ -405,6 +408,15 @@ fn push(
     let (uploaders, part_size) = plan::stream_parts(&input);
     let part_arena = Arena::new(if input.remote { uploaders + 1 } else { 0 }, part_size)
         .with_wait_limit(settings.wait_limit());
+    let disk_limit = settings.disk_rate_limit.map(RateLimit::new);
+    let sender = Sender {
+        storage,
+        settings,
+        io_arena: &io_arena,
+        part_arena: &part_arena,
+        uploaders,
+        limit: settings.network_rate_limit.map(RateLimit::new),
+    };
     let mut spool =
         FilesSpool::new().map_err(|e| Error::io("creating the files-metadata spool", e))?;
     let mut walker = Walker::new(data_dir);
@@ -423,6 +435,7 @@ fn push(
         error: None,
         progress,
         corrupt_blocks: 0,
+        store_all_corrupt: settings.store_all_corrupt_blocks,
     };
     let started = Instant::now();
 
@@ -432,24 +445,16 @@ fn push(
         recorder.partition = pname.clone();
         let key = format!("{folder}/tar_partitions/{pname}");
         let mut partition = Partition::new(&mut walker, &mut recorder, settings.tar_size_threshold)
-            .verify_pages(opts.verify.then_some(start_lsn.0));
-        let packed = CompressingReader::new(&mut partition, settings.encode, &io_arena, None)
-            .map_err(|e| Error::io("starting the compressor", e))?;
-        let mut stream = settings
-            .crypter
-            .encrypting(packed)
-            .map_err(|e| Error::io("starting the encryption", e))?;
-        let stored = storage
-            .put_stream(&key, &mut stream, &part_arena, uploaders)
-            .map_err(|e| match e {
-                crate::storage::StorageError::Io {
-                    op: "read body",
-                    source,
-                    ..
-                } => Error::io(format!("reading {}", data_dir.display()), source),
-                other => Error::Storage(other),
-            })?;
-        drop(stream);
+            .verify_pages(opts.verify.then_some(start_lsn.0))
+            .rate_limited(disk_limit.as_ref());
+        let stored = sender.send(&key, &mut partition).map_err(|e| match e {
+            crate::storage::StorageError::Io {
+                op: "read body",
+                source,
+                ..
+            } => Error::io(format!("reading {}", data_dir.display()), source),
+            other => Error::Storage(other),
+        })?;
         uncompressed += partition.payload;
         compressed += stored;
         let done = partition.walk_done;
@@ -479,14 +484,9 @@ fn push(
         .map_err(|e| Error::io(format!("reading {}", control_path.display()), e))?;
     let now = crate::format::time::UtcTime::now().0;
     let control_tar = small_tar(&[("/global/pg_control", &control, 0o600, now)]);
-    compressed += put_small(
-        storage,
+    compressed += sender.send(
         &format!("{folder}/tar_partitions/{}", tar_name("pg_control", ext)),
-        &control_tar,
-        settings,
-        &io_arena,
-        &part_arena,
-        uploaders,
+        &mut &control_tar[..],
     )?;
     uncompressed += control.len() as u64;
 
@@ -513,14 +513,9 @@ fn push(
         ("backup_label", label.as_bytes(), 0o600, now),
         ("tablespace_map", spcmap.as_bytes(), 0o600, now),
     ]);
-    compressed += put_small(
-        storage,
+    compressed += sender.send(
         &format!("{folder}/tar_partitions/{label_name}"),
-        &label_tar,
-        settings,
-        &io_arena,
-        &part_arena,
-        uploaders,
+        &mut &label_tar[..],
     )?;
     uncompressed += (label.len() + spcmap.len()) as u64;
     for member in ["tablespace_map", "backup_label"] {
@@ -612,21 +607,38 @@ fn push(
     Ok(())
 }
 
-/// Stores a small tar (pg_control, backup_label) compressed like the partitions.
-fn put_small(
-    storage: &dyn Storage,
-    key: &str,
-    tar_bytes: &[u8],
-    settings: &Settings,
-    io_arena: &Arena,
-    part_arena: &Arena,
+/// What a tar goes through on its way to storage: compression, encryption, the network
+/// rate limit, and the part uploaders.
+struct Sender<'a> {
+    storage: &'a dyn Storage,
+    settings: &'a Settings,
+    io_arena: &'a Arena,
+    part_arena: &'a Arena,
     uploaders: usize,
-) -> Result<u64, Error> {
-    let packed = CompressingReader::new(tar_bytes, settings.encode, io_arena, None)
-        .map_err(|e| Error::io("starting the compressor", e))?;
-    let mut stream = settings
-        .crypter
-        .encrypting(packed)
-        .map_err(|e| Error::io("starting the encryption", e))?;
-    Ok(storage.put_stream(key, &mut stream, part_arena, uploaders)?)
+    /// `WALG_NETWORK_RATE_LIMIT`.
+    limit: Option<RateLimit>,
+}
+
+impl Sender<'_> {
+    /// Stores the tar `tar` under `key`; returns the bytes stored.
+    fn send(&self, key: &str, tar: &mut dyn Read) -> Result<u64, StorageError> {
+        let packed = CompressingReader::new(tar, self.settings.encode, self.io_arena, None)
+            .map_err(|e| read_error(key, e))?;
+        let sealed = self
+            .settings
+            .crypter
+            .encrypting(packed)
+            .map_err(|e| read_error(key, e))?;
+        let mut stream = Limited::new(sealed, self.limit.as_ref());
+        self.storage
+            .put_stream(key, &mut stream, self.part_arena, self.uploaders)
+    }
+}
+
+fn read_error(key: &str, source: io::Error) -> StorageError {
+    StorageError::Io {
+        op: "read body",
+        key: key.to_string(),
+        source,
+    }
 }

@@ -10,6 +10,7 @@ pub mod delete;
 pub mod memory_plan;
 pub mod wal_archive;
 pub mod wal_fetch;
+pub mod wal_metadata;
 pub mod wal_prefetch;
 pub mod wal_push;
 

@@ -6,7 +6,7 @@
 //! `walg_data/walg_archive_status/<name>` so that the later archive_command for that file
 //! returns at once. Background failures are only logged: PostgreSQL will ask again.
 
-use super::wal_archive;
+use super::{wal_archive, wal_metadata};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::wal_name::{self, Segment, WalFileKind};
@@ -136,6 +136,16 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
         fs::remove_file(&marker)
             .map_err(|e| Error::io(format!("removing marker {}", marker.display()), e))?;
         crate::info!("{name} was archived by an earlier background upload");
+        if settings.wal_metadata != wal_metadata::WalMetadata::None {
+            let storage = settings.open_storage()?;
+            wal_metadata::upload(
+                settings.wal_metadata,
+                storage.as_ref(),
+                path,
+                &name,
+                &markers,
+            )?;
+        }
         return Ok(Pushed::DoneInBackground);
     }
     // Refuse early, with the file's name, rather than after connecting to storage.
@@ -152,8 +162,18 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
     };
     let background = plan::wal_push_background_workers(&settings.plan_input());
     let status_dir = wal_dir.join("archive_status");
+    let metadata = |pushed: Pushed| -> Result<Pushed, Error> {
+        wal_metadata::upload(
+            settings.wal_metadata,
+            storage.as_ref(),
+            path,
+            &name,
+            &markers,
+        )?;
+        Ok(pushed)
+    };
     if background == 0 || !status_dir.is_dir() {
-        return pusher.push(path, &name);
+        return pusher.push(path, &name).and_then(metadata);
     }
 
     let done = AtomicBool::new(false);
@@ -193,7 +213,7 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
             drop(tx);
         })
         .map_err(|e| Error::io("starting scanner", e))?;
-        let result = pusher.push(path, &name);
+        let result = pusher.push(path, &name).and_then(metadata);
         done.store(true, Ordering::Relaxed);
         let _ = scanner.join();
         for h in handles {

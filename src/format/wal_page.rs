@@ -62,18 +62,19 @@ impl<W: Write> PageCheck<W> {
 
     /// The byte at which the current page starts, and how much of its header is needed.
     fn page_start(&self) -> (u64, usize) {
-        if self.page_size == 0 {
-            (0, LONG_HEADER)
-        } else {
-            let start = self.pos / self.page_size * self.page_size;
-            (
-                start,
-                if start == 0 {
-                    LONG_HEADER
-                } else {
-                    SHORT_HEADER
-                },
-            )
+        match self.pos.checked_div(self.page_size) {
+            None => (0, LONG_HEADER),
+            Some(pages) => {
+                let start = pages * self.page_size;
+                (
+                    start,
+                    if start == 0 {
+                        LONG_HEADER
+                    } else {
+                        SHORT_HEADER
+                    },
+                )
+            }
         }
     }
 
@@ -142,7 +143,7 @@ impl<W: Write> PageCheck<W> {
 
     /// Called once every byte has been written: the segment must have ended on a page.
     pub fn finish(self) -> io::Result<W> {
-        if self.pos == 0 || (self.page_size > 0 && self.pos % self.page_size != 0) {
+        if self.pos == 0 || (self.page_size > 0 && !self.pos.is_multiple_of(self.page_size)) {
             return Err(corrupt(format!(
                 "WAL segment {} ends inside a page, after {} bytes",
                 self.segment.name(self.segment_size),

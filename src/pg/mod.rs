@@ -23,4 +23,4 @@ mod tls;
 
 pub use conn::{Connection, QueryResult, parse_server_version};
 pub use error::PgError;
-pub use params::{ConnParams, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SslMode};
+pub use params::{ConnParams, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SslMode, os_account};

@@ -263,7 +263,7 @@ fn parse_connect_timeout(text: &str) -> Result<Duration, PgError> {
 }
 
 /// Name and home directory of the effective OS user (`getpwuid_r`).
-fn os_account() -> Option<(String, String)> {
+pub fn os_account() -> Option<(String, String)> {
     // SAFETY: getpwuid_r writes only into `pwd` and `buf`, whose sizes we pass; the strings
     // it points `pwd` at live in `buf`, which outlives their use below.
     unsafe {

@@ -6,6 +6,7 @@ pub mod compress;
 pub mod dest;
 pub mod extract;
 pub mod plan;
+pub mod rate;
 pub mod sync;
 pub mod tar_stream;
 pub mod workers;

@@ -7,6 +7,7 @@
 //! grows is cut, one that vanishes is left out (WAL replay repairs all three, walg-compat
 //! §3.4).
 
+use super::rate::RateLimit;
 use crate::format::page;
 use crate::format::tar::{self, Header, Kind};
 use std::fs::{self, File, Metadata};
@@ -294,6 +295,8 @@ pub struct Partition<'a, S: EntrySink> {
     /// Page verification: the backup's start LSN (pages written after it are not checked).
     verify_from: Option<u64>,
     check: Option<PageCheck>,
+    /// `WALG_DISK_RATE_LIMIT`: file data read is paid from this bucket.
+    disk_limit: Option<&'a RateLimit>,
     finished: bool,
     /// True when the walk has no more entries.
     pub walk_done: bool,
@@ -314,6 +317,7 @@ impl<'a, S: EntrySink> Partition<'a, S> {
             current: None,
             verify_from: None,
             check: None,
+            disk_limit: None,
             finished: false,
             walk_done: false,
         }
@@ -323,6 +327,12 @@ impl<'a, S: EntrySink> Partition<'a, S> {
     /// `start_lsn` (they are being written during the backup and come back from WAL).
     pub fn verify_pages(mut self, start_lsn: Option<u64>) -> Self {
         self.verify_from = start_lsn;
+        self
+    }
+
+    /// Reads file data no faster than `limit` allows (`WALG_DISK_RATE_LIMIT`).
+    pub fn rate_limited(mut self, limit: Option<&'a RateLimit>) -> Self {
+        self.disk_limit = limit;
         self
     }
 
@@ -405,6 +415,9 @@ impl<S: EntrySink> Read for Partition<'_, S> {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                         Err(e) => return Err(e),
                     };
+                    if let Some(limit) = self.disk_limit {
+                        limit.take(n);
+                    }
                     // Shrunk while read: the rest of the recorded size is zeros.
                     let n = if n == 0 {
                         buf[..want].fill(0);

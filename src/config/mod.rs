@@ -1,9 +1,17 @@
 //! Settings as WAL-G reads them (walg-compat §11): `WALG_*`, `WALE_*`, `AWS_*` and `PG*` from
-//! the environment, over a `--config` JSON file (WAL-G's `.walg.json`), over defaults.
+//! the environment, over a config file (`--config FILE`, else WAL-G's `~/.walg.<ext>`; see
+//! [`file`]), over defaults.
 //!
-//! An environment variable set to the empty string counts as unset. Values are validated
-//! here, once: a bad value fails with a message that names the setting, before any command
-//! touches storage.
+//! An environment variable set to the empty string counts as unset. Every setting WAL-G
+//! knows is in [`table`]: honoured, refused or warned ([`check`]). Values are validated
+//! here, once: a bad value or a refused setting fails with a message that names the
+//! setting, before any command touches storage.
+
+mod check;
+pub mod file;
+pub mod table;
+
+pub use check::{Cmd, active_storage, counts, markdown};
 
 use crate::codec::openpgp::PgpKeys;
 use crate::codec::sodium::{Key, Transform};
@@ -89,10 +97,20 @@ pub struct Settings {
     pub sentinel_user_data: Option<String>,
     /// `WALG_VERIFY_PAGE_CHECKSUMS`.
     pub verify_page_checksums: bool,
+    /// `WALG_UPLOAD_WAL_METADATA`: WAL metadata objects written by wal-push.
+    pub wal_metadata: crate::commands::wal_metadata::WalMetadata,
+    /// `WALG_DISK_RATE_LIMIT`: bytes per second read from the data directory by backup-push.
+    pub disk_rate_limit: Option<u64>,
+    /// `WALG_NETWORK_RATE_LIMIT`: bytes per second to or from storage in backup-push and
+    /// backup-fetch.
+    pub network_rate_limit: Option<u64>,
     /// `WALG_TAR_DISABLE_FSYNC`: restore without fsync per file.
     pub tar_disable_fsync: bool,
-    /// `WALG_DELTA_MAX_STEPS` (wal-rus takes full backups only; a value above 0 is noted).
-    pub delta_max_steps: u64,
+    /// `WALG_STORE_ALL_CORRUPT_BLOCKS`: record every corrupt block, not the first 10.
+    pub store_all_corrupt_blocks: bool,
+    /// One line for each setting that is set and has no effect in wal-rus (and each unknown
+    /// key of the config file), to log once the log level is known.
+    pub warnings: Vec<String>,
     /// The connection settings (`PG*`, and `USER`/`HOME` for libpq's defaults) as found in
     /// the environment or the config file.
     pub pg: HashMap<String, String>,
@@ -101,7 +119,6 @@ pub struct Settings {
 /// Connection settings handed to the PostgreSQL client.
 const PG_SETTINGS: &[&str] = &[
     "PGHOST",
-    "PGHOSTADDR",
     "PGPORT",
     "PGUSER",
     "PGPASSWORD",
@@ -114,14 +131,15 @@ const PG_SETTINGS: &[&str] = &[
     "PGAPPNAME",
     "PGCONNECT_TIMEOUT",
     "USER",
-    "LOGNAME",
     "HOME",
 ];
 
 /// Looks settings up in the environment, then in the config file.
 pub struct Sources {
     env: Lookup,
-    file: HashMap<String, String>,
+    file: HashMap<String, file::Value>,
+    /// The config file's keys, in file order.
+    file_keys: Vec<String>,
     /// The config file read, if any.
     pub file_path: Option<PathBuf>,
 }
@@ -129,63 +147,80 @@ pub struct Sources {
 /// A function from a setting's name to its value.
 type Lookup = Box<dyn Fn(&str) -> Option<String>>;
 
-/// Settings WAL-G knows that a config file may carry without a warning. wal-rus reads only
-/// some of them; the others are accepted so a shared `.walg.json` keeps working.
-const KNOWN_PREFIXES: &[&str] = &[
-    "WALG_",
-    "WALE_",
-    "AWS_",
-    "PG",
-    "S3_",
-    "TOTAL_BG_UPLOADED_LIMIT",
-    "WALRUS_",
-    "GOMAXPROCS",
-    "HTTP_",
-    "PROFILE_",
-    "OSS_",
-    "GCS_",
-    "AZURE_",
-    "OS_",
-    "SSH_",
-    "YC_",
-];
-
 impl Sources {
-    /// The process environment and an optional config file (`--config`, else `~/.walg.json`
-    /// when present).
+    /// The process environment and a config file: `config` (`--config`), else WAL-G's
+    /// default `.walg.<ext>` in the home directory when there is one.
     pub fn from_process(config: Option<&Path>) -> Result<Sources, ConfigError> {
-        let (file, file_path) = match config {
-            Some(p) => (read_config_file(p)?, Some(p.to_path_buf())),
-            None => match std::env::var_os("HOME").map(|h| Path::new(&h).join(".walg.json")) {
-                Some(p) if p.is_file() => (read_config_file(&p)?, Some(p)),
-                _ => (HashMap::new(), None),
-            },
+        let path = match config {
+            Some(p) => Some(p.to_path_buf()),
+            None => file::default_path(),
         };
-        Ok(Sources {
-            env: Box::new(|k| std::env::var(k).ok()),
-            file,
-            file_path,
-        })
+        let entries = match &path {
+            Some(p) => file::read(p)?,
+            None => Vec::new(),
+        };
+        let mut src = Sources::from_entries(|k| std::env::var(k).ok(), entries);
+        src.file_path = path;
+        Ok(src)
     }
 
-    /// Sources from a function and a map, for tests.
+    /// Sources from a function and a map of a config file's text values, for tests.
     pub fn from_parts(
         env: impl Fn(&str) -> Option<String> + 'static,
         file: HashMap<String, String>,
     ) -> Sources {
+        let entries = file
+            .into_iter()
+            .map(|(k, v)| (k, file::Value::Text(v)))
+            .collect();
+        Sources::from_entries(env, entries)
+    }
+
+    /// Sources from a function and a config file's entries.
+    pub fn from_entries(
+        env: impl Fn(&str) -> Option<String> + 'static,
+        entries: file::Entries,
+    ) -> Sources {
+        let mut file_keys: Vec<String> = Vec::new();
+        let mut file = HashMap::new();
+        for (k, v) in entries {
+            if !file_keys.contains(&k) {
+                file_keys.push(k.clone());
+            }
+            file.insert(k, v);
+        }
         Sources {
             env: Box::new(env),
             file,
+            file_keys,
             file_path: None,
         }
     }
 
-    /// A setting's value: environment (non-empty) first, then the file.
+    /// A setting's value: environment (non-empty) first, then the file's text.
     pub fn get(&self, name: &str) -> Option<String> {
-        if let Some(v) = (self.env)(name).filter(|v| !v.is_empty()) {
-            return Some(v);
+        match self.raw(name) {
+            Some(Some(v)) => Some(v),
+            _ => None,
         }
-        self.file.get(name).cloned().filter(|v| !v.is_empty())
+    }
+
+    /// Whether a setting is set, and its text: `Some(None)` for a structured value of the
+    /// config file (a table or a list).
+    pub fn raw(&self, name: &str) -> Option<Option<String>> {
+        if let Some(v) = (self.env)(name).filter(|v| !v.is_empty()) {
+            return Some(Some(v));
+        }
+        match self.file.get(name)? {
+            file::Value::Text(t) if t.is_empty() => None,
+            file::Value::Text(t) => Some(Some(t.clone())),
+            file::Value::Structured => Some(None),
+        }
+    }
+
+    /// The config file's keys (upper case), in file order.
+    pub fn file_keys(&self) -> impl Iterator<Item = &str> {
+        self.file_keys.iter().map(String::as_str)
     }
 
     /// The first of several spellings that is set, with the spelling found.
@@ -199,43 +234,6 @@ impl Sources {
     fn storage_setting(&self, bare: &str) -> Option<(String, String)> {
         self.first(&[bare, &format!("WALG_{bare}"), &format!("WALE_{bare}")])
     }
-}
-
-/// Reads a `.walg.json` file: an object of setting names to strings, numbers or booleans.
-fn read_config_file(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad(&name, format!("cannot read config file: {e}")))?;
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        bad(
-            &name,
-            format!("not a JSON config file ({e}); wal-rus reads WAL-G's JSON format"),
-        )
-    })?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| bad(&name, "config file must hold a JSON object"))?;
-    let mut out = HashMap::new();
-    for (k, v) in obj {
-        let key = k.to_ascii_uppercase();
-        let text = match v {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            serde_json::Value::Null => continue,
-            _ => {
-                return Err(bad(
-                    &format!("{name}: {k}"),
-                    "value must be a string, number or boolean",
-                ));
-            }
-        };
-        if !KNOWN_PREFIXES.iter().any(|p| key.starts_with(p)) {
-            crate::warn!("{k} is unknown");
-        }
-        out.insert(key, text);
-    }
-    Ok(out)
 }
 
 /// Go's `strconv.ParseBool`, which WAL-G uses.
@@ -253,6 +251,12 @@ fn parse_bool(name: &str, v: &str) -> Result<bool, ConfigError> {
 fn bool_setting(src: &Sources, name: &str, default: bool) -> Result<bool, ConfigError> {
     src.get(name)
         .map_or(Ok(default), |v| parse_bool(name, v.trim()))
+}
+
+/// A rate in bytes per second; unset or 0 is no limit.
+fn rate_setting(src: &Sources, name: &str) -> Result<Option<u64>, ConfigError> {
+    let rate = uint_setting(src, name, 0, 0, u64::MAX)?;
+    Ok((rate > 0).then_some(rate))
 }
 
 fn uint_setting(
@@ -295,21 +299,8 @@ pub fn parse_s3_prefix(name: &str, url: &str) -> Result<(String, String), Config
     ))
 }
 
-/// WAL-G's encryption settings that wal-rus does not implement (KMS, envelope OpenPGP, the
-/// external gpg key id). Each changes how
-/// objects are protected, so a set one stops every command: storing plaintext where WAL-G
-/// would have encrypted (or failing later on an encrypted archive) loses the day a backup is
-/// needed.
-const ENCRYPTION_SETTINGS: &[&str] = &[
-    "WALG_CSE_KMS_ID",
-    "WALG_ENVELOPE_PGP_KEY",
-    "WALG_ENVELOPE_PGP_KEY_PATH",
-    "WALG_ENVELOPE_PGP_YC_CSE_KMS_KEY_ID",
-    "WALE_GPG_KEY_ID",
-];
-
-/// The crypter WAL-G would pick (walg-compat §5.2; KMS and envelope OpenPGP are refused
-/// above): OpenPGP when `WALG_PGP_KEY` or `WALG_PGP_KEY_PATH` is set, whatever else is;
+/// The crypter WAL-G would pick (walg-compat §5.2; KMS and envelope OpenPGP are refused by
+/// the table): OpenPGP when `WALG_PGP_KEY` or `WALG_PGP_KEY_PATH` is set, whatever else is;
 /// else libsodium when `WALG_LIBSODIUM_KEY` or `WALG_LIBSODIUM_KEY_PATH` is set.
 fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
     if let Some(keys) = pgp_keys(src)? {
@@ -333,13 +324,10 @@ fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
     ) {
         (Some(k), _) => ("WALG_LIBSODIUM_KEY", k),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path.trim()).map_err(|e| {
-                bad(
-                    "WALG_LIBSODIUM_KEY_PATH",
-                    format!("cannot read {}: {e}", path.trim()),
-                )
-            })?;
-            ("WALG_LIBSODIUM_KEY_PATH", text.trim().to_string())
+            let name = "WALG_LIBSODIUM_KEY_PATH";
+            let text = String::from_utf8(key_file(name, &path)?)
+                .map_err(|_| bad(name, format!("{} is not text", path.trim())))?;
+            (name, text.trim().to_string())
         }
         (None, None) => {
             if src.get(transform_name).is_some() {
@@ -354,6 +342,12 @@ fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
     Ok(Crypter::Sodium(key))
 }
 
+/// The contents of the key file `path` named by `setting`.
+fn key_file(setting: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path.trim())
+        .map_err(|e| bad(setting, format!("cannot read {}: {e}", path.trim())))
+}
+
 /// The OpenPGP key material, as WAL-G reads it: `WALG_PGP_KEY` (armored text in which the
 /// two characters `\n` stand for a newline) before `WALG_PGP_KEY_PATH` (an armored key file,
 /// read as it is), with `WALG_PGP_KEY_PASSPHRASE` for protected secret keys.
@@ -361,15 +355,7 @@ fn pgp_keys(src: &Sources) -> Result<Option<PgpKeys>, ConfigError> {
     let passphrase = src.get("WALG_PGP_KEY_PASSPHRASE");
     let (name, text) = match (src.get("WALG_PGP_KEY"), src.get("WALG_PGP_KEY_PATH")) {
         (Some(k), _) => ("WALG_PGP_KEY", k.replace("\\n", "\n").into_bytes()),
-        (None, Some(path)) => {
-            let text = std::fs::read(path.trim()).map_err(|e| {
-                bad(
-                    "WALG_PGP_KEY_PATH",
-                    format!("cannot read {}: {e}", path.trim()),
-                )
-            })?;
-            ("WALG_PGP_KEY_PATH", text)
-        }
+        (None, Some(path)) => ("WALG_PGP_KEY_PATH", key_file("WALG_PGP_KEY_PATH", &path)?),
         (None, None) => {
             if passphrase.is_some() {
                 crate::warn!(
@@ -386,16 +372,10 @@ fn pgp_keys(src: &Sources) -> Result<Option<PgpKeys>, ConfigError> {
 }
 
 impl Settings {
-    /// Reads and validates every setting.
-    pub fn load(src: &Sources) -> Result<Settings, ConfigError> {
-        if let Some(name) = ENCRYPTION_SETTINGS.iter().find(|n| src.get(n).is_some()) {
-            return Err(bad(
-                name,
-                "is set, but wal-rus does not implement this encryption (only WALG_PGP_KEY and \
-                 WALG_LIBSODIUM_KEY); refusing rather than store plaintext where WAL-G would \
-                 encrypt, or misread an encrypted archive",
-            ));
-        }
+    /// Reads and validates every setting for `command`: refused settings stop it here
+    /// (see [`table`]).
+    pub fn load(src: &Sources, command: Cmd) -> Result<Settings, ConfigError> {
+        let warnings = check::check(src, command)?;
         let storage_prefix = src
             .get("WALG_STORAGE_PREFIX")
             .map(|p| p.trim_matches('/').to_string());
@@ -468,7 +448,20 @@ impl Settings {
             },
             verify_page_checksums: bool_setting(src, "WALG_VERIFY_PAGE_CHECKSUMS", false)?,
             tar_disable_fsync: bool_setting(src, "WALG_TAR_DISABLE_FSYNC", false)?,
-            delta_max_steps: uint_setting(src, "WALG_DELTA_MAX_STEPS", 0, 0, u64::MAX)?,
+            wal_metadata: match src.get("WALG_UPLOAD_WAL_METADATA") {
+                None => Default::default(),
+                Some(v) => crate::commands::wal_metadata::WalMetadata::from_setting(v.trim())
+                    .ok_or_else(|| {
+                        bad(
+                            "WALG_UPLOAD_WAL_METADATA",
+                            format!("{v:?} is not NOMETADATA, INDIVIDUAL or BULK"),
+                        )
+                    })?,
+            },
+            disk_rate_limit: rate_setting(src, "WALG_DISK_RATE_LIMIT")?,
+            network_rate_limit: rate_setting(src, "WALG_NETWORK_RATE_LIMIT")?,
+            store_all_corrupt_blocks: bool_setting(src, "WALG_STORE_ALL_CORRUPT_BLOCKS", false)?,
+            warnings,
             pg: PG_SETTINGS
                 .iter()
                 .filter_map(|k| src.get(k).map(|v| (k.to_string(), v)))
@@ -485,19 +478,14 @@ impl Settings {
             _ => root,
         };
         // WAL-G's order: OSS, S3, FILE, GS, AZ, SWIFT, SSH; WALG_ before WALE_.
-        for kind in ["OSS", "S3", "FILE", "GS", "AZ", "SWIFT", "SSH"] {
-            let Some((name, value)) = src.first(&[
-                &format!("WALG_{kind}_PREFIX"),
-                &format!("WALE_{kind}_PREFIX"),
-            ]) else {
-                continue;
-            };
+        if let Some((kind, name)) = active_storage(src) {
+            let value = src.get(&name).unwrap_or_default();
             return match kind {
-                "S3" => {
+                table::Kind::S3 => {
                     let (bucket, root) = parse_s3_prefix(&name, &value)?;
                     Ok(StorageSettings::S3(Self::s3(src, bucket, with_sub(root))?))
                 }
-                "FILE" => {
+                table::Kind::File => {
                     let dir = value
                         .strip_prefix("file://localhost")
                         .unwrap_or(&value)
@@ -522,17 +510,33 @@ impl Settings {
     }
 
     fn s3(src: &Sources, bucket: String, root: String) -> Result<S3Config, ConfigError> {
-        let key_id = src
-            .first(&["AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY"])
-            .map(|(_, v)| v.trim().to_string())
-            .ok_or_else(|| bad("AWS_ACCESS_KEY_ID", "not set (wal-rus reads static credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"))?;
-        let secret = src
-            .first(&["AWS_SECRET_ACCESS_KEY", "AWS_SECRET_KEY"])
-            .map(|(_, v)| v.trim().to_string())
-            .ok_or_else(|| bad("AWS_SECRET_ACCESS_KEY", "not set"))?;
-        let endpoint = src
-            .get("AWS_ENDPOINT")
-            .map(|e| e.trim_end_matches('/').to_string());
+        let s = |bare: &str| src.storage_setting(bare).map(|(_, v)| v);
+        let chain = [
+            "AWS_PROFILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_CONFIG_FILE",
+        ]
+        .iter()
+        .filter(|n| src.get(n).is_some())
+        .copied()
+        .collect::<Vec<_>>();
+        let chain = if chain.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; {} is set, but wal-rus does not read the AWS SDK's credential chain",
+                chain.join(", ")
+            )
+        };
+        let key_id = s("AWS_ACCESS_KEY_ID")
+            .or_else(|| s("AWS_ACCESS_KEY"))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| bad("AWS_ACCESS_KEY_ID", format!("not set (wal-rus reads static credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY){chain}")))?;
+        let secret = s("AWS_SECRET_ACCESS_KEY")
+            .or_else(|| s("AWS_SECRET_KEY"))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| bad("AWS_SECRET_ACCESS_KEY", format!("not set{chain}")))?;
+        let endpoint = s("AWS_ENDPOINT").map(|e| e.trim_end_matches('/').to_string());
         if let Some(e) = &endpoint {
             let scheme = e.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
             if matches!(scheme.as_deref(), Some(s) if s != "http" && s != "https") {
@@ -542,7 +546,7 @@ impl Settings {
                 ));
             }
         }
-        let region = match src.get("AWS_REGION") {
+        let region = match s("AWS_REGION") {
             Some(r) => r,
             None if endpoint.is_some() => "us-east-1".to_string(),
             None => {
@@ -581,9 +585,6 @@ impl Settings {
             }
             _ => {}
         }
-        if let Some((name, _)) = src.storage_setting("S3_SSE_C") {
-            return Err(bad(&name, "SSE-C is not supported by wal-rus"));
-        }
         let part_size = match src.storage_setting("S3_MAX_PART_SIZE") {
             None => 20 * 1024 * 1024,
             Some((name, v)) => {
@@ -608,23 +609,30 @@ impl Settings {
                 .map_err(|_| bad(&name, format!("'{v}' is not a whole number")))?
                 .min(100),
         };
-        let ms = |name: &str, default: u64| {
-            uint_setting(src, name, default, 0, 3_600_000).map(Duration::from_millis)
+        let ms = |bare: &str, default: u64| {
+            let name = src
+                .storage_setting(bare)
+                .map_or_else(|| bare.to_string(), |(n, _)| n);
+            uint_setting(src, &name, default, 0, 3_600_000).map(Duration::from_millis)
         };
         Ok(S3Config {
             bucket,
             root,
             endpoint,
             region,
-            force_path_style: bool_setting(src, "AWS_S3_FORCE_PATH_STYLE", false)?,
+            force_path_style: match src.storage_setting("AWS_S3_FORCE_PATH_STYLE") {
+                Some((name, v)) => parse_bool(&name, v.trim())?,
+                None => false,
+            },
             credentials: Credentials {
                 access_key_id: key_id,
                 secret_access_key: secret,
-                session_token: src.get("AWS_SESSION_TOKEN").map(|t| t.trim().to_string()),
+                session_token: s("AWS_SESSION_TOKEN").map(|t| t.trim().to_string()),
             },
-            ca_cert_file: src
-                .storage_setting("S3_CA_CERT_FILE")
-                .map(|(_, v)| PathBuf::from(v)),
+            // The AWS SDK's AWS_CA_BUNDLE applies when WAL-G's own setting is unset.
+            ca_cert_file: s("S3_CA_CERT_FILE")
+                .or_else(|| src.get("AWS_CA_BUNDLE"))
+                .map(PathBuf::from),
             storage_class: src
                 .storage_setting("S3_STORAGE_CLASS")
                 .map(|(_, v)| v)
@@ -643,7 +651,12 @@ impl Settings {
                 3600,
             )?),
             io_timeout: Duration::from_secs(uint_setting(src, "WALRUS_IO_TIMEOUT", 60, 1, 3600)?),
-            delete_batch: uint_setting(src, "S3_DELETE_BATCH_SIZE", 1000, 1, 1000)? as usize,
+            delete_batch: {
+                let name = src
+                    .storage_setting("S3_DELETE_BATCH_SIZE")
+                    .map_or_else(|| "S3_DELETE_BATCH_SIZE".to_string(), |(n, _)| n);
+                uint_setting(src, &name, 1000, 1, 1000)? as usize
+            },
         })
     }
 
@@ -713,7 +726,10 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Settings::load(&Sources::from_parts(move |k| env.get(k).cloned(), file))
+        Settings::load(
+            &Sources::from_parts(move |k| env.get(k).cloned(), file),
+            Cmd::WalPush,
+        )
     }
 
     #[test]
@@ -950,14 +966,38 @@ mod tests {
     }
 
     #[test]
-    fn config_file_json() {
+    fn config_file_through_the_table() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("walg.json");
-        std::fs::write(&p, r#"{"walg_file_prefix": "/data", "WALG_UPLOAD_CONCURRENCY": 4, "WALG_PREVENT_WAL_OVERWRITE": true}"#).unwrap();
-        let file = read_config_file(&p).unwrap();
-        assert_eq!(file["WALG_UPLOAD_CONCURRENCY"], "4");
-        assert_eq!(file["WALG_PREVENT_WAL_OVERWRITE"], "true");
-        std::fs::write(&p, "WALG_FILE_PREFIX: /data").unwrap();
-        assert!(read_config_file(&p).unwrap_err().message.contains("JSON"));
+        let p = dir.path().join("walg.yaml");
+        let load_file = |body: &str| {
+            std::fs::write(&p, body).unwrap();
+            let entries = file::read(&p).unwrap();
+            Settings::load(&Sources::from_entries(|_| None, entries), Cmd::WalPush)
+        };
+        let s = load_file("walg_file_prefix: /data\nWALG_UPLOAD_CONCURRENCY: 4\nwalg_statsd_address: h:1\nfoo: 1\n")
+            .unwrap();
+        assert_eq!(s.upload_concurrency, 4);
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("WALG_STATSD_ADDRESS"));
+        assert_eq!(s.warnings[1], "FOO is unknown");
+        let err =
+            load_file("WALG_FILE_PREFIX: /data\nwalg_envelope_pgp_key_path: /k\n").unwrap_err();
+        assert_eq!(err.setting, "WALG_ENVELOPE_PGP_KEY_PATH");
+        let err = load_file(
+            "WALG_FILE_PREFIX: /data\nWALG_FAILOVER_STORAGES:\n  a:\n    WALG_FILE_PREFIX: /b\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.setting, "WALG_FAILOVER_STORAGES");
+        let err = load_file("WALG_FILE_PREFIX: /data\nWALG_UPLOAD_CONCURRENCY: [4]\n").unwrap_err();
+        assert_eq!(err.setting, "WALG_UPLOAD_CONCURRENCY");
+        // The environment wins, and an empty value counts as unset.
+        std::fs::write(&p, "WALG_FILE_PREFIX: /data\nWALG_DELTA_MAX_STEPS: 2\n").unwrap();
+        let entries = file::read(&p).unwrap();
+        let env = |k: &str| (k == "WALG_DELTA_MAX_STEPS").then(|| "0".to_string());
+        let push = Cmd::BackupPush { full: false };
+        assert!(Settings::load(&Sources::from_entries(env, entries.clone()), push).is_ok());
+        let env = |k: &str| (k == "WALG_DELTA_MAX_STEPS").then(String::new);
+        let err = Settings::load(&Sources::from_entries(env, entries), push).unwrap_err();
+        assert_eq!(err.setting, "WALG_DELTA_MAX_STEPS");
     }
 }
