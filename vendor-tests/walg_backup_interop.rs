@@ -17,12 +17,14 @@
 //!    permanent backup, `FORCE`) run by each tool on its own copy of the prefix: the dry run
 //!    deletes nothing and announces exactly what `--confirm` then deletes, and both tools exit
 //!    alike and leave the same survivors.
-//! 3. WAL-G features wal-rus lacks, which it must refuse cleanly (exit 1, a message that names
-//!    the reason, nothing written at the destination): a WAL-G delta backup
-//!    (`WALG_DELTA_MAX_STEPS`), and a WAL-G backup encrypted with libsodium
-//!    (`WALG_LIBSODIUM_KEY`) or OpenPGP (`WALG_PGP_KEY_PATH`), with wal-rus configured
-//!    without the key, with another key (or a public key only). These lanes
-//!    stay until wal-rus implements deltas and encryption.
+//! 3. Encrypted restore lanes, both ways as in 1: libsodium (`WALG_LIBSODIUM_KEY`, raw and
+//!    hex) and OpenPGP (`WALG_PGP_KEY_PATH`: an RSA key; a passphrase-protected Curve25519 key
+//!    with `WALG_PGP_KEY_PASSPHRASE`); every partition and WAL object is checked to be
+//!    encrypted.
+//! 4. Refusals (exit 1, a message that names the reason, nothing written at the destination):
+//!    a WAL-G delta backup (`WALG_DELTA_MAX_STEPS`), which stays until wal-rus implements
+//!    deltas; a WAL-G encrypted backup (libsodium, OpenPGP) with wal-rus configured without
+//!    the key, with another key or with a public key only, the message naming the setting.
 //!
 //! WAL-G runs as the `postgres` OS user, like wal-rus, through a wrapper script beside the
 //! cluster (`walg-env.sh`, like the harness's `walrus-env.sh`) that exports the test's settings
@@ -553,6 +555,34 @@ fn assert_stored_with(store: &Store, sub: &str, name: &str, method: &str, maker:
     );
 }
 
+/// With encryption settings in `extra`, every tar partition of backup `name` and every WAL
+/// object under `sub` is encrypted: an OpenPGP message (a session key packet first) for the
+/// `WALG_PGP_KEY*` settings, else no compressed stream at its start (libsodium's header).
+/// Without, nothing to check.
+fn assert_encrypted(store: &Store, sub: &str, name: &str, extra: &[(&str, &str)]) {
+    if extra.is_empty() {
+        return;
+    }
+    let pgp = extra.iter().any(|(k, _)| k.starts_with("WALG_PGP_KEY"));
+    let parts_prefix = format!("basebackups_005/{name}/tar_partitions/");
+    let objects: Vec<String> = store
+        .keys(sub)
+        .into_iter()
+        .filter(|k| k.starts_with(&parts_prefix) || k.starts_with("wal_005/"))
+        .collect();
+    assert!(objects.len() > 3, "{objects:?}");
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+    for key in &objects {
+        let bytes = store.read(sub, key);
+        let ok = if pgp {
+            bytes.first() == Some(&0xC1)
+        } else {
+            bytes.len() > 24 && bytes[..4] != support::LZ4_MAGIC && bytes[..4] != ZSTD_MAGIC
+        };
+        assert!(ok, "{key} is not encrypted as {extra:?} says");
+    }
+}
+
 /// The restored server replayed archived WAL through its restore_command (point-in-time
 /// recovery from the archive, not just crash recovery from the backup's own files).
 fn assert_replayed_archive(restored: &PgCluster, what: &str) {
@@ -592,6 +622,7 @@ fn walg_backup_walrus_restore_with(test: &str, kind: Kind, method: &str, extra: 
     let source = src.pg.dumpall();
     src.pg.stop();
     assert_stored_with(&store, sub, &name, method, Maker::Walg);
+    assert_encrypted(&store, sub, &name, extra);
 
     let restored = restore_with_walrus(&env);
     let what = format!("[{kind:?}/{method}] WAL-G backup {name} restored by wal-rus");
@@ -623,6 +654,7 @@ fn walrus_backup_walg_restore_with(test: &str, kind: Kind, method: &str, extra: 
     let source = src.pg.dumpall();
     src.pg.stop();
     assert_stored_with(&store, sub, &name, method, Maker::Walrus);
+    assert_encrypted(&store, sub, &name, extra);
 
     let restored = restore_with_walg(&walg_bin, &env);
     let what = format!("[{kind:?}/{method}] wal-rus backup {name} restored by WAL-G");
@@ -1419,12 +1451,13 @@ fn walg_delta_refused(test: &str, kind: Kind) {
 /// A WAL-G backup encrypted with `key` (libsodium or OpenPGP settings; every tar partition is
 /// encrypted, the sentinel and metadata are not), fetched by wal-rus configured as each of
 /// `refusals` says (without a key, with another key, ...): exit 1, a message that names
-/// encryption, nothing written. (With the key, the round trips above restore it.)
+/// encryption and the setting given with the refusal, nothing written. (With the key, the
+/// round trips above restore it.)
 fn walg_encrypted_backup_refused(
     test: &str,
     kind: Kind,
     key: &[(&str, &str)],
-    refusals: &[(&str, &[(&str, &str)])],
+    refusals: &[(&str, &[(&str, &str)], &str)],
 ) {
     let Some((walg_bin, store)) = setup(test, kind) else {
         return;
@@ -1470,22 +1503,22 @@ fn walg_encrypted_backup_refused(
         output_text(&out)
     );
 
-    let envs: Vec<(String, Vec<(String, String)>)> = refusals
+    let envs: Vec<(String, Vec<(String, String)>, &str)> = refusals
         .iter()
-        .map(|(label, pairs)| (format!("wal-rus {label}"), with(pairs)))
+        .map(|(label, pairs, says)| (format!("wal-rus {label}"), with(pairs), *says))
         .collect();
     let name = &name;
     let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = envs
         .iter()
-        .map(|(label, env)| {
+        .map(|(label, env, says)| {
             let case = move || {
                 for target in [name.as_str(), "LATEST"] {
                     assert_fetch_refused(
                         &format!("[{kind:?}] {label}: WAL-G encrypted backup {name}"),
                         env,
                         target,
-                        "that the backup is encrypted (or naming the key setting)",
-                        support::names_encryption,
+                        &format!("that the backup is encrypted, naming {says}"),
+                        |t| support::names_encryption(t) && t.contains(says),
                     );
                 }
             };
@@ -1586,8 +1619,9 @@ fn walg_encrypted_backup_without_its_key_refused_s3() {
             (
                 "with another key",
                 &[("WALG_LIBSODIUM_KEY", "another-key-of-thirty-two-bytes!")],
+                "WALG_LIBSODIUM_KEY",
             ),
-            ("without a key", &[]),
+            ("without a key", &[], "WALG_LIBSODIUM_KEY"),
         ],
     );
 }
@@ -1602,12 +1636,17 @@ fn walg_pgp_encrypted_backup_without_its_key_refused_file() {
         Kind::File,
         &[("WALG_PGP_KEY_PATH", &rsa)],
         &[
-            ("with another key", &[("WALG_PGP_KEY_PATH", &other)]),
+            (
+                "with another key",
+                &[("WALG_PGP_KEY_PATH", &other)],
+                "WALG_PGP_KEY_PATH",
+            ),
             (
                 "with the public key only",
                 &[("WALG_PGP_KEY_PATH", &rsa_pub)],
+                "WALG_PGP_KEY_PATH holds only public keys",
             ),
-            ("without a key", &[]),
+            ("without a key", &[], "WALG_PGP_KEY"),
         ],
     );
 }
@@ -1652,13 +1691,18 @@ fn encrypted_pgp_walg_backup_walrus_restore_file() {
 
 #[test]
 fn encrypted_pgp_walrus_backup_walg_restore_s3() {
-    let key = support::pgp_key_one_line("x25519-passphrase.asc");
+    let keys = support::pgp_keys_for_postgres();
+    let locked = keys
+        .path()
+        .join("x25519-passphrase.asc")
+        .display()
+        .to_string();
     walrus_backup_walg_restore_with(
         "encrypted_pgp_walrus_backup_walg_restore_s3",
         Kind::S3,
         "zstd",
         &[
-            ("WALG_PGP_KEY", &key),
+            ("WALG_PGP_KEY_PATH", &locked),
             ("WALG_PGP_KEY_PASSPHRASE", support::PGP_PASSPHRASE),
         ],
     );
