@@ -1448,6 +1448,11 @@ fn walg_delta_refused(test: &str, kind: Kind) {
     support::run_all(&format!("[{kind:?}] WAL-G delta backup"), cases);
 }
 
+/// Settings of a tool's environment.
+type Env = Vec<(String, String)>;
+/// A way wal-rus must refuse a backup: what it is, the settings added, what the message says.
+type Refusal<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 /// A WAL-G backup encrypted with `key` (libsodium or OpenPGP settings; every tar partition is
 /// encrypted, the sentinel and metadata are not), fetched by wal-rus configured as each of
 /// `refusals` says (without a key, with another key, ...): exit 1, a message that names
@@ -1457,7 +1462,7 @@ fn walg_encrypted_backup_refused(
     test: &str,
     kind: Kind,
     key: &[(&str, &str)],
-    refusals: &[(&str, &[(&str, &str)], &str)],
+    refusals: &[Refusal],
 ) {
     let Some((walg_bin, store)) = setup(test, kind) else {
         return;
@@ -1503,7 +1508,7 @@ fn walg_encrypted_backup_refused(
         output_text(&out)
     );
 
-    let envs: Vec<(String, Vec<(String, String)>, &str)> = refusals
+    let envs: Vec<(String, Env, &str)> = refusals
         .iter()
         .map(|(label, pairs, says)| (format!("wal-rus {label}"), with(pairs), *says))
         .collect();

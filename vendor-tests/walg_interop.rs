@@ -292,6 +292,9 @@ fn history_both_ways(test: &str, kind: Kind) {
     });
 }
 
+/// A way wal-rus must fail to fetch: what it is, the settings, what the message must say.
+type Refusal<'a> = (&'a str, Vec<(String, String)>, &'a str);
+
 /// Runs `args` with `tool` ("WAL-G" or wal-rus) in `ws`.
 fn by(ws: &Workspace, walg: &Path, tool: &str, args: &[&str], env: &[(String, String)]) -> Output {
     if tool == "WAL-G" {
@@ -473,7 +476,7 @@ fn encrypted_wal_both_ways_pgp(test: &str, kind: Kind) {
         let (write_env, read_env, public_env, more_refusals) = if lane == "rsa-path" {
             (
                 env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("rsa.pub.asc"))]),
-                env_of(&plain_env, &[secret.clone()]),
+                env_of(&plain_env, std::slice::from_ref(&secret)),
                 env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("rsa.pub.asc"))]),
                 vec![],
             )
@@ -489,7 +492,7 @@ fn encrypted_wal_both_ways_pgp(test: &str, kind: Kind) {
                 vec![
                     (
                         "without the passphrase",
-                        env_of(&plain_env, &[secret.clone()]),
+                        env_of(&plain_env, std::slice::from_ref(&secret)),
                         "WALG_PGP_KEY_PASSPHRASE",
                     ),
                     (
@@ -512,7 +515,7 @@ fn encrypted_wal_both_ways_pgp(test: &str, kind: Kind) {
             let name = segment_name(segno);
             let history = format!("{timeline:08X}.history");
             let files = [
-                (name.clone(), fake_segment(segno, 0x0DDB_A11 + segno)),
+                (name.clone(), fake_segment(segno, 0x00DD_BA11 + segno)),
                 (history, HISTORY_BODY.as_bytes().to_vec()),
             ];
             for (file, original) in &files {
@@ -551,7 +554,7 @@ fn encrypted_wal_both_ways_pgp(test: &str, kind: Kind) {
                 );
                 assert_same_file(original, &dest, &format!("{what}: {writer} -> {reader}"));
                 let other = env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("other.asc"))]);
-                let mut refusals: Vec<(&str, Vec<(String, String)>, &str)> = vec![
+                let mut refusals: Vec<Refusal> = vec![
                     ("without a key", plain_env.clone(), "WALG_PGP_KEY"),
                     ("with another key", other, "WALG_PGP_KEY_PATH"),
                     (
