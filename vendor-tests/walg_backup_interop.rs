@@ -17,11 +17,14 @@
 //!    permanent backup, `FORCE`) run by each tool on its own copy of the prefix: the dry run
 //!    deletes nothing and announces exactly what `--confirm` then deletes, and both tools exit
 //!    alike and leave the same survivors.
-//! 3. WAL-G features wal-rus lacks, which it must refuse cleanly (exit 1, a message that names
-//!    the reason, nothing written at the destination): a WAL-G delta backup
-//!    (`WALG_DELTA_MAX_STEPS`), and a WAL-G backup encrypted with libsodium
-//!    (`WALG_LIBSODIUM_KEY`), with wal-rus configured with and without the key. These lanes
-//!    stay until wal-rus implements deltas and encryption.
+//! 3. Encrypted restore lanes, both ways as in 1: libsodium (`WALG_LIBSODIUM_KEY`, raw and
+//!    hex) and OpenPGP (`WALG_PGP_KEY_PATH`: an RSA key; a passphrase-protected Curve25519 key
+//!    with `WALG_PGP_KEY_PASSPHRASE`); every partition and WAL object is checked to be
+//!    encrypted.
+//! 4. Refusals (exit 1, a message that names the reason, nothing written at the destination):
+//!    a WAL-G delta backup (`WALG_DELTA_MAX_STEPS`), which stays until wal-rus implements
+//!    deltas; a WAL-G encrypted backup (libsodium, OpenPGP) with wal-rus configured without
+//!    the key, with another key or with a public key only, the message naming the setting.
 //!
 //! WAL-G runs as the `postgres` OS user, like wal-rus, through a wrapper script beside the
 //! cluster (`walg-env.sh`, like the harness's `walrus-env.sh`) that exports the test's settings
@@ -552,6 +555,34 @@ fn assert_stored_with(store: &Store, sub: &str, name: &str, method: &str, maker:
     );
 }
 
+/// With encryption settings in `extra`, every tar partition of backup `name` and every WAL
+/// object under `sub` is encrypted: an OpenPGP message (a session key packet first) for the
+/// `WALG_PGP_KEY*` settings, else no compressed stream at its start (libsodium's header).
+/// Without, nothing to check.
+fn assert_encrypted(store: &Store, sub: &str, name: &str, extra: &[(&str, &str)]) {
+    if extra.is_empty() {
+        return;
+    }
+    let pgp = extra.iter().any(|(k, _)| k.starts_with("WALG_PGP_KEY"));
+    let parts_prefix = format!("basebackups_005/{name}/tar_partitions/");
+    let objects: Vec<String> = store
+        .keys(sub)
+        .into_iter()
+        .filter(|k| k.starts_with(&parts_prefix) || k.starts_with("wal_005/"))
+        .collect();
+    assert!(objects.len() > 3, "{objects:?}");
+    const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+    for key in &objects {
+        let bytes = store.read(sub, key);
+        let ok = if pgp {
+            bytes.first() == Some(&0xC1)
+        } else {
+            bytes.len() > 24 && bytes[..4] != support::LZ4_MAGIC && bytes[..4] != ZSTD_MAGIC
+        };
+        assert!(ok, "{key} is not encrypted as {extra:?} says");
+    }
+}
+
 /// The restored server replayed archived WAL through its restore_command (point-in-time
 /// recovery from the archive, not just crash recovery from the backup's own files).
 fn assert_replayed_archive(restored: &PgCluster, what: &str) {
@@ -591,6 +622,7 @@ fn walg_backup_walrus_restore_with(test: &str, kind: Kind, method: &str, extra: 
     let source = src.pg.dumpall();
     src.pg.stop();
     assert_stored_with(&store, sub, &name, method, Maker::Walg);
+    assert_encrypted(&store, sub, &name, extra);
 
     let restored = restore_with_walrus(&env);
     let what = format!("[{kind:?}/{method}] WAL-G backup {name} restored by wal-rus");
@@ -622,6 +654,7 @@ fn walrus_backup_walg_restore_with(test: &str, kind: Kind, method: &str, extra: 
     let source = src.pg.dumpall();
     src.pg.stop();
     assert_stored_with(&store, sub, &name, method, Maker::Walrus);
+    assert_encrypted(&store, sub, &name, extra);
 
     let restored = restore_with_walg(&walg_bin, &env);
     let what = format!("[{kind:?}/{method}] wal-rus backup {name} restored by WAL-G");
@@ -1415,17 +1448,33 @@ fn walg_delta_refused(test: &str, kind: Kind) {
     support::run_all(&format!("[{kind:?}] WAL-G delta backup"), cases);
 }
 
-/// A WAL-G backup encrypted with libsodium (WALG_LIBSODIUM_KEY; every tar partition is
-/// encrypted, the sentinel and metadata are not), fetched by wal-rus without the key and
-/// with another key: exit 1, a message that names encryption, nothing written. (With the
-/// key, the round trips above restore it.)
-fn walg_encrypted_backup_refused(test: &str, kind: Kind) {
+/// Settings of a tool's environment.
+type Env = Vec<(String, String)>;
+/// A way wal-rus must refuse a backup: what it is, the settings added, what the message says.
+type Refusal<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
+/// A WAL-G backup encrypted with `key` (libsodium or OpenPGP settings; every tar partition is
+/// encrypted, the sentinel and metadata are not), fetched by wal-rus configured as each of
+/// `refusals` says (without a key, with another key, ...): exit 1, a message that names
+/// encryption and the setting given with the refusal, nothing written. (With the key, the
+/// round trips above restore it.)
+fn walg_encrypted_backup_refused(
+    test: &str,
+    kind: Kind,
+    key: &[(&str, &str)],
+    refusals: &[Refusal],
+) {
     let Some((walg_bin, store)) = setup(test, kind) else {
         return;
     };
     let sub = "encrypted";
     let plain_env = store.env(sub, "lz4");
-    let key_env = support::with_libsodium_key(&plain_env);
+    let with = |pairs: &[(&str, &str)]| {
+        let mut env = plain_env.clone();
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        env
+    };
+    let key_env = with(key);
     let mut src = Source::start(&walg_bin, &key_env, Maker::Walg);
     src.pg
         .psql("create table t as select g, md5(g::text) as h from generate_series(1, 20000) g");
@@ -1459,32 +1508,28 @@ fn walg_encrypted_backup_refused(test: &str, kind: Kind) {
         output_text(&out)
     );
 
-    let mut wrong_env = plain_env.clone();
-    wrong_env.push((
-        "WALG_LIBSODIUM_KEY".into(),
-        "another-key-of-thirty-two-bytes!".into(),
-    ));
-    let (wrong_env, plain_env, name) = (&wrong_env, &plain_env, &name);
-    let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = [
-        ("wal-rus with another key", wrong_env),
-        ("wal-rus without a key", plain_env),
-    ]
-    .into_iter()
-    .map(|(label, env)| {
-        let case = move || {
-            for target in [name.as_str(), "LATEST"] {
-                assert_fetch_refused(
-                    &format!("[{kind:?}] {label}: WAL-G encrypted backup {name}"),
-                    env,
-                    target,
-                    "that the backup is encrypted (or naming WALG_LIBSODIUM_KEY)",
-                    support::names_encryption,
-                );
-            }
-        };
-        (label.to_string(), Box::new(case) as Box<dyn FnOnce() + '_>)
-    })
-    .collect();
+    let envs: Vec<(String, Env, &str)> = refusals
+        .iter()
+        .map(|(label, pairs, says)| (format!("wal-rus {label}"), with(pairs), *says))
+        .collect();
+    let name = &name;
+    let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = envs
+        .iter()
+        .map(|(label, env, says)| {
+            let case = move || {
+                for target in [name.as_str(), "LATEST"] {
+                    assert_fetch_refused(
+                        &format!("[{kind:?}] {label}: WAL-G encrypted backup {name}"),
+                        env,
+                        target,
+                        &format!("that the backup is encrypted, naming {says}"),
+                        |t| support::names_encryption(t) && t.contains(says),
+                    );
+                }
+            };
+            (label.clone(), Box::new(case) as Box<dyn FnOnce() + '_>)
+        })
+        .collect();
     support::run_all(&format!("[{kind:?}] WAL-G encrypted backup"), cases);
 }
 
@@ -1571,7 +1616,44 @@ fn walg_delta_refused_by_walrus_file() {
 
 #[test]
 fn walg_encrypted_backup_without_its_key_refused_s3() {
-    walg_encrypted_backup_refused("walg_encrypted_backup_without_its_key_refused_s3", Kind::S3);
+    walg_encrypted_backup_refused(
+        "walg_encrypted_backup_without_its_key_refused_s3",
+        Kind::S3,
+        &[("WALG_LIBSODIUM_KEY", support::LIBSODIUM_KEY)],
+        &[
+            (
+                "with another key",
+                &[("WALG_LIBSODIUM_KEY", "another-key-of-thirty-two-bytes!")],
+                "WALG_LIBSODIUM_KEY",
+            ),
+            ("without a key", &[], "WALG_LIBSODIUM_KEY"),
+        ],
+    );
+}
+
+#[test]
+fn walg_pgp_encrypted_backup_without_its_key_refused_file() {
+    let keys = support::pgp_keys_for_postgres();
+    let key = |name: &str| keys.path().join(name).display().to_string();
+    let (rsa, rsa_pub, other) = (key("rsa.asc"), key("rsa.pub.asc"), key("other.asc"));
+    walg_encrypted_backup_refused(
+        "walg_pgp_encrypted_backup_without_its_key_refused_file",
+        Kind::File,
+        &[("WALG_PGP_KEY_PATH", &rsa)],
+        &[
+            (
+                "with another key",
+                &[("WALG_PGP_KEY_PATH", &other)],
+                "WALG_PGP_KEY_PATH",
+            ),
+            (
+                "with the public key only",
+                &[("WALG_PGP_KEY_PATH", &rsa_pub)],
+                "WALG_PGP_KEY_PATH holds only public keys",
+            ),
+            ("without a key", &[], "WALG_PGP_KEY"),
+        ],
+    );
 }
 
 /// A libsodium key as hex (WAL-G's `hex` transform) for the encrypted round trips.
@@ -1597,5 +1679,36 @@ fn encrypted_walrus_backup_walg_restore_file() {
         Kind::File,
         "zstd",
         &[("WALG_LIBSODIUM_KEY", support::LIBSODIUM_KEY)],
+    );
+}
+
+#[test]
+fn encrypted_pgp_walg_backup_walrus_restore_file() {
+    let keys = support::pgp_keys_for_postgres();
+    let rsa = keys.path().join("rsa.asc").display().to_string();
+    walg_backup_walrus_restore_with(
+        "encrypted_pgp_walg_backup_walrus_restore_file",
+        Kind::File,
+        "lz4",
+        &[("WALG_PGP_KEY_PATH", &rsa)],
+    );
+}
+
+#[test]
+fn encrypted_pgp_walrus_backup_walg_restore_s3() {
+    let keys = support::pgp_keys_for_postgres();
+    let locked = keys
+        .path()
+        .join("x25519-passphrase.asc")
+        .display()
+        .to_string();
+    walrus_backup_walg_restore_with(
+        "encrypted_pgp_walrus_backup_walg_restore_s3",
+        Kind::S3,
+        "zstd",
+        &[
+            ("WALG_PGP_KEY_PATH", &locked),
+            ("WALG_PGP_KEY_PASSPHRASE", support::PGP_PASSPHRASE),
+        ],
     );
 }

@@ -8,8 +8,11 @@
 //! * wal-rus pushes a segment and WAL-G fetches it byte-identical;
 //! * the same both ways for a timeline .history file;
 //! * both tools agree on the exit code for a missing segment;
-//! * a WAL-G libsodium-encrypted segment is refused by wal-rus (no encryption
-//!   yet) with exit 1, a message that names encryption, and nothing written.
+//! * encrypted segments both ways, libsodium (every key transform) and OpenPGP (segments and
+//!   .history files; an RSA key file, a passphrase-protected Curve25519 key file and the same
+//!   key in WALG_PGP_KEY), and wal-rus's refusals without the key, with another key, with a
+//!   public key only or a wrong passphrase: exit 1, a message that names the setting, and
+//!   nothing written.
 //!
 //! brotli needs a WAL-G built with the `brotli` tag (a probe push that answers
 //! "Unknown compression method" means unsupported): without it the brotli lane
@@ -289,6 +292,18 @@ fn history_both_ways(test: &str, kind: Kind) {
     });
 }
 
+/// A way wal-rus must fail to fetch: what it is, the settings, what the message must say.
+type Refusal<'a> = (&'a str, Vec<(String, String)>, &'a str);
+
+/// Runs `args` with `tool` ("WAL-G" or wal-rus) in `ws`.
+fn by(ws: &Workspace, walg: &Path, tool: &str, args: &[&str], env: &[(String, String)]) -> Output {
+    if tool == "WAL-G" {
+        ws.walg(walg, args, env)
+    } else {
+        ws.walrus(args, env)
+    }
+}
+
 /// Both tools report a missing segment with the same exit code (PostgreSQL
 /// only cares that it is non-zero; scripts may care about 74).
 fn missing_segment_exit_code(test: &str, kind: Kind) {
@@ -355,11 +370,7 @@ fn encrypted_wal_both_ways(test: &str, kind: Kind) {
             let name = segment_name(segno);
             let original = fake_segment(segno, 0xC0FF_EE11 + segno);
             let seg = ws.wal_file(&name, &original);
-            let out = if writer == "WAL-G" {
-                ws.walg(&walg, &["wal-push", path_str(&seg)], &key_env)
-            } else {
-                ws.walrus(&["wal-push", path_str(&seg)], &key_env)
-            };
+            let out = by(&ws, &walg, writer, &["wal-push", path_str(&seg)], &key_env);
             assert!(
                 out.status.success(),
                 "[{kind:?}/{transform}] {writer} wal-push\n{}",
@@ -371,11 +382,13 @@ fn encrypted_wal_both_ways(test: &str, kind: Kind) {
                 "[{kind:?}/{transform}] {writer}'s object is not encrypted"
             );
             let dest = ws.restore_path(&format!("{transform}-{writer}"));
-            let out = if reader == "WAL-G" {
-                ws.walg(&walg, &["wal-fetch", &name, path_str(&dest)], &key_env)
-            } else {
-                ws.walrus(&["wal-fetch", &name, path_str(&dest)], &key_env)
-            };
+            let out = by(
+                &ws,
+                &walg,
+                reader,
+                &["wal-fetch", &name, path_str(&dest)],
+                &key_env,
+            );
             assert!(
                 out.status.success(),
                 "[{kind:?}/{transform}] {reader} wal-fetch of {writer}'s segment\n{}",
@@ -417,6 +430,157 @@ fn encrypted_wal_both_ways(test: &str, kind: Kind) {
                     left.is_empty(),
                     "[{kind:?}/{transform}] {label}: left {left:?}"
                 );
+            }
+        }
+    }
+}
+
+/// OpenPGP both ways, as WAL-G configures it, in three lanes: (1) an RSA key file
+/// (WALG_PGP_KEY_PATH), the writer holding only the public key; (2) a passphrase-protected
+/// Curve25519 secret key file with WALG_PGP_KEY_PASSPHRASE, for both tools; (3) the same key
+/// on one line in WALG_PGP_KEY (`\n` for newlines). In each, a segment and a timeline history
+/// file WAL-G pushed are fetched by wal-rus byte for byte, and ones wal-rus pushed are fetched
+/// by WAL-G. Then wal-rus fails with exit 1, names the setting to fix and writes nothing where
+/// the file was to go: without a key, with another key, with the public key only, and (for
+/// the protected key) without the passphrase or with a wrong one.
+fn encrypted_wal_both_ways_pgp(test: &str, kind: Kind) {
+    let Some((walg, storage)) = setup(test, kind) else {
+        return;
+    };
+    let ws = workspace();
+    let env_of = |base: &[(String, String)], pairs: &[(&str, String)]| {
+        let mut env = base.to_vec();
+        env.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        env
+    };
+    let path = |name: &str| support::pgp_key(name);
+    let pass = || support::PGP_PASSPHRASE.to_string();
+    let mut segno = 0x40;
+    let mut timeline = 0x10;
+    for lane in [
+        "rsa-path",
+        "x25519-path-passphrase",
+        "x25519-key-passphrase",
+    ] {
+        let sub = format!("pgp-{lane}");
+        let plain_env = storage.env(&sub);
+        // The secret key as the lane gives it: (setting, value).
+        let secret = match lane {
+            "rsa-path" => ("WALG_PGP_KEY_PATH", path("rsa.asc")),
+            "x25519-path-passphrase" => ("WALG_PGP_KEY_PATH", path("x25519-passphrase.asc")),
+            _ => (
+                "WALG_PGP_KEY",
+                support::pgp_key_one_line("x25519-passphrase.asc"),
+            ),
+        };
+        let (write_env, read_env, public_env, more_refusals) = if lane == "rsa-path" {
+            (
+                env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("rsa.pub.asc"))]),
+                env_of(&plain_env, std::slice::from_ref(&secret)),
+                env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("rsa.pub.asc"))]),
+                vec![],
+            )
+        } else {
+            let both = env_of(
+                &plain_env,
+                &[secret.clone(), ("WALG_PGP_KEY_PASSPHRASE", pass())],
+            );
+            (
+                both.clone(),
+                both,
+                env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("x25519.pub.asc"))]),
+                vec![
+                    (
+                        "without the passphrase",
+                        env_of(&plain_env, std::slice::from_ref(&secret)),
+                        "WALG_PGP_KEY_PASSPHRASE",
+                    ),
+                    (
+                        "with a wrong passphrase",
+                        env_of(
+                            &plain_env,
+                            &[
+                                secret.clone(),
+                                ("WALG_PGP_KEY_PASSPHRASE", "not it".to_string()),
+                            ],
+                        ),
+                        "WALG_PGP_KEY_PASSPHRASE",
+                    ),
+                ],
+            )
+        };
+        for (writer, reader) in [("WAL-G", "wal-rus"), ("wal-rus", "WAL-G")] {
+            segno += 1;
+            timeline += 1;
+            let name = segment_name(segno);
+            let history = format!("{timeline:08X}.history");
+            let files = [
+                (name.clone(), fake_segment(segno, 0x00DD_BA11 + segno)),
+                (history, HISTORY_BODY.as_bytes().to_vec()),
+            ];
+            for (file, original) in &files {
+                let what = format!("[{kind:?}/{lane}] {file}");
+                let src = ws.wal_file(file, original);
+                let out = by(
+                    &ws,
+                    &walg,
+                    writer,
+                    &["wal-push", path_str(&src)],
+                    &write_env,
+                );
+                assert!(
+                    out.status.success(),
+                    "{what}: {writer} wal-push\n{}",
+                    output_text(&out)
+                );
+                let stored =
+                    fs::read(storage.object(&sub, &format!("wal_005/{file}.lz4"))).unwrap();
+                assert!(
+                    stored.len() > 100 && stored[0] == 0xC1,
+                    "{what}: {writer}'s object does not start with a session key packet"
+                );
+                let dest = ws.restore_path(&format!("{lane}-{writer}-{file}"));
+                let out = by(
+                    &ws,
+                    &walg,
+                    reader,
+                    &["wal-fetch", file, path_str(&dest)],
+                    &read_env,
+                );
+                assert!(
+                    out.status.success(),
+                    "{what}: {reader} wal-fetch of {writer}'s file\n{}",
+                    output_text(&out)
+                );
+                assert_same_file(original, &dest, &format!("{what}: {writer} -> {reader}"));
+                let other = env_of(&plain_env, &[("WALG_PGP_KEY_PATH", path("other.asc"))]);
+                let mut refusals: Vec<Refusal> = vec![
+                    ("without a key", plain_env.clone(), "WALG_PGP_KEY"),
+                    ("with another key", other, "WALG_PGP_KEY_PATH"),
+                    (
+                        "with the public key only",
+                        public_env.clone(),
+                        "WALG_PGP_KEY_PATH holds only public keys",
+                    ),
+                ];
+                refusals.extend(more_refusals.iter().cloned());
+                for (label, env, says) in &refusals {
+                    let pg_wal = ws.path().join(format!(
+                        "pg_wal-{lane}-{writer}-{file}-{}",
+                        label.replace(' ', "-")
+                    ));
+                    fs::create_dir_all(&pg_wal).unwrap();
+                    let dest = pg_wal.join("RECOVERYXLOG");
+                    let out = ws.walrus(&["wal-fetch", file, path_str(&dest)], env);
+                    let text = output_text(&out);
+                    assert_eq!(out.status.code(), Some(1), "{what}: {label}\n{text}");
+                    assert!(
+                        names_encryption(&text) && text.contains(says),
+                        "{what}: {label}: the reason ({says}) is not named\n{text}"
+                    );
+                    let left = files_below(&pg_wal);
+                    assert!(left.is_empty(), "{what}: {label}: left {left:?}");
+                }
             }
         }
     }
@@ -470,4 +634,14 @@ fn encrypted_wal_both_ways_file() {
 #[test]
 fn encrypted_wal_both_ways_s3() {
     encrypted_wal_both_ways("encrypted_wal_both_ways_s3", Kind::S3);
+}
+
+#[test]
+fn encrypted_wal_both_ways_pgp_file() {
+    encrypted_wal_both_ways_pgp("encrypted_wal_both_ways_pgp_file", Kind::File);
+}
+
+#[test]
+fn encrypted_wal_both_ways_pgp_s3() {
+    encrypted_wal_both_ways_pgp("encrypted_wal_both_ways_pgp_s3", Kind::S3);
 }

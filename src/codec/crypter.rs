@@ -3,8 +3,10 @@
 //! both ways; the JSON documents never do. Nothing in storage says whether an object is
 //! encrypted, so reader and writer must be configured alike, as with WAL-G.
 
+use super::openpgp::{PgpDecryptor, PgpKeys, PgpReader, PgpSeal};
 use super::sodium::{self, Key, SodiumDecryptor, SodiumReader, SodiumWriter};
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 /// The configured crypter.
 #[derive(Clone, Debug, Default)]
@@ -14,6 +16,8 @@ pub enum Crypter {
     None,
     /// libsodium's secretstream (`WALG_LIBSODIUM_KEY`).
     Sodium(Key),
+    /// OpenPGP (`WALG_PGP_KEY`, `WALG_PGP_KEY_PATH`).
+    Pgp(Arc<PgpKeys>),
 }
 
 impl Crypter {
@@ -27,26 +31,29 @@ impl Crypter {
         match self {
             Crypter::None => stored,
             Crypter::Sodium(key) => Box::new(SodiumDecryptor::new(stored, key)),
+            Crypter::Pgp(keys) => Box::new(PgpDecryptor::new(stored, keys.clone())),
         }
     }
 
-    /// The settings for one object to be stored: its random header, drawn once so that the
-    /// passes of an upload (digest, then send) make the same bytes.
+    /// The settings for one object to be stored: its random header (libsodium) or session
+    /// key and its encryptions (OpenPGP), drawn once so that the passes of an upload
+    /// (digest, then send) make the same bytes.
     pub fn seal(&self) -> io::Result<Option<Seal>> {
         Ok(match self {
             Crypter::None => None,
-            Crypter::Sodium(key) => Some(Seal {
+            Crypter::Sodium(key) => Some(Seal::Sodium {
                 key: key.clone(),
                 header: sodium::random_header()?,
             }),
+            Crypter::Pgp(keys) => Some(Seal::Pgp(keys.seal()?)),
         })
     }
 
-    /// A reader of `plain` as stored: encrypted under a fresh header when configured.
+    /// A reader of `plain` as stored: encrypted under a fresh seal when configured.
     pub fn encrypting<'a>(&self, plain: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
         Ok(match self.seal()? {
             None => Box::new(plain),
-            Some(seal) => Box::new(seal.reader(plain)),
+            Some(seal) => Box::new(seal.reader(plain)?),
         })
     }
 
@@ -55,25 +62,64 @@ impl Crypter {
         match self {
             Crypter::None => 0,
             Crypter::Sodium(_) => sodium::STATE_BYTES,
+            Crypter::Pgp(keys) => keys.state_bytes(),
         }
     }
 }
 
-/// One object's encryption: key and header.
+/// One object's encryption.
 #[derive(Clone, Debug)]
-pub struct Seal {
-    key: Key,
-    header: [u8; sodium::HEADER],
+pub enum Seal {
+    /// libsodium: key and header.
+    Sodium {
+        /// The key.
+        key: Key,
+        /// The object's stream header.
+        header: [u8; sodium::HEADER],
+    },
+    /// OpenPGP: session key, its packets and the prefix seed.
+    Pgp(PgpSeal),
+}
+
+/// An object's stored bytes, read from its plaintext.
+pub enum SealReader<R: Read> {
+    /// libsodium.
+    Sodium(SodiumReader<R>),
+    /// OpenPGP.
+    Pgp(PgpReader<R>),
+}
+
+impl<R: Read> Read for SealReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            SealReader::Sodium(r) => r.read(buf),
+            SealReader::Pgp(r) => r.read(buf),
+        }
+    }
 }
 
 impl Seal {
     /// The object's stored bytes, read from its plaintext.
-    pub fn reader<R: Read>(&self, plain: R) -> SodiumReader<R> {
-        SodiumReader::new(plain, &self.key, self.header)
+    pub fn reader<R: Read>(&self, plain: R) -> io::Result<SealReader<R>> {
+        Ok(match self {
+            Seal::Sodium { key, header } => {
+                SealReader::Sodium(SodiumReader::new(plain, key, *header))
+            }
+            Seal::Pgp(seal) => SealReader::Pgp(seal.reader(plain)?),
+        })
     }
 
-    /// The object's stored bytes, written from its plaintext into `out`; call `finish`.
-    pub fn writer<W: Write>(&self, out: W) -> io::Result<SodiumWriter<W>> {
-        SodiumWriter::new(out, &self.key, self.header)
+    /// The object's stored bytes, written from its plaintext into `out` (call `finish`);
+    /// `None` for a crypter that only encrypts as a reader (OpenPGP: read [`Seal::reader`]).
+    pub fn writer<W: Write>(&self, out: W) -> io::Result<Option<SodiumWriter<W>>> {
+        match self {
+            Seal::Sodium { key, header } => SodiumWriter::new(out, key, *header).map(Some),
+            Seal::Pgp(_) => Ok(None),
+        }
+    }
+
+    /// Whether [`Seal::writer`] gives a writer.
+    pub fn has_writer(&self) -> bool {
+        matches!(self, Seal::Sodium { .. })
     }
 }

@@ -35,9 +35,10 @@ mod lz4;
 pub use lz4::{Lz4Block, Lz4Blocks};
 mod crypter;
 mod lzma;
+pub mod openpgp;
 pub mod sodium;
 mod zstd;
-pub use crypter::{Crypter, Seal};
+pub use crypter::{Crypter, Seal, SealReader};
 
 /// A compression method that can be configured with `WALG_COMPRESSION_METHOD`
 /// and written.
@@ -356,7 +357,7 @@ impl std::fmt::Display for NotThisFormat {
         write!(
             f,
             "{}; the object may be encrypted with a key this configuration does not have \
-             (WALG_LIBSODIUM_KEY; WALG_PGP_KEY is not supported yet)",
+             (WALG_PGP_KEY or WALG_PGP_KEY_PATH for OpenPGP, WALG_LIBSODIUM_KEY for libsodium)",
             self.cause
         )
     }
@@ -423,7 +424,9 @@ impl<R: Read> Read for Decoder<R> {
             Err(e)
                 if !self.started
                     && e.kind() == io::ErrorKind::InvalidData
-                    && !e.get_ref().is_some_and(|i| i.is::<sodium::DecryptError>())
+                    && !e.get_ref().is_some_and(|i| {
+                        i.is::<sodium::DecryptError>() || i.is::<openpgp::DecryptError>()
+                    })
                     && !matches!(self.inner, DecoderInner::Plain(_)) =>
             {
                 Err(io::Error::new(

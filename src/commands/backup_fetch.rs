@@ -8,7 +8,6 @@
 //! If anything fails, `global/pg_control` is removed so the half-restored directory cannot
 //! be started as if it were complete.
 
-use crate::repo::backups::{self, files_metadata_key};
 use crate::codec::{Crypter, Decoder, ReadFormat};
 use crate::config::Settings;
 use crate::error::Error;
@@ -20,6 +19,7 @@ use crate::pipeline::extract::{self, Extracted};
 use crate::pipeline::rate::{Limited, RateLimit};
 use crate::pipeline::sync::{self, FileSync, NoSync, SyncNow};
 use crate::pipeline::{plan, workers};
+use crate::repo::backups::{self, files_metadata_key};
 use crate::storage::{Storage, StorageError};
 use crossbeam_channel::bounded;
 use std::fs;

@@ -9,12 +9,12 @@
 //! Memory: one record per backup (plus its metadata with `--detail`); output is written as it
 //! is formatted.
 
-use crate::repo::backups::{self, BackupRef};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;
 use crate::format::go_json::{self, ObjectWriter, PreciseTime};
 use crate::format::metadata::ExtendedMetadata;
+use crate::repo::backups::{self, BackupRef};
 use crate::time::UtcTime;
 
 /// WAL-G's name for the only storage wal-rus has (it names failover storages otherwise).

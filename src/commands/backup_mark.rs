@@ -8,10 +8,10 @@
 //! the single source of truth for permanence, and rewriting the sentinel would change its
 //! modification time and with it `LATEST`.
 
-use crate::repo::backups;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::metadata::ExtendedMetadata;
+use crate::repo::backups;
 use crate::storage::Storage;
 use std::collections::HashSet;
 

@@ -20,14 +20,14 @@
 //! which are collected during the listing before anything is deleted (so proportional to
 //! the number of objects deleted, not to the number stored).
 
-use crate::repo::backups::{self, BackupRef};
-use crate::repo::{BACKUP_FOLDER, WAL_FOLDER};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;
 use crate::format::go_json::PreciseTime;
 use crate::format::lsn::Lsn;
 use crate::format::wal_name::Segment;
+use crate::repo::backups::{self, BackupRef};
+use crate::repo::{BACKUP_FOLDER, WAL_FOLDER};
 use crate::storage::Storage;
 use crate::time::UtcTime;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};

@@ -6,13 +6,13 @@
 //! and only then linked to DEST. After a segment is restored, the next
 //! `WALG_DOWNLOAD_CONCURRENCY` segments are prefetched by a detached `wal-prefetch` process.
 
-use crate::repo::wal as wal_archive;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::wal_name::{self, Segment, WalFileKind};
 use crate::format::wal_page::PageCheck;
 use crate::pipeline::arena::Arena;
 use crate::pipeline::plan;
+use crate::repo::wal as wal_archive;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};

@@ -7,13 +7,13 @@
 //! returns at once. Background failures are only logged: PostgreSQL will ask again.
 
 use super::wal_metadata;
-use crate::repo::wal as wal_archive;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::wal_name::{self, Segment, WalFileKind};
 use crate::pipeline::arena::Arena;
 use crate::pipeline::compress::CompressedFile;
 use crate::pipeline::{plan, workers};
+use crate::repo::wal as wal_archive;
 use crate::storage::Storage;
 use crossbeam_channel::bounded;
 use std::collections::HashSet;

@@ -227,7 +227,7 @@ mod tests {
     fn refused_names_the_setting_and_warned_warns() {
         let file = ("WALG_FILE_PREFIX", "/x");
         let refused: &[((&str, &str), Cmd)] = &[
-            (("WALG_PGP_KEY", "k"), Cmd::WalFetch),
+            (("WALG_ENVELOPE_PGP_KEY", "k"), Cmd::WalFetch),
             (("WALE_GPG_KEY_ID", "k"), Cmd::BackupList),
             (("WALG_CSE_KMS_REGION", "r"), Cmd::Delete),
             (("WALG_FAILOVER_STORAGES", "x"), Cmd::WalPush),

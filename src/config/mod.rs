@@ -13,6 +13,7 @@ pub mod table;
 
 pub use check::{Cmd, active_storage, counts, markdown};
 
+use crate::codec::openpgp::PgpKeys;
 use crate::codec::sodium::{Key, Transform};
 use crate::codec::{Crypter, EncodeOptions, Method, ZstdLevel};
 use crate::storage::Storage;
@@ -67,7 +68,8 @@ pub struct Settings {
     pub storage: StorageSettings,
     /// `WALG_COMPRESSION_METHOD` (+ `WALG_ZSTD_LEVEL`).
     pub encode: EncodeOptions,
-    /// Encryption after compression: `WALG_LIBSODIUM_KEY` / `_KEY_PATH` (+ `_KEY_TRANSFORM`).
+    /// Encryption after compression: `WALG_PGP_KEY` / `_KEY_PATH` (+ `_KEY_PASSPHRASE`), else
+    /// `WALG_LIBSODIUM_KEY` / `_KEY_PATH` (+ `_KEY_TRANSFORM`).
     pub crypter: Crypter,
     /// `WALG_UPLOAD_CONCURRENCY` (default 16).
     pub upload_concurrency: usize,
@@ -297,9 +299,19 @@ pub fn parse_s3_prefix(name: &str, url: &str) -> Result<(String, String), Config
     ))
 }
 
-/// The crypter WAL-G would pick (walg-compat §5.2; OpenPGP and KMS are refused by the table):
-/// libsodium when `WALG_LIBSODIUM_KEY` or `WALG_LIBSODIUM_KEY_PATH` is set.
+/// The crypter WAL-G would pick (walg-compat §5.2; KMS and envelope OpenPGP are refused by
+/// the table): OpenPGP when `WALG_PGP_KEY` or `WALG_PGP_KEY_PATH` is set, whatever else is;
+/// else libsodium when `WALG_LIBSODIUM_KEY` or `WALG_LIBSODIUM_KEY_PATH` is set.
 fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
+    if let Some(keys) = pgp_keys(src)? {
+        if let Some(name) = ["WALG_LIBSODIUM_KEY", "WALG_LIBSODIUM_KEY_PATH"]
+            .into_iter()
+            .find(|n| src.get(n).is_some())
+        {
+            crate::warn!("{name} is ignored: OpenPGP (WALG_PGP_KEY) is used, as WAL-G does");
+        }
+        return Ok(Crypter::Pgp(std::sync::Arc::new(keys)));
+    }
     let transform_name = "WALG_LIBSODIUM_KEY_TRANSFORM";
     let transform = match src.get(transform_name) {
         None => Transform::None,
@@ -312,13 +324,10 @@ fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
     ) {
         (Some(k), _) => ("WALG_LIBSODIUM_KEY", k),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path.trim()).map_err(|e| {
-                bad(
-                    "WALG_LIBSODIUM_KEY_PATH",
-                    format!("cannot read {}: {e}", path.trim()),
-                )
-            })?;
-            ("WALG_LIBSODIUM_KEY_PATH", text.trim().to_string())
+            let name = "WALG_LIBSODIUM_KEY_PATH";
+            let text = String::from_utf8(key_file(name, &path)?)
+                .map_err(|_| bad(name, format!("{} is not text", path.trim())))?;
+            (name, text.trim().to_string())
         }
         (None, None) => {
             if src.get(transform_name).is_some() {
@@ -331,6 +340,35 @@ fn crypter(src: &Sources) -> Result<Crypter, ConfigError> {
     };
     let key = Key::from_setting(&text, transform).map_err(|why| bad(name, why))?;
     Ok(Crypter::Sodium(key))
+}
+
+/// The contents of the key file `path` named by `setting`.
+fn key_file(setting: &str, path: &str) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path.trim())
+        .map_err(|e| bad(setting, format!("cannot read {}: {e}", path.trim())))
+}
+
+/// The OpenPGP key material, as WAL-G reads it: `WALG_PGP_KEY` (armored text in which the
+/// two characters `\n` stand for a newline) before `WALG_PGP_KEY_PATH` (an armored key file,
+/// read as it is), with `WALG_PGP_KEY_PASSPHRASE` for protected secret keys.
+fn pgp_keys(src: &Sources) -> Result<Option<PgpKeys>, ConfigError> {
+    let passphrase = src.get("WALG_PGP_KEY_PASSPHRASE");
+    let (name, text) = match (src.get("WALG_PGP_KEY"), src.get("WALG_PGP_KEY_PATH")) {
+        (Some(k), _) => ("WALG_PGP_KEY", k.replace("\\n", "\n").into_bytes()),
+        (None, Some(path)) => ("WALG_PGP_KEY_PATH", key_file("WALG_PGP_KEY_PATH", &path)?),
+        (None, None) => {
+            if passphrase.is_some() {
+                crate::warn!(
+                    "WALG_PGP_KEY_PASSPHRASE is set without WALG_PGP_KEY or WALG_PGP_KEY_PATH; \
+                     it is not used"
+                );
+            }
+            return Ok(None);
+        }
+    };
+    PgpKeys::parse(&text, name, passphrase)
+        .map(Some)
+        .map_err(|why| bad(name, why))
 }
 
 impl Settings {
@@ -882,6 +920,74 @@ mod tests {
         }
     }
 
+    /// OpenPGP as WAL-G reads it: WALG_PGP_KEY (one line with `\n` for newlines) before
+    /// WALG_PGP_KEY_PATH, both before libsodium; the other encryption settings still refused.
+    #[test]
+    fn pgp_settings() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pgp");
+        let rsa = format!("{dir}/rsa.asc");
+        let public = std::fs::read_to_string(format!("{dir}/rsa.pub.asc")).unwrap();
+        let one_line = public.replace('\n', "\\n");
+        let pgp = |s: &Settings| match &s.crypter {
+            Crypter::Pgp(k) => k.has_secret(),
+            other => panic!("not OpenPGP: {other:?}"),
+        };
+        let base = ("WALG_FILE_PREFIX", "/x");
+        assert!(pgp(
+            &load(&[base, ("WALG_PGP_KEY_PATH", &rsa)], &[]).unwrap()
+        ));
+        assert!(!pgp(
+            &load(&[base, ("WALG_PGP_KEY", &one_line)], &[]).unwrap()
+        ));
+        // WALG_PGP_KEY first: the path is not even read.
+        let s = load(
+            &[
+                base,
+                ("WALG_PGP_KEY", &one_line),
+                ("WALG_PGP_KEY_PATH", "/nonexistent"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(!pgp(&s));
+        // OpenPGP wins over libsodium, as in WAL-G.
+        let s = load(
+            &[
+                base,
+                ("WALG_LIBSODIUM_KEY", "0123456789abcdef0123456789abcdef"),
+                ("WALG_PGP_KEY_PATH", &rsa),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert!(pgp(&s));
+        // From the config file too.
+        assert!(pgp(&load(&[base], &[("WALG_PGP_KEY_PATH", &rsa)]).unwrap()));
+        let tmp = tempfile::tempdir().unwrap();
+        let binary = tmp.path().join("key.gpg");
+        std::fs::write(&binary, [0x99u8, 1, 13, 4]).unwrap();
+        let binary = binary.to_str().unwrap();
+        for (env, setting, says) in [
+            (("WALG_PGP_KEY", "not a key"), "WALG_PGP_KEY", "armored"),
+            (
+                ("WALG_PGP_KEY_PATH", "/nonexistent/key.asc"),
+                "WALG_PGP_KEY_PATH",
+                "cannot read",
+            ),
+            (("WALG_PGP_KEY_PATH", binary), "WALG_PGP_KEY_PATH", "binary"),
+            (("WALG_CSE_KMS_ID", "k"), "WALG_CSE_KMS_ID", "not implement"),
+            (
+                ("WALG_ENVELOPE_PGP_KEY", "k"),
+                "WALG_ENVELOPE_PGP_KEY",
+                "not implement",
+            ),
+        ] {
+            let e = load(&[base, env], &[]).unwrap_err();
+            assert_eq!(e.setting, setting, "{e}");
+            assert!(e.message.contains(says), "{e}");
+        }
+    }
+
     #[test]
     fn config_file_through_the_table() {
         let dir = tempfile::tempdir().unwrap();
@@ -897,8 +1003,9 @@ mod tests {
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
         assert!(s.warnings[0].contains("WALG_STATSD_ADDRESS"));
         assert_eq!(s.warnings[1], "FOO is unknown");
-        let err = load_file("WALG_FILE_PREFIX: /data\nwalg_pgp_key_path: /k\n").unwrap_err();
-        assert_eq!(err.setting, "WALG_PGP_KEY_PATH");
+        let err =
+            load_file("WALG_FILE_PREFIX: /data\nwalg_envelope_pgp_key_path: /k\n").unwrap_err();
+        assert_eq!(err.setting, "WALG_ENVELOPE_PGP_KEY_PATH");
         let err = load_file(
             "WALG_FILE_PREFIX: /data\nWALG_FAILOVER_STORAGES:\n  a:\n    WALG_FILE_PREFIX: /b\n",
         )

@@ -27,9 +27,9 @@
 //!   `S3_RETENTION_MODE`, `AWS_ROLE_SESSION_NAME` and the other settings that only tune a
 //!   refused one are warned: WAL-G ignores them unless their primary setting is set, and then
 //!   that one is refused.
-//! - Every encryption setting but libsodium's is refused, companions included (a
-//!   passphrase, a KMS region): any of them says the archive is meant to be encrypted, and
-//!   plaintext where WAL-G would encrypt cannot be taken back.
+//! - Every encryption setting but libsodium's and `WALG_PGP_KEY`'s is refused, companions
+//!   included (a KMS region, the envelope's KMS key): any of them says the archive is meant
+//!   to be encrypted, and plaintext where WAL-G would encrypt cannot be taken back.
 //! - `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE` are warned: WAL-G's
 //!   credential chain reads them only when static keys are absent, and wal-rus then stops
 //!   anyway (`AWS_ACCESS_KEY_ID` not set). `AWS_ROLE_ARN` is refused: WAL-G assumes the role
@@ -247,19 +247,7 @@ pub struct Section {
     pub rows: &'static [Row],
 }
 
-/// libsodium encryption is implemented (`codec::sodium`): its three rows are honoured.
-pub const LIBSODIUM_IMPLEMENTED: bool = true;
-
-const LIBSODIUM: Status = if LIBSODIUM_IMPLEMENTED {
-    Status::Honoured
-} else {
-    Status::Refused
-};
-const LIBSODIUM_NOTE: &str = if LIBSODIUM_IMPLEMENTED {
-    "libsodium encryption after compression (`crypto_secretstream_xchacha20poly1305`, WAL-G's framing; `none`, `hex`, `base64` transforms)"
-} else {
-    "wal-rus does not encrypt yet (libsodium): it would store plaintext where WAL-G encrypts, or misread an encrypted archive"
-};
+const LIBSODIUM: &str = "libsodium encryption after compression (`crypto_secretstream_xchacha20poly1305`, WAL-G's framing; `none`, `hex`, `base64` transforms)";
 
 use Spell::{Exact as E, Prefixed as P, Storage as S};
 use Status::{Honoured as H, Refused as R, Warned as W};
@@ -275,7 +263,7 @@ const fn w(s: Spell, note: &'static str) -> Row {
     Row::new(W, s, note)
 }
 
-const NO_ENCRYPTION: &str = "wal-rus does not encrypt yet: it would store plaintext where WAL-G encrypts, or misread an encrypted archive";
+const NO_ENCRYPTION: &str = "this encryption is not implemented (wal-rus has libsodium and WALG_PGP_KEY's OpenPGP): wal-rus would store plaintext where WAL-G encrypts, or misread an encrypted archive";
 const NO_FAILOVER: &str = "only used with WALG_FAILOVER_STORAGES (refused)";
 const NO_DELTA: &str = "only used with WALG_DELTA_MAX_STEPS > 0 (refused by backup-push)";
 const AWS_CHAIN: &str = "AWS SDK credential chain: WAL-G reads it only without static keys, and wal-rus requires static keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)";
@@ -359,12 +347,12 @@ pub static TABLE: &[Section] = &[
     Section { title: "Compression and encryption", rows: &[
         h(E("WALG_COMPRESSION_METHOD"), "`lz4`, `zstd`, `lzma`, `brotli`, `none`; reading also accepts `.gz`").def("lz4"),
         h(E("WALG_ZSTD_LEVEL"), "`fastest`, `default`, `better`, `best` (WAL-G master's setting; v3.0.8 ignores it)").def("default"),
-        Row::new(LIBSODIUM, E("WALG_LIBSODIUM_KEY"), LIBSODIUM_NOTE),
-        Row::new(LIBSODIUM, E("WALG_LIBSODIUM_KEY_PATH"), LIBSODIUM_NOTE),
-        Row::new(LIBSODIUM, E("WALG_LIBSODIUM_KEY_TRANSFORM"), LIBSODIUM_NOTE).def("none"),
-        r(E("WALG_PGP_KEY"), NO_ENCRYPTION),
-        r(E("WALG_PGP_KEY_PATH"), NO_ENCRYPTION),
-        r(E("WALG_PGP_KEY_PASSPHRASE"), NO_ENCRYPTION),
+        h(E("WALG_LIBSODIUM_KEY"), LIBSODIUM),
+        h(E("WALG_LIBSODIUM_KEY_PATH"), LIBSODIUM),
+        h(E("WALG_LIBSODIUM_KEY_TRANSFORM"), LIBSODIUM).def("none"),
+        h(E("WALG_PGP_KEY"), "OpenPGP encryption after compression, as WAL-G writes it: an armored key, public (encrypts) or secret (also decrypts); `\\n` in it stands for a newline; wins over WALG_PGP_KEY_PATH and libsodium, as in WAL-G"),
+        h(E("WALG_PGP_KEY_PATH"), "the same from an armored key file"),
+        h(E("WALG_PGP_KEY_PASSPHRASE"), "unlocks a passphrase-protected secret key of WALG_PGP_KEY or WALG_PGP_KEY_PATH"),
         r(P("GPG_KEY_ID"), NO_ENCRYPTION),
         r(E("GPG_KEY_ID"), NO_ENCRYPTION),
         r(E("WALG_CSE_KMS_ID"), NO_ENCRYPTION),

@@ -235,14 +235,18 @@ impl BodySource for CompressedFile<'_> {
         let compressed = CompressingReader::new(file, self.opts, self.arena, Some(size))?;
         Ok(match &self.seal {
             None => Box::new(compressed),
-            Some(seal) => Box::new(seal.reader(compressed)),
+            Some(seal) => Box::new(seal.reader(compressed)?),
         })
     }
 
     /// The encoder writes straight into `each`: no staging buffer, no copy. The input is cut
     /// exactly as [`CompressingReader`] cuts it (full arena buffers), so both passes produce
-    /// the same bytes.
+    /// the same bytes. OpenPGP encrypts only as a reader: then this pass reads
+    /// [`open`](Self::open) as the send pass does.
     fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        if self.seal.as_ref().is_some_and(|s| !s.has_writer()) {
+            return read_through(self.open()?, each);
+        }
         let mut file = File::open(&self.path)?;
         let size = file.metadata()?.len();
         let mut in_buf = self.arena.lease()?;
@@ -252,10 +256,29 @@ impl BodySource for CompressedFile<'_> {
                 pump(&mut file, &mut in_buf, encoder).map(drop)
             }
             Some(seal) => {
-                let sealed = seal.writer(EachChunk(each))?;
+                let sealed = seal
+                    .writer(EachChunk(each))?
+                    .ok_or_else(|| io::Error::other("this encryption has no writer"))?;
                 let encoder = Encoder::new(self.opts, sealed, Some(size))?;
                 pump(&mut file, &mut in_buf, encoder)?.finish().map(drop)
             }
+        }
+    }
+}
+
+/// Hands everything `reader` yields to `each`, through one buffer of
+/// [`CHUNK_BUFFER`](crate::storage::CHUNK_BUFFER) bytes.
+fn read_through(
+    mut reader: Box<dyn Read + '_>,
+    each: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; crate::storage::CHUNK_BUFFER];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => each(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
 }

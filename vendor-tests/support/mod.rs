@@ -399,6 +399,34 @@ pub fn with_libsodium_key(env: &[(String, String)]) -> Vec<(String, String)> {
     env
 }
 
+/// A test key file under `tests/data/pgp` (see its README): `rsa.asc`, `rsa.pub.asc`,
+/// `x25519-passphrase.asc`, `x25519.pub.asc`, `other.asc`.
+pub fn pgp_key(name: &str) -> String {
+    format!("{}/tests/data/pgp/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test keys copied where the `postgres` OS user (archive_command, restore_command) can
+/// read them whatever the checkout's permissions; keep the directory alive while they are used.
+pub fn pgp_keys_for_postgres() -> TempDir {
+    let dir = common::postgres_owned_tempdir("walrus-pgp-keys-");
+    for e in fs::read_dir(pgp_key("")).unwrap().flatten() {
+        fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    common::chown_postgres(dir.path());
+    dir
+}
+
+/// The passphrase of `x25519-passphrase.asc`.
+pub const PGP_PASSPHRASE: &str = "wal-rus test passphrase";
+
+/// A key file's armored text on one line, the two characters `\n` standing for each newline
+/// (how WALG_PGP_KEY is usually set in an environment).
+pub fn pgp_key_one_line(name: &str) -> String {
+    fs::read_to_string(pgp_key(name))
+        .unwrap()
+        .replace('\n', "\\n")
+}
+
 /// The magic number every LZ4 frame starts with (0x184D2204, little-endian).
 pub const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
 
@@ -407,5 +435,5 @@ pub const LZ4_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
 /// corrupt compressed stream.
 pub fn names_encryption(text: &str) -> bool {
     let t = text.to_lowercase();
-    t.contains("encrypt") || t.contains("libsodium")
+    t.contains("encrypt") || t.contains("libsodium") || t.contains("openpgp")
 }

@@ -5,7 +5,6 @@
 //! files-metadata spool as it is written, so memory stays the plan's whatever the size of
 //! the database.
 
-use crate::repo::backups;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::files_metadata::{CorruptBlocks, FileDescription};
@@ -18,6 +17,7 @@ use crate::pipeline::files_spool::FilesSpool;
 use crate::pipeline::plan;
 use crate::pipeline::rate::{Limited, RateLimit};
 use crate::pipeline::tar_stream::{Entry, EntrySink, Partition, Walker};
+use crate::repo::backups;
 use crate::storage::{Storage, StorageError};
 use std::io::{self, IsTerminal, Read};
 use std::path::Path;
@@ -346,8 +346,14 @@ mod tests {
 
     #[test]
     fn tar_names_per_method() {
-        assert_eq!(backups::tar_file_name("part_001", "lz4"), "part_001.tar.lz4");
-        assert_eq!(backups::tar_file_name("backup_label", "br"), "backup_label.tar.br");
+        assert_eq!(
+            backups::tar_file_name("part_001", "lz4"),
+            "part_001.tar.lz4"
+        );
+        assert_eq!(
+            backups::tar_file_name("backup_label", "br"),
+            "backup_label.tar.br"
+        );
         assert_eq!(backups::tar_file_name("pg_control", ""), "pg_control.tar");
     }
 

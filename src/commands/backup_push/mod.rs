@@ -19,12 +19,12 @@ mod data;
 mod facts;
 mod server;
 
-use crate::repo::backups;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::backup_name;
 use crate::format::wal_name::Segment;
 use crate::pg::{BackupSession, BackupStart};
+use crate::repo::backups;
 use crate::storage::{BytesBody, Storage};
 use data::Sender;
 use facts::BackupFacts;
