@@ -11,9 +11,9 @@
 //! and must succeed each time with the right result. Covered: wal-push of a 16 MiB segment
 //! with 15 more `.ready` (every background uploader busy), wal-fetch, wal-prefetch of 10
 //! segments, all to S3 (s3s-fs, over HTTP and over HTTPS through socat) and to file
-//! storage; backup-push and backup-fetch of a small pgbench cluster, to S3 and to files.
-//! wal-push and wal-fetch must also keep the promise at default settings: at most
-//! 32 MiB of address space, plan and measured.
+//! storage (also encrypted: OpenPGP and libsodium); backup-push and backup-fetch of a
+//! small pgbench cluster, to S3 and to files. wal-push and wal-fetch must also keep the
+//! issue's promise at default settings: at most 32 MiB of address space, plan and measured.
 //!
 //! `WALRUS_BIN_UNDER_TEST` points the test at another build (the static musl one).
 
@@ -320,6 +320,31 @@ fn wal_commands_within_plan_limits_file() {
         files.path().display().to_string(),
     )];
     wal_commands(&env, "file");
+}
+
+/// Encrypted, to files: OpenPGP (an RSA-3072 secret key, which also decrypts; its code
+/// pages are a term of the plan) and libsodium. Same checks, the 32 MiB promise included.
+#[test]
+fn wal_commands_within_plan_limits_encrypted_file() {
+    let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/pgp");
+    for (name, key, value) in [
+        ("pgp", "WALG_PGP_KEY_PATH", format!("{keys}/rsa.asc")),
+        (
+            "libsodium",
+            "WALG_LIBSODIUM_KEY",
+            "0123456789abcdef0123456789abcdef".to_string(),
+        ),
+    ] {
+        let files = tempfile::tempdir().unwrap();
+        let env = vec![
+            (
+                "WALG_FILE_PREFIX".to_string(),
+                files.path().display().to_string(),
+            ),
+            (key.to_string(), value),
+        ];
+        wal_commands(&env, &format!("file, {name}"));
+    }
 }
 
 /// HTTPS is what AWS itself needs, and the plan's largest wal-push: TLS sessions and the CA

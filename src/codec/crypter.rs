@@ -57,6 +57,15 @@ impl Crypter {
         })
     }
 
+    /// Resident memory the crypter costs once per process, beside its streams.
+    pub fn process_bytes(&self) -> u64 {
+        match self {
+            Crypter::None => 0,
+            Crypter::Sodium(_) => sodium::PROCESS_BYTES,
+            Crypter::Pgp(_) => super::openpgp::PROCESS_BYTES,
+        }
+    }
+
     /// Heap one stream holds for encryption or decryption.
     pub fn state_bytes(&self) -> u64 {
         match self {

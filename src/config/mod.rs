@@ -702,6 +702,7 @@ impl Settings {
         crate::pipeline::plan::PlanInput {
             part_size,
             crypto_state: self.crypter.state_bytes(),
+            crypto_process: self.crypter.process_bytes(),
             encode: self.encode,
             upload_concurrency: self.upload_concurrency,
             download_concurrency: self.download_concurrency,

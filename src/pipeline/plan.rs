@@ -1,7 +1,8 @@
 //! The memory formula: what each command may hold at its peak, from the settings alone.
 //!
-//! `peak_rss = process base + threads × stack + arena buffers × buffer size
-//!            + uploaders × (codec state + encoder burst)
+//! `peak_rss = process base (+ the crypter's code pages) + threads × stack
+//!            + arena buffers × buffer size
+//!            + uploaders × (codec state + encoder burst + crypto state)
 //!            + connections × HTTP state (+ TLS state, + CA roots once)`.
 //!
 //! `peak_virtual = executable + shared libraries (+ NSS modules loaded later) + vdso, vvar
@@ -238,6 +239,8 @@ pub struct PlanInput {
     pub part_size: u64,
     /// Heap of one stream's encryption or decryption (0 without encryption).
     pub crypto_state: u64,
+    /// Resident memory the crypter costs once per process (0 without encryption).
+    pub crypto_process: u64,
 }
 
 /// Most part uploads a streamed upload keeps in flight: two already saturate this class of
@@ -434,6 +437,8 @@ impl CommandPlan {
     fn add_common(&mut self, input: &PlanInput, connections: u64) {
         self.add_rss_only("process_base", 1, PROCESS_BASE);
         self.add_rss_only("thread_stacks", self.threads, STACK_RESIDENT);
+        // Code pages: the executable's mapping is already counted in full as virtual.
+        self.add_rss_only("crypto_code", 1, input.crypto_process);
         self.add("arena", self.arena_buffers as u64, IO_BUFFER as u64);
         if input.remote {
             self.add("s3_client", 1, S3_CLIENT);
@@ -596,6 +601,7 @@ mod tests {
             remote: true,
             part_size: 20 * MIB,
             crypto_state: 0,
+            crypto_process: 0,
         }
     }
 
@@ -623,7 +629,7 @@ mod tests {
                 (p.threads - 1) * (crate::pipeline::workers::WORKER_STACK as u64 + THREAD_OVERHEAD);
             assert_eq!(term("thread_stacks").unwrap_or(0), stacks, "{}", p.command);
             for t in &p.components {
-                if t.name != "process_base" && t.name != "thread_stacks" {
+                if !["process_base", "thread_stacks", "crypto_code"].contains(&t.name) {
                     assert_eq!(term(t.name), Some(t.bytes), "{}: {}", p.command, t.name);
                 }
             }
@@ -667,6 +673,26 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(wal_push_background_workers(&i), 0);
         let p = wal_push(&i);
         assert_eq!((p.threads, p.transfers, p.arena_buffers), (1, 1, 2));
+    }
+
+    /// The crypter's code pages are resident once per process, whatever the thread count,
+    /// and already inside the executable's mapping of the virtual formula.
+    #[test]
+    fn crypto_code_counts_once_and_as_resident_only() {
+        let plain = defaults();
+        let pgp = PlanInput {
+            crypto_process: 3 * MIB,
+            ..plain
+        };
+        for (a, b) in all(&plain).into_iter().zip(all(&pgp)) {
+            assert_eq!(
+                b.peak_rss_bytes - a.peak_rss_bytes,
+                3 * MIB,
+                "{}",
+                a.command
+            );
+            assert_eq!(b.peak_virtual_bytes, a.peak_virtual_bytes, "{}", a.command);
+        }
     }
 
     #[test]
