@@ -342,12 +342,14 @@ pub fn for_each_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    type Collected = (Vec<(String, FileDescription)>, Vec<(String, String)>);
+    /// Every file and every partition member of a document, in order.
+    pub(crate) type Collected = (Vec<(String, FileDescription)>, Vec<(String, String)>);
 
-    fn collect(doc: &[u8]) -> Collected {
+    /// Reads a whole document into `Collected` (tests here and of the spool).
+    pub(crate) fn collect(doc: &[u8]) -> Collected {
         let (mut files, mut members) = (Vec::new(), Vec::new());
         read_entries(
             doc,

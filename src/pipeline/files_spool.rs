@@ -337,32 +337,14 @@ impl Read for DocumentReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::files_metadata::{CorruptBlocks, read_entries};
+    use crate::format::files_metadata::CorruptBlocks;
+    use crate::format::files_metadata::tests::collect;
 
     fn desc(mtime: &str) -> FileDescription {
         FileDescription {
             mtime: mtime.into(),
             ..Default::default()
         }
-    }
-
-    type Collected = (Vec<(String, FileDescription)>, Vec<(String, String)>);
-
-    fn collect(doc: &[u8]) -> Collected {
-        let (mut files, mut members) = (Vec::new(), Vec::new());
-        read_entries(
-            doc,
-            &mut |n, d| {
-                files.push((n, d));
-                Ok(())
-            },
-            &mut |p, n| {
-                members.push((p.to_string(), n));
-                Ok(())
-            },
-        )
-        .unwrap();
-        (files, members)
     }
 
     fn render(doc: &FilesDocument) -> String {
