@@ -178,8 +178,10 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
     let done = AtomicBool::new(false);
     let uploaded = AtomicUsize::new(0);
     let limit = settings.bg_uploaded_limit.saturating_sub(1);
+    // A segment handed to a worker is uploaded even when the foreground upload ends first,
+    // as WAL-G finishes the uploads it has started; the scanner stops handing out more.
     let work = |bg_name: String| {
-        if done.load(Ordering::Relaxed) || uploaded.load(Ordering::Relaxed) >= limit {
+        if uploaded.load(Ordering::Relaxed) >= limit {
             return;
         }
         match pusher.push(&wal_dir.join(&bg_name), &bg_name) {
