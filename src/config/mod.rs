@@ -89,6 +89,10 @@ pub struct Settings {
     pub pg_ready_rename: bool,
     /// `WALG_LOG_LEVEL`.
     pub log_level: String,
+    /// Unit tests' in-memory storage: when set, `open_storage` hands out a view of it, so
+    /// commands run whole without a server.
+    #[cfg(test)]
+    pub memory: Option<crate::storage::memory::MemStorage>,
     /// The `--config` file in effect, passed on to the prefetch helper.
     pub config_file: Option<PathBuf>,
     /// `WALG_TAR_SIZE_THRESHOLD`: payload bytes after which a tar partition is closed.
@@ -432,6 +436,8 @@ impl Settings {
             pgdata: src.get("PGDATA").map(PathBuf::from),
             pg_ready_rename: bool_setting(src, "PG_READY_RENAME", false)?,
             log_level,
+            #[cfg(test)]
+            memory: None,
             config_file: src.file_path.clone(),
             tar_size_threshold: uint_setting(
                 src,
@@ -661,6 +667,10 @@ impl Settings {
 
     /// Opens the configured storage.
     pub fn open_storage(&self) -> Result<Box<dyn Storage>, crate::storage::StorageError> {
+        #[cfg(test)]
+        if let Some(memory) = &self.memory {
+            return Ok(Box::new(memory.clone()));
+        }
         Ok(match &self.storage {
             StorageSettings::File { root } => Box::new(FsStorage::new(root)),
             StorageSettings::S3(cfg) => Box::new(S3Storage::new(cfg.clone())?),
