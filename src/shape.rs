@@ -69,7 +69,6 @@ pub const OVERSIZED_FILES: &[&str] = &[
     "codec/lz4.rs",
     "codec/mod.rs",
     "codec/openpgp.rs",
-    "commands/delete.rs",
     "config/mod.rs",
 ];
 
@@ -78,8 +77,6 @@ pub const OVERSIZED_FNS: &[&str] = &[
     "codec/lz4.rs:sequences",
     "commands/backup_fetch.rs:restore",
     "commands/backup_list.rs:render_detail",
-    "commands/delete.rs:parse_mode",
-    "commands/delete.rs:run",
     "commands/wal_push.rs:run",
     "config/mod.rs:load",
     "config/mod.rs:s3",

@@ -1,9 +1,10 @@
 //! WAL-G's storage layout, and nothing else: where WAL files and backups live, how their
-//! keys are spelled, how the backup catalogue is listed and resolved, how a WAL file is
-//! found among the names WAL-G may have used and decoded. The commands orchestrate on top;
+//! keys are spelled, how the backup catalogue is listed, resolved and ordered for retention,
+//! how a WAL file is found among the names WAL-G may have used and decoded. The commands orchestrate on top;
 //! nothing below this layer knows WAL-G's folders.
 
 pub mod backups;
+pub mod retention;
 pub mod wal;
 
 /// WAL-G's folder for WAL files, below the storage root.
