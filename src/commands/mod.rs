@@ -8,7 +8,6 @@ pub mod backup_push;
 pub mod delete;
 pub mod memory_plan;
 pub mod wal_fetch;
-pub mod wal_metadata;
 pub mod wal_prefetch;
 pub mod wal_push;
 

@@ -7,12 +7,12 @@
 //! `pg_wal`. Older prefetched files are removed. Failures are ignored: wal-fetch downloads
 //! whatever is not here.
 
-use super::wal_fetch::{download, prefetch_dirs};
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::wal_name::Segment;
 use crate::pipeline::arena::Arena;
 use crate::pipeline::{plan, workers};
+use crate::repo::wal_restore::{download, prefetch_dirs};
 use crossbeam_channel::bounded;
 use std::fs;
 use std::path::Path;

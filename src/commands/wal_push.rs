@@ -6,7 +6,6 @@
 //! `walg_data/walg_archive_status/<name>` so that the later archive_command for that file
 //! returns at once. Background failures are only logged: PostgreSQL will ask again.
 
-use super::wal_metadata;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::format::wal_name::{self, Segment, WalFileKind};
@@ -14,6 +13,7 @@ use crate::pipeline::arena::Arena;
 use crate::pipeline::compress::CompressedFile;
 use crate::pipeline::{plan, workers};
 use crate::repo::wal as wal_archive;
+use crate::repo::wal_metadata;
 use crate::storage::Storage;
 use crossbeam_channel::bounded;
 use std::collections::HashSet;

@@ -5,11 +5,11 @@
 //! into one `wal_005/<first 23 characters>.json`. Nothing restores from them; monitoring
 //! reads them, so a DBA who set the variable gets them from wal-rus too.
 
+use super::WAL_FOLDER;
 pub use crate::config::WalMetadata;
 use crate::error::Error;
 use crate::format::go_json;
 use crate::format::sentinel::DATE_FMT;
-use crate::repo::WAL_FOLDER;
 use crate::storage::{BytesBody, Storage, join_key};
 use crate::time::PreciseTime;
 use std::fs;
