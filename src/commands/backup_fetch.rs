@@ -147,9 +147,9 @@ fn link_tablespaces(
     let dir = dest.join("pg_tblspc");
     fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     for name in &spec.tablespaces {
-        let loc = spec
-            .location(name)
-            .ok_or_else(|| Error::Precondition(format!("tablespace spec has no location for {name}")))?;
+        let loc = spec.location(name).ok_or_else(|| {
+            Error::Precondition(format!("tablespace spec has no location for {name}"))
+        })?;
         fs::create_dir_all(&loc.loc)
             .map_err(|e| Error::io(format!("creating tablespace directory {}", loc.loc), e))?;
         let link = dir.join(name);
@@ -262,6 +262,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     result
 }
 
+/// Restores backup `name` into the empty directory `dest`.
 fn restore(
     settings: &Settings,
     storage: &dyn Storage,
@@ -281,6 +282,63 @@ fn restore(
     let dest_path = dest;
     let dest = &Destination::open(dest_path, &tablespaces)
         .map_err(|e| Error::io(format!("opening {}", dest_path.display()), e))?;
+    let partitions = list_partitions(storage, name)?;
+    crate::info!(
+        "restoring {name}: {} data partitions into {}",
+        partitions.data.len(),
+        dest_path.display()
+    );
+
+    let plan = plan::backup_fetch(&settings.plan_input());
+    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
+        .with_wait_limit(settings.wait_limit());
+    let fsync = !settings.tar_disable_fsync;
+    let limit = settings.network_rate_limit.map(RateLimit::new);
+    let source = Source {
+        storage,
+        crypter: &settings.crypter,
+        limit: limit.as_ref(),
+    };
+    let workers = Workers {
+        source,
+        dest,
+        arena: &arena,
+        threads: plan.transfers as usize,
+        fsync,
+    };
+    let t = unpack_data(&workers, name, partitions.data)?;
+    // The label, then pg_control: the cluster becomes startable only at the very end.
+    let last_sync: &dyn FileSync = if fsync { &SyncNow } else { &NoSync };
+    let mut buf = arena.lease().map_err(|e| Error::io("restore", e))?;
+    for key in [partitions.label, partitions.control].into_iter().flatten() {
+        unpack_with_retries(source, &key, dest, &mut buf, last_sync)?;
+    }
+    if restore_spec.is_some() {
+        // The links were made from the spec; a stored map would point elsewhere.
+        let _ = fs::remove_file(dest_path.join("tablespace_map"));
+    }
+    let checked = verify(storage, name, dest_path)?;
+    crate::info!(
+        "restored {name}: {} files, {} directories, {:.1} MiB; {checked} entries checked against files_metadata.json",
+        t.files,
+        t.dirs,
+        t.bytes as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+/// A backup's `tar_partitions/`, by role.
+struct Partitions {
+    /// The data partitions, in name order.
+    data: Vec<String>,
+    /// `backup_label.tar`, when there is one.
+    label: Option<String>,
+    /// `pg_control.tar`, when there is one.
+    control: Option<String>,
+}
+
+/// Lists backup `name`'s partitions; a WAL-G backup without `pg_control.tar` is refused.
+fn list_partitions(storage: &dyn Storage, name: &str) -> Result<Partitions, Error> {
     let folder = backups::partitions_prefix(name);
     let mut partitions: Vec<String> = Vec::new();
     storage.list(&folder, false, &mut |m| partitions.push(m.key))?;
@@ -302,35 +360,40 @@ fn restore(
         ));
     }
     data.sort();
-    crate::info!(
-        "restoring {name}: {} data partitions into {}",
-        data.len(),
-        dest_path.display()
-    );
+    Ok(Partitions {
+        data,
+        label,
+        control,
+    })
+}
 
-    let plan = plan::backup_fetch(&settings.plan_input());
-    let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
-        .with_wait_limit(settings.wait_limit());
-    let fsync = !settings.tar_disable_fsync;
-    let limit = settings.network_rate_limit.map(RateLimit::new);
-    let source = Source {
-        storage,
-        crypter: &settings.crypter,
-        limit: limit.as_ref(),
-    };
+/// What the data partitions' workers share.
+struct Workers<'a> {
+    source: Source<'a>,
+    dest: &'a Destination,
+    arena: &'a Arena,
+    threads: usize,
+    /// Whether files are fsynced (not with `WALG_TAR_DISABLE_FSYNC`).
+    fsync: bool,
+}
+
+/// Unpacks the data partitions of backup `name` on `w.threads` workers, every file durable
+/// (unless fsync is off) when it returns; the first failure stops the rest.
+fn unpack_data(w: &Workers<'_>, name: &str, data: Vec<String>) -> Result<Extracted, Error> {
     let (sync_tx, sync_rx) = bounded(sync::SYNC_QUEUE);
     let queue = sync::SyncQueue::new(sync_tx);
-    let data_sync: &dyn FileSync = if fsync { &queue } else { &NoSync };
+    let data_sync: &dyn FileSync = if w.fsync { &queue } else { &NoSync };
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let totals = Mutex::new(Extracted::default());
     let work = |key: String| {
         if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
             return;
         }
-        let result = arena
+        let result = w
+            .arena
             .lease()
             .map_err(|e| Error::io("restore worker", e))
-            .and_then(|mut buf| unpack_with_retries(source, &key, dest, &mut buf, data_sync));
+            .and_then(|mut buf| unpack_with_retries(w.source, &key, w.dest, &mut buf, data_sync));
         match result {
             Ok(x) => {
                 let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
@@ -344,7 +407,6 @@ fn restore(
             }
         }
     };
-    let threads = plan.transfers as usize;
     std::thread::scope(|s| -> Result<(), Error> {
         let mut syncers = Vec::new();
         for i in 0..sync::SYNC_THREADS {
@@ -355,8 +417,8 @@ fn restore(
             );
         }
         drop(sync_rx);
-        let (tx, rx) = bounded::<String>(threads);
-        let handles = workers::spawn_workers(s, "backup-fetch", threads, rx, &work)
+        let (tx, rx) = bounded::<String>(w.threads);
+        let handles = workers::spawn_workers(s, "backup-fetch", w.threads, rx, &work)
             .map_err(|e| Error::io("starting restore workers", e))?;
         for key in data {
             if tx.send(key).is_err() {
@@ -384,25 +446,7 @@ fn restore(
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    // The label, then pg_control: the cluster becomes startable only at the very end.
-    let last_sync: &dyn FileSync = if fsync { &SyncNow } else { &NoSync };
-    let mut buf = arena.lease().map_err(|e| Error::io("restore", e))?;
-    for key in [label, control].into_iter().flatten() {
-        unpack_with_retries(source, &key, dest, &mut buf, last_sync)?;
-    }
-    if restore_spec.is_some() {
-        // The links were made from the spec; a stored map would point elsewhere.
-        let _ = fs::remove_file(dest_path.join("tablespace_map"));
-    }
-    let checked = verify(storage, name, dest_path)?;
-    let t = totals.into_inner().unwrap_or_else(|p| p.into_inner());
-    crate::info!(
-        "restored {name}: {} files, {} directories, {:.1} MiB; {checked} entries checked against files_metadata.json",
-        t.files,
-        t.dirs,
-        t.bytes as f64 / 1048576.0
-    );
-    Ok(())
+    Ok(totals.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// Reads a `backup-fetch --restore-spec` file.

@@ -130,6 +130,83 @@ fn json_array(items: impl Iterator<Item = String>, pretty: bool) -> String {
     text
 }
 
+/// The pretty table's columns of every listing.
+const PRETTY_COLUMNS: [&str; 5] = [
+    "#",
+    "BACKUP NAME",
+    "MODIFIED",
+    "WAL FILE NAME",
+    "STORAGE NAME",
+];
+
+/// The plain table's columns of every listing.
+const PLAIN_COLUMNS: [&str; 4] = ["backup_name", "modified", "wal_file_name", "storage_name"];
+
+/// The pretty table's further columns with `--detail`.
+const PRETTY_DETAIL_COLUMNS: [&str; 8] = [
+    "START TIME",
+    "FINISH TIME",
+    "HOSTNAME",
+    "DATADIR",
+    "PG VERSION",
+    "START LSN",
+    "FINISH LSN",
+    "PERMANENT",
+];
+
+/// The plain table's further columns with `--detail`.
+const PLAIN_DETAIL_COLUMNS: [&str; 8] = [
+    "start_time",
+    "finish_time",
+    "hostname",
+    "data_dir",
+    "pg_version",
+    "start_lsn",
+    "finish_lsn",
+    "is_permanent",
+];
+
+/// The pretty table's cells of row `i` for the columns of every listing.
+fn pretty_cells(i: usize, b: &BackupRef) -> Vec<String> {
+    vec![
+        i.to_string(),
+        b.name.clone(),
+        rfc850(b.modified.utc_seconds()),
+        wal_file_name(b).to_string(),
+        STORAGE_NAME.into(),
+    ]
+}
+
+/// The plain table's cells for the columns of every listing.
+fn plain_cells(b: &BackupRef) -> Vec<String> {
+    vec![
+        b.name.clone(),
+        // Go's time.RFC3339: whole seconds.
+        b.modified.utc_seconds().rfc3339(),
+        wal_file_name(b).to_string(),
+        STORAGE_NAME.into(),
+    ]
+}
+
+/// The `--detail` cells from `metadata.json`, its stored times shown by `time`.
+fn detail_cells(m: &ExtendedMetadata, time: fn(&str) -> String) -> [String; 8] {
+    [
+        time(&m.start_time),
+        time(&m.finish_time),
+        m.hostname.clone(),
+        m.data_dir.clone(),
+        m.pg_version.to_string(),
+        m.start_lsn.to_string(),
+        m.finish_lsn.to_string(),
+        m.is_permanent.to_string(),
+    ]
+}
+
+/// A table's header row of `columns`.
+fn header_row<'a>(columns: impl IntoIterator<Item = &'a &'a str>) -> Vec<String> {
+    columns.into_iter().map(|c| c.to_string()).collect()
+}
+
 /// The output without `--detail`.
 pub fn render(list: &[BackupRef], json: bool, pretty: bool) -> String {
     if json {
@@ -146,42 +223,15 @@ pub fn render(list: &[BackupRef], json: bool, pretty: bool) -> String {
         return String::new();
     }
     if pretty {
-        let header = [
-            "#",
-            "BACKUP NAME",
-            "MODIFIED",
-            "WAL FILE NAME",
-            "STORAGE NAME",
-        ];
         let rows: Vec<Vec<String>> = list
             .iter()
             .enumerate()
-            .map(|(i, b)| {
-                vec![
-                    i.to_string(),
-                    b.name.clone(),
-                    rfc850(b.modified.utc_seconds()),
-                    wal_file_name(b).to_string(),
-                    STORAGE_NAME.into(),
-                ]
-            })
+            .map(|(i, b)| pretty_cells(i, b))
             .collect();
-        return box_table(&header, &rows, &[0]);
+        return box_table(&PRETTY_COLUMNS, &rows, &[0]);
     }
-    let mut rows = vec![
-        ["backup_name", "modified", "wal_file_name", "storage_name"]
-            .map(String::from)
-            .to_vec(),
-    ];
-    rows.extend(list.iter().map(|b| {
-        vec![
-            b.name.clone(),
-            // Go's time.RFC3339: whole seconds.
-            b.modified.utc_seconds().rfc3339(),
-            wal_file_name(b).to_string(),
-            STORAGE_NAME.into(),
-        ]
-    }));
+    let mut rows = vec![header_row(&PLAIN_COLUMNS)];
+    rows.extend(list.iter().map(plain_cells));
     tab_table(&rows)
 }
 
@@ -202,78 +252,30 @@ pub fn render_detail(rows: &[(BackupRef, ExtendedMetadata)], json: bool, pretty:
         return String::new();
     }
     if pretty {
-        let header = [
-            "#",
-            "BACKUP NAME",
-            "MODIFIED",
-            "WAL FILE NAME",
-            "STORAGE NAME",
-            "START TIME",
-            "FINISH TIME",
-            "HOSTNAME",
-            "DATADIR",
-            "PG VERSION",
-            "START LSN",
-            "FINISH LSN",
-            "PERMANENT",
-        ];
+        let header: Vec<&str> = PRETTY_COLUMNS
+            .iter()
+            .chain(&PRETTY_DETAIL_COLUMNS)
+            .copied()
+            .collect();
         let cells: Vec<Vec<String>> = rows
             .iter()
             .enumerate()
             .map(|(i, (b, m))| {
-                vec![
-                    i.to_string(),
-                    b.name.clone(),
-                    rfc850(b.modified.utc_seconds()),
-                    wal_file_name(b).to_string(),
-                    STORAGE_NAME.into(),
-                    pretty_time(&m.start_time),
-                    pretty_time(&m.finish_time),
-                    m.hostname.clone(),
-                    m.data_dir.clone(),
-                    m.pg_version.to_string(),
-                    m.start_lsn.to_string(),
-                    m.finish_lsn.to_string(),
-                    m.is_permanent.to_string(),
-                ]
+                let mut row = pretty_cells(i, b);
+                row.extend(detail_cells(m, pretty_time));
+                row
             })
             .collect();
+        // Numbers are right-aligned, as go-pretty shows them: `#` and `PG VERSION`.
         return box_table(&header, &cells, &[0, 9]);
     }
-    let mut table = vec![
-        [
-            "backup_name",
-            "modified",
-            "wal_file_name",
-            "storage_name",
-            "start_time",
-            "finish_time",
-            "hostname",
-            "data_dir",
-            "pg_version",
-            "start_lsn",
-            "finish_lsn",
-            "is_permanent",
-        ]
-        .map(String::from)
-        .to_vec(),
-    ];
+    let mut table = vec![header_row(
+        PLAIN_COLUMNS.iter().chain(&PLAIN_DETAIL_COLUMNS),
+    )];
     table.extend(rows.iter().map(|(b, m)| {
-        vec![
-            b.name.clone(),
-            // Go's time.RFC3339: whole seconds.
-            b.modified.utc_seconds().rfc3339(),
-            wal_file_name(b).to_string(),
-            STORAGE_NAME.into(),
-            whole_seconds(&m.start_time),
-            whole_seconds(&m.finish_time),
-            m.hostname.clone(),
-            m.data_dir.clone(),
-            m.pg_version.to_string(),
-            m.start_lsn.to_string(),
-            m.finish_lsn.to_string(),
-            m.is_permanent.to_string(),
-        ]
+        let mut row = plain_cells(b);
+        row.extend(detail_cells(m, whole_seconds));
+        row
     }));
     tab_table(&table)
 }

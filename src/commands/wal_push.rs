@@ -132,20 +132,7 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
     let markers = marker_dir(settings, &wal_dir);
     let marker = markers.join(marker_name(&name));
     if marker.exists() {
-        fs::remove_file(&marker)
-            .map_err(|e| Error::io(format!("removing marker {}", marker.display()), e))?;
-        crate::info!("{name} was archived by an earlier background upload");
-        if settings.wal_metadata != wal_metadata::WalMetadata::None {
-            let storage = settings.open_storage()?;
-            wal_metadata::upload(
-                settings.wal_metadata,
-                storage.as_ref(),
-                path,
-                &name,
-                &markers,
-            )?;
-        }
-        return Ok(Pushed::DoneInBackground);
+        return done_in_background(settings, path, &name, &marker, &markers);
     }
     // Refuse early, with the file's name, rather than after connecting to storage.
     fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -159,9 +146,14 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
         settings,
         arena: &arena,
     };
-    let background = plan::wal_push_background_workers(&settings.plan_input());
-    let status_dir = wal_dir.join("archive_status");
-    let metadata = |pushed: Pushed| -> Result<Pushed, Error> {
+    let background = Background {
+        workers: plan::wal_push_background_workers(&settings.plan_input()),
+        status_dir: wal_dir.join("archive_status"),
+        wal_dir: &wal_dir,
+        markers: &markers,
+    };
+    let foreground = || {
+        let pushed = pusher.push(path, &name)?;
         wal_metadata::upload(
             settings.wal_metadata,
             storage.as_ref(),
@@ -171,10 +163,52 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
         )?;
         Ok(pushed)
     };
-    if background == 0 || !status_dir.is_dir() {
-        return pusher.push(path, &name).and_then(metadata);
+    if background.workers == 0 || !background.status_dir.is_dir() {
+        return foreground();
     }
+    push_with_background(&pusher, &background, &name, foreground)
+}
 
+/// The file was uploaded by an earlier wal-push in the background: its marker goes, and
+/// only the metadata is left to write.
+fn done_in_background(
+    settings: &Settings,
+    path: &Path,
+    name: &str,
+    marker: &Path,
+    markers: &Path,
+) -> Result<Pushed, Error> {
+    fs::remove_file(marker)
+        .map_err(|e| Error::io(format!("removing marker {}", marker.display()), e))?;
+    crate::info!("{name} was archived by an earlier background upload");
+    if settings.wal_metadata != wal_metadata::WalMetadata::None {
+        let storage = settings.open_storage()?;
+        wal_metadata::upload(settings.wal_metadata, storage.as_ref(), path, name, markers)?;
+    }
+    Ok(Pushed::DoneInBackground)
+}
+
+/// Where the background uploads find their files and leave their traces.
+struct Background<'a> {
+    /// How many background workers.
+    workers: usize,
+    /// PostgreSQL's `archive_status/`, with the `.ready` files.
+    status_dir: PathBuf,
+    /// The folder of the WAL files.
+    wal_dir: &'a Path,
+    /// WAL-G's marker folder.
+    markers: &'a Path,
+}
+
+/// Runs `foreground` (the upload of `fg_name`) while background workers upload what else
+/// is `.ready`, fed by a scanner until the foreground upload is done.
+fn push_with_background(
+    pusher: &Pusher<'_>,
+    bg: &Background<'_>,
+    fg_name: &str,
+    foreground: impl FnOnce() -> Result<Pushed, Error>,
+) -> Result<Pushed, Error> {
+    let settings = pusher.settings;
     let done = AtomicBool::new(false);
     let uploaded = AtomicUsize::new(0);
     let limit = settings.bg_uploaded_limit.saturating_sub(1);
@@ -184,10 +218,10 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
         if uploaded.load(Ordering::Relaxed) >= limit {
             return;
         }
-        match pusher.push(&wal_dir.join(&bg_name), &bg_name) {
+        match pusher.push(&bg.wal_dir.join(&bg_name), &bg_name) {
             Ok(_) => {
                 uploaded.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = mark_done(settings, &markers, &status_dir, &bg_name) {
+                if let Err(e) = mark_done(settings, bg.markers, &bg.status_dir, &bg_name) {
                     crate::warn!("background upload of {bg_name}: {e}");
                 }
             }
@@ -197,15 +231,15 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
         }
     };
     std::thread::scope(|s| {
-        let (tx, rx) = bounded::<String>(background);
-        let handles = workers::spawn_workers(s, "wal-push-bg", background, rx, &work)
+        let (tx, rx) = bounded::<String>(bg.workers);
+        let handles = workers::spawn_workers(s, "wal-push-bg", bg.workers, rx, &work)
             .map_err(|e| Error::io("starting background workers", e))?;
         let scanner = workers::spawn_named(s, "wal-push-scan".into(), || {
             scan_ready(
                 settings,
-                &status_dir,
-                &markers,
-                &name,
+                &bg.status_dir,
+                bg.markers,
+                fg_name,
                 &tx,
                 &done,
                 &uploaded,
@@ -214,7 +248,7 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
             drop(tx);
         })
         .map_err(|e| Error::io("starting scanner", e))?;
-        let result = pusher.push(path, &name).and_then(metadata);
+        let result = foreground();
         done.store(true, Ordering::Relaxed);
         let _ = scanner.join();
         for h in handles {
