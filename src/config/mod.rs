@@ -16,6 +16,7 @@ pub use check::{Cmd, active_storage, counts, markdown};
 use crate::codec::openpgp::PgpKeys;
 use crate::codec::sodium::{Key, Transform};
 use crate::codec::{Crypter, EncodeOptions, Method, ZstdLevel};
+use crate::log::LogLevel;
 use crate::storage::Storage;
 use crate::storage::fs::FsStorage;
 use crate::storage::s3::{S3Config, S3Storage, sign::Credentials};
@@ -88,7 +89,7 @@ pub struct Settings {
     /// `PG_READY_RENAME`.
     pub pg_ready_rename: bool,
     /// `WALG_LOG_LEVEL`.
-    pub log_level: String,
+    pub log_level: LogLevel,
     /// The `--config` file in effect, passed on to the prefetch helper.
     pub config_file: Option<PathBuf>,
     /// `WALG_TAR_SIZE_THRESHOLD`: payload bytes after which a tar partition is closed.
@@ -410,13 +411,13 @@ impl Settings {
                 format!("{wal_mib} MiB is not a power of two"),
             ));
         }
-        let log_level = src.get("WALG_LOG_LEVEL").unwrap_or_else(|| "NORMAL".into());
-        if !matches!(log_level.as_str(), "NORMAL" | "DEVEL" | "ERROR") {
-            return Err(bad(
+        let word = src.get("WALG_LOG_LEVEL").unwrap_or_else(|| "NORMAL".into());
+        let log_level = LogLevel::parse(&word).ok_or_else(|| {
+            bad(
                 "WALG_LOG_LEVEL",
-                format!("'{log_level}' is not one of NORMAL, DEVEL, ERROR"),
-            ));
-        }
+                format!("'{word}' is not one of NORMAL, DEVEL, ERROR"),
+            )
+        })?;
         Ok(Settings {
             storage,
             encode: EncodeOptions { method, zstd_level },
@@ -919,6 +920,19 @@ mod tests {
             let err = load(env, &[]).unwrap_err();
             assert_eq!(err.setting, *setting, "{env:?}: {err}");
         }
+    }
+
+    #[test]
+    fn log_level_takes_walgs_words_only() {
+        let base = ("WALG_FILE_PREFIX", "/x");
+        assert_eq!(load(&[base], &[]).unwrap().log_level, LogLevel::Normal);
+        let s = load(&[base, ("WALG_LOG_LEVEL", "DEVEL")], &[]).unwrap();
+        assert_eq!(s.log_level, LogLevel::Devel);
+        let e = load(&[base, ("WALG_LOG_LEVEL", "devel")], &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "WALG_LOG_LEVEL: 'devel' is not one of NORMAL, DEVEL, ERROR"
+        );
     }
 
     /// OpenPGP as WAL-G reads it: WALG_PGP_KEY (one line with `\n` for newlines) before
