@@ -66,7 +66,6 @@ pub const MAX_FN_LINES: usize = 80;
 /// Files still over `MAX_FILE_LINES`, to be split; the test fails when one of them shrinks
 /// below it (take it off the list) or when any other file grows past it.
 pub const OVERSIZED_FILES: &[&str] = &[
-    "codec/lz4.rs",
     "codec/mod.rs",
     "codec/openpgp.rs",
     "commands/delete.rs",
@@ -75,7 +74,6 @@ pub const OVERSIZED_FILES: &[&str] = &[
 
 /// Functions still over `MAX_FN_LINES` (`file:function`), to be split, held the same way.
 pub const OVERSIZED_FNS: &[&str] = &[
-    "codec/lz4.rs:sequences",
     "commands/backup_fetch.rs:restore",
     "commands/backup_list.rs:render_detail",
     "commands/delete.rs:parse_mode",
