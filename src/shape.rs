@@ -65,7 +65,7 @@ pub const MAX_FN_LINES: usize = 80;
 
 /// Files still over `MAX_FILE_LINES`, to be split; the test fails when one of them shrinks
 /// below it (take it off the list) or when any other file grows past it.
-pub const OVERSIZED_FILES: &[&str] = &["commands/delete.rs", "config/mod.rs"];
+pub const OVERSIZED_FILES: &[&str] = &["commands/delete.rs"];
 
 /// Functions still over `MAX_FN_LINES` (`file:function`), to be split, held the same way.
 pub const OVERSIZED_FNS: &[&str] = &[
@@ -74,8 +74,6 @@ pub const OVERSIZED_FNS: &[&str] = &[
     "commands/delete.rs:parse_mode",
     "commands/delete.rs:run",
     "commands/wal_push.rs:run",
-    "config/mod.rs:load",
-    "config/mod.rs:s3",
     "pipeline/extract.rs:unpack",
     "pipeline/tar_stream.rs:next_entry",
 ];
