@@ -182,17 +182,9 @@ impl Default for EncodeOptions {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+mod tests {
+    use super::super::testdata::ALL_METHODS;
     use super::*;
-
-    /// Every method, for the codec tests that go through them all.
-    pub(in crate::codec) const ALL_METHODS: [Method; 5] = [
-        Method::Lz4,
-        Method::Lzma,
-        Method::Zstd,
-        Method::Brotli,
-        Method::None,
-    ];
 
     #[test]
     fn settings_and_extensions() {

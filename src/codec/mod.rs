@@ -60,6 +60,17 @@ mod tests;
 pub(crate) mod testdata {
     //! Inputs shared by the codec tests.
 
+    use super::Method;
+
+    /// Every method, for the tests that go through them all.
+    pub const ALL_METHODS: [Method; 5] = [
+        Method::Lz4,
+        Method::Lzma,
+        Method::Zstd,
+        Method::Brotli,
+        Method::None,
+    ];
+
     /// Deterministic data that looks a little like a WAL segment: runs of
     /// zeros, repeated records with varying fields, and incompressible noise.
     pub fn walish(len: usize, seed: u64) -> Vec<u8> {

@@ -2,8 +2,7 @@
 //! determinism across chunkings, errors that name their format or pass through, and the
 //! reported memory bounds.
 
-use super::method::tests::ALL_METHODS;
-use super::testdata::{ErrOf, noise, walish};
+use super::testdata::{ALL_METHODS, ErrOf, noise, walish};
 use super::*;
 use std::io::{self, Read, Write};
 
