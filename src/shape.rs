@@ -125,7 +125,10 @@ pub fn shipped(text: &str) -> &str {
     while let Some(i) = text[at..].find("#[cfg(test)]") {
         let start = at + i;
         let rest = text[start + "#[cfg(test)]".len()..].trim_start();
-        if ["mod ", "pub mod ", "#[path"].iter().any(|p| rest.starts_with(p)) {
+        if ["mod ", "pub mod ", "pub(crate) mod ", "#[path"]
+            .iter()
+            .any(|p| rest.starts_with(p))
+        {
             return &text[..start];
         }
         at = start + 1;

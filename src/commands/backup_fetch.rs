@@ -147,9 +147,9 @@ fn link_tablespaces(
     let dir = dest.join("pg_tblspc");
     fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     for name in &spec.tablespaces {
-        let loc = spec
-            .location(name)
-            .ok_or_else(|| Error::Precondition(format!("tablespace spec has no location for {name}")))?;
+        let loc = spec.location(name).ok_or_else(|| {
+            Error::Precondition(format!("tablespace spec has no location for {name}"))
+        })?;
         fs::create_dir_all(&loc.loc)
             .map_err(|e| Error::io(format!("creating tablespace directory {}", loc.loc), e))?;
         let link = dir.join(name);

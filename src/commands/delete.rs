@@ -614,7 +614,9 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
             let target = match &point {
                 Point::Name(n) => {
                     Some(catalogue.find_before_name(n, find_full).ok_or_else(|| {
-                        Error::backup_missing(format!("No backup found whose name starts with '{n}'"))
+                        Error::backup_missing(format!(
+                            "No backup found whose name starts with '{n}'"
+                        ))
                     })?)
                 }
                 Point::Time(t) => catalogue.find_before_time(*t, find_full),

@@ -304,7 +304,9 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
         .with_wait_limit(settings.wait_limit());
     let storage = settings.open_storage()?;
     match download_with_retries(settings, storage.as_ref(), &arena, name, &dest)? {
-        None => Err(Error::wal_missing(format!("Archive '{name}' does not exist."))),
+        None => Err(Error::wal_missing(format!(
+            "Archive '{name}' does not exist."
+        ))),
         Some(tmp) => {
             publish(tmp, &dest)?;
             crate::info!("{name} restored");
