@@ -27,12 +27,33 @@ pub enum Error {
         /// Cause (boxed: it is large, and every result of a command carries this type).
         source: Box<PgError>,
     },
-    /// The requested WAL file is not in the archive (wal-fetch exits 74).
-    NotFound(String),
+    /// What the command names is not in the archive.
+    NotFound {
+        /// What kind of thing is missing; it decides the exit status.
+        missing: Missing,
+        /// WAL-G's message, e.g. `Backup 'x' does not exist.`.
+        message: String,
+    },
     /// The archive holds a different file under the same name.
     Conflict(String),
+    /// The archive, the server or the destination is not in a state the command may work
+    /// from (a destination that is not empty, a permanent backup in the way, a data
+    /// directory that is not the server's). Retrying does not help; someone must act.
+    Precondition(String),
+    /// Asked for something WAL-G does and wal-rus does not (yet), e.g. restoring a delta
+    /// backup; refused rather than half done.
+    Unsupported(String),
     /// The command line or its arguments make no sense.
     Usage(String),
+}
+
+/// What kind of thing a [`Error::NotFound`] is missing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// A WAL segment or history file: wal-fetch exits 74 so PostgreSQL ends recovery there.
+    Wal,
+    /// A backup, or one of its documents: exit 1, as WAL-G's.
+    Backup,
 }
 
 /// WAL-G's exit status for "not found" in wal-fetch (`EX_IOERR`).
@@ -42,7 +63,10 @@ impl Error {
     /// WAL-G's exit status for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::NotFound(_) => EXIT_NOT_FOUND,
+            Error::NotFound {
+                missing: Missing::Wal,
+                ..
+            } => EXIT_NOT_FOUND,
             _ => 1,
         }
     }
@@ -52,6 +76,22 @@ impl Error {
         Error::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// A WAL file that is not in the archive.
+    pub fn wal_missing(message: impl Into<String>) -> Error {
+        Error::NotFound {
+            missing: Missing::Wal,
+            message: message.into(),
+        }
+    }
+
+    /// A backup (or its sentinel or metadata) that is not in the archive.
+    pub fn backup_missing(message: impl Into<String>) -> Error {
+        Error::NotFound {
+            missing: Missing::Backup,
+            message: message.into(),
         }
     }
 
@@ -71,9 +111,11 @@ impl fmt::Display for Error {
             Error::Storage(e) => write!(f, "storage: {e}"),
             Error::Io { context, source } => write!(f, "{context}: {source}"),
             Error::Pg { context, source } => write!(f, "{context}: {source}"),
-            Error::NotFound(what) => write!(f, "{what}"),
-            Error::Conflict(what) => write!(f, "{what}"),
-            Error::Usage(what) => write!(f, "{what}"),
+            Error::NotFound { message, .. } => write!(f, "{message}"),
+            Error::Conflict(what)
+            | Error::Precondition(what)
+            | Error::Unsupported(what)
+            | Error::Usage(what) => write!(f, "{what}"),
         }
     }
 }
@@ -85,7 +127,11 @@ impl std::error::Error for Error {
             Error::Storage(e) => Some(e),
             Error::Io { source, .. } => Some(source),
             Error::Pg { source, .. } => Some(&**source),
-            Error::NotFound(_) | Error::Conflict(_) | Error::Usage(_) => None,
+            Error::NotFound { .. }
+            | Error::Conflict(_)
+            | Error::Precondition(_)
+            | Error::Unsupported(_)
+            | Error::Usage(_) => None,
         }
     }
 }
@@ -175,7 +221,25 @@ mod tests {
         let e = Error::io("reading x", io::Error::from_raw_os_error(libc::ENOENT));
         assert!(e.source().is_some());
         assert!(Error::Usage("no".into()).source().is_none());
-        assert!(Error::NotFound("x".into()).source().is_none());
-        assert_eq!(Error::NotFound("x".into()).exit_code(), EXIT_NOT_FOUND);
+        assert!(Error::wal_missing("x").source().is_none());
+    }
+
+    #[test]
+    fn only_a_missing_wal_file_exits_74() {
+        assert_eq!(Error::wal_missing("x").exit_code(), EXIT_NOT_FOUND);
+        for e in [
+            Error::backup_missing("Backup 'x' does not exist."),
+            Error::Precondition("destination is not empty".into()),
+            Error::Unsupported("delta".into()),
+            Error::Conflict("differs".into()),
+            Error::Usage("no".into()),
+        ] {
+            assert_eq!(e.exit_code(), 1, "{e:?}");
+            assert!(e.source().is_none());
+        }
+        assert_eq!(
+            Error::backup_missing("Backup 'x' does not exist.").to_string(),
+            "Backup 'x' does not exist."
+        );
     }
 }

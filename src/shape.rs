@@ -108,10 +108,21 @@ pub fn module_of(src: &Path, file: &Path) -> Option<String> {
 
 /// The text before the file's first `#[cfg(test)]` item: what ships.
 pub fn shipped(text: &str) -> &str {
-    match text.find("#[cfg(test)]") {
-        Some(i) => &text[..i],
-        None => text,
+    // Only a test module ends the shipped part: a `#[cfg(test)]` on one item (a test seam)
+    // is followed by more shipped code.
+    let mut at = 0;
+    while let Some(i) = text[at..].find("#[cfg(test)]") {
+        let start = at + i;
+        let rest = text[start + "#[cfg(test)]".len()..].trim_start();
+        if ["mod ", "pub mod ", "pub(crate) mod ", "#[path"]
+            .iter()
+            .any(|p| rest.starts_with(p))
+        {
+            return &text[..start];
+        }
+        at = start + 1;
     }
+    text
 }
 
 /// Top-level modules named by `crate::` paths in `text`, comments left out. The log
@@ -298,5 +309,7 @@ mod tests {
         let f = format!("fn a() {{\n{}}}\n", "    x();\n".repeat(90));
         assert_eq!(long_functions(&f, 80), [("a".to_string(), 92)]);
         assert_eq!(shipped("a\n#[cfg(test)]\nmod tests {}"), "a\n");
+        let seam = "#[cfg(test)]\nx: u8,\nb\n#[cfg(test)]\n#[path = \"t.rs\"]\nmod t;";
+        assert_eq!(shipped(seam), "#[cfg(test)]\nx: u8,\nb\n");
     }
 }

@@ -147,16 +147,16 @@ fn link_tablespaces(
     let dir = dest.join("pg_tblspc");
     fs::create_dir_all(&dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     for name in &spec.tablespaces {
-        let loc = spec
-            .location(name)
-            .ok_or_else(|| Error::Usage(format!("tablespace spec has no location for {name}")))?;
+        let loc = spec.location(name).ok_or_else(|| {
+            Error::Precondition(format!("tablespace spec has no location for {name}"))
+        })?;
         fs::create_dir_all(&loc.loc)
             .map_err(|e| Error::io(format!("creating tablespace directory {}", loc.loc), e))?;
         let link = dir.join(name);
         match fs::read_link(&link) {
             Ok(target) if target == Path::new(&loc.loc) => {}
             Ok(target) => {
-                return Err(Error::Usage(format!(
+                return Err(Error::Precondition(format!(
                     "{} points to {}, not {}",
                     link.display(),
                     target.display(),
@@ -226,7 +226,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     let backup = backups::resolve(storage.as_ref(), &args.name)?;
     let sentinel = backups::read_sentinel(storage.as_ref(), &backup.name)?;
     if sentinel.is_delta() {
-        return Err(Error::Usage(format!(
+        return Err(Error::Unsupported(format!(
             "{} is a delta backup; wal-rus restores full backups only",
             backup.name
         )));
@@ -235,7 +235,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     match fs::read_dir(dest) {
         Ok(mut entries) => {
             if entries.next().is_some() {
-                return Err(Error::Usage(format!(
+                return Err(Error::Precondition(format!(
                     "destination {} is not empty",
                     dest.display()
                 )));

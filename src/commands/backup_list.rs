@@ -45,7 +45,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
         let mut rows = Vec::with_capacity(list.len());
         for b in list {
             let meta = backups::read_metadata(storage.as_ref(), &b.name)?.ok_or_else(|| {
-                Error::Usage(format!(
+                Error::backup_missing(format!(
                     "metadata.json of backup '{}' does not exist; backup-list --detail needs it",
                     b.name
                 ))

@@ -38,7 +38,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
 /// `metadata.json` of `name`, which marking needs.
 fn required_metadata(storage: &dyn Storage, name: &str) -> Result<ExtendedMetadata, Error> {
     backups::read_metadata(storage, name)?.ok_or_else(|| {
-        Error::Usage(format!(
+        Error::backup_missing(format!(
             "metadata.json of backup '{name}' does not exist; cannot change its permanence"
         ))
     })
@@ -55,7 +55,7 @@ pub fn backups_to_mark_permanent(
     let mut current = name.to_string();
     loop {
         if !seen.insert(current.clone()) {
-            return Err(Error::Usage(format!(
+            return Err(Error::Precondition(format!(
                 "the delta chain of backup '{name}' loops back to '{current}'"
             )));
         }
@@ -106,7 +106,7 @@ pub fn mark_impermanent(storage: &dyn Storage, name: &str) -> Result<(), Error> 
         if sentinel.delta.as_ref().is_some_and(|d| d.from == name)
             && backups::read_metadata(storage, &other.name)?.is_some_and(|m| m.is_permanent)
         {
-            return Err(Error::Usage(format!(
+            return Err(Error::Precondition(format!(
                 "Can't mark backup '{name}' as impermanent. There is permanent increment backup that depends on this backup."
             )));
         }

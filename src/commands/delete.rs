@@ -516,7 +516,7 @@ impl Catalogue {
             target = match self.by_name(from) {
                 Some(base) if hops <= self.backups.len() => base,
                 _ => {
-                    return Err(Error::Usage(format!(
+                    return Err(Error::backup_missing(format!(
                         "{} is incremental and its base backup {from} is missing",
                         target.name
                     )));
@@ -614,7 +614,9 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
             let target = match &point {
                 Point::Name(n) => {
                     Some(catalogue.find_before_name(n, find_full).ok_or_else(|| {
-                        Error::Usage(format!("No backup found whose name starts with '{n}'"))
+                        Error::backup_missing(format!(
+                            "No backup found whose name starts with '{n}'"
+                        ))
                     })?)
                 }
                 Point::Time(t) => catalogue.find_before_time(*t, find_full),
@@ -631,7 +633,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
                     go_map(&catalogue.permanent_backups)
                 );
                 if !force {
-                    return Err(Error::Usage(format!(
+                    return Err(Error::Precondition(format!(
                         "{found}; use 'delete everything FORCE' to delete them too"
                     )));
                 }
@@ -643,13 +645,13 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
         Mode::Target { find_full, name } => {
             let backup = backups::resolve(storage, &name)?;
             if catalogue.by_name(&backup.name).is_none() {
-                return Err(Error::Usage("Requested backup was not found".into()));
+                return Err(Error::backup_missing("Requested backup was not found"));
             }
             let set = catalogue.target_set(&backup.name, find_full);
             // WAL-G means to refuse here but its check never matches (§10.2 quirk); wal-rus
             // refuses for real.
             if let Some(p) = set.iter().find(|b| b.permanent) {
-                return Err(Error::Usage(format!(
+                return Err(Error::Precondition(format!(
                     "Unable to delete permanent backup {}",
                     p.name
                 )));
@@ -708,7 +710,7 @@ fn delete_before(
     confirm: bool,
 ) -> Result<(), Error> {
     if !target.is_full() {
-        return Err(Error::Usage(format!(
+        return Err(Error::Precondition(format!(
             "{} is incremental and it's predecessors cannot be deleted. Consider FIND_FULL option.",
             target.name
         )));

@@ -179,7 +179,12 @@ pub fn download_with_retries(
 /// or read-only disk, an object that is not there.
 fn is_final(e: &Error) -> bool {
     match e {
-        Error::NotFound(_) | Error::Usage(_) | Error::Config(_) | Error::Conflict(_) => true,
+        Error::NotFound { .. }
+        | Error::Usage(_)
+        | Error::Config(_)
+        | Error::Conflict(_)
+        | Error::Precondition(_)
+        | Error::Unsupported(_) => true,
         // The storage layer has already retried what a retry can cure.
         Error::Storage(s) => !s.is_retryable(),
         Error::Io { source, .. } => {
@@ -299,7 +304,9 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
         .with_wait_limit(settings.wait_limit());
     let storage = settings.open_storage()?;
     match download_with_retries(settings, storage.as_ref(), &arena, name, &dest)? {
-        None => Err(Error::NotFound(format!("Archive '{name}' does not exist."))),
+        None => Err(Error::wal_missing(format!(
+            "Archive '{name}' does not exist."
+        ))),
         Some(tmp) => {
             publish(tmp, &dest)?;
             crate::info!("{name} restored");

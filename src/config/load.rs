@@ -57,6 +57,8 @@ impl Settings {
             pgdata: src.get("PGDATA").map(PathBuf::from),
             pg_ready_rename: bool_setting(src, "PG_READY_RENAME", false)?,
             log_level,
+            #[cfg(test)]
+            memory: None,
             config_file: src.file_path.clone(),
             tar_size_threshold: uint_setting(
                 src,

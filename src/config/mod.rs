@@ -94,6 +94,10 @@ pub struct Settings {
     pub pg_ready_rename: bool,
     /// `WALG_LOG_LEVEL`.
     pub log_level: LogLevel,
+    /// Unit tests' in-memory storage: when set, `open_storage` hands out a view of it, so
+    /// commands run whole without a server.
+    #[cfg(test)]
+    pub memory: Option<crate::storage::memory::MemStorage>,
     /// The `--config` file in effect, passed on to the prefetch helper.
     pub config_file: Option<PathBuf>,
     /// `WALG_TAR_SIZE_THRESHOLD`: payload bytes after which a tar partition is closed.
@@ -124,6 +128,10 @@ pub struct Settings {
 impl Settings {
     /// Opens the configured storage.
     pub fn open_storage(&self) -> Result<Box<dyn Storage>, crate::storage::StorageError> {
+        #[cfg(test)]
+        if let Some(memory) = &self.memory {
+            return Ok(Box::new(memory.clone()));
+        }
         Ok(match &self.storage {
             StorageSettings::File { root } => Box::new(FsStorage::new(root)),
             StorageSettings::S3(cfg) => Box::new(S3Storage::new(cfg.clone())?),

@@ -99,13 +99,13 @@ pub fn latest(storage: &dyn Storage) -> Result<Option<BackupRef>, Error> {
 
 /// The error WAL-G gives for a backup that is not there.
 pub fn missing_backup(name: &str) -> Error {
-    Error::Usage(format!("Backup '{name}' does not exist."))
+    Error::backup_missing(format!("Backup '{name}' does not exist."))
 }
 
 /// Finds `LATEST` or a named backup (a HEAD of its sentinel, as WAL-G does).
 pub fn resolve(storage: &dyn Storage, name: &str) -> Result<BackupRef, Error> {
     if name == LATEST {
-        return latest(storage)?.ok_or_else(|| Error::Usage("No backups found".into()));
+        return latest(storage)?.ok_or_else(|| Error::backup_missing("No backups found"));
     }
     if !backup_name::is_usable_name(name) {
         return Err(missing_backup(name));

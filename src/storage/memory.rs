@@ -58,9 +58,17 @@ struct State {
 /// A [`Storage`] in memory with injectable faults. Operations are named as file storage
 /// names them: `Op::Put` (`put` and `put_stream`), `Op::Get`, `Op::Head`, `Op::List`,
 /// `Op::Delete` (each key of `delete_many`).
-#[derive(Default)]
+///
+/// Clones share one store, so a test keeps a handle on what a command it runs sees.
+#[derive(Clone, Default)]
 pub struct MemStorage {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for MemStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemStorage")
+    }
 }
 
 impl MemStorage {
@@ -98,6 +106,11 @@ impl MemStorage {
     /// Every call so far, in order, as (operation, key or prefix).
     pub fn calls(&self) -> Vec<(Op, String)> {
         self.state().calls.clone()
+    }
+
+    /// Every stored key, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.state().objects.keys().cloned().collect()
     }
 
     /// The bytes stored under `key`.

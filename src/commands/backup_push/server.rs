@@ -40,7 +40,7 @@ pub(super) fn inspect(
 ) -> Result<Server, Error> {
     let version = conn.server_version_num();
     if version < OLDEST_SUPPORTED {
-        return Err(Error::Usage(format!(
+        return Err(Error::Unsupported(format!(
             "PostgreSQL {version} is not supported by wal-rus backup-push (10 or later is)"
         )));
     }
@@ -76,7 +76,7 @@ fn same_data_dir(server_dir: &str, local: &Path) -> Result<PathBuf, Error> {
     let real_local = std::fs::canonicalize(local)
         .map_err(|e| Error::io(format!("data directory {}", local.display()), e))?;
     if real_server != real_local {
-        return Err(Error::Usage(format!(
+        return Err(Error::Precondition(format!(
             "data directory {} is not the server's data_directory {}",
             real_local.display(),
             real_server.display()
@@ -84,7 +84,7 @@ fn same_data_dir(server_dir: &str, local: &Path) -> Result<PathBuf, Error> {
     }
     for needed in ["PG_VERSION", "global/pg_control"] {
         if !real_local.join(needed).is_file() {
-            return Err(Error::Usage(format!(
+            return Err(Error::Precondition(format!(
                 "{} has no {needed}: not a data directory",
                 real_local.display()
             )));
