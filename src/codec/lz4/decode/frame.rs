@@ -11,7 +11,7 @@ use super::super::{
     FRAME_MAGIC, LEGACY_BLOCK_MAX, LEGACY_COMPRESSED_MAX, LEGACY_MAGIC, SKIPPABLE_MAGIC_MAX,
     SKIPPABLE_MAGIC_MIN,
 };
-use super::{Lz4Decoder, MSG_TRUNCATED, State};
+use super::{FrameFormat, Lz4Decoder, MSG_TRUNCATED, State};
 use crate::codec::{corrupt, truncated};
 
 impl<R: Read> Lz4Decoder<R> {
@@ -31,7 +31,11 @@ impl<R: Read> Lz4Decoder<R> {
         match magic {
             FRAME_MAGIC => self.frame_descriptor(),
             LEGACY_MAGIC => {
-                self.begin_frame(true, LEGACY_BLOCK_MAX, false, false, false, None);
+                self.begin_frame(FrameFormat {
+                    legacy: true,
+                    block_max: LEGACY_BLOCK_MAX,
+                    ..FrameFormat::default()
+                });
                 self.state = State::LegacyBlockHeader;
                 Ok(())
             }
@@ -80,33 +84,20 @@ impl<R: Read> Lz4Decoder<R> {
             has_size.then(|| u64::from_le_bytes(desc[2..10].try_into().expect("8 bytes")));
         self.in_pos += len + 1;
         let linked = flg & 0x20 == 0;
-        self.begin_frame(
-            false,
+        self.begin_frame(FrameFormat {
+            legacy: false,
             block_max,
             linked,
-            flg & 0x10 != 0,
-            flg & 0x04 != 0,
+            block_checksum: flg & 0x10 != 0,
+            content_checksum: flg & 0x04 != 0,
             content_size,
-        );
+        });
         self.state = State::BlockHeader;
         Ok(())
     }
 
-    fn begin_frame(
-        &mut self,
-        legacy: bool,
-        block_max: usize,
-        linked: bool,
-        block_checksum: bool,
-        content_checksum: bool,
-        content_size: Option<u64>,
-    ) {
-        self.legacy = legacy;
-        self.block_max = block_max;
-        self.linked = linked;
-        self.block_checksum = block_checksum;
-        self.content_checksum = content_checksum;
-        self.content_size = content_size;
+    fn begin_frame(&mut self, frame: FrameFormat) {
+        self.frame = frame;
         self.frame_out = 0;
         self.content_hash = Xxh32::new(0);
         self.hash_mark = self.wpos;
@@ -135,7 +126,7 @@ impl<R: Read> Lz4Decoder<R> {
             return Ok(());
         }
         let size = (v & 0x7FFF_FFFF) as usize;
-        if size > self.block_max {
+        if size > self.frame.block_max {
             return Err(corrupt(
                 "lz4: block larger than the frame's maximum block size",
             ));
@@ -183,10 +174,10 @@ impl<R: Read> Lz4Decoder<R> {
     fn begin_block(&mut self, size: usize) {
         self.block_left = size;
         self.block_out = 0;
-        if !self.linked {
+        if !self.frame.linked {
             self.history = 0;
         }
-        if self.block_checksum {
+        if self.frame.block_checksum {
             self.block_hash = Xxh32::new(0);
             self.block_mark = self.in_pos;
             self.block_hash_on = true;
@@ -199,7 +190,7 @@ impl<R: Read> Lz4Decoder<R> {
                 .update(&self.inb[self.block_mark..self.in_pos]);
             self.block_hash_on = false;
             self.state = State::BlockChecksum;
-        } else if self.legacy {
+        } else if self.frame.legacy {
             self.state = State::LegacyBlockHeader;
         } else {
             self.state = State::BlockHeader;
@@ -216,7 +207,7 @@ impl<R: Read> Lz4Decoder<R> {
     }
 
     pub(super) fn frame_end(&mut self) -> io::Result<()> {
-        if self.content_checksum {
+        if self.frame.content_checksum {
             let stored = self.take_u32()?;
             self.content_hash
                 .update(&self.out[self.hash_mark..self.wpos]);
@@ -225,7 +216,7 @@ impl<R: Read> Lz4Decoder<R> {
                 return Err(corrupt("lz4: content checksum mismatch"));
             }
         }
-        if let Some(size) = self.content_size
+        if let Some(size) = self.frame.content_size
             && size != self.frame_out
         {
             return Err(corrupt("lz4: content size mismatch"));

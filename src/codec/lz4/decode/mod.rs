@@ -58,6 +58,17 @@ enum State {
     Done,
 }
 
+/// What a frame's header (or the legacy format) says about the blocks that follow.
+#[derive(Clone, Copy, Default)]
+struct FrameFormat {
+    legacy: bool,
+    block_max: usize,
+    linked: bool,
+    block_checksum: bool,
+    content_checksum: bool,
+    content_size: Option<u64>,
+}
+
 /// Streaming LZ4 decoder with memory independent of the frame's block size.
 ///
 /// Handles the frame format (any block size, linked or independent blocks,
@@ -78,13 +89,8 @@ pub(in crate::codec) struct Lz4Decoder<R> {
     token: u8,
     frames: u64,
     failed: Option<Sticky>,
-    // Current frame.
-    legacy: bool,
-    block_max: usize,
-    linked: bool,
-    block_checksum: bool,
-    content_checksum: bool,
-    content_size: Option<u64>,
+    /// How the current frame is laid out.
+    frame: FrameFormat,
     frame_out: u64,
     content_hash: Xxh32,
     /// `out[hash_mark..wpos]` is not yet fed to `content_hash`.
@@ -116,12 +122,7 @@ impl<R: Read> Lz4Decoder<R> {
             token: 0,
             frames: 0,
             failed: None,
-            legacy: false,
-            block_max: 0,
-            linked: false,
-            block_checksum: false,
-            content_checksum: false,
-            content_size: None,
+            frame: FrameFormat::default(),
             frame_out: 0,
             content_hash: Xxh32::new(0),
             hash_mark: 0,
@@ -183,7 +184,7 @@ impl<R: Read> Lz4Decoder<R> {
     /// in it has been handed out.
     fn slide(&mut self) {
         debug_assert!(self.wpos == OUT_BYTES && self.rpos == self.wpos);
-        if self.content_checksum {
+        if self.frame.content_checksum {
             self.content_hash
                 .update(&self.out[self.hash_mark..self.wpos]);
         }

@@ -22,7 +22,7 @@ impl<R: Read> Lz4Decoder<R> {
 
     /// Accounts for `k` bytes about to be written at `wpos`.
     fn check_room(&self, k: usize) -> io::Result<()> {
-        if self.block_out + k > self.block_max {
+        if self.block_out + k > self.frame.block_max {
             return Err(corrupt(
                 "lz4: block decodes to more than the maximum block size",
             ));
@@ -162,7 +162,7 @@ impl<R: Read> Lz4Decoder<R> {
     fn match_length(&mut self, offset: usize, len: usize) -> io::Result<bool> {
         let b = self.block_byte()?;
         let len = len + b as usize;
-        if len > self.block_max {
+        if len > self.frame.block_max {
             return Err(corrupt("lz4: match longer than its block"));
         }
         self.state = if b == 255 {
