@@ -52,10 +52,7 @@
 //! themselves work (clusters, wrappers, waits, comparisons), not that wal-rus and WAL-G agree:
 //! for that WAL-G v3.0.8 itself must be present. (The delta and encryption lanes need WAL-G.)
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{common, support};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;

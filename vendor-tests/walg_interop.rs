@@ -23,10 +23,7 @@
 //! CI red (but a WAL-G that scripts/ensure-tools built and that does not run
 //! fails, see `common::require_or_fail`). With WAL-G present, any mismatch fails.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{common, support};
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -3,18 +3,10 @@
 //!
 //! These tests used to carry their own copies of the same storage and workspace helpers, fake
 //! WAL segments and the lookup of the walg-codecs oracle; this module keeps one copy, so a fix
-//! to any of them reaches every test. It sits beside `tests/common` (which the main test suite
-//! shares) rather than in it because only the vendor tests need it. Each vendor test includes it
-//! next to `common`:
-//!
-//! ```ignore
-//! #[path = "../tests/common/mod.rs"]
-//! mod common;
-//! #[path = "support/mod.rs"]
-//! mod support;
-//! ```
-//!
-//! and it reaches the harness through `crate::common`. Not every test uses every helper.
+//! to any of them reaches every test. It sits beside the vendor tests rather than in
+//! `tests/integration/common` because only they need it; `tests/integration/main.rs` compiles
+//! it as `crate::support`, and it reaches the harness through `crate::common`. Not every test
+//! uses every helper.
 
 #![allow(dead_code)]
 

@@ -3,7 +3,7 @@
 //! memory against the plan, and bad input (wrong key, unreachable endpoint, missing bucket,
 //! corrupt and truncated objects, unknown method) that must fail clearly and write nothing.
 
-mod common;
+use crate::common;
 
 use common::{S3Server, Tool, output_text, peak_rss_kib, require_or_fail, run_walrus};
 use std::fs;

@@ -17,7 +17,7 @@
 //!
 //! `WALRUS_BIN_UNDER_TEST` points the test at another build (the static musl one).
 
-mod common;
+use crate::common;
 
 use common::{
     MemoryCgroup, MemoryPeaks, PgCluster, S3Server, Tool, hermetic, loud, memory_peaks,

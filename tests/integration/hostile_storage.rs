@@ -5,7 +5,7 @@
 //! full disk under pg_wal, under file storage or under a restore fails the command clearly
 //! and leaves nothing half-written.
 
-mod common;
+use crate::common;
 
 use common::{PgCluster, Tool, output_text, require_or_fail, run_walrus};
 use std::fs;

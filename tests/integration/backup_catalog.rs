@@ -7,7 +7,7 @@
 //! so they are set explicitly. Each test runs the real binary and then checks exactly which
 //! keys remain, which is what retention promises.
 
-mod common;
+use crate::common;
 
 use common::{S3Server, Tool, require_or_fail, run_walrus};
 use std::fs;

@@ -4,7 +4,7 @@
 //! and bad input (missing or corrupt objects, unknown names, a full disk, PostgreSQL
 //! stopping mid-backup) failing clearly with nothing half-restored presented as complete.
 
-mod common;
+use crate::common;
 
 use common::{PgCluster, S3Server, Tool, output_text, peak_rss_kib, require_or_fail};
 use std::fs;
