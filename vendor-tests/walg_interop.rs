@@ -33,7 +33,7 @@ use std::sync::OnceLock;
 use common::{COMMAND_TIMEOUT, Tool, hermetic, output_text, require_or_fail, run_with_timeout};
 use support::{
     Kind, LIBSODIUM_KEY, LZ4_MAGIC, Storage, WalrusEnv, Workspace, assert_same_file, fake_segment,
-    files_below, names_encryption, path_str, segment_name, with_method,
+    names_encryption, path_str, segment_name, with_method,
 };
 use tempfile::TempDir;
 
@@ -422,7 +422,7 @@ fn encrypted_wal_both_ways(test: &str, kind: Kind) {
                     names_encryption(&text),
                     "[{kind:?}/{transform}] {label}: the reason is not named\n{text}"
                 );
-                let left = files_below(&pg_wal);
+                let left = common::files_below(&pg_wal);
                 assert!(
                     left.is_empty(),
                     "[{kind:?}/{transform}] {label}: left {left:?}"
@@ -575,7 +575,7 @@ fn encrypted_wal_both_ways_pgp(test: &str, kind: Kind) {
                         names_encryption(&text) && text.contains(says),
                         "{what}: {label}: the reason ({says}) is not named\n{text}"
                     );
-                    let left = files_below(&pg_wal);
+                    let left = common::files_below(&pg_wal);
                     assert!(left.is_empty(), "{what}: {label}: left {left:?}");
                 }
             }

@@ -354,30 +354,6 @@ pub fn run_all<'a>(what: &str, cases: Vec<(String, Box<dyn FnOnce() + 'a>)>) {
     );
 }
 
-/// Every non-directory entry below `dir` (relative paths), empty when `dir` does not exist:
-/// what a failed fetch or restore left behind.
-pub fn files_below(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(root, &path, out);
-            } else {
-                out.push(
-                    path.strip_prefix(root)
-                        .unwrap_or(&path)
-                        .display()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
-}
-
 // ------------------------------------------------------------ encryption
 
 /// A libsodium key for WAL-G (`WALG_LIBSODIUM_KEY`, default transform `none`: the raw bytes,
