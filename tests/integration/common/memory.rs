@@ -1,6 +1,7 @@
-//! Memory as the tests measure and limit it: a process's peaks, and the cages a command must
-//! fit in (an address-space limit, a cgroup v1 memory limit), so that every test checks the
-//! memory plan the same way.
+//! Memory as the tests measure and limit it: a process's peaks, the memory plan and the one
+//! rule that holds a peak to it, and the cages a command must fit in (an address-space limit,
+//! a cgroup v1 memory limit). examples/harness.rs gives scripts/bench the same functions, so
+//! the bench and the tests cannot drift apart on what "within plan" means.
 
 use std::ffi::OsStr;
 use std::fs;
@@ -10,8 +11,8 @@ use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    COMMAND_TIMEOUT, describe, is_root, loud, output_text, read_all, run_with_timeout, shell_quote,
-    wrapped,
+    COMMAND_TIMEOUT, describe, is_root, loud, output_text, read_all, run_walrus, run_with_timeout,
+    shell_quote, wrapped,
 };
 
 /// Runs `cmd` under `/usr/bin/time -v` and returns its output together with
@@ -58,6 +59,35 @@ pub struct MemoryPeaks {
 /// reads its `VmPeak` and `VmHWM` when it exits: the exact peaks, with no sampling. Only
 /// the process itself is traced, not its children.
 pub fn memory_peaks(cmd: &mut Command) -> (Output, MemoryPeaks) {
+    let desc = describe(cmd);
+    let traced = trace_memory(cmd, COMMAND_TIMEOUT);
+    assert!(
+        !traced.timed_out,
+        "{desc} did not finish within {COMMAND_TIMEOUT:?}; it was killed.\n{}",
+        output_text(&traced.output)
+    );
+    let peaks = traced.peaks.unwrap_or_else(|| {
+        panic!(
+            "no exit stop seen for {desc}\n{}",
+            output_text(&traced.output)
+        )
+    });
+    (traced.output, peaks)
+}
+
+/// What [`trace_memory`] saw of one run.
+pub struct Traced {
+    pub output: Output,
+    /// `None` when the process vanished without the exit stop (killed by the watchdog).
+    pub peaks: Option<MemoryPeaks>,
+    pub timed_out: bool,
+    /// From the start to the reaping of the process.
+    pub wall: Duration,
+}
+
+/// [`memory_peaks`] for callers that must go on after a failure (the bench harness reports
+/// it): the process is killed after `timeout`.
+pub fn trace_memory(cmd: &mut Command, timeout: Duration) -> Traced {
     use std::os::unix::process::ExitStatusExt;
     let mut out = tempfile::tempfile().expect("temp file for stdout");
     let mut err = tempfile::tempfile().expect("temp file for stderr");
@@ -79,6 +109,7 @@ pub fn memory_peaks(cmd: &mut Command) -> (Output, MemoryPeaks) {
         });
     }
     let desc = describe(cmd);
+    let started = Instant::now();
     // Spawned, waited for and traced from this thread: the tracer is the forking thread.
     let child = cmd
         .spawn()
@@ -88,7 +119,7 @@ pub fn memory_peaks(cmd: &mut Command) -> (Output, MemoryPeaks) {
     let watchdog = {
         let done = done.clone();
         std::thread::spawn(move || {
-            let deadline = Instant::now() + COMMAND_TIMEOUT;
+            let deadline = Instant::now() + timeout;
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 if Instant::now() >= deadline {
                     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -154,6 +185,7 @@ pub fn memory_peaks(cmd: &mut Command) -> (Output, MemoryPeaks) {
             )
         };
     };
+    let wall = started.elapsed();
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let timed_out = watchdog.join().unwrap_or(false);
     drop(child); // already reaped above
@@ -162,19 +194,67 @@ pub fn memory_peaks(cmd: &mut Command) -> (Output, MemoryPeaks) {
         stdout: read_all(&mut out),
         stderr: read_all(&mut err),
     };
-    assert!(
-        !timed_out,
-        "{desc} did not finish within {COMMAND_TIMEOUT:?}; it was killed.\n{}",
-        output_text(&output)
-    );
-    let peaks =
-        peaks.unwrap_or_else(|| panic!("no exit stop seen for {desc}\n{}", output_text(&output)));
-    (output, peaks)
+    Traced {
+        output,
+        peaks,
+        timed_out,
+        wall,
+    }
 }
 
-/// Runs `cmd` with its address space limited to `bytes` (`RLIMIT_AS`, as `prlimit --as` or
-/// `ulimit -v` set it), with `run_with_timeout`.
+/// The memory rule: a measured peak (KiB, as the kernel counts it) is within a `memory-plan`
+/// figure (bytes, as the plan prints it) when it does not exceed it. Every test that holds a
+/// command to its plan, and the bench (through examples/harness.rs), judges with this.
+pub fn within_plan(peak_kib: u64, plan_bytes: u64) -> bool {
+    peak_kib.saturating_mul(1024) <= plan_bytes
+}
+
+/// `memory-plan --json`: per command, the `peak_rss_bytes` and `peak_virtual_bytes` it is
+/// held to.
+pub struct Plan(pub serde_json::Value);
+
+impl Plan {
+    /// The plan of the binary under test for the settings `env`.
+    pub fn read<K: AsRef<OsStr>, V: AsRef<OsStr>>(env: &[(K, V)]) -> Plan {
+        Plan::from_output(&run_walrus(["memory-plan", "--json"], env))
+    }
+
+    /// The plan a `memory-plan --json` run printed (it must have succeeded).
+    pub fn from_output(out: &Output) -> Plan {
+        assert!(
+            out.status.success(),
+            "memory-plan failed\n{}",
+            output_text(out)
+        );
+        Plan(serde_json::from_slice(&out.stdout).expect("memory-plan prints JSON"))
+    }
+
+    pub fn field(&self, command: &str, field: &str) -> u64 {
+        self.0["commands"][command][field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("memory-plan has no {command}.{field}:\n{:#}", self.0))
+    }
+
+    /// The peak RSS `command` is planned to stay within, in bytes.
+    pub fn rss(&self, command: &str) -> u64 {
+        self.field(command, "peak_rss_bytes")
+    }
+
+    /// The peak address space `command` is planned to stay within, in bytes.
+    pub fn virt(&self, command: &str) -> u64 {
+        self.field(command, "peak_virtual_bytes")
+    }
+}
+
+/// Runs `cmd` with its address space limited to `bytes` (see [`limit_address_space`]), with
+/// `run_with_timeout`.
 pub fn run_with_address_space_limit(cmd: &mut Command, bytes: u64) -> Output {
+    run_with_timeout(limit_address_space(cmd, bytes), COMMAND_TIMEOUT)
+}
+
+/// `cmd`, set to run with its address space limited to `bytes` (`RLIMIT_AS`, as
+/// `prlimit --as` or `ulimit -v` set it): any mapping beyond it fails.
+pub fn limit_address_space(cmd: &mut Command, bytes: u64) -> &mut Command {
     unsafe {
         cmd.pre_exec(move || {
             let limit = libc::rlimit {
@@ -187,7 +267,7 @@ pub fn run_with_address_space_limit(cmd: &mut Command, bytes: u64) -> Output {
             Ok(())
         });
     }
-    run_with_timeout(cmd, COMMAND_TIMEOUT)
+    cmd
 }
 
 /// A cgroup v1 memory cgroup with a limit (`memory.limit_in_bytes`, and the same for

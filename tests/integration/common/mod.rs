@@ -1,4 +1,5 @@
-//! Shared harness for the wal-rus integration tests.
+//! Shared harness for the wal-rus integration tests, and through examples/harness.rs for
+//! scripts/bench.
 //!
 //! wal-rus only matters if it works when PostgreSQL itself runs it as
 //! `archive_command`/`restore_command`, against the same storage layouts WAL-G
@@ -58,7 +59,8 @@ pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 // ------------------------------------------------------------------ binaries
 
 /// The wal-rus binary under test: `$WALRUS_BIN_UNDER_TEST` when set (e.g. the static musl
-/// build from `scripts/build-static`), else the one cargo built for this test run.
+/// build from `scripts/build-static`), else the one cargo built for this test run (only
+/// integration tests are told where that is; examples/harness.rs runs no wal-rus of its own).
 pub fn walrus_bin() -> PathBuf {
     match non_empty_env("WALRUS_BIN_UNDER_TEST") {
         Some(bin) => {
@@ -77,7 +79,10 @@ pub fn walrus_bin() -> PathBuf {
             });
             bin
         }
-        None => PathBuf::from(env!("CARGO_BIN_EXE_wal-rus")),
+        None => PathBuf::from(
+            option_env!("CARGO_BIN_EXE_wal-rus")
+                .expect("cargo names the wal-rus binary to integration tests only"),
+        ),
     }
 }
 

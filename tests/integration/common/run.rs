@@ -33,11 +33,26 @@ pub fn hermetic(cmd: &mut Command) -> &mut Command {
 /// Runs `cmd` to completion with stdin closed, capturing stdout/stderr, and
 /// panics if it does not finish within `timeout` (its process group is
 /// killed first).
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let desc = describe(cmd);
+    let (out, timed_out) = run_bounded(cmd, timeout);
+    assert!(
+        !timed_out,
+        "{desc} did not finish within {timeout:?}; it was killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// [`run_with_timeout`] for callers that must go on after a timeout (the bench harness
+/// reports it): the output so far and whether the process group had to be killed.
 ///
 /// Output goes to anonymous temp files rather than pipes: daemons started by
 /// the child (pg_ctl starting postgres) may keep inherited descriptors open,
 /// and reading a pipe to EOF would then hang.
-pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> (Output, bool) {
+    use std::os::unix::process::ExitStatusExt;
     let mut out = tempfile::tempfile().expect("temp file for stdout");
     let mut err = tempfile::tempfile().expect("temp file for stderr");
     cmd.stdin(Stdio::null())
@@ -53,23 +68,24 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait());
     });
-    let status: ExitStatus = match rx.recv_timeout(timeout) {
-        Ok(status) => status.unwrap_or_else(|e| panic!("waiting for {desc}: {e}")),
+    let (status, timed_out) = match rx.recv_timeout(timeout) {
+        Ok(status) => (
+            status.unwrap_or_else(|e| panic!("waiting for {desc}: {e}")),
+            false,
+        ),
         Err(_) => {
             kill_group(pid);
-            let _ = rx.recv_timeout(Duration::from_secs(10));
-            panic!(
-                "{desc} did not finish within {timeout:?}; it was killed.\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                String::from_utf8_lossy(&read_all(&mut out)),
-                String::from_utf8_lossy(&read_all(&mut err))
-            );
+            let status = rx.recv_timeout(Duration::from_secs(10)).ok();
+            let killed = ExitStatus::from_raw(libc::SIGKILL);
+            (status.and_then(Result::ok).unwrap_or(killed), true)
         }
     };
-    Output {
+    let output = Output {
         status,
         stdout: read_all(&mut out),
         stderr: read_all(&mut err),
-    }
+    };
+    (output, timed_out)
 }
 
 pub(super) fn read_all(f: &mut fs::File) -> Vec<u8> {

@@ -27,23 +27,35 @@ pub struct S3Server {
     pub secret_key: String,
     pub bucket: String,
     /// Holds `data/` (the s3s-fs root) and `s3s-fs.log`.
-    pub root: TempDir,
+    pub dir: PathBuf,
     pub port: u16,
     child: Child,
+    /// The temp dir `dir` is, removed on drop; `None` when the caller chose `dir`.
+    _temp: Option<TempDir>,
 }
 
 impl S3Server {
-    /// Starts s3s-fs (panics if it is unavailable: check `require_or_fail`
-    /// first) and waits, at most ~10 s, until it accepts connections.
+    /// Starts s3s-fs in a temp dir of its own (panics if it is unavailable: check
+    /// `require_or_fail` first) and waits, at most ~10 s, until it accepts connections.
     pub fn start() -> S3Server {
-        let bin = Tool::S3s
-            .locate()
-            .unwrap_or_else(|e| panic!("cannot start s3s-fs: {e}"));
-        let root = tempfile::Builder::new()
+        let temp = tempfile::Builder::new()
             .prefix("walrus-s3-")
             .tempdir()
             .expect("s3 temp dir");
-        let data = root.path().join("data");
+        Self::launch(temp.path().to_path_buf(), Some(temp))
+    }
+
+    /// `start` with `dir` (made if missing, left in place) holding the data and the log,
+    /// for a caller that cleans up itself (scripts/bench through examples/harness.rs).
+    pub fn start_in(dir: &Path) -> S3Server {
+        Self::launch(dir.to_path_buf(), None)
+    }
+
+    fn launch(dir: PathBuf, temp: Option<TempDir>) -> S3Server {
+        let bin = Tool::S3s
+            .locate()
+            .unwrap_or_else(|e| panic!("cannot start s3s-fs: {e}"));
+        let data = dir.join("data");
         let bucket = "wal-rus-test".to_string();
         fs::create_dir_all(data.join(&bucket)).expect("create bucket dir");
         let access_key = format!("AK{}", random_hex(18).to_uppercase());
@@ -52,7 +64,7 @@ impl S3Server {
         let mut last_err = String::new();
         for _attempt in 0..3 {
             let port = free_port();
-            let log_path = root.path().join("s3s-fs.log");
+            let log_path = dir.join("s3s-fs.log");
             let log = fs::File::create(&log_path).expect("s3s-fs log");
             let mut cmd = Command::new(&bin);
             cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -81,9 +93,10 @@ impl S3Server {
                         access_key,
                         secret_key,
                         bucket,
-                        root,
+                        dir,
                         port,
                         child,
+                        _temp: temp,
                     };
                 }
                 if Instant::now() >= deadline {
@@ -100,7 +113,7 @@ impl S3Server {
 
     /// The s3s-fs root directory (buckets are its subdirectories).
     pub fn data_root(&self) -> PathBuf {
-        self.root.path().join("data")
+        self.dir.join("data")
     }
 
     /// Settings that point wal-rus (or WAL-G) at `s3://<bucket>/<prefix_path>`.
@@ -169,7 +182,7 @@ impl S3Server {
 
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
-        fs::read_to_string(self.root.path().join("s3s-fs.log")).unwrap_or_default()
+        fs::read_to_string(self.dir.join("s3s-fs.log")).unwrap_or_default()
     }
 }
 
