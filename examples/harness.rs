@@ -29,7 +29,8 @@
 //! `cage` exit as CMD did (2 for a usage error), so either can stand in for CMD; CMD's
 //! output goes to stderr after it ends.
 
-#[allow(dead_code, unused_imports)]
+// The bench needs a part of the tests' harness; the rest is compiled but not used here.
+#[allow(unused_imports)]
 #[path = "../tests/integration/common/mod.rs"]
 mod common;
 
