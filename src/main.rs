@@ -34,7 +34,7 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         settings.disk_rate_limit = None;
         settings.network_rate_limit = None;
     }
-    wal_rus::log::set_level(&settings.log_level);
+    wal_rus::log::set_level(settings.log_level);
     for w in &settings.warnings {
         wal_rus::warn!("{w}");
     }

@@ -24,10 +24,7 @@
 //! oracle FAILS under CI=true or WALRUS_REQUIRE_TOOLS=1 and skips loudly
 //! otherwise.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{common, support};
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -29,10 +29,7 @@
 //! oracle FAILS under CI=true or WALRUS_REQUIRE_TOOLS=1 and skips loudly otherwise (as in
 //! walg_codecs.rs); PostgreSQL likewise.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{common, support};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;

@@ -23,10 +23,7 @@
 //! CI red (but a WAL-G that scripts/ensure-tools built and that does not run
 //! fails, see `common::require_or_fail`). With WAL-G present, any mismatch fails.
 
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "support/mod.rs"]
-mod support;
+use crate::{common, support};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,7 +33,7 @@ use std::sync::OnceLock;
 use common::{COMMAND_TIMEOUT, Tool, hermetic, output_text, require_or_fail, run_with_timeout};
 use support::{
     Kind, LIBSODIUM_KEY, LZ4_MAGIC, Storage, WalrusEnv, Workspace, assert_same_file, fake_segment,
-    files_below, names_encryption, path_str, segment_name, with_method,
+    names_encryption, path_str, segment_name, with_method,
 };
 use tempfile::TempDir;
 
@@ -425,7 +422,7 @@ fn encrypted_wal_both_ways(test: &str, kind: Kind) {
                     names_encryption(&text),
                     "[{kind:?}/{transform}] {label}: the reason is not named\n{text}"
                 );
-                let left = files_below(&pg_wal);
+                let left = common::files_below(&pg_wal);
                 assert!(
                     left.is_empty(),
                     "[{kind:?}/{transform}] {label}: left {left:?}"
@@ -578,7 +575,7 @@ fn encrypted_wal_both_ways_pgp(test: &str, kind: Kind) {
                         names_encryption(&text) && text.contains(says),
                         "{what}: {label}: the reason ({says}) is not named\n{text}"
                     );
-                    let left = files_below(&pg_wal);
+                    let left = common::files_below(&pg_wal);
                     assert!(left.is_empty(), "{what}: {label}: left {left:?}");
                 }
             }

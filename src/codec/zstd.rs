@@ -185,27 +185,36 @@ impl<W: Write> ZstdEncoder<W> {
         })
     }
 
+    /// One call of libzstd over `input` into `out`, whose bytes go on to the sink; returns
+    /// the bytes written and what libzstd says it still holds.
+    fn step(
+        &mut self,
+        input: &mut InBuffer<'_>,
+        end: ZSTD_EndDirective,
+    ) -> io::Result<(usize, usize)> {
+        let mut output = OutBuffer::around(&mut self.out[..]);
+        let left = self
+            .cctx
+            .compress_stream2(&mut output, input, end)
+            .map_err(|c| io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(c))))?;
+        let n = output.pos();
+        self.inner.write_all(&self.out[..n])?;
+        Ok((n, left))
+    }
+
     pub(super) fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
         let mut input = InBuffer::around(buf);
         while input.pos() < buf.len() {
-            let mut output = OutBuffer::around(&mut self.out[..]);
-            self.cctx
-                .compress_stream2(&mut output, &mut input, ZSTD_EndDirective::ZSTD_e_continue)
-                .map_err(|c| io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(c))))?;
-            let n = output.pos();
-            self.inner.write_all(&self.out[..n])?;
+            self.step(&mut input, ZSTD_EndDirective::ZSTD_e_continue)?;
         }
         // Drain what libzstd still holds of the blocks this call completed,
         // so no call carries output of an earlier one (see `burst_bytes`).
         // Only moves bytes: no new block is started without input.
         loop {
-            let mut input = InBuffer::around(&[]);
-            let mut output = OutBuffer::around(&mut self.out[..]);
-            self.cctx
-                .compress_stream2(&mut output, &mut input, ZSTD_EndDirective::ZSTD_e_continue)
-                .map_err(|c| io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(c))))?;
-            let n = output.pos();
-            self.inner.write_all(&self.out[..n])?;
+            let (n, _) = self.step(
+                &mut InBuffer::around(&[]),
+                ZSTD_EndDirective::ZSTD_e_continue,
+            )?;
             if n < self.out.len() {
                 return Ok(());
             }
@@ -220,14 +229,7 @@ impl<W: Write> ZstdEncoder<W> {
 
     pub(super) fn finish(mut self) -> io::Result<W> {
         loop {
-            let mut input = InBuffer::around(&[]);
-            let mut output = OutBuffer::around(&mut self.out[..]);
-            let left = self
-                .cctx
-                .compress_stream2(&mut output, &mut input, ZSTD_EndDirective::ZSTD_e_end)
-                .map_err(|c| io::Error::other(format!("zstd: {}", zstd_safe::get_error_name(c))))?;
-            let n = output.pos();
-            self.inner.write_all(&self.out[..n])?;
+            let (_, left) = self.step(&mut InBuffer::around(&[]), ZSTD_EndDirective::ZSTD_e_end)?;
             if left == 0 {
                 return Ok(self.inner);
             }

@@ -21,3 +21,9 @@ pub fn write_stdout(text: &str) -> std::io::Result<()> {
         other => other,
     }
 }
+
+#[cfg(test)]
+pub(crate) mod command_tests;
+
+#[cfg(test)]
+mod catalogue_tests;

@@ -145,7 +145,7 @@ fn launch_prefetch(settings: &Settings, name: &str, dest: &Path) {
     cmd.arg("wal-prefetch").arg(name).arg(dest);
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null());
-    if settings.log_level != "DEVEL" {
+    if settings.log_level != crate::log::LogLevel::Devel {
         cmd.stderr(std::process::Stdio::null());
     }
     if let Err(e) = crate::sys::spawn_detached(&mut cmd) {

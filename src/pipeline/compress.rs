@@ -245,7 +245,11 @@ impl BodySource for CompressedFile<'_> {
     /// [`open`](Self::open) as the send pass does.
     fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         if self.seal.as_ref().is_some_and(|s| !s.has_writer()) {
-            return read_through(self.open()?, each);
+            return crate::readers::for_each_chunk(
+                &mut self.open()?,
+                crate::storage::CHUNK_BUFFER,
+                each,
+            );
         }
         let mut file = File::open(&self.path)?;
         let size = file.metadata()?.len();
@@ -262,23 +266,6 @@ impl BodySource for CompressedFile<'_> {
                 let encoder = Encoder::new(self.opts, sealed, Some(size))?;
                 pump(&mut file, &mut in_buf, encoder)?.finish().map(drop)
             }
-        }
-    }
-}
-
-/// Hands everything `reader` yields to `each`, through one buffer of
-/// [`CHUNK_BUFFER`](crate::storage::CHUNK_BUFFER) bytes.
-fn read_through(
-    mut reader: Box<dyn Read + '_>,
-    each: &mut dyn FnMut(&[u8]) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; crate::storage::CHUNK_BUFFER];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => each(&buf[..n])?,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
         }
     }
 }

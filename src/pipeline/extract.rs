@@ -48,84 +48,121 @@ pub fn unpack(
     buf: &mut [u8],
     sync: &dyn FileSync,
 ) -> io::Result<Extracted> {
-    let mut stats = Extracted::default();
-    let mut dirs = DirCache::default();
+    let mut unpacker = Unpacker {
+        dest,
+        buf: &mut *buf,
+        sync,
+        dirs: DirCache::default(),
+        stats: Extracted::default(),
+    };
     {
         let mut reader = ::tar::Archive::new(&mut *archive);
         for entry in reader.entries()? {
-            let mut entry = entry?;
-            let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-            let comps = dest::components(&name).ok_or_else(|| {
-                refused(format!("tar entry {name:?} points outside the destination"))
-            })?;
-            let header = entry.header();
-            let mode = header.mode().unwrap_or(0o600) & 0o7777;
-            let kind = header.entry_type();
-            if kind.is_dir() {
-                dest.create_dir(&comps, mode, &mut dirs)?;
-                stats.dirs += 1;
-            } else if kind.is_symlink() || kind == ::tar::EntryType::Link {
-                let link = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .ok_or_else(|| refused(format!("link {name} has no target")))?;
-                if kind.is_symlink() {
-                    dest.symlink(&comps, &link, &mut dirs)?;
-                } else {
-                    dest.hard_link(&comps, &link, &mut dirs)?;
-                }
-            } else if kind.is_file() || kind == ::tar::EntryType::Continuous {
-                let target = dest.display(&comps);
-                let mut out = dest.create_file(&comps, &mut dirs)?;
-                let expected = entry.size();
-                let mut written = 0u64;
-                let mut flushed = 0u64;
-                loop {
-                    let n = match entry.read(buf) {
-                        Ok(0) => break,
-                        Ok(n) => n,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    };
-                    out.write_all(&buf[..n]).map_err(|e| {
-                        io::Error::new(e.kind(), format!("{}: {e}", target.display()))
-                    })?;
-                    written += n as u64;
-                    if sync.durable() && written - flushed >= FLUSH_AFTER {
-                        crate::sys::start_writeback(&out, flushed, written - flushed);
-                        flushed = written;
-                    }
-                }
-                if written != expected {
-                    return Err(invalid(format!(
-                        "tar entry {name} ended after {written} of {expected} bytes"
-                    )));
-                }
-                // fchmod on the open file: no second path lookup.
-                out.set_permissions(fs::Permissions::from_mode(mode))?;
-                // A file that crossed FLUSH_AFTER has its tail's writeback started too; small
-                // files are left to the fsync stage (one call fewer per file).
-                if sync.durable() && flushed > 0 && written > flushed {
-                    crate::sys::start_writeback(&out, flushed, written - flushed);
-                }
-                sync.finished(out, &target)?;
-                stats.files += 1;
-                stats.bytes += written;
-            } else if !matches!(
-                kind,
-                ::tar::EntryType::XHeader
-                    | ::tar::EntryType::XGlobalHeader
-                    | ::tar::EntryType::GNULongName
-                    | ::tar::EntryType::GNULongLink
-            ) {
-                // Devices, fifos and the like have no place in a data directory.
-                return Err(refused(format!(
-                    "tar entry {name} is of a kind a backup never holds ({kind:?})"
-                )));
-            }
+            unpacker.entry(&mut entry?)?;
         }
     }
-    // WAL-G fails a partition with anything but zeros after the end marker.
+    let stats = unpacker.stats;
+    expect_zeros(archive, buf)?;
+    Ok(stats)
+}
+
+/// What every entry of one partition is written with.
+struct Unpacker<'a> {
+    dest: &'a Destination,
+    buf: &'a mut [u8],
+    sync: &'a dyn FileSync,
+    dirs: DirCache,
+    stats: Extracted,
+}
+
+impl Unpacker<'_> {
+    /// Writes one entry below the destination, or refuses it.
+    fn entry<R: Read>(&mut self, entry: &mut ::tar::Entry<'_, R>) -> io::Result<()> {
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let comps = dest::components(&name)
+            .ok_or_else(|| refused(format!("tar entry {name:?} points outside the destination")))?;
+        let header = entry.header();
+        let mode = header.mode().unwrap_or(0o600) & 0o7777;
+        let kind = header.entry_type();
+        if kind.is_dir() {
+            self.dest.create_dir(&comps, mode, &mut self.dirs)?;
+            self.stats.dirs += 1;
+        } else if kind.is_symlink() || kind == ::tar::EntryType::Link {
+            let link = entry
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok_or_else(|| refused(format!("link {name} has no target")))?;
+            if kind.is_symlink() {
+                self.dest.symlink(&comps, &link, &mut self.dirs)?;
+            } else {
+                self.dest.hard_link(&comps, &link, &mut self.dirs)?;
+            }
+        } else if kind.is_file() || kind == ::tar::EntryType::Continuous {
+            let written = self.file(entry, &name, &comps, mode)?;
+            self.stats.files += 1;
+            self.stats.bytes += written;
+        } else if !matches!(
+            kind,
+            ::tar::EntryType::XHeader
+                | ::tar::EntryType::XGlobalHeader
+                | ::tar::EntryType::GNULongName
+                | ::tar::EntryType::GNULongLink
+        ) {
+            // Devices, fifos and the like have no place in a data directory.
+            return Err(refused(format!(
+                "tar entry {name} is of a kind a backup never holds ({kind:?})"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Writes a regular file's data and hands the file to the sync stage; the bytes written.
+    fn file<R: Read>(
+        &mut self,
+        entry: &mut ::tar::Entry<'_, R>,
+        name: &str,
+        comps: &[&str],
+        mode: u32,
+    ) -> io::Result<u64> {
+        let target = self.dest.display(comps);
+        let mut out = self.dest.create_file(comps, &mut self.dirs)?;
+        let expected = entry.size();
+        let mut written = 0u64;
+        let mut flushed = 0u64;
+        loop {
+            let n = match entry.read(self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            out.write_all(&self.buf[..n])
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
+            written += n as u64;
+            if self.sync.durable() && written - flushed >= FLUSH_AFTER {
+                crate::sys::start_writeback(&out, flushed, written - flushed);
+                flushed = written;
+            }
+        }
+        if written != expected {
+            return Err(invalid(format!(
+                "tar entry {name} ended after {written} of {expected} bytes"
+            )));
+        }
+        // fchmod on the open file: no second path lookup.
+        out.set_permissions(fs::Permissions::from_mode(mode))?;
+        // A file that crossed FLUSH_AFTER has its tail's writeback started too; small
+        // files are left to the fsync stage (one call fewer per file).
+        if self.sync.durable() && flushed > 0 && written > flushed {
+            crate::sys::start_writeback(&out, flushed, written - flushed);
+        }
+        self.sync.finished(out, &target)?;
+        Ok(written)
+    }
+}
+
+/// WAL-G fails a partition with anything but zeros after the end marker.
+fn expect_zeros(archive: &mut dyn Read, buf: &mut [u8]) -> io::Result<()> {
     loop {
         let n = match archive.read(buf) {
             Ok(0) => break,
@@ -137,7 +174,7 @@ pub fn unpack(
             return Err(invalid("data after the end of the tar archive".into()));
         }
     }
-    Ok(stats)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -327,13 +327,7 @@ impl CommandPlan {
     /// A heap term: resident and virtual alike.
     fn add(&mut self, name: &'static str, count: u64, each_bytes: u64) {
         self.add_rss_only(name, count, each_bytes);
-        Self::push(
-            &mut self.virtual_components,
-            &mut self.peak_virtual_bytes,
-            name,
-            count,
-            each_bytes,
-        );
+        self.add_virtual(name, count, each_bytes);
     }
 
     /// A heap term made of buffers big enough to be mapped on their own (part buffers): the

@@ -121,13 +121,12 @@ impl Walker {
             let meta = fs::metadata(&self.root)?;
             self.catalog_size += meta.len();
             self.push_dir(self.root.clone(), String::new(), false)?;
-            return Ok(Some(Entry {
-                path: self.root.clone(),
-                name: "/".into(),
-                kind: Kind::Dir,
+            return Ok(Some(Entry::plain(
+                self.root.clone(),
+                "/".into(),
+                Kind::Dir,
                 meta,
-                link: String::new(),
-            }));
+            )));
         }
         loop {
             let Some(level) = self.stack.last_mut() else {
@@ -148,69 +147,95 @@ impl Walker {
                 Err(e) => return Err(e),
             };
             self.catalog_size += meta.len();
-            let ft = meta.file_type();
-            if at_tblspc && ft.is_symlink() {
-                let target = fs::read_link(&path)?;
-                let real = if target.is_absolute() {
-                    target
-                } else {
-                    level_dir(&path).join(target)
-                };
-                let location = real.to_string_lossy().trim_end_matches('/').to_string();
-                self.tablespaces.push(Tablespace {
-                    name: child.clone(),
-                    location,
-                });
-                // The link and the real root are not entries; what is inside them is.
-                self.push_dir(real, name, true)?;
+            if at_tblspc && meta.file_type().is_symlink() {
+                self.enter_tablespace(&path, child, name)?;
                 continue;
             }
-            if EXCLUDED.contains(&child.as_str()) {
-                if ft.is_dir() {
-                    return Ok(Some(Entry {
-                        path,
-                        name,
-                        kind: Kind::Dir,
-                        meta,
-                        link: String::new(),
-                    }));
-                }
-                continue;
+            let found = Found {
+                path,
+                name,
+                child,
+                meta,
+                in_tablespace,
+            };
+            if let Some(entry) = self.visit(found)? {
+                return Ok(Some(entry));
             }
-            if child == "pg_control" && ft.is_file() {
-                self.pg_control = Some(path);
-                continue;
-            }
-            if ft.is_dir() {
-                self.push_dir(path.clone(), name.clone(), in_tablespace)?;
-                return Ok(Some(Entry {
-                    path,
-                    name,
-                    kind: Kind::Dir,
-                    meta,
-                    link: String::new(),
-                }));
-            }
-            if ft.is_symlink() {
-                let link = fs::read_link(&path)?.to_string_lossy().into_owned();
-                return Ok(Some(Entry {
-                    path,
-                    name,
-                    kind: Kind::Symlink,
-                    meta,
-                    link,
-                }));
-            }
-            if ft.is_file() {
-                return Ok(Some(Entry {
-                    path,
-                    name,
-                    kind: Kind::File,
-                    meta,
-                    link: String::new(),
-                }));
-            }
-            // Sockets, FIFOs, devices: not part of a cluster's data.
+        }
+    }
+
+    /// Follows a tablespace link of `pg_tblspc/`: the link and the real root are not
+    /// entries, what is inside them is, under the link's name.
+    fn enter_tablespace(&mut self, path: &Path, child: String, name: String) -> io::Result<()> {
+        let target = fs::read_link(path)?;
+        let real = if target.is_absolute() {
+            target
+        } else {
+            level_dir(path).join(target)
+        };
+        let location = real.to_string_lossy().trim_end_matches('/').to_string();
+        self.tablespaces.push(Tablespace {
+            name: child,
+            location,
+        });
+        self.push_dir(real, name, true)
+    }
+
+    /// The entry to store for what was found, if any: names WAL-G excludes are left out
+    /// (their directories kept, empty), and `pg_control` is set aside, as it is stored apart
+    /// from the data partitions.
+    fn visit(&mut self, f: Found) -> io::Result<Option<Entry>> {
+        let ft = f.meta.file_type();
+        if EXCLUDED.contains(&f.child.as_str()) {
+            return Ok(ft
+                .is_dir()
+                .then(|| Entry::plain(f.path, f.name, Kind::Dir, f.meta)));
+        }
+        if f.child == "pg_control" && ft.is_file() {
+            self.pg_control = Some(f.path);
+            return Ok(None);
+        }
+        if ft.is_dir() {
+            self.push_dir(f.path.clone(), f.name.clone(), f.in_tablespace)?;
+            return Ok(Some(Entry::plain(f.path, f.name, Kind::Dir, f.meta)));
+        }
+        if ft.is_symlink() {
+            let link = fs::read_link(&f.path)?.to_string_lossy().into_owned();
+            return Ok(Some(Entry {
+                path: f.path,
+                name: f.name,
+                kind: Kind::Symlink,
+                meta: f.meta,
+                link,
+            }));
+        }
+        if ft.is_file() {
+            return Ok(Some(Entry::plain(f.path, f.name, Kind::File, f.meta)));
+        }
+        // Sockets, FIFOs, devices: not part of a cluster's data.
+        Ok(None)
+    }
+}
+
+/// One directory entry as the walk found it, before it is known whether it is stored.
+struct Found {
+    path: PathBuf,
+    name: String,
+    /// The base name.
+    child: String,
+    meta: Metadata,
+    in_tablespace: bool,
+}
+
+impl Entry {
+    /// An entry that is not a symlink.
+    fn plain(path: PathBuf, name: String, kind: Kind, meta: Metadata) -> Entry {
+        Entry {
+            path,
+            name,
+            kind,
+            meta,
+            link: String::new(),
         }
     }
 }

@@ -108,6 +108,11 @@ impl MemStorage {
         self.state().calls.clone()
     }
 
+    /// Every stored key, in order.
+    pub fn keys(&self) -> Vec<String> {
+        self.state().objects.keys().cloned().collect()
+    }
+
     /// The bytes stored under `key`.
     pub fn contents(&self, key: &str) -> Option<Vec<u8>> {
         let state = self.state();

@@ -55,16 +55,7 @@ pub trait BodySource: Sync {
     /// [`CHUNK_BUFFER`]; a source that makes its bytes in memory (a compressor) overrides it
     /// to pass them on where they are, with no buffer of the pass's own.
     fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        let mut reader = self.open()?;
-        let mut buf = vec![0u8; CHUNK_BUFFER];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => return Ok(()),
-                Ok(n) => each(&buf[..n])?,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
+        crate::readers::for_each_chunk(&mut self.open()?, CHUNK_BUFFER, each)
     }
 }
 

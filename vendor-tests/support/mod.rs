@@ -3,18 +3,10 @@
 //!
 //! These tests used to carry their own copies of the same storage and workspace helpers, fake
 //! WAL segments and the lookup of the walg-codecs oracle; this module keeps one copy, so a fix
-//! to any of them reaches every test. It sits beside `tests/common` (which the main test suite
-//! shares) rather than in it because only the vendor tests need it. Each vendor test includes it
-//! next to `common`:
-//!
-//! ```ignore
-//! #[path = "../tests/common/mod.rs"]
-//! mod common;
-//! #[path = "support/mod.rs"]
-//! mod support;
-//! ```
-//!
-//! and it reaches the harness through `crate::common`. Not every test uses every helper.
+//! to any of them reaches every test. It sits beside the vendor tests rather than in
+//! `tests/integration/common` because only they need it; `tests/integration/main.rs` compiles
+//! it as `crate::support`, and it reaches the harness through `crate::common`. Not every test
+//! uses every helper.
 
 #![allow(dead_code)]
 
@@ -360,30 +352,6 @@ pub fn run_all<'a>(what: &str, cases: Vec<(String, Box<dyn FnOnce() + 'a>)>) {
         failed.is_empty(),
         "{what}: failed case(s) {failed:?} (details above)"
     );
-}
-
-/// Every non-directory entry below `dir` (relative paths), empty when `dir` does not exist:
-/// what a failed fetch or restore left behind.
-pub fn files_below(dir: &Path) -> Vec<String> {
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = e.path();
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                walk(root, &path, out);
-            } else {
-                out.push(
-                    path.strip_prefix(root)
-                        .unwrap_or(&path)
-                        .display()
-                        .to_string(),
-                );
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
 }
 
 // ------------------------------------------------------------ encryption

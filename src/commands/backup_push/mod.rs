@@ -208,6 +208,9 @@ fn report(
 }
 
 #[cfg(test)]
+pub(crate) mod phases_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Cmd, Sources};

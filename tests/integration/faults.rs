@@ -8,7 +8,7 @@
 //! (it once deadlocked), a restore through the faulty proxy equal to its source, and
 //! `kill -9` at random points of wal-push, backup-push and backup-fetch.
 
-mod common;
+use crate::common;
 
 use common::fault_proxy::{Fault, FaultPlan, FaultProxy};
 use common::{S3Server, Tool, output_text, require_or_fail, run_walrus};

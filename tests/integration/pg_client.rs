@@ -7,7 +7,7 @@
 //! a pg_hba.conf made for it; the TLS test makes a throwaway CA and server certificate with
 //! the openssl CLI and skips loudly if that is missing.
 
-mod common;
+use crate::common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

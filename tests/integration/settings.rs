@@ -7,7 +7,7 @@
 //! Needs no tool: file storage in temp dirs, and S3 settings against a closed port (a
 //! refusal must come before any connection).
 
-mod common;
+use crate::common;
 
 use common::{output_text, run_walrus, run_with_timeout};
 use std::fs;

@@ -1,7 +1,7 @@
 //! The S3 storage room against a real, signature-verifying S3 server (s3s-fs): multipart
 //! uploads, listings that span pages, batch deletes, HEAD, and missing objects.
 
-mod common;
+use crate::common;
 
 use common::{S3Server, Tool, require_or_fail};
 use std::io::Read;

@@ -7,11 +7,11 @@
 //! so they are set explicitly. Each test runs the real binary and then checks exactly which
 //! keys remain, which is what retention promises.
 
-mod common;
+use crate::common;
 
 use common::{S3Server, Tool, require_or_fail, run_walrus};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, UNIX_EPOCH};
 use wal_rus::format::go_json::PreciseTime;
@@ -183,25 +183,8 @@ impl Store {
     }
 
     fn keys(&self) -> Vec<String> {
-        fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
-            for e in fs::read_dir(dir).unwrap().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let key = if rel.is_empty() {
-                    name
-                } else {
-                    format!("{rel}/{name}")
-                };
-                if e.file_type().unwrap().is_dir() {
-                    walk(&e.path(), &key, out);
-                } else {
-                    out.push(key);
-                }
-            }
-        }
-        let mut keys = Vec::new();
-        walk(&self.root, "", &mut keys);
-        keys.sort();
-        keys
+        assert!(self.root.is_dir(), "{} is gone", self.root.display());
+        common::files_below(&self.root)
     }
 
     fn env(&self) -> Vec<(String, String)> {

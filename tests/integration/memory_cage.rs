@@ -17,11 +17,12 @@
 //!
 //! `WALRUS_BIN_UNDER_TEST` points the test at another build (the static musl one).
 
-mod common;
+use crate::common;
 
 use common::{
-    MemoryCgroup, MemoryPeaks, PgCluster, S3Server, Tool, hermetic, loud, memory_peaks,
+    MemoryCgroup, MemoryPeaks, PgCluster, Plan, S3Server, Tool, hermetic, loud, memory_peaks,
     output_text, require_or_fail, run_with_address_space_limit, run_with_timeout, walrus_bin,
+    within_plan,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -35,38 +36,6 @@ const CGROUP_ATTEMPTS: u32 = 3;
 
 /// The address-space promise for wal-push and wal-fetch at default settings.
 const WAL_VIRTUAL_TARGET: u64 = 32 * MIB;
-
-/// `memory-plan --json` of the binary under test with `env`.
-struct Plan(serde_json::Value);
-
-impl Plan {
-    fn read(env: &[(String, String)]) -> Plan {
-        let out = run_with_timeout(
-            &mut walrus(&["memory-plan", "--json"], env),
-            common::COMMAND_TIMEOUT,
-        );
-        assert!(
-            out.status.success(),
-            "memory-plan failed\n{}",
-            output_text(&out)
-        );
-        Plan(serde_json::from_slice(&out.stdout).expect("memory-plan prints JSON"))
-    }
-
-    fn field(&self, command: &str, field: &str) -> u64 {
-        self.0["commands"][command][field]
-            .as_u64()
-            .unwrap_or_else(|| panic!("memory-plan has no {command}.{field}:\n{:#}", self.0))
-    }
-
-    fn rss(&self, command: &str) -> u64 {
-        self.field(command, "peak_rss_bytes")
-    }
-
-    fn virt(&self, command: &str) -> u64 {
-        self.field(command, "peak_virtual_bytes")
-    }
-}
 
 fn walrus(args: &[&str], env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(walrus_bin());
@@ -101,13 +70,13 @@ fn caged(
         kib(rss)
     ));
     assert!(
-        peaks.vm_peak_kib * 1024 <= virt,
+        within_plan(peaks.vm_peak_kib, virt),
         "{label}: peak address space {} KiB above the plan's {} KiB",
         peaks.vm_peak_kib,
         kib(virt)
     );
     assert!(
-        peaks.vm_hwm_kib * 1024 <= rss,
+        within_plan(peaks.vm_hwm_kib, rss),
         "{label}: peak RSS {} KiB above the plan's {} KiB",
         peaks.vm_hwm_kib,
         kib(rss)

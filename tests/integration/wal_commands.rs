@@ -3,9 +3,11 @@
 //! memory against the plan, and bad input (wrong key, unreachable endpoint, missing bucket,
 //! corrupt and truncated objects, unknown method) that must fail clearly and write nothing.
 
-mod common;
+use crate::common;
 
-use common::{S3Server, Tool, output_text, peak_rss_kib, require_or_fail, run_walrus};
+use common::{
+    Plan, S3Server, Tool, output_text, peak_rss_kib, require_or_fail, run_walrus, within_plan,
+};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -350,16 +352,7 @@ fn wal_push_and_fetch_memory_within_plan() {
     let dir = tempfile::tempdir().unwrap();
     let wal = pg_wal(dir.path());
     let env = s3.env("mem");
-    let plan_out = run_walrus(["memory-plan", "--json"], &env);
-    ok(&plan_out, "memory-plan");
-    let plan: serde_json::Value =
-        serde_json::from_slice(&plan_out.stdout).expect("memory-plan prints JSON");
-    let planned = |cmd: &str| {
-        plan["commands"][cmd]["peak_rss_bytes"]
-            .as_u64()
-            .expect("peak_rss_bytes")
-            / 1024
-    };
+    let plan = Plan::read(&env);
     for (n, incompressible) in [(1u64, true), (2, false)] {
         let name = seg_name(n);
         fs::write(wal.join(&name), segment(n, incompressible)).unwrap();
@@ -385,8 +378,8 @@ fn wal_push_and_fetch_memory_within_plan() {
             } else {
                 "mixed"
             },
-            planned("wal-push"),
-            planned("wal-fetch")
+            plan.rss("wal-push") / 1024,
+            plan.rss("wal-fetch") / 1024
         );
         assert!(
             push_kib < 8 * 1024,
@@ -397,11 +390,11 @@ fn wal_push_and_fetch_memory_within_plan() {
             "wal-fetch peak RSS {fetch_kib} KiB is not under 8 MiB"
         );
         assert!(
-            push_kib <= planned("wal-push"),
+            within_plan(push_kib, plan.rss("wal-push")),
             "wal-push {push_kib} KiB above its plan"
         );
         assert!(
-            fetch_kib <= planned("wal-fetch"),
+            within_plan(fetch_kib, plan.rss("wal-fetch")),
             "wal-fetch {fetch_kib} KiB above its plan"
         );
     }

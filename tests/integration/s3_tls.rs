@@ -2,7 +2,7 @@
 //! s3s-fs. With the CA in `WALG_S3_CA_CERT_FILE` wal-push and wal-fetch work; without it the
 //! certificate is refused with a clear error, quickly, and nothing is written.
 
-mod common;
+use crate::common;
 
 use common::{S3Server, Tool, output_text, require_or_fail, run_walrus};
 use std::fs;

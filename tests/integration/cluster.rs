@@ -21,7 +21,7 @@
 //!    standby.signal, wait until it replayed past the primary's final switch,
 //!    and require pg_dumpall of both to be identical.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::Duration;

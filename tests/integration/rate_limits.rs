@@ -2,7 +2,7 @@
 //! of the data directory to its rate, `WALG_NETWORK_RATE_LIMIT` holds backup-fetch's
 //! download to its own, and `--turbo` lifts both, as in WAL-G.
 
-mod common;
+use crate::common;
 
 use common::{PgCluster, Tool, output_text, require_or_fail};
 use std::time::{Duration, Instant};
