@@ -106,23 +106,18 @@ fn unpack_with_retries(
     buf: &mut [u8],
     sync: &dyn FileSync,
 ) -> Result<Extracted, Error> {
-    let mut attempt = 1;
-    loop {
-        match unpack_one(source, key, dest, buf, sync) {
-            Ok(x) => return Ok(x),
-            Err(e)
-                if attempt < ATTEMPTS
-                    && !matches!(e, Error::Storage(StorageError::NotFound { .. }))
-                    && !is_disk_full(&e)
-                    && !is_refusal(&e) =>
-            {
-                crate::warn!("{e}; trying {key} again ({attempt} of {})", ATTEMPTS - 1);
-                std::thread::sleep(std::time::Duration::from_millis(500 * u64::from(attempt)));
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let is_final = |e: &Error| {
+        matches!(e, Error::Storage(StorageError::NotFound { .. }))
+            || is_disk_full(e)
+            || is_refusal(e)
+    };
+    super::retry(
+        ATTEMPTS,
+        std::time::Duration::from_millis(500),
+        &format!("trying {key} again"),
+        is_final,
+        || unpack_one(source, key, dest, &mut *buf, sync),
+    )
 }
 
 /// The archive asked for something unsafe: the same bytes would be refused again.

@@ -11,6 +11,30 @@ pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;
 
+/// Runs `attempt` up to `attempts` times, pausing `pause` × the attempt's number between
+/// them, until it succeeds or fails in a way `is_final` says no new attempt can change;
+/// each retry is logged as `<error>; <again> (n of attempts - 1)`. For the whole-object
+/// retries of the restore commands, above the storage layer's own per-request retries.
+pub fn retry<T>(
+    attempts: u32,
+    pause: std::time::Duration,
+    again: &str,
+    is_final: impl Fn(&crate::error::Error) -> bool,
+    mut attempt: impl FnMut() -> Result<T, crate::error::Error>,
+) -> Result<T, crate::error::Error> {
+    let mut n = 1;
+    loop {
+        match attempt() {
+            Err(e) if n < attempts && !is_final(&e) => {
+                crate::warn!("{e}; {again} ({n} of {})", attempts - 1);
+                std::thread::sleep(pause * n);
+                n += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Writes a command's report to stdout. A reader that went away (`| head`) is no failure:
 /// the report was for it alone, and nothing stored depends on it.
 pub fn write_stdout(text: &str) -> std::io::Result<()> {

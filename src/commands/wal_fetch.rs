@@ -32,20 +32,13 @@ pub fn download_with_retries(
     name: &str,
     target: &Path,
 ) -> Result<Option<TempFile>, Error> {
-    let mut attempt = 1;
-    loop {
-        match download(settings, storage, arena, name, target) {
-            Err(e) if attempt < FETCH_ATTEMPTS && !is_final(&e) => {
-                crate::warn!(
-                    "{e}; fetching {name} again ({attempt} of {})",
-                    FETCH_ATTEMPTS - 1
-                );
-                std::thread::sleep(Duration::from_millis(300 * u64::from(attempt)));
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
+    super::retry(
+        FETCH_ATTEMPTS,
+        Duration::from_millis(300),
+        &format!("fetching {name} again"),
+        is_final,
+        || download(settings, storage, arena, name, target),
+    )
 }
 
 /// Failures no new attempt can change: a refusal of the command line or settings, a full
