@@ -81,8 +81,9 @@ struct Source<'a> {
     limit: Option<&'a RateLimit>,
 }
 
-/// Downloads, decodes and unpacks one partition.
-fn unpack_one(
+/// Downloads, decodes and unpacks one partition; after a failure a new attempt may cure, the
+/// partition is re-extracted from its start.
+fn unpack_partition(
     source: Source<'_>,
     key: &str,
     dest: &Destination,
@@ -90,33 +91,26 @@ fn unpack_one(
     sync: &dyn FileSync,
 ) -> Result<Extracted, Error> {
     let format = format_of(key)?;
-    let raw = source.storage.get(key)?;
-    let limited = Box::new(Limited::new(raw, source.limit));
-    let mut decoded = Decoder::new(format, source.crypter.decrypting(limited))
-        .map_err(|e| Error::io(format!("decompressing {key}"), e))?;
-    extract::unpack(&mut decoded, dest, buf, sync)
-        .map_err(|e| Error::io(format!("restoring {key}"), e))
-}
-
-/// Unpacks with retries; the partition is re-extracted from its start each time.
-fn unpack_with_retries(
-    source: Source<'_>,
-    key: &str,
-    dest: &Destination,
-    buf: &mut [u8],
-    sync: &dyn FileSync,
-) -> Result<Extracted, Error> {
     let is_final = |e: &Error| {
         matches!(e, Error::Storage(StorageError::NotFound { .. }))
             || is_disk_full(e)
             || is_refusal(e)
     };
+    let attempt = || {
+        let raw = source.storage.get(key)?;
+        let limited = Box::new(Limited::new(raw, source.limit));
+        let mut decoded = Decoder::new(format, source.crypter.decrypting(limited))
+            .map_err(|e| Error::io(format!("decompressing {key}"), e))?;
+        extract::unpack(&mut decoded, dest, &mut *buf, sync)
+            .map_err(|e| Error::io(format!("restoring {key}"), e))
+    };
+    let pause = std::time::Duration::from_millis(500);
     super::retry(
         ATTEMPTS,
-        std::time::Duration::from_millis(500),
+        pause,
         &format!("trying {key} again"),
         is_final,
-        || unpack_one(source, key, dest, &mut *buf, sync),
+        attempt,
     )
 }
 
@@ -306,7 +300,7 @@ fn restore(
     let last_sync: &dyn FileSync = if fsync { &SyncNow } else { &NoSync };
     let mut buf = arena.lease().map_err(|e| Error::io("restore", e))?;
     for key in [partitions.label, partitions.control].into_iter().flatten() {
-        unpack_with_retries(source, &key, dest, &mut buf, last_sync)?;
+        unpack_partition(source, &key, dest, &mut buf, last_sync)?;
     }
     if restore_spec.is_some() {
         // The links were made from the spec; a stored map would point elsewhere.
@@ -388,7 +382,7 @@ fn unpack_data(w: &Workers<'_>, name: &str, data: Vec<String>) -> Result<Extract
             .arena
             .lease()
             .map_err(|e| Error::io("restore worker", e))
-            .and_then(|mut buf| unpack_with_retries(w.source, &key, w.dest, &mut buf, data_sync));
+            .and_then(|mut buf| unpack_partition(w.source, &key, w.dest, &mut buf, data_sync));
         match result {
             Ok(x) => {
                 let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());

@@ -23,24 +23,6 @@ use std::time::{Duration, Instant};
 /// transit, a server's bad moment) is tried again from the start before wal-fetch gives up.
 const FETCH_ATTEMPTS: u32 = 3;
 
-/// [`download`], tried again from the start on any failure but a missing object or a full
-/// disk.
-pub fn download_with_retries(
-    settings: &Settings,
-    storage: &dyn crate::storage::Storage,
-    arena: &Arena,
-    name: &str,
-    target: &Path,
-) -> Result<Option<TempFile>, Error> {
-    super::retry(
-        FETCH_ATTEMPTS,
-        Duration::from_millis(300),
-        &format!("fetching {name} again"),
-        is_final,
-        || download(settings, storage, arena, name, target),
-    )
-}
-
 /// Failures no new attempt can change: a refusal of the command line or settings, a full
 /// or read-only disk, an object that is not there.
 fn is_final(e: &Error) -> bool {
@@ -169,7 +151,15 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
         .with_wait_limit(settings.wait_limit());
     let storage = settings.open_storage()?;
-    match download_with_retries(settings, storage.as_ref(), &arena, name, &dest)? {
+    // A download that failed half-way is tried again from the start (see FETCH_ATTEMPTS).
+    let fetched = super::retry(
+        FETCH_ATTEMPTS,
+        Duration::from_millis(300),
+        &format!("fetching {name} again"),
+        is_final,
+        || download(settings, storage.as_ref(), &arena, name, &dest),
+    )?;
+    match fetched {
         None => Err(Error::wal_missing(format!(
             "Archive '{name}' does not exist."
         ))),
