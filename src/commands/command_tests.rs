@@ -6,6 +6,7 @@
 use super::{wal_fetch, wal_push};
 use crate::config::{Cmd, Settings, Sources};
 use crate::error::{EXIT_NOT_FOUND, Error};
+use crate::format::wal_name::Segment;
 use crate::storage::Op;
 use crate::storage::memory::{Fault, MemStorage};
 use std::fs;
@@ -72,26 +73,25 @@ impl Fixture {
     }
 }
 
-/// WAL-G's name of a segment: timeline, then the 4 GiB log and the segment within it.
+/// WAL-G's name of a segment.
 pub fn segment_name(tli: u32, segno: u64) -> String {
-    let per_log = 0x1_0000_0000 / SEG;
-    format!("{tli:08X}{:08X}{:08X}", segno / per_log, segno % per_log)
+    Segment {
+        timeline: tli,
+        segno,
+    }
+    .name(SEG)
 }
 
-/// A segment PostgreSQL 15 could have written, as far as wal-fetch checks.
+/// A segment PostgreSQL 15 could have written, as far as wal-fetch checks: the page headers
+/// of the format's own tests, and half of each page varying so every codec has work to do.
 pub fn segment_bytes(tli: u32, segno: u64, salt: u8) -> Vec<u8> {
-    let mut data = vec![0u8; SEG as usize];
+    let seg = Segment {
+        timeline: tli,
+        segno,
+    };
+    let mut data = crate::format::wal_page::tests::segment(seg, |_| tli);
     let mut x = segno.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(salt);
-    for (i, page) in data.chunks_mut(PAGE).enumerate() {
-        page[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
-        page[2..4].copy_from_slice(&(if i == 0 { 2u16 } else { 0 }).to_le_bytes());
-        page[4..8].copy_from_slice(&tli.to_le_bytes());
-        page[8..16].copy_from_slice(&(segno * SEG + (i * PAGE) as u64).to_le_bytes());
-        if i == 0 {
-            page[32..36].copy_from_slice(&(SEG as u32).to_le_bytes());
-            page[36..40].copy_from_slice(&(PAGE as u32).to_le_bytes());
-        }
-        // Half of each page varies, half repeats: something for every codec to do.
+    for page in data.chunks_mut(PAGE) {
         for b in page[40..PAGE / 2].iter_mut() {
             x ^= x << 13;
             x ^= x >> 7;

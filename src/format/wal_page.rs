@@ -189,14 +189,15 @@ impl<W: Write> Write for PageCheck<W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SEG: u64 = 1 << 20;
     const PAGE: usize = 8192;
 
-    /// A segment whose every page has a valid header.
-    fn segment(seg: Segment, tli_of_page: impl Fn(usize) -> u32) -> Vec<u8> {
+    /// A 1 MiB segment whose every page has a valid header; the commands' tests fill the
+    /// rest of each page.
+    pub(crate) fn segment(seg: Segment, tli_of_page: impl Fn(usize) -> u32) -> Vec<u8> {
         let mut out = vec![0u8; SEG as usize];
         for (i, page) in out.chunks_mut(PAGE).enumerate() {
             page[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
