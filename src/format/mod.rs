@@ -7,6 +7,7 @@ pub mod backup_name;
 pub mod budget;
 pub mod files_metadata;
 pub mod go_json;
+pub mod increment;
 pub mod lsn;
 pub mod metadata;
 pub mod page;

@@ -106,9 +106,63 @@ pub fn is_corrupt(page: &[u8], blkno: u32, backup_start_lsn: u64) -> bool {
     checksum(page, blkno) != h.checksum
 }
 
+/// Whether a delta takes a page (walg-compat §3.6): `Some(true)` for a valid page written at
+/// or after `base_lsn` and for a new (zeroed) page, `Some(false)` for a valid older page,
+/// `None` for a page that is neither valid nor new, after which WAL-G stores the whole file.
+pub fn delta_takes(page: &[u8], base_lsn: u64) -> Option<bool> {
+    let u16_at = |i: usize| u16::from_le_bytes([page[i], page[i + 1]]);
+    let h = header(page);
+    let (flags, lower, special, version) = (u16_at(10), u16_at(12), u16_at(16), u16_at(18));
+    let valid = flags & !0x7 == 0
+        && lower >= 24
+        && lower <= h.upper
+        && h.upper <= special
+        && usize::from(special) <= BLCKSZ
+        && h.lsn != 0
+        && usize::from(version & 0xFF00) == BLCKSZ
+        && version & 0xFF <= 5;
+    if valid {
+        Some(h.lsn >= base_lsn)
+    } else if h.upper == 0 {
+        Some(true)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A valid heap page with LSN `lsn`.
+    pub(crate) fn heap_page(lsn: u64) -> Vec<u8> {
+        let mut p = vec![0u8; BLCKSZ];
+        p[0..4].copy_from_slice(&((lsn >> 32) as u32).to_le_bytes());
+        p[4..8].copy_from_slice(&(lsn as u32).to_le_bytes());
+        p[12..14].copy_from_slice(&28u16.to_le_bytes());
+        p[14..16].copy_from_slice(&8000u16.to_le_bytes());
+        p[16..18].copy_from_slice(&8192u16.to_le_bytes());
+        p[18..20].copy_from_slice(&(8192u16 | 4).to_le_bytes());
+        p[8000] = (lsn % 251) as u8;
+        p
+    }
+
+    #[test]
+    fn delta_takes_new_and_newer_pages_and_refuses_garbage() {
+        assert_eq!(delta_takes(&heap_page(0x100), 0x100), Some(true));
+        assert_eq!(delta_takes(&heap_page(0xFF), 0x100), Some(false));
+        assert_eq!(delta_takes(&heap_page(1 << 33), 0x100), Some(true));
+        assert_eq!(delta_takes(&vec![0u8; BLCKSZ], u64::MAX), Some(true));
+        let mut bad = heap_page(0x100);
+        bad[10] = 0x10; // unknown flag
+        assert_eq!(delta_takes(&bad, 0), None);
+        let mut bad = heap_page(0x100);
+        bad[18] = 0x07; // layout version 7
+        assert_eq!(delta_takes(&bad, 0), None);
+        let mut bad = heap_page(0x100);
+        bad[0..8].fill(0); // no LSN, not new
+        assert_eq!(delta_takes(&bad, 0), None);
+    }
 
     #[test]
     fn paged_files_follow_walg() {

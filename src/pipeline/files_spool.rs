@@ -47,8 +47,9 @@ pub struct FilesSpool {
     line: String,
 }
 
-/// A directory deleted with everything in it on drop.
-struct SpoolDir(PathBuf);
+/// A directory deleted with everything in it on drop; the spools' and the file index's
+/// scratch space.
+pub(crate) struct SpoolDir(PathBuf);
 
 impl Drop for SpoolDir {
     fn drop(&mut self) {
@@ -70,6 +71,20 @@ fn unique_dir_name() -> String {
     )
 }
 
+impl SpoolDir {
+    /// A new, uniquely named directory below `parent`.
+    pub(crate) fn create(parent: &Path) -> io::Result<SpoolDir> {
+        let path = parent.join(unique_dir_name());
+        fs::create_dir(&path)?;
+        Ok(SpoolDir(path))
+    }
+
+    /// Where it is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
 impl FilesSpool {
     /// A spool in a new directory below the system temporary directory.
     pub fn new() -> io::Result<FilesSpool> {
@@ -78,9 +93,7 @@ impl FilesSpool {
 
     /// A spool in a new directory below `parent`.
     pub fn new_in(parent: &Path) -> io::Result<FilesSpool> {
-        let path = parent.join(unique_dir_name());
-        fs::create_dir(&path)?;
-        let dir = SpoolDir(path);
+        let dir = SpoolDir::create(parent)?;
         let files = BufWriter::with_capacity(SPOOL_BUFFER, File::create(dir.0.join("files"))?);
         Ok(FilesSpool {
             dir,
