@@ -97,8 +97,9 @@ pub struct MemoryPlan {
     pub json: bool,
 }
 
-/// Take a full base backup of the local data directory (non-exclusive pg_backup_start /
-/// pg_backup_stop over PG* connection settings) and store it as WAL-G does.
+/// Take a base backup of the local data directory (non-exclusive pg_backup_start /
+/// pg_backup_stop over PG* connection settings) and store it as WAL-G does: a delta of the
+/// last backup while WALG_DELTA_MAX_STEPS allows, a full backup otherwise.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "backup-push")]
 pub struct BackupPush {
@@ -108,9 +109,15 @@ pub struct BackupPush {
     /// mark the backup permanent (never deleted by retention)
     #[argh(switch, short = 'p')]
     pub permanent: bool,
-    /// always a full backup (wal-rus takes only full backups)
+    /// always a full backup, whatever WALG_DELTA_MAX_STEPS says
     #[argh(switch, short = 'f')]
     pub full: bool,
+    /// take a delta of this backup (WALG_DELTA_FROM_NAME)
+    #[argh(option)]
+    pub delta_from_name: Option<String>,
+    /// take a delta of the backup with this user data JSON (WALG_DELTA_FROM_USER_DATA)
+    #[argh(option)]
+    pub delta_from_user_data: Option<String>,
     /// JSON stored as the backup's user data (WALG_SENTINEL_USER_DATA)
     #[argh(option)]
     pub add_user_data: Option<String>,
@@ -227,6 +234,9 @@ impl From<BackupPush> for crate::commands::backup_push::BackupPushOptions {
             permanent: c.permanent,
             add_user_data: c.add_user_data,
             verify: c.verify,
+            full: c.full,
+            delta_from_name: c.delta_from_name,
+            delta_from_user_data: c.delta_from_user_data,
         }
     }
 }

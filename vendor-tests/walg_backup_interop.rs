@@ -22,9 +22,10 @@
 //!    with `WALG_PGP_KEY_PASSPHRASE`); every partition and WAL object is checked to be
 //!    encrypted.
 //! 4. Refusals (exit 1, a message that names the reason, nothing written at the destination):
-//!    a WAL-G delta backup (`WALG_DELTA_MAX_STEPS`), which stays until wal-rus implements
-//!    deltas; a WAL-G encrypted backup (libsodium, OpenPGP) with wal-rus configured without
-//!    the key, with another key or with a public key only, the message naming the setting.
+//!    a WAL-G encrypted backup (libsodium, OpenPGP) with wal-rus configured without the key,
+//!    with another key or with a public key only, the message naming the setting.
+//!
+//! Delta chains across the tools are `walg_delta_interop`'s, on these lanes' helpers.
 //!
 //! WAL-G runs as the `postgres` OS user, like wal-rus, through a wrapper script beside the
 //! cluster (`walg-env.sh`, like the harness's `walrus-env.sh`) that exports the test's settings
@@ -50,7 +51,7 @@
 //! runs the restore and catalogue lanes with wal-rus standing in for WAL-G, and must pass.
 //! That proves only that the tests
 //! themselves work (clusters, wrappers, waits, comparisons), not that wal-rus and WAL-G agree:
-//! for that WAL-G v3.0.8 itself must be present. (The delta and encryption lanes need WAL-G.)
+//! for that WAL-G v3.0.8 itself must be present. (The encryption lanes need WAL-G.)
 
 use crate::{common, support};
 
@@ -69,21 +70,21 @@ use serde_json::Value;
 use support::Kind;
 use tempfile::TempDir;
 
-const LONG: Duration = Duration::from_secs(600);
+pub(crate) const LONG: Duration = Duration::from_secs(600);
 /// pgbench scale of every source cluster (about 30 MiB).
-const SCALE: u32 = 2;
+pub(crate) const SCALE: u32 = 2;
 
 // ------------------------------------------------------------------ storage
 
 /// One storage backend per test; each use has its own prefix (`sub`) below it.
-enum Store {
+pub(crate) enum Store {
     /// Owned by postgres (both tools write it as postgres).
     File(TempDir),
     S3(S3Server),
 }
 
 impl Store {
-    fn new(kind: Kind) -> Store {
+    pub(crate) fn new(kind: Kind) -> Store {
         match kind {
             Kind::File => Store::File(common::postgres_owned_tempdir("walrus-bkinterop-")),
             Kind::S3 => Store::S3(S3Server::start()),
@@ -93,7 +94,7 @@ impl Store {
     /// Settings both tools read for prefix `sub`, compression `method`. On S3 the
     /// bucket-versioning probe of WAL-G is settled (s3s-fs has no GetBucketVersioning; wal-rus
     /// ignores the setting).
-    fn env(&self, sub: &str, method: &str) -> Vec<(String, String)> {
+    pub(crate) fn env(&self, sub: &str, method: &str) -> Vec<(String, String)> {
         let mut env = match self {
             Store::File(dir) => {
                 let prefix = dir.path().join(sub);
@@ -112,13 +113,13 @@ impl Store {
     }
 
     /// The stored bytes of object `key` under prefix `sub`.
-    fn read(&self, sub: &str, key: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, sub: &str, key: &str) -> Vec<u8> {
         let path = self.root(sub).join(key);
         fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
     }
 
     /// The directory holding prefix `sub`'s objects (s3s-fs keeps an object as a plain file).
-    fn root(&self, sub: &str) -> PathBuf {
+    pub(crate) fn root(&self, sub: &str) -> PathBuf {
         match self {
             Store::File(dir) => dir.path().join(sub),
             Store::S3(s3) => s3.object_path(sub),
@@ -126,12 +127,12 @@ impl Store {
     }
 
     /// Keys of every object under prefix `sub`, relative to it.
-    fn keys(&self, sub: &str) -> BTreeSet<String> {
+    pub(crate) fn keys(&self, sub: &str) -> BTreeSet<String> {
         common::files_below(&self.root(sub)).into_iter().collect()
     }
 
     /// Names of the backups (sentinels) under prefix `sub`.
-    fn backups(&self, sub: &str) -> BTreeSet<String> {
+    pub(crate) fn backups(&self, sub: &str) -> BTreeSet<String> {
         self.keys(sub)
             .into_iter()
             .filter_map(|k| {
@@ -144,7 +145,7 @@ impl Store {
     }
 
     /// Copies prefix `from` to prefix `to`, objects and modification times alike.
-    fn copy_prefix(&self, from: &str, to: &str) {
+    pub(crate) fn copy_prefix(&self, from: &str, to: &str) {
         let (src, dst) = (self.root(from), self.root(to));
         assert!(!dst.exists(), "{} exists already", dst.display());
         common::run_ok(
@@ -159,13 +160,13 @@ impl Store {
 /// WAL-G installed beside a cluster: a copy of the binary in `<base>/bin/wal-g` and the
 /// wrapper `<base>/walg-env.sh` exporting `env` (plus `HOME=<base>/walg-home`, empty), both
 /// usable by the postgres user.
-struct Walg {
+pub(crate) struct Walg {
     wrapper: PathBuf,
     base: PathBuf,
 }
 
 impl Walg {
-    fn install(walg_bin: &Path, base: &Path, env: &[(String, String)]) -> Walg {
+    pub(crate) fn install(walg_bin: &Path, base: &Path, env: &[(String, String)]) -> Walg {
         let bin_dir = base.join("bin");
         fs::create_dir_all(&bin_dir).unwrap();
         let bin = bin_dir.join("wal-g");
@@ -197,7 +198,7 @@ impl Walg {
     }
 
     /// Runs WAL-G with `args` as the postgres user (from the cluster's base directory).
-    fn run(&self, args: &[&str]) -> Output {
+    pub(crate) fn run(&self, args: &[&str]) -> Output {
         let mut cmd = if common::is_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(&self.wrapper);
@@ -216,7 +217,12 @@ impl Walg {
 
 /// Runs WAL-G (`walg_bin`) or wal-rus as the current user with exactly `env` and an empty
 /// HOME: for the catalogue commands (backup-list, delete), which need no PostgreSQL.
-fn run_tool(tool: Maker, walg_bin: &Path, args: &[&str], env: &[(String, String)]) -> Output {
+pub(crate) fn run_tool(
+    tool: Maker,
+    walg_bin: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> Output {
     let home = TempDir::new().unwrap();
     let mut env = env.to_vec();
     env.push(("HOME".into(), home.path().display().to_string()));
@@ -238,13 +244,13 @@ fn run_tool(tool: Maker, walg_bin: &Path, args: &[&str], env: &[(String, String)
 
 /// Which tool did something.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Maker {
+pub(crate) enum Maker {
     Walg,
     Walrus,
 }
 
 impl Maker {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Maker::Walg => "WAL-G",
             Maker::Walrus => "wal-rus",
@@ -255,7 +261,7 @@ impl Maker {
 // --------------------------------------------------------------- clusters
 
 /// `env` plus how to reach the cluster on `port`.
-fn with_pg(env: &[(String, String)], port: u16) -> Vec<(String, String)> {
+pub(crate) fn with_pg(env: &[(String, String)], port: u16) -> Vec<(String, String)> {
     let mut env = env.to_vec();
     env.extend([
         ("PGHOST".to_string(), "127.0.0.1".to_string()),
@@ -266,7 +272,7 @@ fn with_pg(env: &[(String, String)], port: u16) -> Vec<(String, String)> {
     env
 }
 
-fn with_pgdata(env: &[(String, String)], data: &Path) -> Vec<(String, String)> {
+pub(crate) fn with_pgdata(env: &[(String, String)], data: &Path) -> Vec<(String, String)> {
     let mut env = env.to_vec();
     env.push(("PGDATA".to_string(), data.display().to_string()));
     env
@@ -274,13 +280,13 @@ fn with_pgdata(env: &[(String, String)], data: &Path) -> Vec<(String, String)> {
 
 /// A running source cluster archiving to `env`'s storage through `archiver`, with WAL-G
 /// installed beside it.
-struct Source {
-    pg: PgCluster,
-    walg: Walg,
+pub(crate) struct Source {
+    pub(crate) pg: PgCluster,
+    pub(crate) walg: Walg,
 }
 
 impl Source {
-    fn start(walg_bin: &Path, env: &[(String, String)], archiver: Maker) -> Source {
+    pub(crate) fn start(walg_bin: &Path, env: &[(String, String)], archiver: Maker) -> Source {
         let port = common::free_port();
         let env = with_pg(env, port);
         let mut pg = PgCluster::init_with_env(
@@ -301,13 +307,13 @@ impl Source {
         Source { pg, walg }
     }
 
-    fn data(&self) -> &str {
+    pub(crate) fn data(&self) -> &str {
         self.pg.data_dir().to_str().unwrap()
     }
 
     /// `backup-push <PGDATA>` by `maker` (as postgres); returns the new backup's name, found
     /// in storage.
-    fn push(&self, maker: Maker, store: &Store, sub: &str) -> String {
+    pub(crate) fn push(&self, maker: Maker, store: &Store, sub: &str) -> String {
         let before = store.backups(sub);
         let out = match maker {
             Maker::Walg => self.walg.run(&["backup-push", self.data()]),
@@ -333,7 +339,7 @@ impl Source {
     }
 
     /// A pgbench load running (in the background) for `secs` seconds.
-    fn load(&self, secs: u32) -> std::process::Child {
+    pub(crate) fn load(&self, secs: u32) -> std::process::Child {
         let mut cmd = self.pg.client("pgbench");
         cmd.args(["-T", &secs.to_string(), "-c", "2", "postgres"])
             .stdout(Stdio::null())
@@ -342,14 +348,14 @@ impl Source {
     }
 
     /// Writes after the backup: a new table and more pgbench transactions.
-    fn more_writes(&self) {
+    pub(crate) fn more_writes(&self) {
         self.pg.psql("create table after_backup as select g, md5(g::text) as h from generate_series(1, 2000) g");
         self.pg.pgbench(&["-t", "200", "-c", "2"]);
     }
 
     /// Switches to a new WAL segment and waits until everything up to it is archived (WAL-G
     /// v3.0.8 does not wait for the backup's last segment, §8.2; the dump must be covered too).
-    fn wait_archived(&self) {
+    pub(crate) fn wait_archived(&self) {
         let pg = &self.pg;
         let current = pg.psql("select pg_walfile_name(pg_current_wal_lsn())");
         pg.psql("select pg_switch_wal()");
@@ -376,7 +382,7 @@ impl Source {
 
 /// Starts `cluster` (restored, with recovery settings) in archive recovery and waits until it
 /// has replayed the archive and been promoted.
-fn recover(cluster: &mut PgCluster) {
+pub(crate) fn recover(cluster: &mut PgCluster) {
     cluster.create_signal_file("recovery.signal");
     cluster.start();
     common::wait_for_or_explain(
@@ -388,7 +394,7 @@ fn recover(cluster: &mut PgCluster) {
 }
 
 /// Restores LATEST with wal-rus and recovers with `wal-rus wal-fetch`.
-fn restore_with_walrus(env: &[(String, String)]) -> PgCluster {
+pub(crate) fn restore_with_walrus(env: &[(String, String)]) -> PgCluster {
     let conf = "archive_mode = off\nrestore_command = '{walrus} wal-fetch %f %p'\nrecovery_target_action = promote\n";
     let (mut restored, out) = PgCluster::from_restore(common::free_port(), conf, env, |c| {
         c.run_walrus_as_postgres(
@@ -406,7 +412,7 @@ fn restore_with_walrus(env: &[(String, String)]) -> PgCluster {
 }
 
 /// Restores LATEST with WAL-G and recovers with `WAL-G wal-fetch`.
-fn restore_with_walg(walg_bin: &Path, env: &[(String, String)]) -> PgCluster {
+pub(crate) fn restore_with_walg(walg_bin: &Path, env: &[(String, String)]) -> PgCluster {
     let (mut restored, out) = PgCluster::from_restore(
         common::free_port(),
         "archive_mode = off\nrecovery_target_action = promote\n",
@@ -435,7 +441,7 @@ fn restore_with_walg(walg_bin: &Path, env: &[(String, String)]) -> PgCluster {
     restored
 }
 
-fn assert_same_dump(restored: &PgCluster, source: &str, what: &str) {
+pub(crate) fn assert_same_dump(restored: &PgCluster, source: &str, what: &str) {
     let got = restored.dumpall();
     if got != source {
         let line = got
@@ -461,7 +467,7 @@ fn assert_same_dump(restored: &PgCluster, source: &str, what: &str) {
 
 /// WAL-G present (else skip), PostgreSQL (and s3s-fs for S3) present (else skip, or fail under
 /// CI/WALRUS_REQUIRE_TOOLS).
-fn setup(test: &str, kind: Kind) -> Option<(PathBuf, Store)> {
+pub(crate) fn setup(test: &str, kind: Kind) -> Option<(PathBuf, Store)> {
     let walg = require_or_fail(Tool::Walg, test)?;
     require_or_fail(Tool::Postgres, test)?;
     if kind == Kind::S3 {
@@ -547,7 +553,7 @@ fn assert_encrypted(store: &Store, sub: &str, name: &str, extra: &[(&str, &str)]
 
 /// The restored server replayed archived WAL through its restore_command (point-in-time
 /// recovery from the archive, not just crash recovery from the backup's own files).
-fn assert_replayed_archive(restored: &PgCluster, what: &str) {
+pub(crate) fn assert_replayed_archive(restored: &PgCluster, what: &str) {
     let log = restored.server_log();
     let restored_files = log
         .lines()
@@ -955,7 +961,7 @@ fn backup_keys<'a>(keys: &'a BTreeSet<String>, name: &str) -> BTreeSet<&'a Strin
         .collect()
 }
 
-fn sentinel_key(name: &str) -> String {
+pub(crate) fn sentinel_key(name: &str) -> String {
     format!("basebackups_005/{name}_backup_stop_sentinel.json")
 }
 
@@ -1336,80 +1342,6 @@ fn assert_fetch_refused(
     }
 }
 
-/// A WAL-G delta backup (WALG_DELTA_MAX_STEPS=1: the second backup is a delta of the first):
-/// wal-rus, which restores full backups only, refuses it by name and as LATEST with exit 1, a
-/// message that says "delta" and nothing written; the full backup under it still restores.
-/// This lane stays until wal-rus implements deltas; then it becomes a restore comparison.
-fn walg_delta_refused(test: &str, kind: Kind) {
-    let Some((walg_bin, store)) = setup(test, kind) else {
-        return;
-    };
-    let sub = "delta";
-    let mut env = store.env(sub, "lz4");
-    env.push(("WALG_DELTA_MAX_STEPS".into(), "1".into()));
-    let mut src = Source::start(&walg_bin, &env, Maker::Walg);
-    src.pg
-        .psql("create table t as select g, md5(g::text) as h from generate_series(1, 20000) g");
-    let full = src.push(Maker::Walg, &store, sub);
-    std::thread::sleep(Duration::from_millis(1100));
-    src.pg.psql("update t set h = 'changed' where g % 50 = 0");
-    src.pg.psql("checkpoint");
-    let delta = src.push(Maker::Walg, &store, sub);
-    src.pg.stop();
-    let sentinel: Value = serde_json::from_slice(&store.read(sub, &sentinel_key(&delta))).unwrap();
-    assert!(
-        delta.contains("_D_") && sentinel["DeltaFrom"] == full.as_str(),
-        "WAL-G should have made {delta} a delta of {full}: sentinel {sentinel}"
-    );
-
-    let env = &env;
-    let cases: Vec<(String, Box<dyn FnOnce() + '_>)> = vec![
-        (
-            format!("backup-fetch {delta}"),
-            Box::new(|| {
-                assert_fetch_refused(
-                    &format!("[{kind:?}] WAL-G delta {delta}"),
-                    env,
-                    &delta,
-                    "that the backup is a delta",
-                    |t| t.to_lowercase().contains("delta"),
-                )
-            }),
-        ),
-        (
-            "backup-fetch LATEST (the delta)".into(),
-            Box::new(|| {
-                assert_fetch_refused(
-                    &format!("[{kind:?}] WAL-G delta {delta} as LATEST"),
-                    env,
-                    "LATEST",
-                    "that the backup is a delta",
-                    |t| t.to_lowercase().contains("delta"),
-                )
-            }),
-        ),
-        (
-            format!("backup-fetch {full} (the delta's base)"),
-            Box::new(|| {
-                let dest = TempDir::new().unwrap();
-                let dest = dest.path().join("data");
-                let out = run_tool(
-                    Maker::Walrus,
-                    Path::new("/nonexistent"),
-                    &["backup-fetch", dest.to_str().unwrap(), &full],
-                    env,
-                );
-                assert!(
-                    out.status.success() && dest.join("global/pg_control").is_file(),
-                    "[{kind:?}] wal-rus should still restore the full backup {full} under WAL-G's delta\n{}",
-                    output_text(&out)
-                );
-            }),
-        ),
-    ];
-    support::run_all(&format!("[{kind:?}] WAL-G delta backup"), cases);
-}
-
 /// Settings of a tool's environment.
 type Env = Vec<(String, String)>;
 /// A way wal-rus must refuse a backup: what it is, the settings added, what the message says.
@@ -1569,11 +1501,6 @@ fn delete_everything_parity_file() {
 #[test]
 fn delete_everything_parity_s3() {
     delete_everything_parity("delete_everything_parity_s3", Kind::S3);
-}
-
-#[test]
-fn walg_delta_refused_by_walrus_file() {
-    walg_delta_refused("walg_delta_refused_by_walrus_file", Kind::File);
 }
 
 #[test]

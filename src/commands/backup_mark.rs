@@ -10,10 +10,9 @@
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::format::metadata::ExtendedMetadata;
 use crate::repo::backups;
+use crate::repo::permanence::{self, required_metadata};
 use crate::storage::Storage;
-use std::collections::HashSet;
 
 /// What `backup-mark` is asked to do.
 #[derive(Clone, Debug, Default)]
@@ -31,66 +30,8 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     if args.impermanent {
         mark_impermanent(storage.as_ref(), &backup.name)
     } else {
-        mark_permanent(storage.as_ref(), &backup.name)
+        permanence::mark_permanent(storage.as_ref(), &backup.name)
     }
-}
-
-/// `metadata.json` of `name`, which marking needs.
-fn required_metadata(storage: &dyn Storage, name: &str) -> Result<ExtendedMetadata, Error> {
-    backups::read_metadata(storage, name)?.ok_or_else(|| {
-        Error::backup_missing(format!(
-            "metadata.json of backup '{name}' does not exist; cannot change its permanence"
-        ))
-    })
-}
-
-/// The backups `mark_permanent` would change: `name` and its base chain (following
-/// `DeltaFrom`), oldest first, leaving out those already permanent.
-pub fn backups_to_mark_permanent(
-    storage: &dyn Storage,
-    name: &str,
-) -> Result<Vec<(String, ExtendedMetadata)>, Error> {
-    let mut chain = Vec::new();
-    let mut seen = HashSet::new();
-    let mut current = name.to_string();
-    loop {
-        if !seen.insert(current.clone()) {
-            return Err(Error::Precondition(format!(
-                "the delta chain of backup '{name}' loops back to '{current}'"
-            )));
-        }
-        let meta = required_metadata(storage, &current)?;
-        let sentinel = backups::read_sentinel(storage, &current)?;
-        if current == name && meta.is_permanent {
-            crate::warn!("Backup {name} is already marked as permanent, ignoring...");
-        }
-        let next = sentinel.delta.map(|d| d.from);
-        if !meta.is_permanent {
-            chain.push((current, meta));
-        }
-        match next {
-            Some(base) => current = base,
-            None => break,
-        }
-    }
-    chain.reverse();
-    Ok(chain)
-}
-
-/// Marks `name` and its base chain permanent.
-pub fn mark_permanent(storage: &dyn Storage, name: &str) -> Result<(), Error> {
-    crate::info!("Retrieving previous related backups to be marked: toPermanent=true");
-    let to_mark = backups_to_mark_permanent(storage, name)?;
-    let names: Vec<&str> = to_mark.iter().map(|(n, _)| n.as_str()).collect();
-    crate::info!(
-        "Retrieved backups to be marked, marking: [{}]",
-        names.join(" ")
-    );
-    for (backup, mut meta) in to_mark {
-        meta.is_permanent = true;
-        backups::write_metadata(storage, &backup, &meta)?;
-    }
-    Ok(())
 }
 
 /// Removes the permanent mark of `name` alone; refused while a delta built directly on it is
@@ -124,7 +65,9 @@ pub fn mark_impermanent(storage: &dyn Storage, name: &str) -> Result<(), Error> 
 mod tests {
     use super::*;
     use crate::format::lsn::Lsn;
+    use crate::format::metadata::ExtendedMetadata;
     use crate::format::sentinel::{DeltaInfo, Sentinel};
+    use crate::repo::permanence::{backups_to_mark_permanent, mark_permanent};
     use crate::storage::BytesBody;
     use crate::storage::fs::FsStorage;
 

@@ -231,10 +231,6 @@ mod tests {
             (("WALE_GPG_KEY_ID", "k"), Cmd::BackupList),
             (("WALG_CSE_KMS_REGION", "r"), Cmd::Delete),
             (("WALG_FAILOVER_STORAGES", "x"), Cmd::WalPush),
-            (
-                ("WALG_DELTA_MAX_STEPS", "3"),
-                Cmd::BackupPush { full: false },
-            ),
             (("WALG_FETCH_TARGET_USER_DATA", "{}"), Cmd::BackupFetch),
             (("PGSERVICE", "main"), Cmd::BackupPush { full: true }),
         ];
@@ -276,21 +272,24 @@ mod tests {
     #[test]
     fn commands_and_inert_values() {
         let base = ("WALG_FILE_PREFIX", "/x");
-        // Deltas: refused by backup-push only, and not with --full or 0.
-        let d = [base, ("WALG_DELTA_MAX_STEPS", "2")];
-        assert!(check(&src(&d), Cmd::BackupPush { full: false }).is_err());
-        assert!(
-            check(&src(&d), Cmd::BackupPush { full: true })
-                .unwrap()
-                .is_empty()
-        );
-        assert!(check(&src(&d), Cmd::WalPush).unwrap().is_empty());
-        let d0 = [base, ("WALG_DELTA_MAX_STEPS", "0")];
-        assert!(
-            check(&src(&d0), Cmd::BackupPush { full: false })
-                .unwrap()
-                .is_empty()
-        );
+        // Deltas are taken: no refusal, no warning, whatever the command.
+        let d = [
+            base,
+            ("WALG_DELTA_MAX_STEPS", "2"),
+            ("WALG_DELTA_ORIGIN", "LATEST_FULL"),
+        ];
+        for command in [
+            Cmd::BackupPush { full: false },
+            Cmd::BackupPush { full: true },
+            Cmd::WalPush,
+        ] {
+            assert!(check(&src(&d), command).unwrap().is_empty());
+        }
+        // Reverse unpack: warned by backup-fetch, where WAL-G reads it; silent when off.
+        let r = [base, ("WALG_USE_REVERSE_UNPACK", "true")];
+        assert_eq!(check(&src(&r), Cmd::BackupFetch).unwrap().len(), 1);
+        let r0 = [base, ("WALG_USE_REVERSE_UNPACK", "false")];
+        assert!(check(&src(&r0), Cmd::BackupFetch).unwrap().is_empty());
         // Warned: in the commands WAL-G uses it in.
         let n = [base, ("WALG_UPLOAD_DISK_CONCURRENCY", "4")];
         assert_eq!(

@@ -5,8 +5,8 @@
 use super::crypter::crypter;
 use super::sources::{bool_setting, rate_setting, uint_setting};
 use super::{
-    Cmd, ConfigError, Settings, Sources, StorageSettings, WalMetadata, active_storage, bad, check,
-    parse_s3_prefix, s3, table,
+    Cmd, ConfigError, DeltaSettings, Settings, Sources, StorageSettings, WalMetadata,
+    active_storage, bad, check, parse_s3_prefix, s3, table,
 };
 use crate::codec::{EncodeOptions, Method, ZstdLevel};
 use crate::log::LogLevel;
@@ -70,6 +70,12 @@ impl Settings {
             sentinel_user_data: sentinel_user_data(src)?,
             verify_page_checksums: bool_setting(src, "WALG_VERIFY_PAGE_CHECKSUMS", false)?,
             tar_disable_fsync: bool_setting(src, "WALG_TAR_DISABLE_FSYNC", false)?,
+            delta: DeltaSettings {
+                max_steps: uint_setting(src, "WALG_DELTA_MAX_STEPS", 0, 0, 1_000_000)? as u32,
+                origin: src.get("WALG_DELTA_ORIGIN"),
+                from_name: src.get("WALG_DELTA_FROM_NAME"),
+                from_user_data: src.get("WALG_DELTA_FROM_USER_DATA"),
+            },
             wal_metadata: wal_metadata(src)?,
             disk_rate_limit: rate_setting(src, "WALG_DISK_RATE_LIMIT")?,
             network_rate_limit: rate_setting(src, "WALG_NETWORK_RATE_LIMIT")?,

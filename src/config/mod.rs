@@ -115,6 +115,8 @@ pub struct Settings {
     pub network_rate_limit: Option<u64>,
     /// `WALG_TAR_DISABLE_FSYNC`: restore without fsync per file.
     pub tar_disable_fsync: bool,
+    /// `WALG_DELTA_*`: whether and on what backup-push takes a delta.
+    pub delta: DeltaSettings,
     /// `WALG_STORE_ALL_CORRUPT_BLOCKS`: record every corrupt block, not the first 10.
     pub store_all_corrupt_blocks: bool,
     /// One line for each setting that is set and has no effect in wal-rus (and each unknown
@@ -182,6 +184,20 @@ impl Settings {
             remote,
         }
     }
+}
+
+/// The delta settings of backup-push, as given; backup-push checks the origin's word, as
+/// WAL-G does (only when a delta is attempted).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeltaSettings {
+    /// `WALG_DELTA_MAX_STEPS`: 0 means every backup is full.
+    pub max_steps: u32,
+    /// `WALG_DELTA_ORIGIN`: `LATEST` (default) or `LATEST_FULL`.
+    pub origin: Option<String>,
+    /// `WALG_DELTA_FROM_NAME`.
+    pub from_name: Option<String>,
+    /// `WALG_DELTA_FROM_USER_DATA`.
+    pub from_user_data: Option<String>,
 }
 
 /// `WALG_UPLOAD_WAL_METADATA`.

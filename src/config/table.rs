@@ -19,12 +19,12 @@
 //! WAL-G behaves as wal-rus does (`WALG_DELTA_MAX_STEPS=0`).
 //!
 //! Borderline calls, and why:
-//! - `WALG_DELTA_MAX_STEPS` > 0 is refused by backup-push (not with `--full`): WAL-G would
-//!   store a delta, wal-rus a full backup; storage use, backup time and what `delete retain`
-//!   keeps change. Refusing is loud and `--full` (or `0`) is the way out. Other commands
-//!   ignore it, as WAL-G's do: a refusal there would stop the archiver.
-//! - `WALG_DELTA_ORIGIN`, `WALG_DELTA_FROM_NAME`, `WALG_DELTA_FROM_USER_DATA`,
-//!   `S3_RETENTION_MODE`, `AWS_ROLE_SESSION_NAME` and the other settings that only tune a
+//! - `WALG_USE_WAL_DELTA` and `WALG_FORCE_WAL_DELTA` are warned: wal-rus finds a delta's
+//!   changed pages by scanning them, WAL-G's fallback when it has no WAL-delta map; the
+//!   delta stored is the same.
+//! - `WALG_USE_REVERSE_UNPACK` and `WALG_SKIP_REDUNDANT_TARS` are warned: wal-rus applies a
+//!   delta chain base first, WAL-G's default order; the restored directory is the same.
+//! - `S3_RETENTION_MODE`, `AWS_ROLE_SESSION_NAME` and the other settings that only tune a
 //!   refused one are warned: WAL-G ignores them unless their primary setting is set, and then
 //!   that one is refused.
 //! - Every encryption setting but libsodium's and `WALG_PGP_KEY`'s is refused, companions
@@ -251,7 +251,7 @@ const LIBSODIUM: &str = "libsodium encryption after compression (`crypto_secrets
 
 use Spell::{Exact as E, Prefixed as P, Storage as S};
 use Status::{Honoured as H, Refused as R, Warned as W};
-use cmd::{BACKUP_FETCH, BACKUP_MARK, BACKUP_PUSH, DELETE, PUSH, UPLOADS, WAL_PUSH};
+use cmd::{BACKUP_FETCH, BACKUP_MARK, DELETE, PUSH, UPLOADS, WAL_PUSH};
 
 const fn h(s: Spell, note: &'static str) -> Row {
     Row::new(H, s, note)
@@ -265,7 +265,8 @@ const fn w(s: Spell, note: &'static str) -> Row {
 
 const NO_ENCRYPTION: &str = "this encryption is not implemented (wal-rus has libsodium and WALG_PGP_KEY's OpenPGP): wal-rus would store plaintext where WAL-G encrypts, or misread an encrypted archive";
 const NO_FAILOVER: &str = "only used with WALG_FAILOVER_STORAGES (refused)";
-const NO_DELTA: &str = "only used with WALG_DELTA_MAX_STEPS > 0 (refused by backup-push)";
+const SCAN_DELTA: &str = "WAL-delta maps; wal-rus finds a delta's changed pages by scanning them (WAL-G's fallback), the delta stored is the same";
+const FORWARD_CHAIN: &str = "wal-rus applies a delta chain base first (WAL-G's default order); the restored directory is the same";
 const AWS_CHAIN: &str = "AWS SDK credential chain: WAL-G reads it only without static keys, and wal-rus requires static keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)";
 const NO_CLIENT_CERT: &str = "client certificates are not sent by wal-rus (a server that requires one refuses the connection)";
 const OSS_ONLY: &str = "Alibaba OSS storage; read only with WALG_OSS_PREFIX, which wal-rus refuses";
@@ -415,12 +416,12 @@ pub static TABLE: &[Section] = &[
         w(E("PGBACKREST_STANZA"), "WAL-G's pgbackrest commands, which wal-rus does not have").def("main"),
     ]},
     Section { title: "Backups", rows: &[
-        r(E("WALG_DELTA_MAX_STEPS"), "delta backups are not implemented: wal-rus would store a full backup where WAL-G stores a delta (set 0, or pass --full)").only(BACKUP_PUSH).inert(Inert::Values(&["0"])).def("0"),
-        w(E("WALG_DELTA_ORIGIN"), NO_DELTA).only(PUSH).def("LATEST"),
-        w(E("WALG_DELTA_FROM_NAME"), NO_DELTA).only(PUSH),
-        w(E("WALG_DELTA_FROM_USER_DATA"), NO_DELTA).only(PUSH),
-        w(E("WALG_USE_WAL_DELTA"), "WAL-delta maps for delta backups; wal-rus takes full backups only").only(WAL_PUSH | PUSH).inert(Inert::False).def("false"),
-        w(E("WALG_FORCE_WAL_DELTA"), "WAL-delta maps for delta backups; wal-rus takes full backups only").only(PUSH).inert(Inert::False).def("false"),
+        h(E("WALG_DELTA_MAX_STEPS"), "deltas in a chain: backup-push stores a delta of the chosen base until its chain has this many (0: always full)").def("0"),
+        h(E("WALG_DELTA_ORIGIN"), "base of a delta: `LATEST` chains deltas, `LATEST_FULL` bases each on the full backup").def("LATEST"),
+        h(E("WALG_DELTA_FROM_NAME"), "base of a delta by name (as `--delta-from-name`)"),
+        h(E("WALG_DELTA_FROM_USER_DATA"), "base of a delta by its user data (as `--delta-from-user-data`)"),
+        w(E("WALG_USE_WAL_DELTA"), SCAN_DELTA).only(WAL_PUSH | PUSH).inert(Inert::False).def("false"),
+        w(E("WALG_FORCE_WAL_DELTA"), SCAN_DELTA).only(PUSH).inert(Inert::False).def("false"),
         h(E("WALG_SENTINEL_USER_DATA"), "user data JSON for backup-push"),
         h(E("WALG_VERIFY_PAGE_CHECKSUMS"), "verify page checksums while reading").def("false"),
         h(E("WALG_STORE_ALL_CORRUPT_BLOCKS"), "record every corrupt block found, not the first 10").def("false"),
@@ -430,8 +431,8 @@ pub static TABLE: &[Section] = &[
         w(E("WALG_WITHOUT_FILES_METADATA"), "wal-rus always writes `files_metadata.json`").only(PUSH).inert(Inert::False).def("false"),
         w(E("WALG_SERIALIZER_TYPE"), "`json_streamed` writes the same documents another way").only(PUSH | BACKUP_MARK).inert(Inert::Values(&["json_default"])).def("json_default"),
         r(E("WALG_FETCH_TARGET_USER_DATA"), "choosing the backup by its user data is not implemented: wal-rus would restore another backup").only(BACKUP_FETCH),
-        w(E("WALG_USE_REVERSE_UNPACK"), "delta restore order; wal-rus restores full backups").only(BACKUP_FETCH).inert(Inert::False).def("false"),
-        w(E("WALG_SKIP_REDUNDANT_TARS"), "delta restore order; wal-rus restores full backups").only(BACKUP_FETCH).inert(Inert::False).def("false"),
+        w(E("WALG_USE_REVERSE_UNPACK"), FORWARD_CHAIN).only(BACKUP_FETCH).inert(Inert::False).def("false"),
+        w(E("WALG_SKIP_REDUNDANT_TARS"), FORWARD_CHAIN).only(BACKUP_FETCH).inert(Inert::False).def("false"),
         h(E("WALG_TAR_DISABLE_FSYNC"), "backup-fetch without fsync per file").def("false"),
         w(E("WALG_STREAM_CREATE_COMMAND"), "used by WAL-G for other databases, not PostgreSQL"),
         w(E("WALG_STREAM_RESTORE_COMMAND"), "used by WAL-G for other databases, not PostgreSQL"),

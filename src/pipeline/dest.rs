@@ -189,12 +189,26 @@ impl Destination {
     /// Creates or truncates the regular file `comps` (mode 0600 until the caller sets the
     /// header's); an existing symlink there is refused, not followed.
     pub fn create_file(&self, comps: &[&str], cache: &mut DirCache) -> io::Result<File> {
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        self.open_file(comps, flags, cache)
+    }
+
+    /// Opens the regular file `comps` an earlier backup of a delta chain restored, for an
+    /// increment to be applied to it; a missing file is an error, a symlink is refused.
+    pub fn open_existing(&self, comps: &[&str], cache: &mut DirCache) -> io::Result<File> {
+        self.open_file(
+            comps,
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            cache,
+        )
+    }
+
+    fn open_file(&self, comps: &[&str], flags: OFlags, cache: &mut DirCache) -> io::Result<File> {
         let Some(last) = comps.last() else {
             return Err(refused("a file entry names the destination itself".into()));
         };
         let at = self.parent(comps, cache)?;
-        let flags =
-            OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         match rustix::fs::openat(at, *last, flags, Mode::from_raw_mode(0o600)) {
             Ok(fd) => Ok(File::from(fd)),
             Err(Errno::LOOP) => Err(refused(format!(

@@ -6,6 +6,10 @@
 //! handed to a [`FileSync`] (fsynced unless asked not to, `WALG_TAR_DISABLE_FSYNC`; writeback
 //! starts while a file is still being written). Ownership and times are not
 //! restored, as with WAL-G. After the archive's end marker only zeros may follow.
+//!
+//! Restoring a delta chain, an [`EntryPlan`] says per file whether the entry is written,
+//! applied as an increment to the copy an earlier backup of the chain restored, or left out
+//! (the newest backup no longer has the file).
 
 use super::dest::{self, Destination, DirCache, refused};
 use super::sync::FileSync;
@@ -25,6 +29,32 @@ pub struct Extracted {
     pub bytes: u64,
 }
 
+/// What becomes of a regular-file entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Written whole (created or truncated).
+    Write,
+    /// An increment stream, applied to the file already restored.
+    Increment,
+    /// Left out.
+    Skip,
+}
+
+/// Decides, per regular-file entry name, what [`unpack`] does with it.
+pub trait EntryPlan: Sync {
+    /// The action for entry `name`.
+    fn action(&self, name: &str) -> io::Result<Action>;
+}
+
+/// A full backup's plan: every entry is written.
+pub struct WriteAll;
+
+impl EntryPlan for WriteAll {
+    fn action(&self, _name: &str) -> io::Result<Action> {
+        Ok(Action::Write)
+    }
+}
+
 /// Maps a tar entry name onto the destination; `None` for names that leave it.
 pub fn target_path(dest: &Path, name: &str) -> Option<PathBuf> {
     let mut out = dest.to_path_buf();
@@ -41,17 +71,20 @@ fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
-/// Unpacks the tar stream `archive` into `dest`, using `buf` for file data.
+/// Unpacks the tar stream `archive` into `dest` as `plan` says, using `buf` (at least one
+/// page) for file data.
 pub fn unpack(
     archive: &mut dyn Read,
     dest: &Destination,
     buf: &mut [u8],
     sync: &dyn FileSync,
+    plan: &dyn EntryPlan,
 ) -> io::Result<Extracted> {
     let mut unpacker = Unpacker {
         dest,
         buf: &mut *buf,
         sync,
+        plan,
         dirs: DirCache::default(),
         stats: Extracted::default(),
     };
@@ -71,6 +104,7 @@ struct Unpacker<'a> {
     dest: &'a Destination,
     buf: &'a mut [u8],
     sync: &'a dyn FileSync,
+    plan: &'a dyn EntryPlan,
     dirs: DirCache,
     stats: Extracted,
 }
@@ -98,7 +132,11 @@ impl Unpacker<'_> {
                 self.dest.hard_link(&comps, &link, &mut self.dirs)?;
             }
         } else if kind.is_file() || kind == ::tar::EntryType::Continuous {
-            let written = self.file(entry, &name, &comps, mode)?;
+            let written = match self.plan.action(&name)? {
+                Action::Write => self.file(entry, &name, &comps, mode)?,
+                Action::Increment => self.increment(entry, &name, &comps)?,
+                Action::Skip => return Ok(()),
+            };
             self.stats.files += 1;
             self.stats.bytes += written;
         } else if !matches!(
@@ -156,6 +194,35 @@ impl Unpacker<'_> {
         if self.sync.durable() && flushed > 0 && written > flushed {
             crate::sys::start_writeback(&out, flushed, written - flushed);
         }
+        self.sync.finished(out, &target)?;
+        Ok(written)
+    }
+}
+
+impl Unpacker<'_> {
+    /// Applies an increment entry to the file an earlier backup restored; the bytes written.
+    fn increment<R: Read>(
+        &mut self,
+        entry: &mut ::tar::Entry<'_, R>,
+        name: &str,
+        comps: &[&str],
+    ) -> io::Result<u64> {
+        let target = self.dest.display(comps);
+        let out = self
+            .dest
+            .open_existing(comps, &mut self.dirs)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    invalid(format!(
+                        "{name}: the increment's file was not restored by the base backup"
+                    ))
+                } else {
+                    e
+                }
+            })?;
+        let len = entry.size();
+        let written = super::increment::apply(entry, len, &out, self.buf)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", target.display())))?;
         self.sync.finished(out, &target)?;
         Ok(written)
     }
@@ -221,7 +288,7 @@ mod tests {
     fn refuses(entries: &[(&str, Kind, &[u8])], outside: &Path) {
         let dest = tempfile::tempdir().unwrap();
         let a = archive(entries);
-        let e = unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync).unwrap_err();
+        let e = unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync, &WriteAll).unwrap_err();
         assert!(dest::is_refusal(&e), "{e}");
         assert_eq!(fs::read_dir(outside).unwrap().count(), 0, "{entries:?}");
     }
@@ -255,7 +322,7 @@ mod tests {
             ("/ln", Kind::Symlink, b"victim"),
             ("/ln", Kind::File, b"overwritten"),
         ]);
-        let e = unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync).unwrap_err();
+        let e = unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync, &WriteAll).unwrap_err();
         assert!(dest::is_refusal(&e), "{e}");
         assert_eq!(fs::read(dest.path().join("victim")).unwrap(), b"keep");
         // A tablespace link from the archive.
@@ -263,7 +330,7 @@ mod tests {
         // WAL-G's quirk (a link named after itself) still restores.
         let dest = tempfile::tempdir().unwrap();
         let a = archive(&[("/self", Kind::Symlink, b"self")]);
-        unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync).unwrap();
+        unpack(&mut &a[..], &at(&dest), &mut [0u8; 64], &NoSync, &WriteAll).unwrap();
         assert_eq!(
             fs::read_link(dest.path().join("self")).unwrap(),
             Path::new("self")
@@ -280,7 +347,7 @@ mod tests {
             ("global/2", Kind::File, b"two"),
             ("backup_label", Kind::File, b"label"),
         ]);
-        let s = unpack(&mut &a[..], &at(&dest), &mut [0u8; 7], &SyncNow).unwrap();
+        let s = unpack(&mut &a[..], &at(&dest), &mut [0u8; 7], &SyncNow, &WriteAll).unwrap();
         assert_eq!(
             s,
             Extracted {
@@ -305,21 +372,53 @@ mod tests {
     fn refuses_escapes_truncation_and_trailing_garbage() {
         let dest = tempfile::tempdir().unwrap();
         let bad = archive(&[("/../etc/x", Kind::File, b"x")]);
-        assert!(unpack(&mut &bad[..], &at(&dest), &mut [0u8; 64], &NoSync).is_err());
+        assert!(
+            unpack(
+                &mut &bad[..],
+                &at(&dest),
+                &mut [0u8; 64],
+                &NoSync,
+                &WriteAll
+            )
+            .is_err()
+        );
         let good = archive(&[("/f", Kind::File, &[5u8; 1000])]);
         let cut = &good[..800];
         assert!(
-            unpack(&mut &cut[..], &at(&dest), &mut [0u8; 64], &NoSync).is_err(),
+            unpack(
+                &mut &cut[..],
+                &at(&dest),
+                &mut [0u8; 64],
+                &NoSync,
+                &WriteAll
+            )
+            .is_err(),
             "truncated"
         );
         let mut tail = good.clone();
         tail.extend_from_slice(b"junk");
         assert!(
-            unpack(&mut &tail[..], &at(&dest), &mut [0u8; 64], &NoSync).is_err(),
+            unpack(
+                &mut &tail[..],
+                &at(&dest),
+                &mut [0u8; 64],
+                &NoSync,
+                &WriteAll
+            )
+            .is_err(),
             "garbage after end"
         );
         let mut zeros = good.clone();
         zeros.extend_from_slice(&[0u8; 4096]);
-        assert!(unpack(&mut &zeros[..], &at(&dest), &mut [0u8; 64], &NoSync).is_ok());
+        assert!(
+            unpack(
+                &mut &zeros[..],
+                &at(&dest),
+                &mut [0u8; 64],
+                &NoSync,
+                &WriteAll
+            )
+            .is_ok()
+        );
     }
 }

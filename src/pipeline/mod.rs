@@ -3,6 +3,7 @@
 
 pub mod arena;
 pub mod compress;
+pub mod delta;
 pub mod dest;
 pub mod extract;
 pub mod file_index;

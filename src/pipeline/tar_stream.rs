@@ -7,6 +7,8 @@
 //! grows is cut, one that vanishes is left out (WAL replay repairs all three, walg-compat
 //! §3.4).
 
+use super::delta::{DeltaBase, Stored};
+use super::increment::IncrementReader;
 use super::rate::RateLimit;
 use crate::format::page;
 use crate::format::tar::{self, Header, Kind};
@@ -262,9 +264,28 @@ pub fn header_for(e: &Entry, size: u64) -> Header {
 
 /// What a partition reports about each entry it stored, for `files_metadata.json`.
 pub trait EntrySink {
-    /// `entry` was written into the current partition (a file once all its data was read);
-    /// `corrupt` lists the blocks that failed page verification, when it was asked for.
-    fn stored(&mut self, entry: &Entry, corrupt: &[u32]);
+    /// `entry` was written into the current partition (a file once all its data was read),
+    /// as an increment when `incremented`; `corrupt` lists the blocks that failed page
+    /// verification, when it was asked for.
+    fn stored(&mut self, entry: &Entry, corrupt: &[u32], incremented: bool);
+
+    /// A delta left regular file `entry` out: unchanged since its base.
+    fn skipped(&mut self, entry: &Entry);
+}
+
+/// The data of one regular file entry: the file itself or its increment.
+enum Source {
+    Plain(File),
+    Increment(Box<IncrementReader>),
+}
+
+impl Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Source::Plain(f) => f.read(buf),
+            Source::Increment(r) => r.read(buf),
+        }
+    }
 }
 
 /// Checks the pages of one relation file as its bytes stream past, in page-sized steps.
@@ -314,9 +335,11 @@ pub struct Partition<'a, S: EntrySink> {
     pub entries: u64,
     pending: Vec<u8>,
     pending_pos: usize,
-    file: Option<(File, u64, usize)>,
+    file: Option<(Source, u64, usize)>,
     /// The file whose data is being read, reported to the sink when its data is done.
     current: Option<Entry>,
+    /// A delta's base: files are skipped, incremented or stored whole against it.
+    delta: Option<&'a mut DeltaBase>,
     /// Page verification: the backup's start LSN (pages written after it are not checked).
     verify_from: Option<u64>,
     check: Option<PageCheck>,
@@ -340,6 +363,7 @@ impl<'a, S: EntrySink> Partition<'a, S> {
             pending_pos: 0,
             file: None,
             current: None,
+            delta: None,
             verify_from: None,
             check: None,
             disk_limit: None,
@@ -352,6 +376,12 @@ impl<'a, S: EntrySink> Partition<'a, S> {
     /// `start_lsn` (they are being written during the backup and come back from WAL).
     pub fn verify_pages(mut self, start_lsn: Option<u64>) -> Self {
         self.verify_from = start_lsn;
+        self
+    }
+
+    /// Takes a delta against `base` (no effect when `None`).
+    pub fn delta(mut self, base: Option<&'a mut DeltaBase>) -> Self {
+        self.delta = base;
         self
     }
 
@@ -379,42 +409,78 @@ impl<'a, S: EntrySink> Partition<'a, S> {
                     self.finish();
                     return Ok(true);
                 }
-                Some(e) if e.kind == Kind::File => match File::open(&e.path) {
-                    Ok(f) => {
-                        let size = e.meta.len();
-                        self.file = Some((f, size, tar::padding(size)));
-                        break e;
-                    }
-                    // Gone between the walk and the open: leave it out.
-                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                    Err(err) => {
-                        return Err(io::Error::new(
-                            err.kind(),
-                            format!("{}: {err}", e.path.display()),
-                        ));
-                    }
+                Some(e) if e.kind == Kind::File => match self.open_file(&e)? {
+                    Some(size) => break (e, size),
+                    // Gone, or unchanged since a delta's base.
+                    None => continue,
                 },
-                Some(e) => break e,
+                Some(e) => break (e, 0),
             }
         };
-        let size = if entry.kind == Kind::File {
-            entry.meta.len()
-        } else {
-            0
-        };
+        let (entry, size) = entry;
         tar::encode(&header_for(&entry, size), &mut self.pending);
         self.payload += size;
         self.entries += 1;
         if entry.kind == Kind::File {
-            self.check = self
-                .verify_from
-                .and_then(|_| page::paged_segment(&entry.name, size))
-                .map(PageCheck::new);
             self.current = Some(entry);
         } else {
-            self.sink.stored(&entry, &[]);
+            self.sink.stored(&entry, &[], false);
         }
         Ok(true)
+    }
+
+    /// Opens regular file `e` for its entry: the file, or its increment in a delta; returns
+    /// the entry's size, or `None` when nothing is stored (gone since the walk, or unchanged
+    /// since the delta's base).
+    fn open_file(&mut self, e: &Entry) -> io::Result<Option<u64>> {
+        if let Some(base) = self.delta.as_deref_mut()
+            && base.unchanged(e)?
+        {
+            self.sink.skipped(e);
+            return Ok(None);
+        }
+        let file = match File::open(&e.path) {
+            Ok(f) => f,
+            // Gone between the walk and the open: leave it out.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(err) => {
+                return Err(io::Error::new(
+                    err.kind(),
+                    format!("{}: {err}", e.path.display()),
+                ));
+            }
+        };
+        let size = e.meta.len();
+        let segment = page::paged_segment(&e.name, size);
+        self.check = self.verify_from.and(segment).map(PageCheck::new);
+        let source = match self.delta.as_deref_mut() {
+            None => Source::Plain(file),
+            Some(base) => {
+                let (check, lsn, limit) = (&mut self.check, self.verify_from, self.disk_limit);
+                let mut on_data = |d: &[u8]| {
+                    if let Some(l) = limit {
+                        l.take(d.len());
+                    }
+                    if let (Some(c), Some(lsn)) = (check.as_mut(), lsn) {
+                        c.feed(d, lsn);
+                    }
+                };
+                match base.choose(e, file, size, &mut on_data)? {
+                    Stored::Increment(r) => Source::Increment(r),
+                    Stored::Whole(f) => {
+                        // A scan that gave up fed the check part of the file: start over.
+                        self.check = self.verify_from.and(segment).map(PageCheck::new);
+                        Source::Plain(f)
+                    }
+                }
+            }
+        };
+        let size = match &source {
+            Source::Increment(r) => r.len(),
+            Source::Plain(_) => size,
+        };
+        self.file = Some((source, size, tar::padding(size)));
+        Ok(Some(size))
     }
 
     fn finish(&mut self) {
@@ -451,16 +517,19 @@ impl<S: EntrySink> Read for Partition<'_, S> {
                         n
                     };
                     *remaining -= n as u64;
-                    if let (Some(check), Some(lsn)) = (self.check.as_mut(), self.verify_from) {
+                    if let (Source::Plain(_), Some(check), Some(lsn)) =
+                        (&*file, self.check.as_mut(), self.verify_from)
+                    {
                         check.feed(&buf[..n], lsn);
                     }
                     return Ok(n);
                 }
                 let pad = *pad;
+                let incremented = matches!(file, Source::Increment(_));
                 self.file = None;
                 if let Some(entry) = self.current.take() {
                     let corrupt = self.check.take().map(|c| c.corrupt).unwrap_or_default();
-                    self.sink.stored(&entry, &corrupt);
+                    self.sink.stored(&entry, &corrupt, incremented);
                 }
                 self.pending.clear();
                 self.pending_pos = 0;
@@ -480,8 +549,11 @@ mod tests {
 
     struct Names(Vec<(String, String)>);
     impl EntrySink for Names {
-        fn stored(&mut self, e: &Entry, _corrupt: &[u32]) {
+        fn stored(&mut self, e: &Entry, _corrupt: &[u32], _incremented: bool) {
             self.0.push((e.name.clone(), format!("{:?}", e.kind)));
+        }
+        fn skipped(&mut self, e: &Entry) {
+            self.0.push((e.name.clone(), "Skipped".into()));
         }
     }
 

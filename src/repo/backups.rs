@@ -11,8 +11,10 @@
 use super::BACKUP_FOLDER;
 use crate::error::Error;
 use crate::format::backup_name::{self, SENTINEL_SUFFIX};
+use crate::format::files_metadata::{self, FileDescription};
 use crate::format::metadata::ExtendedMetadata;
 use crate::format::sentinel::Sentinel;
+use crate::pipeline::file_index::{self, FileIndex, FileIndexBuilder, FileRecord};
 use crate::storage::{BytesBody, Storage, StorageError};
 use crate::time::PreciseTime;
 use std::io::{self, Read};
@@ -170,6 +172,76 @@ pub fn read_sentinel(storage: &dyn Storage, name: &str) -> Result<Sentinel, Erro
         Sentinel::from_reader(reader).map_err(|e| invalid(&key, e))
     })?
     .ok_or_else(|| missing_backup(name))
+}
+
+fn record_of(d: &FileDescription) -> FileRecord {
+    let mut flags = 0;
+    if d.is_incremented {
+        flags |= file_index::INCREMENTED;
+    }
+    if d.is_skipped {
+        flags |= file_index::SKIPPED;
+    }
+    FileRecord {
+        mtime: PreciseTime::parse(&d.mtime),
+        flags,
+    }
+}
+
+/// Backup `name`'s `Files`, indexed on disk; `None` when it has no `files_metadata.json`.
+pub fn files_index(storage: &dyn Storage, name: &str) -> Result<Option<FileIndex>, Error> {
+    let key = files_metadata_key(name);
+    read_document(storage, &key, &mut |reader| {
+        let mut builder =
+            FileIndexBuilder::new().map_err(|e| Error::io("creating the files index", e))?;
+        files_metadata::for_each_file(reader, |entry, desc| builder.add(&entry, record_of(&desc)))
+            .map_err(|e| Error::io(format!("reading {key}"), e))?;
+        builder
+            .finish()
+            .map_err(|e| Error::io(format!("indexing {key}"), e))
+    })
+}
+
+/// The one backup whose `metadata.json` user data equals `wanted` (WAL-G's structural
+/// equality, numbers compared as the doubles Go decodes them to); `None` when no backup
+/// has it, an error when several do.
+pub fn find_by_user_data(
+    storage: &dyn Storage,
+    wanted: &serde_json::Value,
+) -> Result<Option<String>, Error> {
+    let mut found = Vec::new();
+    for b in list_backups(storage)? {
+        if let Some(m) = read_metadata(storage, &b.name)?
+            && m.user_data.as_ref().is_some_and(|u| same_json(u, wanted))
+        {
+            found.push(b.name);
+        }
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        n => Err(Error::Precondition(format!(
+            "too many backups ({n}) found with specified user data: {}",
+            found.join(" ")
+        ))),
+    }
+}
+
+/// JSON equality as Go's `reflect.DeepEqual` sees two decoded documents.
+pub fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value as V;
+    match (a, b) {
+        (V::Number(x), V::Number(y)) => x.as_f64() == y.as_f64(),
+        (V::Array(x), V::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| same_json(p, q))
+        }
+        (V::Object(x), V::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        _ => a == b,
+    }
 }
 
 /// Reads backup `name`'s `metadata.json`; `Ok(None)` when it does not exist.

@@ -5,6 +5,7 @@
 //! it. The commands orchestrate on top; nothing below this layer knows WAL-G's folders.
 
 pub mod backups;
+pub mod permanence;
 pub mod retention;
 pub mod wal;
 pub mod wal_metadata;

@@ -31,6 +31,8 @@ mod support;
 mod walg_backup_interop;
 #[path = "../../vendor-tests/walg_codecs.rs"]
 mod walg_codecs;
+#[path = "../../vendor-tests/walg_delta_interop.rs"]
+mod walg_delta_interop;
 #[path = "../../vendor-tests/walg_formats.rs"]
 mod walg_formats;
 #[path = "../../vendor-tests/walg_interop.rs"]

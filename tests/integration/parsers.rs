@@ -217,7 +217,7 @@ proptest! {
             bytes[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
         }
         let d = Destination::open(&dest, &[]).unwrap();
-        let _ = extract::unpack(&mut &bytes[..], &d, &mut [0u8; 4096], &NoSync);
+        let _ = extract::unpack(&mut &bytes[..], &d, &mut [0u8; 4096], &NoSync, &extract::WriteAll);
         let outside: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten()
             .map(|e| e.file_name()).filter(|n| n != "dest").collect();
         prop_assert!(outside.is_empty(), "{:?}", outside);

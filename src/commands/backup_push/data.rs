@@ -13,6 +13,7 @@ use crate::format::tar::{self, Header, Kind};
 use crate::pg::BackupStop;
 use crate::pipeline::arena::Arena;
 use crate::pipeline::compress::CompressingReader;
+use crate::pipeline::delta::DeltaBase;
 use crate::pipeline::files_spool::FilesSpool;
 use crate::pipeline::plan;
 use crate::pipeline::rate::{Limited, RateLimit};
@@ -110,6 +111,7 @@ pub(super) fn send_partitions(
     sender: &Sender,
     data_dir: &Path,
     verify_from: Option<u64>,
+    mut delta: Option<&mut DeltaBase>,
 ) -> Result<Stored, Error> {
     let settings = sender.settings;
     let disk_limit = settings.disk_rate_limit.map(RateLimit::new);
@@ -123,7 +125,8 @@ pub(super) fn send_partitions(
         recorder.partition = pname.clone();
         let mut partition = Partition::new(&mut walker, &mut recorder, settings.tar_size_threshold)
             .verify_pages(verify_from)
-            .rate_limited(disk_limit.as_ref());
+            .rate_limited(disk_limit.as_ref())
+            .delta(delta.as_deref_mut());
         let stored = sender.send(&pname, &mut partition).map_err(|e| match e {
             StorageError::BodyRead { source, .. } => {
                 Error::io(format!("reading {}", data_dir.display()), source)
@@ -274,33 +277,50 @@ impl<'a> Recorder<'a> {
     }
 }
 
-impl EntrySink for Recorder<'_> {
-    fn stored(&mut self, entry: &Entry, corrupt: &[u32]) {
-        if let Some(p) = self.progress.as_mut() {
-            p.tick(entry);
-        }
-        if self.error.is_some() {
-            return;
-        }
-        let mtime = entry
-            .meta
-            .modified()
-            .map(PreciseTime::from_system)
-            .unwrap_or(PreciseTime { secs: 0, nanos: 0 });
-        let corrupt_blocks = (!corrupt.is_empty()).then(|| self.corrupt(entry, corrupt));
-        let desc = FileDescription {
-            is_incremented: false,
-            is_skipped: false,
-            mtime: mtime.to_rfc3339_utc(),
-            corrupt_blocks,
-            updates_count: 0,
-        };
-        if let Err(e) = self
-            .spool
-            .add_file(&entry.name, &desc, Some(&self.partition))
+impl Recorder<'_> {
+    fn record(&mut self, name: &str, desc: &FileDescription, partition: Option<&str>) {
+        if self.error.is_none()
+            && let Err(e) = self.spool.add_file(name, desc, partition)
         {
             self.error = Some(e);
         }
+    }
+}
+
+fn mtime_of(entry: &Entry) -> String {
+    entry
+        .meta
+        .modified()
+        .map(PreciseTime::from_system)
+        .unwrap_or(PreciseTime { secs: 0, nanos: 0 })
+        .to_rfc3339_utc()
+}
+
+impl EntrySink for Recorder<'_> {
+    fn stored(&mut self, entry: &Entry, corrupt: &[u32], incremented: bool) {
+        if let Some(p) = self.progress.as_mut() {
+            p.tick(entry);
+        }
+        let corrupt_blocks = (!corrupt.is_empty()).then(|| self.corrupt(entry, corrupt));
+        let desc = FileDescription {
+            is_incremented: incremented,
+            is_skipped: false,
+            mtime: mtime_of(entry),
+            corrupt_blocks,
+            updates_count: 0,
+        };
+        let partition = std::mem::take(&mut self.partition);
+        self.record(&entry.name, &desc, Some(&partition));
+        self.partition = partition;
+    }
+
+    fn skipped(&mut self, entry: &Entry) {
+        let desc = FileDescription {
+            is_skipped: true,
+            mtime: mtime_of(entry),
+            ..FileDescription::default()
+        };
+        self.record(&entry.name, &desc, None);
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::format::go_json::backup_time_string;
 use crate::format::lsn::Lsn;
 use crate::format::metadata::ExtendedMetadata;
-use crate::format::sentinel::{CURRENT_VERSION, DATE_FMT, Sentinel};
+use crate::format::sentinel::{CURRENT_VERSION, DATE_FMT, DeltaInfo, Sentinel};
 use crate::format::spec::TablespaceSpec;
 use crate::pipeline::tar_stream::Tablespace;
 use std::time::SystemTime;
@@ -31,6 +31,8 @@ pub(super) struct BackupFacts {
     /// Sentinel only: where the tablespaces were, when there are any.
     pub spec: Option<TablespaceSpec>,
     pub user_data: Option<serde_json::Value>,
+    /// The delta members, for a delta.
+    pub delta: Option<DeltaInfo>,
 }
 
 impl BackupFacts {
@@ -54,11 +56,11 @@ impl BackupFacts {
         }
     }
 
-    /// `<name>_backup_stop_sentinel.json`: a full backup, with files metadata stored apart.
+    /// `<name>_backup_stop_sentinel.json`, with files metadata stored apart.
     pub fn sentinel(&self) -> Sentinel {
         Sentinel {
             lsn: Some(self.start_lsn),
-            delta: None,
+            delta: self.delta.clone(),
             pg_version: self.pg_version,
             finish_lsn: Some(self.finish_lsn),
             system_identifier: self.system_identifier,
@@ -119,6 +121,7 @@ mod tests {
             data_catalog_size: 39_000_000,
             spec: None,
             user_data: Some(json!({"k": ["v", 1]})),
+            delta: None,
         }
     }
 

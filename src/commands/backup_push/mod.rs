@@ -16,6 +16,7 @@
 //! the stop aborts the backup on the server.
 
 mod data;
+mod delta;
 mod facts;
 mod server;
 
@@ -43,6 +44,13 @@ pub struct BackupPushOptions {
     pub add_user_data: Option<String>,
     /// Verify page checksums while reading (also on with WALG_VERIFY_PAGE_CHECKSUMS).
     pub verify: bool,
+    /// `--full`: never a delta.
+    pub full: bool,
+    /// `--delta-from-name`: the delta's base, over WALG_DELTA_FROM_NAME.
+    pub delta_from_name: Option<String>,
+    /// `--delta-from-user-data`: the delta's base by its user data, over
+    /// WALG_DELTA_FROM_USER_DATA.
+    pub delta_from_user_data: Option<String>,
 }
 
 /// The options with the settings' defaults applied and the user data parsed.
@@ -51,6 +59,12 @@ struct Request {
     user_data: Option<serde_json::Value>,
     verify: bool,
     permanent: bool,
+    delta: delta::DeltaRequest,
+}
+
+fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, Error> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .map_err(|e| Error::Usage(format!("{what} is not valid JSON: {e}")))
 }
 
 impl Request {
@@ -68,16 +82,30 @@ impl Request {
             .or(settings.sentinel_user_data.as_ref())
         {
             None => None,
-            Some(text) => Some(
-                serde_json::from_str::<serde_json::Value>(text)
-                    .map_err(|e| Error::Usage(format!("--add-user-data is not valid JSON: {e}")))?,
-            ),
+            Some(text) => Some(parse_json(text, "--add-user-data")?),
+        };
+        let d = &settings.delta;
+        let from_user_data = match opts
+            .delta_from_user_data
+            .as_ref()
+            .or(d.from_user_data.as_ref())
+        {
+            None => None,
+            Some(text) => Some(parse_json(text, "--delta-from-user-data")?),
+        };
+        let delta = delta::DeltaRequest {
+            max_steps: if opts.full { 0 } else { d.max_steps },
+            from_full: delta::parse_origin(d.origin.as_deref())?,
+            from_name: opts.delta_from_name.clone().or_else(|| d.from_name.clone()),
+            from_user_data,
+            permanent: opts.permanent,
         };
         Ok(Request {
             data_dir,
             user_data,
             verify: opts.verify || settings.verify_page_checksums,
             permanent: opts.permanent,
+            delta,
         })
     }
 }
@@ -89,22 +117,28 @@ pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
     let mut conn = server::connect(settings)?;
     let server = server::inspect(&mut conn, settings, &request.data_dir, request.verify)?;
     let storage = settings.open_storage()?;
+    let base = delta::choose(storage.as_ref(), &request.delta)?;
 
     // Non-exclusive: the backup lives as long as this session, which aborts it if dropped
     // before the stop.
     let label = crate::time::UtcTime::now().rfc3339();
     let (session, started) = BackupSession::start(&mut conn, &label)?;
-    let name = name_for(&started, server.in_recovery, settings.wal_segment_size);
+    let name = name_of(base.as_ref(), &started, &server, settings.wal_segment_size)?;
     crate::info!(
         "starting backup {name} of {} (PostgreSQL {}, start LSN {})",
         server.data_dir.display(),
         server.version,
         started.lsn
     );
+    let mut delta_base = base
+        .as_ref()
+        .map(|b| b.open(storage.as_ref()))
+        .transpose()?;
     let sender = Sender::new(settings, storage.as_ref(), name.clone());
     let began = Instant::now();
     let verify_from = server.verify.then_some(started.lsn.0);
-    let mut stored = data::send_partitions(&sender, &server.data_dir, verify_from)?;
+    let mut stored =
+        data::send_partitions(&sender, &server.data_dir, verify_from, delta_base.as_mut())?;
     data::send_control(&sender, &server.data_dir, &mut stored)?;
     let stop = session.stop()?;
     data::send_label(&sender, &stop, &mut stored)?;
@@ -125,8 +159,17 @@ pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
         compressed_size: stored.compressed,
         data_catalog_size: stored.walker.catalog_size,
         user_data: request.user_data,
+        delta: base.as_ref().map(delta::Base::delta_info),
     };
+    if let (true, Some(b)) = (request.permanent, &base) {
+        // A permanent delta is only restorable with its whole base chain: marked first, so
+        // an interrupted run never leaves a permanent delta on an impermanent base.
+        crate::repo::permanence::mark_permanent(storage.as_ref(), &b.name)?;
+    }
     let file_count = write_documents(storage.as_ref(), &name, &facts, stored.spool)?;
+    if let (Some(b), Some(d)) = (&base, &delta_base) {
+        delta::report(b, &d.stats);
+    }
     report(
         &name,
         file_count,
@@ -138,21 +181,50 @@ pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
     Ok(())
 }
 
-/// The backup's name: on a standby WAL-G names it after the segment holding the byte before
-/// the start LSN (walg-compat §1.4.1); on a primary after the one holding the start LSN.
-fn name_for(started: &BackupStart, in_recovery: bool, seg_size: u64) -> String {
+/// The segment a backup is named after: on a standby WAL-G takes the one holding the byte
+/// before the start LSN (walg-compat §1.4.1); on a primary the one holding the start LSN.
+fn start_segment(started: &BackupStart, in_recovery: bool, seg_size: u64) -> Segment {
     let segno = if in_recovery {
         started.lsn.0.saturating_sub(1) / seg_size
     } else {
         started.lsn.0 / seg_size
     };
-    backup_name::full_name(
-        Segment {
-            timeline: started.timeline,
-            segno,
-        },
-        seg_size,
-    )
+    Segment {
+        timeline: started.timeline,
+        segno,
+    }
+}
+
+/// The new backup's name, once a delta's base was checked against the server's answers.
+fn name_of(
+    base: Option<&delta::Base>,
+    started: &BackupStart,
+    server: &Server,
+    seg_size: u64,
+) -> Result<String, Error> {
+    let start = start_segment(started, server.in_recovery, seg_size);
+    match base {
+        None => Ok(backup_name::full_name(start, seg_size)),
+        Some(b) => {
+            delta::check(b, started.lsn, server.system_identifier)?;
+            delta_name(start, seg_size, &b.name)
+        }
+    }
+}
+
+/// A full backup's name.
+#[cfg(test)]
+fn name_for(started: &BackupStart, in_recovery: bool, seg_size: u64) -> String {
+    backup_name::full_name(start_segment(started, in_recovery, seg_size), seg_size)
+}
+
+/// A delta's name: `base_<start>_D_<the base's first 24-hex run>`.
+fn delta_name(start: Segment, seg_size: u64, base: &str) -> Result<String, Error> {
+    backup_name::delta_name(start, seg_size, base).ok_or_else(|| {
+        Error::Precondition(format!(
+            "backup {base} has no WAL segment in its name to name a delta after"
+        ))
+    })
 }
 
 /// Writes `metadata.json`, `files_metadata.json` and, last, the sentinel that makes the
@@ -208,6 +280,8 @@ fn report(
 }
 
 #[cfg(test)]
+mod delta_tests;
+#[cfg(test)]
 pub(crate) mod phases_tests;
 
 #[cfg(test)]
@@ -242,6 +316,7 @@ mod tests {
             permanent: true,
             add_user_data: Some("[1]".into()),
             verify: true,
+            ..Default::default()
         };
         let r = Request::resolve(&s, &opts).unwrap();
         assert_eq!(r.data_dir, PathBuf::from("/other"));

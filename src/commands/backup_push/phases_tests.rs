@@ -5,7 +5,7 @@
 
 use super::data::{self, Sender};
 use super::facts::{self, BackupFacts};
-use super::{name_for, write_documents};
+use super::{delta, delta_name, name_for, start_segment, write_documents};
 use crate::commands::backup_fetch;
 use crate::commands::command_tests::{Fixture, SEG};
 use crate::config::Cmd;
@@ -56,17 +56,44 @@ pub fn data_dir(f: &Fixture) -> PathBuf {
 /// Runs every phase after the session's start as `run` does, for a backup whose start the
 /// server placed at `start_lsn`; returns the backup's name.
 pub fn store_backup(f: &Fixture, start_lsn: u64, permanent: bool) -> Result<String, Error> {
+    store_from(f, &data_dir(f), start_lsn, permanent, 0)
+}
+
+/// Like [`store_backup`], of directory `dir`, as a delta while `max_steps` allows one.
+pub fn store_from(
+    f: &Fixture,
+    dir: &Path,
+    start_lsn: u64,
+    permanent: bool,
+    max_steps: u32,
+) -> Result<String, Error> {
     let settings = f.settings(Cmd::BackupPush { full: false });
     let storage = settings.open_storage()?;
-    let dir = data_dir(f);
+    let request = delta::DeltaRequest {
+        max_steps,
+        permanent,
+        ..Default::default()
+    };
+    let base = delta::choose(storage.as_ref(), &request)?;
     let started = BackupStart {
         lsn: Lsn(start_lsn),
         timeline: 1,
     };
-    let name = name_for(&started, false, settings.wal_segment_size);
+    let seg = settings.wal_segment_size;
+    let name = match &base {
+        None => name_for(&started, false, seg),
+        Some(b) => {
+            delta::check(b, started.lsn, Some(7))?;
+            delta_name(start_segment(&started, false, seg), seg, &b.name)?
+        }
+    };
+    let mut delta_base = base
+        .as_ref()
+        .map(|b| b.open(storage.as_ref()))
+        .transpose()?;
     let sender = Sender::new(&settings, storage.as_ref(), name.clone());
-    let mut stored = data::send_partitions(&sender, &dir, None)?;
-    data::send_control(&sender, &dir, &mut stored)?;
+    let mut stored = data::send_partitions(&sender, dir, None, delta_base.as_mut())?;
+    data::send_control(&sender, dir, &mut stored)?;
     let stop = BackupStop {
         label_file: format!("START WAL LOCATION: {}\n", Lsn(start_lsn)),
         tablespace_map: String::new(),
@@ -89,12 +116,13 @@ pub fn store_backup(f: &Fixture, start_lsn: u64, permanent: bool) -> Result<Stri
         compressed_size: stored.compressed,
         data_catalog_size: stored.walker.catalog_size,
         user_data: None,
+        delta: base.as_ref().map(delta::Base::delta_info),
     };
     write_documents(storage.as_ref(), &name, &facts, stored.spool)?;
     Ok(name)
 }
 
-fn restore(f: &Fixture, name: &str, dest: &Path) -> Result<(), Error> {
+pub fn restore(f: &Fixture, name: &str, dest: &Path) -> Result<(), Error> {
     let args = backup_fetch::Options {
         dest: dest.to_path_buf(),
         name: name.into(),

@@ -8,6 +8,8 @@
 //! If anything fails, `global/pg_control` is removed so the half-restored directory cannot
 //! be started as if it were complete.
 
+mod chain;
+
 use crate::codec::{Crypter, Decoder, ReadFormat};
 use crate::config::Settings;
 use crate::error::Error;
@@ -15,7 +17,7 @@ use crate::format::files_metadata;
 use crate::format::spec::TablespaceSpec;
 use crate::pipeline::arena::Arena;
 use crate::pipeline::dest::{self, Destination};
-use crate::pipeline::extract::{self, Extracted};
+use crate::pipeline::extract::{self, EntryPlan, Extracted, WriteAll};
 use crate::pipeline::rate::{Limited, RateLimit};
 use crate::pipeline::sync::{self, FileSync, NoSync, SyncNow};
 use crate::pipeline::{plan, workers};
@@ -89,6 +91,7 @@ fn unpack_partition(
     dest: &Destination,
     buf: &mut [u8],
     sync: &dyn FileSync,
+    plan: &dyn EntryPlan,
 ) -> Result<Extracted, Error> {
     let format = format_of(key)?;
     let is_final = |e: &Error| {
@@ -101,7 +104,7 @@ fn unpack_partition(
         let limited = Box::new(Limited::new(raw, source.limit));
         let mut decoded = Decoder::new(format, source.crypter.decrypting(limited))
             .map_err(|e| Error::io(format!("decompressing {key}"), e))?;
-        extract::unpack(&mut decoded, dest, &mut *buf, sync)
+        extract::unpack(&mut decoded, dest, &mut *buf, sync, plan)
             .map_err(|e| Error::io(format!("restoring {key}"), e))
     };
     let pause = std::time::Duration::from_millis(500);
@@ -160,8 +163,9 @@ fn link_tablespaces(
     Ok(linked)
 }
 
-/// Checks that every entry `files_metadata.json` lists (and was not skipped) is in `dest`.
-fn verify(storage: &dyn Storage, name: &str, dest: &Path) -> Result<u64, Error> {
+/// Checks that every entry `files_metadata.json` lists is in `dest`: the skipped ones too
+/// when a chain was restored (they come from the backups below), not in a full backup.
+fn verify(storage: &dyn Storage, name: &str, dest: &Path, chain: bool) -> Result<u64, Error> {
     let key = files_metadata_key(name);
     let mut checked = 0u64;
     let mut missing: Vec<String> = Vec::new();
@@ -169,7 +173,7 @@ fn verify(storage: &dyn Storage, name: &str, dest: &Path) -> Result<u64, Error> 
         checked = 0;
         missing.clear();
         files_metadata::for_each_file(reader, |entry, desc| {
-            if desc.is_skipped {
+            if desc.is_skipped && !chain {
                 return Ok(());
             }
             checked += 1;
@@ -214,12 +218,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     let storage = settings.open_storage()?;
     let backup = backups::resolve(storage.as_ref(), &args.name)?;
     let sentinel = backups::read_sentinel(storage.as_ref(), &backup.name)?;
-    if sentinel.is_delta() {
-        return Err(Error::Unsupported(format!(
-            "{} is a delta backup; wal-rus restores full backups only",
-            backup.name
-        )));
-    }
+    let chain = chain::chain_of(storage.as_ref(), &backup.name, sentinel)?;
     let dest = &args.dest;
     match fs::read_dir(dest) {
         Ok(mut entries) => {
@@ -239,8 +238,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     let result = restore(
         settings,
         storage.as_ref(),
-        &backup.name,
-        &sentinel,
+        &chain,
         dest,
         args.restore_spec.as_deref(),
     );
@@ -251,18 +249,20 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     result
 }
 
-/// Restores backup `name` into the empty directory `dest`.
+/// Restores the backup at the head of `chain` (newest first) into the empty directory
+/// `dest`: a full backup alone, or a delta chain base first.
 fn restore(
     settings: &Settings,
     storage: &dyn Storage,
-    name: &str,
-    sentinel: &crate::format::sentinel::Sentinel,
+    chain: &[chain::Link],
     dest: &Path,
     restore_spec: Option<&Path>,
 ) -> Result<(), Error> {
+    let newest = &chain[0];
+    let name = newest.name.as_str();
     let spec = match restore_spec {
         Some(path) => Some(read_restore_spec(path)?),
-        None => sentinel.spec.clone(),
+        None => newest.sentinel.spec.clone(),
     };
     let tablespaces = match &spec {
         Some(spec) => link_tablespaces(dest, spec)?,
@@ -271,12 +271,6 @@ fn restore(
     let dest_path = dest;
     let dest = &Destination::open(dest_path, &tablespaces)
         .map_err(|e| Error::io(format!("opening {}", dest_path.display()), e))?;
-    let partitions = list_partitions(storage, name)?;
-    crate::info!(
-        "restoring {name}: {} data partitions into {}",
-        partitions.data.len(),
-        dest_path.display()
-    );
 
     let plan = plan::backup_fetch(&settings.plan_input());
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
@@ -295,18 +289,29 @@ fn restore(
         threads: plan.transfers as usize,
         fsync,
     };
-    let t = unpack_data(&workers, name, partitions.data)?;
+    let (t, partitions) = if chain.len() == 1 {
+        let partitions = list_partitions(storage, name)?;
+        crate::info!(
+            "restoring {name}: {} data partitions into {}",
+            partitions.data.len(),
+            dest_path.display()
+        );
+        let data = partitions.data.clone();
+        (unpack_data(&workers, name, data, &WriteAll)?, partitions)
+    } else {
+        unpack_chain(&workers, storage, chain, dest_path)?
+    };
     // The label, then pg_control: the cluster becomes startable only at the very end.
     let last_sync: &dyn FileSync = if fsync { &SyncNow } else { &NoSync };
     let mut buf = arena.lease().map_err(|e| Error::io("restore", e))?;
     for key in [partitions.label, partitions.control].into_iter().flatten() {
-        unpack_partition(source, &key, dest, &mut buf, last_sync)?;
+        unpack_partition(source, &key, dest, &mut buf, last_sync, &WriteAll)?;
     }
     if restore_spec.is_some() {
         // The links were made from the spec; a stored map would point elsewhere.
         let _ = fs::remove_file(dest_path.join("tablespace_map"));
     }
-    let checked = verify(storage, name, dest_path)?;
+    let checked = verify(storage, name, dest_path, chain.len() > 1)?;
     crate::info!(
         "restored {name}: {} files, {} directories, {:.1} MiB; {checked} entries checked against files_metadata.json",
         t.files,
@@ -316,7 +321,55 @@ fn restore(
     Ok(())
 }
 
+/// Unpacks the data partitions of every backup of `chain`, the full backup first; returns
+/// the totals and the newest backup's partitions (its label and pg_control come last).
+fn unpack_chain(
+    w: &Workers<'_>,
+    storage: &dyn Storage,
+    chain: &[chain::Link],
+    dest: &Path,
+) -> Result<(Extracted, Partitions), Error> {
+    let newest = &chain[0].name;
+    let newest_files = chain::required_index(storage, newest)?;
+    crate::info!(
+        "restoring {newest}: a delta chain of {} backups into {}, base first",
+        chain.len(),
+        dest.display()
+    );
+    let mut total = Extracted::default();
+    let mut top = None;
+    for (step, link) in chain.iter().rev().enumerate() {
+        let partitions = list_partitions(storage, &link.name)?;
+        let own_files;
+        let own = if step + 1 == chain.len() {
+            &newest_files
+        } else {
+            own_files = chain::required_index(storage, &link.name)?;
+            &own_files
+        };
+        crate::info!(
+            "applying {} ({}/{}): {} data partitions",
+            link.name,
+            step + 1,
+            chain.len(),
+            partitions.data.len()
+        );
+        let plan = chain::ChainPlan {
+            newest: &newest_files,
+            own,
+        };
+        let t = unpack_data(w, &link.name, partitions.data.clone(), &plan)?;
+        total.files += t.files;
+        total.dirs += t.dirs;
+        total.bytes += t.bytes;
+        top = Some(partitions);
+    }
+    let top = top.ok_or_else(|| Error::Precondition("an empty delta chain".into()))?;
+    Ok((total, top))
+}
+
 /// A backup's `tar_partitions/`, by role.
+#[derive(Clone)]
 struct Partitions {
     /// The data partitions, in name order.
     data: Vec<String>,
@@ -368,7 +421,12 @@ struct Workers<'a> {
 
 /// Unpacks the data partitions of backup `name` on `w.threads` workers, every file durable
 /// (unless fsync is off) when it returns; the first failure stops the rest.
-fn unpack_data(w: &Workers<'_>, name: &str, data: Vec<String>) -> Result<Extracted, Error> {
+fn unpack_data(
+    w: &Workers<'_>,
+    name: &str,
+    data: Vec<String>,
+    plan: &dyn EntryPlan,
+) -> Result<Extracted, Error> {
     let (sync_tx, sync_rx) = bounded(sync::SYNC_QUEUE);
     let queue = sync::SyncQueue::new(sync_tx);
     let data_sync: &dyn FileSync = if w.fsync { &queue } else { &NoSync };
@@ -382,7 +440,9 @@ fn unpack_data(w: &Workers<'_>, name: &str, data: Vec<String>) -> Result<Extract
             .arena
             .lease()
             .map_err(|e| Error::io("restore worker", e))
-            .and_then(|mut buf| unpack_partition(w.source, &key, w.dest, &mut buf, data_sync));
+            .and_then(|mut buf| {
+                unpack_partition(w.source, &key, w.dest, &mut buf, data_sync, plan)
+            });
         match result {
             Ok(x) => {
                 let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
