@@ -359,6 +359,33 @@ impl Catalogue {
         Ok(Some(target))
     }
 
+    /// Backups older than `target` that a backup kept by a delete before `target` needs: the
+    /// base chains of `target` and of every newer backup. A delta taken with
+    /// `--delta-from-name` on a full backup older than a newer full one crosses that full
+    /// backup; deleting before it would leave the delta without its base.
+    pub fn bases_kept_with(&self, target: &BackupInfo) -> BTreeSet<String> {
+        let mut kept = BTreeSet::new();
+        let newer = self
+            .backups
+            .iter()
+            .filter(|b| !self.older(&b.sentinel_file, &target.sentinel_file));
+        for b in newer {
+            let mut current = b;
+            let mut hops = 0;
+            while let Some(from) = &current.delta_from {
+                hops += 1;
+                let Some(base) = self.by_name(from).filter(|_| hops <= self.backups.len()) else {
+                    break;
+                };
+                if self.older(&base.sentinel_file, &target.sentinel_file) {
+                    kept.insert(base.name.clone());
+                }
+                current = base;
+            }
+        }
+        kept
+    }
+
     /// `target`: the backups to delete with `name`: every delta depending on it (directly or
     /// not), or with `FIND_FULL` everything sharing its full backup.
     pub fn target_set(&self, name: &str, find_full: bool) -> Vec<&BackupInfo> {

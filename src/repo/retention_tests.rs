@@ -273,3 +273,21 @@ fn sentinel_time_order() {
     let c = Catalogue::new(vec![b, no_time], SEG, true);
     assert!(c.start_times.is_none());
 }
+
+#[test]
+fn a_delta_across_a_newer_full_backup_keeps_its_base() {
+    // D16 was taken on F3 by name, across F10 and F14.
+    let mut list: Vec<BackupInfo> = sample(false).backups().to_vec();
+    list.push(info(16, Some(3), 600, false));
+    let c = Catalogue::new(list, SEG, false);
+    let f14 = c.by_name(&format!("base_{}", seg_name(14))).unwrap();
+    let kept: Vec<String> = c.bases_kept_with(f14).into_iter().collect();
+    assert_eq!(kept, [format!("base_{}", seg_name(3))]);
+    // Without it, nothing older is needed.
+    let c = sample(false);
+    let f14 = c.by_name(&format!("base_{}", seg_name(14))).unwrap();
+    assert!(c.bases_kept_with(f14).is_empty());
+    // D12's base is the target itself: not "older", nothing extra kept.
+    let f10 = c.by_name(&format!("base_{}", seg_name(10))).unwrap();
+    assert!(c.bases_kept_with(f10).is_empty());
+}

@@ -3,7 +3,7 @@
 //! the directory; the sentinels and files metadata must say what WAL-G's would.
 
 use super::delta;
-use super::phases_tests::{restore, store_from};
+use super::phases_tests::{restore, store_from, store_with};
 use crate::commands::command_tests::{Fixture, SEG};
 use crate::error::Error;
 use crate::format::files_metadata;
@@ -211,4 +211,41 @@ fn bases_that_cannot_carry_a_delta() {
     assert!(delta::choose(storage.as_ref(), &req).is_err());
     assert!(delta::parse_origin(Some("LATEST_FULL")).unwrap());
     assert!(delta::parse_origin(Some("OLDEST")).is_err());
+}
+
+#[test]
+fn delete_before_a_full_backup_keeps_the_base_of_a_delta_across_it() {
+    let f = Fixture::new(&[]);
+    let dir = cluster(&f);
+    let f3 = store_from(&f, &dir, 3 * SEG + 0x28, false, 0).unwrap();
+    write(&dir, "base/1/1259", &relation(&[0x100, 5 * SEG, 0x300]));
+    let f5 = store_from(&f, &dir, 5 * SEG + 0x28, false, 0).unwrap();
+    // A delta of F3 by name, across F5.
+    let request = delta::DeltaRequest {
+        max_steps: 3,
+        from_name: Some(f3.clone()),
+        ..Default::default()
+    };
+    let d7 = store_with(&f, &dir, 7 * SEG + 0x28, &request).unwrap();
+    assert!(d7.ends_with(&f3[5..]), "{d7}");
+    let settings = f.settings(crate::config::Cmd::Delete);
+    let args = crate::commands::delete::Options {
+        args: vec!["before".into(), f5.clone()],
+        confirm: true,
+        use_sentinel_time: false,
+        after: None,
+    };
+    crate::commands::delete::run(&settings, &args).unwrap();
+    let left: Vec<String> = backups::list_backups(&f.mem)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert!(
+        left.contains(&f3) && left.contains(&f5) && left.contains(&d7),
+        "{left:?}"
+    );
+    let dest = f.dir.path().join("restored");
+    restore(&f, &d7, &dest).unwrap();
+    assert_eq!(snapshot(&dest), snapshot(&dir));
 }

@@ -67,14 +67,25 @@ pub fn store_from(
     permanent: bool,
     max_steps: u32,
 ) -> Result<String, Error> {
-    let settings = f.settings(Cmd::BackupPush { full: false });
-    let storage = settings.open_storage()?;
     let request = delta::DeltaRequest {
         max_steps,
         permanent,
         ..Default::default()
     };
-    let base = delta::choose(storage.as_ref(), &request)?;
+    store_with(f, dir, start_lsn, &request)
+}
+
+/// Like [`store_from`], with the delta chosen as `request` says.
+pub fn store_with(
+    f: &Fixture,
+    dir: &Path,
+    start_lsn: u64,
+    request: &delta::DeltaRequest,
+) -> Result<String, Error> {
+    let permanent = request.permanent;
+    let settings = f.settings(Cmd::BackupPush { full: false });
+    let storage = settings.open_storage()?;
+    let base = delta::choose(storage.as_ref(), request)?;
     let started = BackupStart {
         lsn: Lsn(start_lsn),
         timeline: 1,

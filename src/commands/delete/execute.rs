@@ -33,6 +33,10 @@ pub(super) fn delete_before(
         )));
     }
     crate::info!("Start delete (target: {})", target.name);
+    let needed = catalogue.bases_kept_with(target);
+    for name in &needed {
+        crate::info!("Keeping {name}: a kept delta is built on it");
+    }
     let wal = format!("{WAL_FOLDER}/");
     let base = format!("{BACKUP_FOLDER}/");
     let keys = collect(storage, "", |key| {
@@ -41,7 +45,13 @@ pub(super) fn delete_before(
             GarbageScope::Archives => key.starts_with(&wal),
             GarbageScope::Backups => key.starts_with(&base),
         };
-        in_scope && catalogue.older(key, &target.sentinel_file) && !catalogue.is_permanent(key)
+        let needed_base = key
+            .strip_prefix(&base)
+            .is_some_and(|rest| needed.contains(backup_name::owner_of(rest)));
+        in_scope
+            && catalogue.older(key, &target.sentinel_file)
+            && !catalogue.is_permanent(key)
+            && !needed_base
     })?;
     execute(storage, keys, confirm)
 }
