@@ -140,6 +140,14 @@ pub struct BackupFetch {
     /// JSON tablespace specification relocating tablespaces
     #[argh(option)]
     pub restore_spec: Option<PathBuf>,
+    /// WAL-G's newest-first chain order (WALG_USE_REVERSE_UNPACK): accepted with a warning;
+    /// wal-rus applies a delta chain base first, with the same result
+    #[argh(switch)]
+    pub reverse_unpack: bool,
+    /// with --reverse-unpack in WAL-G (WALG_SKIP_REDUNDANT_TARS): accepted with a warning,
+    /// as --reverse-unpack
+    #[argh(switch)]
+    pub skip_redundant_tars: bool,
 }
 
 /// List backups, oldest first.
@@ -247,6 +255,8 @@ impl From<BackupFetch> for crate::commands::backup_fetch::Options {
             dest: a.dest,
             name: a.name,
             restore_spec: a.restore_spec,
+            reverse_unpack: a.reverse_unpack,
+            skip_redundant_tars: a.skip_redundant_tars,
         }
     }
 }

@@ -182,6 +182,7 @@ impl Settings {
             bg_uploaded_limit: self.bg_uploaded_limit,
             https,
             remote,
+            delta: self.delta.max_steps > 0,
         }
     }
 }

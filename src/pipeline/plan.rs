@@ -243,6 +243,8 @@ pub struct PlanInput {
     pub crypto_state: u64,
     /// Resident memory the crypter costs once per process (0 without encryption).
     pub crypto_process: u64,
+    /// `WALG_DELTA_MAX_STEPS` > 0: backup-push may take a delta.
+    pub delta: bool,
 }
 
 /// Most part uploads a streamed upload keeps in flight: two already saturate this class of
@@ -256,6 +258,24 @@ pub const MAX_STREAM_PART: u64 = 8 * MIB;
 /// Allowance for the walker's sorted listing of the largest directory and the files-metadata
 /// spool's buffers.
 pub const WALK_AND_SPOOL: u64 = 2 * MIB;
+
+/// Sparse index of one backup's `Files` kept while a delta is taken or a chain restored:
+/// 16 bytes per 256 files, so this covers four million files.
+pub const FILES_INDEX_KEPT: u64 = 256 * KIB;
+
+/// One page bitmap of a delta: a bit per page of a 1 GiB relation segment.
+pub const PAGE_BITMAP: u64 = 16 * KIB;
+
+/// A delta backup's bookkeeping: building the base's `Files` index (one sorted run, the
+/// merge buffers), keeping it, the page scan's buffer and one page bitmap.
+pub const DELTA_PUSH: u64 = super::file_index::BUILD_BYTES
+    + FILES_INDEX_KEPT
+    + super::delta::SCAN_BUFFER as u64
+    + PAGE_BITMAP;
+
+/// A delta chain's restore: building one backup's `Files` index while the newest one's is
+/// kept, and both kept.
+pub const DELTA_CHAIN_INDEXES: u64 = super::file_index::BUILD_BYTES + 2 * FILES_INDEX_KEPT;
 
 /// One PostgreSQL session (socket buffers, protocol state, a result row).
 pub const PG_SESSION: u64 = 256 * KIB;
@@ -493,7 +513,12 @@ pub fn wal_fetch(input: &PlanInput) -> CommandPlan {
 
 /// `WALG_DOWNLOAD_CONCURRENCY` worker threads, each downloading and decoding one object
 /// through one arena buffer: the shape of both wal-prefetch and backup-fetch.
-fn parallel_downloads(command: &'static str, input: &PlanInput, helpers: u64) -> CommandPlan {
+fn parallel_downloads(
+    command: &'static str,
+    input: &PlanInput,
+    helpers: u64,
+    extra: &[(&'static str, u64, u64)],
+) -> CommandPlan {
     let workers = input.download_concurrency.max(1) as u64;
     let mut p = CommandPlan::new(command, 1 + workers + helpers, workers, workers as usize);
     p.add_common(input, workers);
@@ -503,12 +528,15 @@ fn parallel_downloads(command: &'static str, input: &PlanInput, helpers: u64) ->
         codec::decoder_state_bytes_own(input.encode),
     );
     p.add("crypto_state", workers, input.crypto_state);
+    for &(name, count, each) in extra {
+        p.add(name, count, each);
+    }
     p.finish()
 }
 
 /// `wal-prefetch`: `WALG_DOWNLOAD_CONCURRENCY` segments downloaded at once.
 pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
-    parallel_downloads("wal-prefetch", input, 0)
+    parallel_downloads("wal-prefetch", input, 0, &[])
 }
 
 /// The part size and number of part uploaders of streamed uploads (tar partitions).
@@ -536,6 +564,9 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
     );
     p.add("crypto_state", 1, input.crypto_state);
     p.add("walk_and_files_spool", 1, WALK_AND_SPOOL);
+    if input.delta {
+        p.add("delta_base_index_and_page_scan", 1, DELTA_PUSH);
+    }
     p.add("postgres_session", 1, PG_SESSION);
     p.finish()
 }
@@ -544,10 +575,16 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
 pub fn backup_fetch(input: &PlanInput) -> CommandPlan {
     // Beside the workers, the fsync stage's threads (`pipeline::sync`); its queue holds open
     // files, not buffers.
+    // Any backup may be a delta: the chain's indexes and a page bitmap per worker.
+    let workers = input.download_concurrency.max(1) as u64;
     parallel_downloads(
         "backup-fetch",
         input,
         crate::pipeline::sync::SYNC_THREADS as u64,
+        &[
+            ("delta_chain_indexes", 1, DELTA_CHAIN_INDEXES),
+            ("increment_page_bitmaps", workers, PAGE_BITMAP),
+        ],
     )
 }
 
@@ -598,6 +635,7 @@ mod tests {
             part_size: 20 * MIB,
             crypto_state: 0,
             crypto_process: 0,
+            delta: false,
         }
     }
 
@@ -689,6 +727,24 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             );
             assert_eq!(b.peak_virtual_bytes, a.peak_virtual_bytes, "{}", a.command);
         }
+    }
+
+    #[test]
+    fn deltas_add_their_bookkeeping_and_nothing_that_grows() {
+        let full = defaults();
+        let delta = PlanInput {
+            delta: true,
+            ..full
+        };
+        let grew = backup_push(&delta).peak_rss_bytes - backup_push(&full).peak_rss_bytes;
+        // The term and its share of the allocator's slack; no more than 2 MiB in all.
+        assert!(grew >= DELTA_PUSH && grew < 2 * MIB, "{grew}");
+        assert!(
+            backup_fetch(&full)
+                .components
+                .iter()
+                .any(|t| t.name == "delta_chain_indexes")
+        );
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! from its start. Afterwards every entry `files_metadata.json` lists is checked to exist.
 //! If anything fails, `global/pg_control` is removed so the half-restored directory cannot
 //! be started as if it were complete.
+//!
+//! A delta backup is restored with its chain ([`chain`]): the full backup first, then each
+//! delta, its increments applied in place, every step limited to the files the newest
+//! backup lists.
 
 mod chain;
 
@@ -211,10 +215,24 @@ pub struct Options {
     pub name: String,
     /// A JSON tablespace specification relocating tablespaces.
     pub restore_spec: Option<std::path::PathBuf>,
+    /// `--reverse-unpack`: warned, the chain is applied base first.
+    pub reverse_unpack: bool,
+    /// `--skip-redundant-tars`: warned, as `reverse_unpack`.
+    pub skip_redundant_tars: bool,
 }
 
 /// Runs `backup-fetch`.
 pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
+    for (given, flag) in [
+        (args.reverse_unpack, "--reverse-unpack"),
+        (args.skip_redundant_tars, "--skip-redundant-tars"),
+    ] {
+        if given {
+            crate::warn!(
+                "{flag} has no effect in wal-rus: a delta chain is applied base first (WAL-G's default order); the restored directory is the same"
+            );
+        }
+    }
     let storage = settings.open_storage()?;
     let backup = backups::resolve(storage.as_ref(), &args.name)?;
     let sentinel = backups::read_sentinel(storage.as_ref(), &backup.name)?;

@@ -76,7 +76,7 @@ pub fn store_from(
 }
 
 /// Like [`store_from`], with the delta chosen as `request` says.
-pub fn store_with(
+pub(super) fn store_with(
     f: &Fixture,
     dir: &Path,
     start_lsn: u64,
@@ -138,6 +138,7 @@ pub fn restore(f: &Fixture, name: &str, dest: &Path) -> Result<(), Error> {
         dest: dest.to_path_buf(),
         name: name.into(),
         restore_spec: None,
+        ..Default::default()
     };
     backup_fetch::run(&f.settings(Cmd::BackupFetch), &args)
 }
