@@ -8,6 +8,7 @@ pub mod dest;
 pub mod extract;
 pub mod file_index;
 pub mod files_spool;
+pub mod image;
 pub mod increment;
 pub mod plan;
 pub mod rate;
