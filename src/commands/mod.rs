@@ -65,3 +65,6 @@ pub(crate) mod command_tests;
 
 #[cfg(test)]
 mod catalogue_tests;
+
+#[cfg(test)]
+mod inspect_tests;
