@@ -1,5 +1,5 @@
-//! `wal-verify` and `wal-show` against WAL-G v3.0.8 itself (WALRUS_WALG_BIN), on one file
-//! storage that a real PostgreSQL 15 cluster archives into through wal-rus:
+//! `wal-verify` and `wal-show` against WAL-G v3.0.8 itself (WALRUS_WALG_BIN), on a file
+//! storage and on S3 (s3s-fs) that a real PostgreSQL 15 cluster archives into through wal-rus:
 //!
 //! 1. WAL of timeline 1 and two backups (one by wal-rus, one by WAL-G when the tests run as
 //!    root, which WAL-G needs to read the postgres-owned data directory): every form of both
@@ -21,10 +21,10 @@
 
 use crate::common;
 
-use common::{COMMAND_TIMEOUT, PgCluster, Tool, hermetic, output_text, require_or_fail};
+use common::{COMMAND_TIMEOUT, PgCluster, S3Server, Tool, hermetic, output_text, require_or_fail};
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 use tempfile::TempDir;
@@ -237,21 +237,68 @@ fn segments(root: &Path, tli: u32) -> Vec<String> {
     out
 }
 
+/// Where the archive is.
+enum Store {
+    /// A directory owned by postgres (the cluster's wal-rus writes it).
+    File(TempDir),
+    /// s3s-fs, prefix `inspect`.
+    S3(S3Server),
+}
+
+impl Store {
+    /// Both tools' storage settings.
+    fn env(&self) -> Vec<(String, String)> {
+        let mut env = match self {
+            Store::File(dir) => vec![(
+                "WALG_FILE_PREFIX".to_string(),
+                dir.path().display().to_string(),
+            )],
+            // WAL-G asks for bucket versioning, which s3s-fs does not answer.
+            Store::S3(s3) => [
+                s3.env("inspect"),
+                vec![("S3_ENABLE_VERSIONING".into(), "disabled".into())],
+            ]
+            .concat(),
+        };
+        env.push(("WALG_COMPRESSION_METHOD".to_string(), "lz4".to_string()));
+        env
+    }
+
+    /// The directory holding the archive's objects (s3s-fs keeps each as a plain file).
+    fn path(&self) -> PathBuf {
+        match self {
+            Store::File(dir) => dir.path().to_path_buf(),
+            Store::S3(s3) => s3.object_path("inspect"),
+        }
+    }
+}
+
 #[test]
-fn wal_verify_and_wal_show_match_walg() {
-    let test = "wal_inspect::wal_verify_and_wal_show_match_walg";
+fn wal_verify_and_wal_show_match_walg_file() {
+    lane(
+        "wal_inspect::wal_verify_and_wal_show_match_walg_file",
+        false,
+    );
+}
+
+#[test]
+fn wal_verify_and_wal_show_match_walg_s3() {
+    lane("wal_inspect::wal_verify_and_wal_show_match_walg_s3", true);
+}
+
+/// The three stages of the module's documentation, on file storage or on S3.
+fn lane(test: &str, s3: bool) {
     let Some(walg) = require_or_fail(Tool::Walg, test) else {
         return;
     };
     require_or_fail(Tool::Postgres, test).unwrap();
-    let store = common::postgres_owned_tempdir("walrus-inspect-");
-    let env = vec![
-        (
-            "WALG_FILE_PREFIX".to_string(),
-            store.path().display().to_string(),
-        ),
-        ("WALG_COMPRESSION_METHOD".to_string(), "lz4".to_string()),
-    ];
+    let store = if s3 {
+        require_or_fail(Tool::S3s, test).unwrap();
+        Store::S3(S3Server::start())
+    } else {
+        Store::File(common::postgres_owned_tempdir("walrus-inspect-"))
+    };
+    let env = store.env();
     let port = common::free_port();
     let conf = "wal_level = replica\narchive_mode = on\narchive_command = '{walrus} wal-push %p'\n";
     let mut primary = PgCluster::init_with_env(port, conf, &with_pg(&env, port));
@@ -265,7 +312,7 @@ fn wal_verify_and_wal_show_match_walg() {
         "wal-rus backup-push\n{}",
         output_text(&out)
     );
-    let backup = first_backup(store.path());
+    let backup = first_backup(&store.path());
     fill(&primary, 3);
     if common::is_root() {
         let data = primary.data_dir().to_str().unwrap().to_string();
@@ -315,7 +362,7 @@ fn wal_verify_and_wal_show_match_walg() {
     compare_all(&walg, &env, &promoted, &backup, "timeline 2");
 
     // A hole in the middle of timeline 2's WAL.
-    let tl2 = segments(store.path(), 2);
+    let tl2 = segments(&store.path(), 2);
     assert!(tl2.len() >= 5, "{tl2:?}");
     let gone = &tl2[1];
     fs::remove_file(store.path().join("wal_005").join(gone)).unwrap();
