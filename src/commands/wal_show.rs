@@ -113,7 +113,7 @@ pub fn add_backups(
 ) -> Result<(), Error> {
     let mut list = backups::list_backups(storage)?;
     if list.is_empty() {
-        crate::info!("No backups found in storage.");
+        crate::info!("there are no backups in storage");
         return Ok(());
     }
     // WAL-G reads them in the reverse of its listing's (key) order, and keeps that order.

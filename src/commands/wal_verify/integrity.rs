@@ -264,7 +264,7 @@ fn usable(
 ) -> bool {
     if permanent {
         crate::warn!(
-            "checkBackupIsCorrect: {}: backup is permanent, it is not eligible to be selected as the earliest backup for wal-verify.",
+            "backup {}: permanent, so not a border for wal-verify",
             b.name
         );
         return false;
@@ -273,12 +273,12 @@ fn usable(
         return true;
     }
     let begins = start.timeline.checked_sub(1).and_then(|p| ends.get(&p));
-    if start.timeline > 1 && begins.is_some_and(|&begin| start.segno < begin) {
+    if let Some(&begin) = begins.filter(|&&begin| start.timeline > 1 && start.segno < begin) {
         crate::warn!(
-            "checkBackupIsCorrect: {}: backup start segment number {} is less than the backup timeline start segment number {}.",
+            "backup {}: starts in segment {}, before its timeline {} begins in segment {begin}",
             b.name,
             start.segno,
-            begins.copied().unwrap_or_default()
+            start.timeline
         );
         return false;
     }
@@ -288,7 +288,7 @@ fn usable(
     match ends.get(&start.timeline) {
         None => {
             crate::warn!(
-                "checkBackupIsCorrect: {}: backup timeline {} is not present in .history file and is not current.",
+                "backup {}: timeline {} is neither the cluster's nor in its history",
                 b.name,
                 start.timeline
             );
@@ -296,9 +296,10 @@ fn usable(
         }
         Some(&end) if start.segno >= end => {
             crate::warn!(
-                "checkBackupIsCorrect: {}: backup start segment number {} should be less than the backup timeline end segment number {end}.",
+                "backup {}: starts in segment {}, after its timeline {} ended in segment {end}",
                 b.name,
-                start.segno
+                start.segno,
+                start.timeline
             );
             false
         }
@@ -321,28 +322,27 @@ pub fn stop_segment(
     let mut list = backups::list_backups(storage)?;
     list.sort_by(|a, b| b.sentinel_key.cmp(&a.sentinel_key));
     if let StopAt::Named(name) = at {
-        let b = list.iter().find(|b| b.name == name).ok_or_else(|| {
-            Error::backup_missing(format!(
-                "Backup with specified name \"{name}\" was not found"
-            ))
-        })?;
+        let b = list
+            .iter()
+            .find(|b| b.name == name)
+            .ok_or_else(|| backups::missing_backup(name))?;
         required_metadata(storage, b)?;
         let start = start_segment(b, segment_size)?;
         if !usable(current, b, false, start, &ends) {
             return Err(Error::Precondition(format!(
-                "Backup with specified name \"{name}\" is incorrect"
+                "backup '{name}' cannot be reached from timeline {current} (see the warning above)"
             )));
         }
-        crate::info!("Detected correct backup with specified name: {name}");
+        crate::info!("checking back to backup {name}");
         return Ok(Some(start.segno));
     }
     match earliest(storage, &list, current, &ends, segment_size) {
         Ok(Some((name, segno))) => {
-            crate::info!("Detected earliest available backup: {name}");
+            crate::info!("checking back to backup {name}, the earliest usable");
             Ok(Some(segno))
         }
         Ok(None) => {
-            fall_back("Could not find any correct backup in storage");
+            fall_back("none is usable");
             Ok(None)
         }
         Err(e) => {
@@ -352,10 +352,10 @@ pub fn stop_segment(
     }
 }
 
+/// WAL-G goes on without a backup as the border: to segment 1, lost segments before the
+/// first stored one only warned about.
 fn fall_back(why: &str) {
-    crate::warn!(
-        "Failed to detect earliest backup WAL segment no: '{why}',will scan until the 0000000X0000000000000001 segment."
-    );
+    crate::warn!("no backup to check back to ({why}): checking back to segment 1");
 }
 
 fn required_metadata(
@@ -379,7 +379,7 @@ fn earliest(
     segment_size: u64,
 ) -> Result<Option<(String, u64)>, Error> {
     if list.is_empty() {
-        return Err(Error::backup_missing("No backups found"));
+        return Err(Error::backup_missing("there are no backups"));
     }
     let mut metas = Vec::with_capacity(list.len());
     for b in list {

@@ -85,7 +85,7 @@ impl Outcome {
 fn checks(names: &[String]) -> Result<Vec<Check>, Error> {
     if names.is_empty() {
         return Err(Error::Usage(
-            "at least one of the following checks should be specified: integrity, timeline".into(),
+            "name a check to run: integrity, timeline (or both)".into(),
         ));
     }
     let mut out = Vec::new();
@@ -93,7 +93,11 @@ fn checks(names: &[String]) -> Result<Vec<Check>, Error> {
         let check = match name.as_str() {
             "integrity" => Check::Integrity,
             "timeline" => Check::Timeline,
-            other => return Err(Error::Usage(format!("invalid check specified: {other}"))),
+            other => {
+                return Err(Error::Usage(format!(
+                    "'{other}' is not a check (integrity, timeline)"
+                )));
+            }
         };
         if !out.contains(&check) {
             out.push(check);
@@ -106,15 +110,11 @@ fn checks(names: &[String]) -> Result<Vec<Check>, Error> {
 fn given_position(args: &Options, segment_size: u64) -> Result<Option<Segment>, Error> {
     match (args.timeline, &args.lsn) {
         (None, None) => Ok(None),
-        (None, Some(_)) => Err(Error::Usage(
-            "\"--lsn\" flag works only in conjunction with the \"--timeline\" flag".into(),
-        )),
-        (Some(_), None) => Err(Error::Usage(
-            "\"--timeline\" flag works only in conjunction with the \"--lsn\" flag".into(),
-        )),
+        (None, Some(_)) => Err(Error::Usage("--lsn needs --timeline too".into())),
+        (Some(_), None) => Err(Error::Usage("--timeline needs --lsn too".into())),
         (Some(timeline), Some(text)) => {
             let lsn = Lsn::parse_go_scan(text)
-                .ok_or_else(|| Error::Usage(format!("failed to parse LSN: {text}")))?;
+                .ok_or_else(|| Error::Usage(format!("--lsn '{text}' is not an LSN (X/Y)")))?;
             Ok(Some(position(timeline, lsn, segment_size)))
         }
     }
@@ -152,7 +152,10 @@ fn query_position(settings: &Settings) -> Result<Segment, Error> {
             .map_err(|e| Error::pg("getting the current timeline", e))?;
         let field = |i: usize| row.get(i).cloned().flatten().and_then(|v| v.parse::<u64>().ok());
         if field(1) != Some(settings.wal_segment_size) {
-            return Err(Error::Precondition("bytes_per_wal_segment of the server does not match expected value, you may need to set WALG_PG_WAL_SIZE".into()));
+            return Err(Error::Precondition(format!(
+                "the server's WAL segments are not of WALG_PG_WAL_SIZE's {} MiB",
+                settings.wal_segment_size >> 20
+            )));
         }
         field(0).and_then(|t| u32::try_from(t).ok())
     } else {
@@ -182,7 +185,7 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
     let names = wal_inventory::list_names(storage.as_ref())?;
     let mut results = Vec::with_capacity(checks.len());
     for check in checks {
-        crate::info!("Running the check: {}", check.word());
+        crate::info!("running the {} check", check.word());
         let outcome = match check {
             Check::Integrity => Outcome::Integrity(integrity_check(
                 settings,
@@ -238,7 +241,7 @@ pub fn highest_timeline(names: &[String], segment_size: u64) -> u32 {
     for name in names {
         match wal_inventory::timeline_of(name, segment_size) {
             Some(t) => highest = highest.max(t),
-            None => crate::warn!("Could not parse the timeline Id from {name}. Skipping..."),
+            None => crate::warn!("{name} names no timeline; passed over"),
         }
     }
     highest
