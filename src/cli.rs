@@ -49,6 +49,10 @@ pub enum Command {
     BackupMark(BackupMark),
     /// delete
     Delete(Delete),
+    /// wal-verify
+    WalVerify(WalVerify),
+    /// wal-show
+    WalShow(WalShow),
 }
 
 /// Archive one WAL file (archive_command = 'wal-rus wal-push %p'). Also uploads other files
@@ -197,6 +201,43 @@ pub struct Delete {
     pub after: Option<String>,
 }
 
+/// Check the WAL archive: `integrity` (every segment from the cluster's current one back to
+/// the earliest backup is stored), `timeline` (the cluster's timeline is the archive's
+/// highest). Asks PostgreSQL (PG* settings) where the cluster is, unless --timeline and
+/// --lsn say. Exit 0 when the checks ran, whatever they found; 1 on errors.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "wal-verify")]
+pub struct WalVerify {
+    /// the checks: integrity, timeline
+    #[argh(positional)]
+    pub checks: Vec<String>,
+    /// print JSON
+    #[argh(switch)]
+    pub json: bool,
+    /// the cluster's timeline (with --lsn), instead of asking PostgreSQL
+    #[argh(option)]
+    pub timeline: Option<u32>,
+    /// the cluster's current LSN, X/Y (with --timeline), instead of asking PostgreSQL
+    #[argh(option)]
+    pub lsn: Option<String>,
+    /// check back to this backup instead of the earliest one
+    #[argh(option)]
+    pub backup_name: Option<String>,
+}
+
+/// Show the archive's WAL by timeline: stored range, missing segments, parent timeline and
+/// the backups within each.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "wal-show")]
+pub struct WalShow {
+    /// print detailed JSON
+    #[argh(switch)]
+    pub detailed_json: bool,
+    /// do not look up backups
+    #[argh(switch)]
+    pub without_backups: bool,
+}
+
 /// WAL-G's global flags, which its command line (cobra) accepts before or after the command.
 #[derive(Debug, Default, PartialEq)]
 pub struct GlobalFlags {
@@ -287,6 +328,27 @@ impl From<Delete> for crate::commands::delete::Options {
             confirm: a.confirm,
             use_sentinel_time: a.use_sentinel_time,
             after: a.after,
+        }
+    }
+}
+
+impl From<WalVerify> for crate::commands::wal_verify::Options {
+    fn from(a: WalVerify) -> Self {
+        Self {
+            checks: a.checks,
+            json: a.json,
+            timeline: a.timeline,
+            lsn: a.lsn,
+            backup_name: a.backup_name,
+        }
+    }
+}
+
+impl From<WalShow> for crate::commands::wal_show::Options {
+    fn from(a: WalShow) -> Self {
+        Self {
+            detailed_json: a.detailed_json,
+            without_backups: a.without_backups,
         }
     }
 }

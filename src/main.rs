@@ -20,6 +20,8 @@ fn table_cmd(command: &Command) -> Cmd {
         Command::BackupMark(_) => Cmd::BackupMark,
         Command::Delete(_) => Cmd::Delete,
         Command::MemoryPlan(_) => Cmd::MemoryPlan,
+        Command::WalVerify(_) => Cmd::WalVerify,
+        Command::WalShow(_) => Cmd::WalShow,
     }
 }
 
@@ -47,6 +49,8 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         Command::BackupList(c) => commands::backup_list::run(&settings, &c.into()),
         Command::BackupMark(c) => commands::backup_mark::run(&settings, &c.into()),
         Command::Delete(c) => commands::delete::run(&settings, &c.into()),
+        Command::WalVerify(c) => commands::wal_verify::run(&settings, &c.into()),
+        Command::WalShow(c) => commands::wal_show::run(&settings, &c.into()),
         Command::MemoryPlan(c) => {
             let text = if c.json {
                 serde_json::to_string_pretty(&commands::memory_plan::json(&settings))

@@ -3,25 +3,21 @@
 //! Scripts written for WAL-G parse this output, so the plain table, the JSON members and
 //! their order follow WAL-G: tabwriter-style padding, machine column names, sentinel times
 //! as RFC 3339, and with `--detail` the members of each backup's `metadata.json`. The
-//! `--pretty` table imitates go-pretty's default box style; WAL-G's own versions differ in
-//! cosmetic details there, and scripts should use `--json`.
+//! `--pretty` table is go-pretty's default box style as WAL-G v3.0.8 draws it (master's
+//! newer go-pretty may differ in cosmetic details; scripts should use `--json`).
 //!
 //! Memory: one record per backup (plus its metadata with `--detail`); output is written as it
 //! is formatted.
 
+use super::report::{
+    STORAGE_NAME, backup_detail_json, backup_members, box_table, wal_file_name, width,
+};
 use crate::config::Settings;
 use crate::error::Error;
-use crate::format::backup_name;
 use crate::format::go_json::{self, ObjectWriter, PreciseTime};
 use crate::format::metadata::ExtendedMetadata;
 use crate::repo::backups::{self, BackupRef};
 use crate::time::UtcTime;
-
-/// WAL-G's name for the only storage wal-rus has (it names failover storages otherwise).
-const STORAGE_NAME: &str = "default";
-
-/// What `backup-list` prints for a sentinel key without a 24-hex run.
-const NO_WAL_FILE: &str = "ZZZZZZZZZZZZZZZZZZZZZZZZ";
 
 /// What `backup-list` is asked to print.
 #[derive(Clone, Copy, Debug, Default)]
@@ -68,12 +64,6 @@ fn sort_by_start_time(rows: &mut [(BackupRef, ExtendedMetadata)]) {
     }
 }
 
-/// The "WAL file name" column: the first 24-hex run of the sentinel's file name.
-pub fn wal_file_name(b: &BackupRef) -> &str {
-    let file = b.sentinel_key.rsplit('/').next().unwrap_or(&b.sentinel_key);
-    backup_name::first_hex24(file).unwrap_or(NO_WAL_FILE)
-}
-
 /// Go's `time.RFC850` layout in UTC: `Monday, 02-Jan-06 15:04:05 UTC`.
 pub fn rfc850(t: UtcTime) -> String {
     const DAYS: [&str; 7] = [
@@ -109,13 +99,6 @@ fn whole_seconds(text: &str) -> String {
 /// A stored time in RFC 850 (pretty tables).
 fn pretty_time(text: &str) -> String {
     PreciseTime::parse(text).map_or_else(|| text.to_string(), |t| rfc850(t.utc_seconds()))
-}
-
-fn base_members(o: &mut ObjectWriter, b: &BackupRef) {
-    o.str("backup_name", &b.name)
-        .str("time", &b.modified.to_rfc3339_utc())
-        .str("wal_file_name", wal_file_name(b))
-        .str("storage_name", STORAGE_NAME);
 }
 
 fn json_array(items: impl Iterator<Item = String>, pretty: bool) -> String {
@@ -213,7 +196,7 @@ pub fn render(list: &[BackupRef], json: bool, pretty: bool) -> String {
         return json_array(
             list.iter().map(|b| {
                 let mut o = ObjectWriter::new();
-                base_members(&mut o, b);
+                backup_members(&mut o, b);
                 o.finish()
             }),
             pretty,
@@ -238,15 +221,7 @@ pub fn render(list: &[BackupRef], json: bool, pretty: bool) -> String {
 /// The output with `--detail`.
 pub fn render_detail(rows: &[(BackupRef, ExtendedMetadata)], json: bool, pretty: bool) -> String {
     if json {
-        return json_array(
-            rows.iter().map(|(b, m)| {
-                let mut o = ObjectWriter::new();
-                base_members(&mut o, b);
-                m.write_members(&mut o);
-                o.finish()
-            }),
-            pretty,
-        );
+        return json_array(rows.iter().map(|(b, m)| backup_detail_json(b, m)), pretty);
     }
     if rows.is_empty() {
         return String::new();
@@ -266,8 +241,8 @@ pub fn render_detail(rows: &[(BackupRef, ExtendedMetadata)], json: bool, pretty:
                 row
             })
             .collect();
-        // Numbers are right-aligned, as go-pretty shows them: `#` and `PG VERSION`.
-        return box_table(&header, &cells, &[0, 9]);
+        // Only `#` is a number to go-pretty: WAL-G hands it every other cell as text.
+        return box_table(&header, &cells, &[0]);
     }
     let mut table = vec![header_row(
         PLAIN_COLUMNS.iter().chain(&PLAIN_DETAIL_COLUMNS),
@@ -278,10 +253,6 @@ pub fn render_detail(rows: &[(BackupRef, ExtendedMetadata)], json: bool, pretty:
         row
     }));
     tab_table(&table)
-}
-
-fn width(s: &str) -> usize {
-    s.chars().count()
 }
 
 /// Go's `tabwriter.NewWriter(out, 0, 0, 1, ' ', 0)`: every cell but the last of a line is
@@ -304,46 +275,6 @@ pub fn tab_table(rows: &[Vec<String>]) -> String {
         }
         out.push('\n');
     }
-    out
-}
-
-/// A box table in go-pretty's default style; columns listed in `right` are right-aligned.
-fn box_table(header: &[&str], rows: &[Vec<String>], right: &[usize]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| width(h)).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(width(cell));
-        }
-    }
-    let rule: String = {
-        let mut s = String::from("+");
-        for w in &widths {
-            s.push_str(&"-".repeat(w + 2));
-            s.push('+');
-        }
-        s.push('\n');
-        s
-    };
-    let line = |cells: &mut dyn Iterator<Item = (usize, &str)>, align: bool| {
-        let mut s = String::from("|");
-        for (i, cell) in cells {
-            let pad = " ".repeat(widths[i] - width(cell));
-            if align && right.contains(&i) {
-                s.push_str(&format!(" {pad}{cell} |"));
-            } else {
-                s.push_str(&format!(" {cell}{pad} |"));
-            }
-        }
-        s.push('\n');
-        s
-    };
-    let mut out = rule.clone();
-    out.push_str(&line(&mut header.iter().copied().enumerate(), false));
-    out.push_str(&rule);
-    for row in rows {
-        out.push_str(&line(&mut row.iter().map(String::as_str).enumerate(), true));
-    }
-    out.push_str(&rule);
     out
 }
 

@@ -7,9 +7,23 @@ pub mod backup_mark;
 pub mod backup_push;
 pub mod delete;
 pub mod memory_plan;
+pub mod report;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;
+pub mod wal_show;
+pub mod wal_verify;
+
+/// Opens a session with the PostgreSQL server the `PG*` settings name (backup-push runs the
+/// whole backup on it; wal-verify asks where the server's WAL is).
+pub fn connect_pg(
+    settings: &crate::config::Settings,
+) -> Result<crate::pg::Connection, crate::error::Error> {
+    use crate::error::Error;
+    let params = crate::pg::ConnParams::from_lookup(&|k| settings.pg_setting(k))
+        .map_err(|e| Error::pg("PostgreSQL connection settings", e))?;
+    crate::pg::Connection::connect(&params).map_err(|e| Error::pg("connecting to PostgreSQL", e))
+}
 
 /// Runs `attempt` up to `attempts` times, pausing `pause` × the attempt's number between
 /// them, until it succeeds or fails in a way `is_final` says no new attempt can change;
@@ -51,3 +65,6 @@ pub(crate) mod command_tests;
 
 #[cfg(test)]
 mod catalogue_tests;
+
+#[cfg(test)]
+mod inspect_tests;

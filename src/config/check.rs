@@ -30,6 +30,10 @@ pub enum Cmd {
     Delete,
     /// `memory-plan`.
     MemoryPlan,
+    /// `wal-verify`.
+    WalVerify,
+    /// `wal-show`.
+    WalShow,
 }
 
 impl Cmd {
@@ -46,6 +50,8 @@ impl Cmd {
             Cmd::BackupMark => cmd::BACKUP_MARK,
             Cmd::Delete => cmd::DELETE,
             Cmd::MemoryPlan => cmd::MEMORY_PLAN,
+            Cmd::WalVerify => cmd::WAL_VERIFY,
+            Cmd::WalShow => cmd::WAL_SHOW,
         }
     }
 }
@@ -188,6 +194,8 @@ fn commands_text(bits: u16) -> String {
         (cmd::BACKUP_MARK, "backup-mark"),
         (cmd::DELETE, "delete"),
         (cmd::MEMORY_PLAN, "memory-plan"),
+        (cmd::WAL_VERIFY, "wal-verify"),
+        (cmd::WAL_SHOW, "wal-show"),
     ];
     let mut left = bits;
     let mut out = Vec::new();

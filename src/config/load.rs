@@ -80,6 +80,13 @@ impl Settings {
             disk_rate_limit: rate_setting(src, "WALG_DISK_RATE_LIMIT")?,
             network_rate_limit: rate_setting(src, "WALG_NETWORK_RATE_LIMIT")?,
             store_all_corrupt_blocks: bool_setting(src, "WALG_STORE_ALL_CORRUPT_BLOCKS", false)?,
+            integrity_max_delayed_wals: uint_setting(
+                src,
+                "WALG_INTEGRITY_MAX_DELAYED_WALS",
+                0,
+                0,
+                u64::from(u32::MAX),
+            )?,
             warnings,
             pg: PG_SETTINGS
                 .iter()

@@ -119,6 +119,9 @@ pub struct Settings {
     pub delta: DeltaSettings,
     /// `WALG_STORE_ALL_CORRUPT_BLOCKS`: record every corrupt block, not the first 10.
     pub store_all_corrupt_blocks: bool,
+    /// `WALG_INTEGRITY_MAX_DELAYED_WALS` (default 0): how many missing segments newer than
+    /// the newest stored one wal-verify calls delayed rather than lost.
+    pub integrity_max_delayed_wals: u64,
     /// One line for each setting that is set and has no effect in wal-rus (and each unknown
     /// key of the config file), to log once the log level is known.
     pub warnings: Vec<String>,

@@ -12,7 +12,7 @@
 //!   and says it has no effect in wal-rus.
 //!
 //! A row applies where WAL-G acts on it: `commands` lists the wal-rus commands (a setting of
-//! a command wal-rus lacks, such as wal-verify, is reported by every command, so it is
+//! a command wal-rus lacks, such as wal-receive, is reported by every command, so it is
 //! never silent), `scope` the storage it belongs to (WAL-G reads the settings of the storage
 //! in use only, so another storage's settings change nothing in either tool and pass
 //! quietly; a second storage prefix gets a warning), and `inert` the values with which
@@ -178,12 +178,18 @@ pub mod cmd {
     pub const DELETE: u16 = 1 << 8;
     /// `memory-plan`.
     pub const MEMORY_PLAN: u16 = 1 << 9;
+    /// `wal-verify`.
+    pub const WAL_VERIFY: u16 = 1 << 10;
+    /// `wal-show`.
+    pub const WAL_SHOW: u16 = 1 << 11;
     /// Every command.
-    pub const ALL: u16 = (1 << 10) - 1;
+    pub const ALL: u16 = (1 << 12) - 1;
     /// `backup-push`, with or without `--full`.
     pub const PUSH: u16 = BACKUP_PUSH | BACKUP_PUSH_FULL;
     /// The commands that upload objects.
     pub const UPLOADS: u16 = WAL_PUSH | PUSH | BACKUP_MARK;
+    /// The commands that connect to PostgreSQL.
+    pub const CONNECTS: u16 = PUSH | WAL_VERIFY;
 }
 
 /// One setting.
@@ -251,7 +257,7 @@ const LIBSODIUM: &str = "libsodium encryption after compression (`crypto_secrets
 
 use Spell::{Exact as E, Prefixed as P, Storage as S};
 use Status::{Honoured as H, Refused as R, Warned as W};
-use cmd::{BACKUP_FETCH, BACKUP_MARK, DELETE, PUSH, UPLOADS, WAL_PUSH};
+use cmd::{BACKUP_FETCH, BACKUP_MARK, CONNECTS, DELETE, PUSH, UPLOADS, WAL_PUSH, WAL_VERIFY};
 
 const fn h(s: Spell, note: &'static str) -> Row {
     Row::new(H, s, note)
@@ -274,7 +280,8 @@ const GS_ONLY: &str = "Google Cloud Storage; read only with WALG_GS_PREFIX, whic
 const AZ_ONLY: &str = "Azure storage; read only with WALG_AZ_PREFIX, which wal-rus refuses";
 const SWIFT_ONLY: &str = "Swift storage; read only with WALG_SWIFT_PREFIX, which wal-rus refuses";
 const SSH_ONLY: &str = "SSH storage; read only with WALG_SSH_PREFIX, which wal-rus refuses";
-const PG_CONN: &str = "backup-push's connection (trust, md5, SCRAM-SHA-256; TLS via rustls)";
+const PG_CONN: &str =
+    "the connection of backup-push and wal-verify (trust, md5, SCRAM-SHA-256; TLS via rustls)";
 
 /// The table.
 #[rustfmt::skip]
@@ -368,7 +375,7 @@ pub static TABLE: &[Section] = &[
         r(E("WALG_ENVELOPE_CACHE_EXPIRATION"), NO_ENCRYPTION).def("0"),
     ]},
     Section { title: "Concurrency, sizes and limits", rows: &[
-        h(E("WALG_UPLOAD_CONCURRENCY"), "wal-push background workers = this − 1").def("16"),
+        h(E("WALG_UPLOAD_CONCURRENCY"), "wal-push background workers = this − 1; wal-verify integrity reports this many missing segments after the delayed ones as `MISSING_UPLOADING`").def("16"),
         h(E("TOTAL_BG_UPLOADED_LIMIT"), "background uploads per wal-push = this − 1").def("32"),
         h(E("WALG_DOWNLOAD_CONCURRENCY"), "segments prefetched (1 disables prefetch); backup-fetch workers").def("10"),
         h(E("WALG_TAR_SIZE_THRESHOLD"), "tar partition payload size").def("1073741823"),
@@ -394,16 +401,16 @@ pub static TABLE: &[Section] = &[
         h(E("PGAPPNAME"), "`application_name` (wal-rus's default is `wal-rus`)").def("wal-g"),
         h(E("USER"), "libpq's default user (not a WAL-G setting)"),
         h(E("HOME"), "where libpq's `~/.pgpass` is (not a WAL-G setting)"),
-        w(E("PGSSLCERT"), NO_CLIENT_CERT).only(PUSH),
-        w(E("PGSSLKEY"), NO_CLIENT_CERT).only(PUSH),
-        w(E("PGSSLPASSWORD"), NO_CLIENT_CERT).only(PUSH),
-        w(E("PGSSLSNI"), "wal-rus always sends the host name (SNI) on TLS").only(PUSH).inert(Inert::Values(&["1"])),
-        w(E("PGSSLNEGOTIATION"), "wal-rus negotiates TLS the classic way (SSLRequest)").only(PUSH).inert(Inert::Values(&["postgres"])),
-        w(E("PGTARGETSESSIONATTRS"), "wal-rus connects to the one PGHOST").only(PUSH),
-        w(E("PGTZ"), "session time zone; backup-push reads no times from the server").only(PUSH),
-        w(E("PGOPTIONS"), "server options at connection; wal-rus sends none").only(PUSH),
-        r(E("PGSERVICE"), "connection service files are not read: wal-rus would connect with PGHOST/PGPORT/... instead").only(PUSH),
-        w(E("PGSERVICEFILE"), "only used with PGSERVICE (refused)").only(PUSH),
+        w(E("PGSSLCERT"), NO_CLIENT_CERT).only(CONNECTS),
+        w(E("PGSSLKEY"), NO_CLIENT_CERT).only(CONNECTS),
+        w(E("PGSSLPASSWORD"), NO_CLIENT_CERT).only(CONNECTS),
+        w(E("PGSSLSNI"), "wal-rus always sends the host name (SNI) on TLS").only(CONNECTS).inert(Inert::Values(&["1"])),
+        w(E("PGSSLNEGOTIATION"), "wal-rus negotiates TLS the classic way (SSLRequest)").only(CONNECTS).inert(Inert::Values(&["postgres"])),
+        w(E("PGTARGETSESSIONATTRS"), "wal-rus connects to the one PGHOST").only(CONNECTS),
+        w(E("PGTZ"), "session time zone; wal-rus reads no times from the server").only(CONNECTS),
+        w(E("PGOPTIONS"), "server options at connection; wal-rus sends none").only(CONNECTS),
+        r(E("PGSERVICE"), "connection service files are not read: wal-rus would connect with PGHOST/PGPORT/... instead").only(CONNECTS),
+        w(E("PGSERVICEFILE"), "only used with PGSERVICE (refused)").only(CONNECTS),
         h(E("PGDATA"), "the data directory (backup-push; wal-push's `walg_data` markers)"),
         h(E("WALG_PG_WAL_SIZE"), "WAL segment size in MiB").def("16"),
         w(E("WALG_PG_BLOCK_SIZE"), "page size of delta increments and page checks; wal-rus assumes 8192").inert(Inert::Values(&["8192"])).def("8192"),
@@ -442,7 +449,7 @@ pub static TABLE: &[Section] = &[
         h(E("WALG_PREFETCH_DIR"), "parent of `.wal-g/prefetch` (default: beside the destination)"),
         h(E("PG_READY_RENAME"), "rename `.ready` to `.done` after a background upload").def("false"),
         h(E("WALG_UPLOAD_WAL_METADATA"), "`NOMETADATA`, `INDIVIDUAL` (`wal_005/<name>.json`), `BULK` (one object per 16 segments), as WAL-G writes them").def("NOMETADATA"),
-        w(E("WALG_INTEGRITY_MAX_DELAYED_WALS"), "WAL-G's wal-verify, which wal-rus does not have").inert(Inert::Values(&["0"])).def("0"),
+        h(E("WALG_INTEGRITY_MAX_DELAYED_WALS"), "wal-verify integrity: missing segments newer than the newest stored one reported as `MISSING_DELAYED`").only(WAL_VERIFY).def("0"),
     ]},
     Section { title: "Logging, monitoring and miscellaneous", rows: &[
         h(E("WALG_LOG_LEVEL"), "`NORMAL`, `DEVEL`, `ERROR`").def("NORMAL"),

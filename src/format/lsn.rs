@@ -23,6 +23,23 @@ impl Lsn {
         Some(Lsn((half(hi)? << 32) | half(lo)?))
     }
 
+    /// Parses `X/Y` as WAL-G's LSN parser (pglogrepl, Go's `Sscanf("%X/%X")` into two
+    /// 64-bit halves) takes it, for the places where WAL-G's tolerance decides what is
+    /// read: `wal-verify --lsn` and timeline history records. Spaces before each half are
+    /// skipped, text after the second half is ignored, a half may be longer than 8 digits
+    /// (the high half then wraps, as in Go); `None` where Go reports an error.
+    pub fn parse_go_scan(text: &str) -> Option<Lsn> {
+        fn half(s: &str) -> Option<(u64, &str)> {
+            let s = s.trim_start_matches(|c: char| c.is_whitespace() && c != '\n');
+            let digits = s.bytes().take_while(u8::is_ascii_hexdigit).count();
+            let value = u64::from_str_radix(&s[..digits], 16).ok()?;
+            Some((value, &s[digits..]))
+        }
+        let (hi, rest) = half(text)?;
+        let (lo, _) = half(rest.strip_prefix('/')?)?;
+        Some(Lsn((hi << 32).wrapping_add(lo)))
+    }
+
     /// The segment number holding this position.
     pub fn segno(self, segment_size: u64) -> u64 {
         segno(self, segment_size)
@@ -56,6 +73,35 @@ mod tests {
         assert_eq!(Lsn(u64::MAX).to_string(), "FFFFFFFF/FFFFFFFF");
         for bad in ["", "0", "/1", "1/", "123456789/0", "0/g", "0/1/2"] {
             assert_eq!(Lsn::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn go_scan_tolerance() {
+        assert_eq!(Lsn::parse_go_scan("0/3000028"), Some(Lsn(50_331_688)));
+        assert_eq!(
+            Lsn::parse_go_scan(" 1/ 2a33ff50\tx"),
+            Some(Lsn(5_003_018_064))
+        );
+        assert_eq!(
+            Lsn::parse_go_scan("0/9000000 trailing"),
+            Some(Lsn(0x900_0000))
+        );
+        assert_eq!(
+            Lsn::parse_go_scan("1FFFFFFFF/0"),
+            Some(Lsn(0xFFFF_FFFF << 32))
+        );
+        for bad in [
+            "",
+            "0",
+            "/1",
+            "1/",
+            "0 /1",
+            "0/g",
+            "x/1",
+            "1/10000000000000000",
+        ] {
+            assert_eq!(Lsn::parse_go_scan(bad), None, "{bad}");
         }
     }
 

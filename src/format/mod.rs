@@ -1,7 +1,7 @@
 //! What WAL-G writes, apart from where it is stored: WAL file names and segment arithmetic,
 //! LSNs, backup names, the sentinel, `metadata.json`, `files_metadata.json` (with its on-disk
-//! spool, so the document never has to fit in memory), tablespace specs, tar headers, and
-//! time and JSON text in Go's forms.
+//! spool, so the document never has to fit in memory), tablespace specs, tar headers,
+//! timeline history records, and time and JSON text in Go's forms.
 
 pub mod backup_name;
 pub mod budget;
@@ -14,5 +14,6 @@ pub mod page;
 pub mod sentinel;
 pub mod spec;
 pub mod tar;
+pub mod timeline_history;
 pub mod wal_name;
 pub mod wal_page;

@@ -24,6 +24,7 @@ mod s3_storage;
 mod s3_tls;
 mod settings;
 mod wal_commands;
+mod wal_inspect;
 
 #[path = "../../vendor-tests/support/mod.rs"]
 mod support;

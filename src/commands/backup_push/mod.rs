@@ -114,7 +114,7 @@ impl Request {
 pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
     let start_time = SystemTime::now();
     let request = Request::resolve(settings, opts)?;
-    let mut conn = server::connect(settings)?;
+    let mut conn = super::connect_pg(settings)?;
     let server = server::inspect(&mut conn, settings, &request.data_dir, request.verify)?;
     let storage = settings.open_storage()?;
     let base = delta::choose(storage.as_ref(), &request.delta)?;

@@ -3,7 +3,7 @@
 
 use crate::config::{ConfigError, Settings};
 use crate::error::Error;
-use crate::pg::{ConnParams, Connection};
+use crate::pg::Connection;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -21,13 +21,6 @@ pub(super) struct Server {
     pub data_dir: PathBuf,
     /// Whether page checksums are to be verified: asked for, and the cluster has them.
     pub verify: bool,
-}
-
-/// Opens the session the whole backup runs on.
-pub(super) fn connect(settings: &Settings) -> Result<Connection, Error> {
-    let params = ConnParams::from_lookup(&|k| settings.pg_setting(k))
-        .map_err(|e| Error::pg("PostgreSQL connection settings", e))?;
-    Connection::connect(&params).map_err(|e| Error::pg("connecting to PostgreSQL", e))
 }
 
 /// Checks the server against `data_dir` and the settings; `verify` says whether page
