@@ -45,6 +45,8 @@ pub enum Command {
     BackupFetch(BackupFetch),
     /// backup-list
     BackupList(BackupList),
+    /// backup-show
+    BackupShow(BackupShow),
     /// backup-mark
     BackupMark(BackupMark),
     /// delete
@@ -152,6 +154,20 @@ pub struct BackupFetch {
     /// as --reverse-unpack
     #[argh(switch)]
     pub skip_redundant_tars: bool,
+}
+
+/// Show one backup: its documents, and for a delta its base, its chain down to the full
+/// backup and how many files are increments or unchanged (backup-list prints what WAL-G
+/// prints, which says nothing of deltas).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "backup-show")]
+pub struct BackupShow {
+    /// backup name, or LATEST
+    #[argh(positional)]
+    pub name: String,
+    /// print JSON: the sentinel and metadata.json as stored, the chain, the file counts
+    #[argh(switch)]
+    pub json: bool,
 }
 
 /// List backups, oldest first.
@@ -298,6 +314,15 @@ impl From<BackupFetch> for crate::commands::backup_fetch::Options {
             restore_spec: a.restore_spec,
             reverse_unpack: a.reverse_unpack,
             skip_redundant_tars: a.skip_redundant_tars,
+        }
+    }
+}
+
+impl From<BackupShow> for crate::commands::backup_show::Options {
+    fn from(a: BackupShow) -> Self {
+        Self {
+            name: a.name,
+            json: a.json,
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod backup_fetch;
 pub mod backup_list;
 pub mod backup_mark;
 pub mod backup_push;
+pub mod backup_show;
 pub mod delete;
 pub mod memory_plan;
 pub mod report;

@@ -16,7 +16,7 @@
 //! never silent), `scope` the storage it belongs to (WAL-G reads the settings of the storage
 //! in use only, so another storage's settings change nothing in either tool and pass
 //! quietly; a second storage prefix gets a warning), and `inert` the values with which
-//! WAL-G behaves as wal-rus does (`WALG_DELTA_MAX_STEPS=0`).
+//! WAL-G behaves as wal-rus does (`WALG_USE_REVERSE_UNPACK=false`).
 //!
 //! Borderline calls, and why:
 //! - `WALG_USE_WAL_DELTA` and `WALG_FORCE_WAL_DELTA` are warned: wal-rus finds a delta's

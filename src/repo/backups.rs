@@ -17,6 +17,7 @@ use crate::format::sentinel::Sentinel;
 use crate::pipeline::file_index::{self, FileIndex, FileIndexBuilder, FileRecord};
 use crate::storage::{BytesBody, Storage, StorageError};
 use crate::time::PreciseTime;
+use std::collections::HashSet;
 use std::io::{self, Read};
 
 /// The word that selects the newest backup.
@@ -242,6 +243,42 @@ pub fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// Longest chain followed; a longer one is taken for a loop in the sentinels.
+const MAX_CHAIN: usize = 10_000;
+
+/// One backup of a delta chain, with its sentinel.
+pub struct Link {
+    pub name: String,
+    pub sentinel: Sentinel,
+}
+
+/// The delta chain of backup `name` (whose sentinel is `sentinel`), newest first, down to
+/// its full backup; a missing base is an error, a loop too.
+pub fn chain_of(storage: &dyn Storage, name: &str, sentinel: Sentinel) -> Result<Vec<Link>, Error> {
+    let mut seen = HashSet::from([name.to_string()]);
+    let mut chain = vec![Link {
+        name: name.to_string(),
+        sentinel,
+    }];
+    while let Some(from) = chain
+        .last()
+        .and_then(|l| l.sentinel.delta.as_ref())
+        .map(|d| d.from.clone())
+    {
+        if !seen.insert(from.clone()) || chain.len() >= MAX_CHAIN {
+            return Err(Error::Precondition(format!(
+                "the delta chain of backup '{name}' loops back to '{from}'"
+            )));
+        }
+        let sentinel = read_sentinel(storage, &from)?;
+        chain.push(Link {
+            name: from,
+            sentinel,
+        });
+    }
+    Ok(chain)
 }
 
 /// Reads backup `name`'s `metadata.json`; `Ok(None)` when it does not exist.

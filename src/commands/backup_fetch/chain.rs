@@ -11,52 +11,13 @@
 //! names and sentinels.
 
 use crate::error::Error;
-use crate::format::sentinel::Sentinel;
 use crate::pipeline::extract::{Action, EntryPlan};
 use crate::pipeline::file_index::FileIndex;
 use crate::repo::backups::{self, files_metadata_key};
 use crate::storage::Storage;
-use std::collections::HashSet;
 use std::io;
 
-/// Longest chain followed; a longer one is taken for a loop in the sentinels.
-const MAX_CHAIN: usize = 10_000;
-
-/// One backup of a chain.
-pub(super) struct Link {
-    pub name: String,
-    pub sentinel: Sentinel,
-}
-
-/// The chain of backup `name`, newest first, down to its full backup.
-pub(super) fn chain_of(
-    storage: &dyn Storage,
-    name: &str,
-    sentinel: Sentinel,
-) -> Result<Vec<Link>, Error> {
-    let mut seen = HashSet::from([name.to_string()]);
-    let mut chain = vec![Link {
-        name: name.to_string(),
-        sentinel,
-    }];
-    while let Some(from) = chain
-        .last()
-        .and_then(|l| l.sentinel.delta.as_ref())
-        .map(|d| d.from.clone())
-    {
-        if !seen.insert(from.clone()) || chain.len() >= MAX_CHAIN {
-            return Err(Error::Precondition(format!(
-                "the delta chain of backup '{name}' loops back to '{from}'"
-            )));
-        }
-        let sentinel = backups::read_sentinel(storage, &from)?;
-        chain.push(Link {
-            name: from,
-            sentinel,
-        });
-    }
-    Ok(chain)
-}
+pub(super) use crate::repo::backups::{Link, chain_of};
 
 /// A backup's `Files` index, for a backup of a chain: without the document its increments
 /// cannot be told from whole files.
