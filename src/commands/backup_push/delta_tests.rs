@@ -10,8 +10,10 @@ use crate::format::files_metadata;
 use crate::format::lsn::Lsn;
 use crate::format::page::tests::heap_page;
 use crate::repo::backups;
+use crate::storage::{BytesBody, Storage};
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{Read, Write};
 use std::path::Path;
 
 fn relation(lsns: &[u64]) -> Vec<u8> {
@@ -248,4 +250,49 @@ fn delete_before_a_full_backup_keeps_the_base_of_a_delta_across_it() {
     let dest = f.dir.path().join("restored");
     restore(&f, &d7, &dest).unwrap();
     assert_eq!(snapshot(&dest), snapshot(&dir));
+}
+
+#[test]
+fn a_chain_with_a_missing_or_broken_base_is_refused_and_leaves_nothing_startable() {
+    let f = Fixture::new(&[]);
+    let dir = cluster(&f);
+    let full = store_from(&f, &dir, 3 * SEG + 0x28, false, 3).unwrap();
+    write(&dir, "base/1/1259", &relation(&[0x100, 5 * SEG, 0x300]));
+    let d1 = store_from(&f, &dir, 5 * SEG + 0x28, false, 3).unwrap();
+    // The delta's increment corrupted in storage: the restore fails, pg_control is gone.
+    let dest = f.dir.path().join("broken");
+    let part = format!(
+        "{}tar_partitions/part_001.tar.lz4",
+        backups::folder_prefix(&d1)
+    );
+    let good = f.mem.contents(&part).unwrap();
+    let mut plain = Vec::new();
+    lz4_flex::frame::FrameDecoder::new(&good[..])
+        .read_to_end(&mut plain)
+        .unwrap();
+    let at = plain
+        .windows(4)
+        .position(|w| w == crate::format::increment::SIGNATURE)
+        .expect("an increment in the delta");
+    plain[at + 1] = b'X';
+    let mut bad = Vec::new();
+    {
+        let mut enc = lz4_flex::frame::FrameEncoder::new(&mut bad);
+        enc.write_all(&plain).unwrap();
+        enc.finish().unwrap();
+    }
+    Storage::put(&f.mem, &part, &BytesBody(&bad)).unwrap();
+    let e = restore(&f, &d1, &dest).unwrap_err();
+    assert!(
+        e.to_string().contains("invalid increment file header"),
+        "{e}"
+    );
+    assert!(!dest.join("global/pg_control").exists());
+    Storage::put(&f.mem, &part, &BytesBody(&good)).unwrap();
+    // The full backup gone: the delta cannot be restored, and says which backup is missing.
+    Storage::delete_many(&f.mem, &[backups::sentinel_key(&full)]).unwrap();
+    let dest = f.dir.path().join("orphan");
+    let e = restore(&f, &d1, &dest).unwrap_err();
+    assert!(e.to_string().contains(&full), "{e}");
+    assert!(!dest.join("global/pg_control").exists());
 }
