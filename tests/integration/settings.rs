@@ -128,7 +128,7 @@ fn refused_classes_from_the_environment() {
         ("WALE_GPG_KEY_ID", "ABCD", "wal-push"),
         ("WALG_FAILOVER_STORAGES", "x", "wal-push"),
         ("WALG_TARGET_STORAGE", "spare", "wal-push"),
-        ("WALG_DELTA_MAX_STEPS", "3", "backup-push"),
+        ("WALG_CSE_KMS_REGION", "eu-west-1", "backup-push"),
         ("WALG_FETCH_TARGET_USER_DATA", "{\"k\": 1}", "backup-fetch"),
         ("PGSERVICE", "main", "backup-push"),
     ];
@@ -221,8 +221,8 @@ fn refused_classes_from_config_files() {
         ),
         (
             "c.properties",
-            "WALG_FILE_PREFIX={store}\nWALG_DELTA_MAX_STEPS=2\n",
-            "WALG_DELTA_MAX_STEPS",
+            "WALG_FILE_PREFIX={store}\nWALG_TARGET_STORAGE=spare\n",
+            "WALG_TARGET_STORAGE",
             "backup-push",
         ),
         (
