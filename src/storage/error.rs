@@ -1,7 +1,7 @@
 //! The one error type of the storage room, and the decision of what is worth retrying.
 //!
 //! Callers decide by variant and by [`Op`], never by a message's text: the text is for
-//! people, and the operation names in it are S3's own (or the file storage's verbs) so a
+//! people, and the operation names in it are the cloud's own (or the file storage's verbs) so a
 //! message can be matched against S3's documentation and server logs.
 
 use std::fmt;
@@ -30,6 +30,32 @@ pub enum Op {
     AbortMultipartUpload,
     /// S3 ListMultipartUploads, one page.
     ListMultipartUploads,
+    /// GCS objects.insert (a whole object in one request) or the start of a resumable upload.
+    GcsInsert,
+    /// GCS: one chunk of a resumable upload.
+    GcsUploadChunk,
+    /// GCS objects.get (metadata or `alt=media`).
+    GcsGet,
+    /// GCS objects.list, one page.
+    GcsList,
+    /// GCS objects.delete.
+    GcsDelete,
+    /// Azure Put Blob (a whole blob in one request).
+    AzPutBlob,
+    /// Azure Put Block, one staged block.
+    AzPutBlock,
+    /// Azure Put Block List, which commits the staged blocks.
+    AzPutBlockList,
+    /// Azure Get Blob.
+    AzGetBlob,
+    /// Azure Get Blob Properties.
+    AzGetBlobProperties,
+    /// Azure List Blobs, one page.
+    AzListBlobs,
+    /// Azure Delete Blob.
+    AzDeleteBlob,
+    /// Fetching credentials or a token (STS, instance metadata, a container endpoint, OAuth).
+    Credentials,
     /// Building the TLS client configuration (CA files, the system store).
     TlsSetup,
     /// Checking the S3 settings before the first request.
@@ -64,6 +90,19 @@ impl Op {
             Op::CompleteMultipartUpload => "CompleteMultipartUpload",
             Op::AbortMultipartUpload => "AbortMultipartUpload",
             Op::ListMultipartUploads => "ListMultipartUploads",
+            Op::GcsInsert => "objects.insert",
+            Op::GcsUploadChunk => "resumable upload chunk",
+            Op::GcsGet => "objects.get",
+            Op::GcsList => "objects.list",
+            Op::GcsDelete => "objects.delete",
+            Op::AzPutBlob => "Put Blob",
+            Op::AzPutBlock => "Put Block",
+            Op::AzPutBlockList => "Put Block List",
+            Op::AzGetBlob => "Get Blob",
+            Op::AzGetBlobProperties => "Get Blob Properties",
+            Op::AzListBlobs => "List Blobs",
+            Op::AzDeleteBlob => "Delete Blob",
+            Op::Credentials => "get credentials",
             Op::TlsSetup => "TLS setup",
             Op::Configure => "configure",
             Op::StartPartUploader => "start part uploader",

@@ -9,6 +9,7 @@
 pub mod error;
 pub mod fs;
 pub mod memory;
+pub mod net;
 pub mod s3;
 
 pub use error::{Op, StorageError};

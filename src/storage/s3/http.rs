@@ -11,11 +11,13 @@ use crate::storage::{Op, StorageError};
 use std::io::Read;
 use std::time::Duration;
 
+use crate::storage::net::{
+    Coalesced, Retrier, RetryPolicy, closed_while_sending, transport_detail,
+};
+pub use crate::storage::net::{describe_body, parse_http_date, read_small_body};
+
 /// The hash S3 expects for an empty body.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// Largest error or listing document read into memory; S3's are far smaller.
-const MAX_SMALL_BODY: u64 = 4 << 20;
 
 /// A request body for one attempt.
 pub enum Body<'a> {
@@ -70,7 +72,7 @@ pub struct Client {
     authority: String,
     virtual_host: bool,
     agent: ureq::Agent,
-    jitter: std::sync::Mutex<u64>,
+    retrier: Retrier,
 }
 
 /// S3's rule for bucket names usable as a DNS label (else path style is used).
@@ -110,28 +112,27 @@ impl Client {
         let authority = rest.split('/').next().unwrap_or("").to_string();
         let https = scheme == "https";
         let virtual_host = !cfg.force_path_style && dns_compatible(&cfg.bucket, https);
-        let mut builder = ureq::AgentBuilder::new()
-            .timeout_connect(cfg.connect_timeout)
-            .timeout_read(cfg.io_timeout)
-            .timeout_write(cfg.io_timeout)
-            .max_idle_connections(4)
-            .redirects(0)
-            .user_agent(concat!("wal-rus/", env!("CARGO_PKG_VERSION")));
-        if https {
-            builder = builder.tls_config(super::tls::client_config(cfg.ca_cert_file.as_deref())?);
-        }
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1)
-            ^ u64::from(std::process::id()) << 32;
+        let agent = crate::storage::net::build_agent(
+            &crate::storage::net::AgentSettings {
+                connect_timeout: cfg.connect_timeout,
+                io_timeout: cfg.io_timeout,
+                ca_cert_file: cfg.ca_cert_file.clone(),
+                ca_setting: "WALG_S3_CA_CERT_FILE",
+            },
+            https,
+        )?;
+        let retrier = Retrier::new(RetryPolicy {
+            max_retries: cfg.max_retries,
+            min_throttle_delay: cfg.min_throttle_delay,
+            max_throttle_delay: cfg.max_throttle_delay,
+        });
         Ok(Client {
             cfg,
             scheme,
             authority,
             virtual_host,
-            agent: builder.build(),
-            jitter: std::sync::Mutex::new(seed | 1),
+            agent,
+            retrier,
         })
     }
 
@@ -307,50 +308,12 @@ impl Client {
         op: Op,
         attempt: &mut dyn FnMut() -> Result<T, StorageError>,
     ) -> Result<T, StorageError> {
-        let mut n = 0u32;
-        loop {
-            match attempt() {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_retryable() && n < self.cfg.max_retries => {
-                    let delay = self.backoff(n, e.is_throttle());
-                    crate::warn!(
-                        "{e}; retry {} of {} ({op}) in {} ms",
-                        n + 1,
-                        self.cfg.max_retries,
-                        delay.as_millis()
-                    );
-                    std::thread::sleep(delay);
-                    n += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.retrier.run(op, attempt)
     }
 
-    /// Exponential back-off with full jitter: 100 ms doubling up to 5 s, or the throttling
-    /// bounds when S3 asked us to slow down.
+    /// The pause before retry `attempt` (see [`Retrier::backoff`]).
     pub fn backoff(&self, attempt: u32, throttled: bool) -> Duration {
-        let (base, cap) = if throttled {
-            (
-                self.cfg.min_throttle_delay,
-                self.cfg.max_throttle_delay.min(Duration::from_secs(60)),
-            )
-        } else {
-            (Duration::from_millis(100), Duration::from_secs(5))
-        };
-        let ceiling = base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(cap)
-            .max(base);
-        let r = {
-            let mut s = self.jitter.lock().unwrap_or_else(|p| p.into_inner());
-            *s ^= *s << 13;
-            *s ^= *s >> 7;
-            *s ^= *s << 17;
-            *s
-        };
-        let span = ceiling.as_millis().saturating_sub(base.as_millis() / 2) as u64;
-        Duration::from_millis(base.as_millis() as u64 / 2 + r % span.max(1))
+        self.retrier.backoff(attempt, throttled)
     }
 }
 
@@ -367,40 +330,6 @@ fn query_string(query: &[(String, String)]) -> String {
         })
         .collect();
     pairs.join("&")
-}
-
-/// Whether the connection broke while the request was being written: the server closed it
-/// (a reset, a broken pipe) before taking the whole body.
-fn closed_while_sending(t: &ureq::Transport) -> bool {
-    let mut source = std::error::Error::source(t);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            );
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// A transport error in words, without the URL's query (which never holds secrets here, but
-/// keep messages short).
-fn transport_detail(t: &ureq::Transport) -> String {
-    let kind = t.kind();
-    let msg = t.message().map(str::to_string).unwrap_or_default();
-    let src = std::error::Error::source(t)
-        .map(|s| s.to_string())
-        .unwrap_or_default();
-    let mut out = format!("{kind}");
-    for part in [msg, src] {
-        if !part.is_empty() && !out.contains(&part) {
-            out.push_str(": ");
-            out.push_str(&part);
-        }
-    }
-    out
 }
 
 /// Turns an error answer into a `StorageError`, reading S3's `<Error>` document when there is
@@ -445,76 +374,11 @@ fn status_error(call: &Call, what: &str, status: u16, resp: ureq::Response) -> S
     }
 }
 
-/// The first printable characters of a body that is not S3's, for a message.
-pub fn describe_body(body: &[u8]) -> String {
-    String::from_utf8_lossy(body)
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(120)
-        .collect()
-}
-
-/// A body reader that fills every buffer it is handed. ureq writes the body to the socket
-/// one `read` at a time, and some bodies (the files-metadata spool renders one JSON member
-/// per read) return ~100 bytes a call: unfilled, that became one small TCP segment per
-/// member, 1000 segments and 0.3 s for a 1000-file `files_metadata.json`.
-struct Coalesced<R>(R);
-
-impl<R: Read> Read for Coalesced<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        crate::storage::read_full(&mut self.0, buf)
-    }
-}
-
-/// Reads a small response body (listing, error, multipart answer) into memory, bounded.
-pub fn read_small_body(resp: ureq::Response, op: Op, key: &str) -> Result<Vec<u8>, StorageError> {
-    let mut body = Vec::new();
-    resp.into_reader()
-        .take(MAX_SMALL_BODY + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| StorageError::Io {
-            op,
-            key: key.to_string(),
-            source: e,
-        })?;
-    if body.len() as u64 > MAX_SMALL_BODY {
-        return Err(StorageError::Protocol {
-            op,
-            key: key.to_string(),
-            detail: format!(
-                "answer larger than {} MiB, more than S3 sends for this call",
-                MAX_SMALL_BODY >> 20
-            ),
-        });
-    }
-    Ok(body)
-}
-
 /// Base64 of the MD5 digest, for `Content-MD5` (DeleteObjects requires it).
 pub fn content_md5(body: &[u8]) -> String {
     use base64::Engine;
     use md5::Digest;
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body))
-}
-
-/// Parses an RFC 7231 date (`Last-Modified`), e.g. `Tue, 24 Nov 2026 03:10:27 GMT`.
-pub fn parse_http_date(s: &str) -> Option<UtcTime> {
-    let parts: Vec<&str> = s.split_whitespace().collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| *m == parts[2])? + 1;
-    let iso = format!(
-        "{}-{:02}-{:02}T{}Z",
-        parts[3],
-        month,
-        parts[1].parse::<u32>().ok()?,
-        parts[4]
-    );
-    crate::time::UtcTime::parse_rfc3339(&iso)
 }
 
 #[cfg(test)]

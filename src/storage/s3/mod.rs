@@ -1,14 +1,13 @@
 //! S3 storage (`WALG_S3_PREFIX`): our own SigV4 signer over blocking HTTP (ureq + rustls).
 //!
 //! Split one concern per file: `sign` computes signatures, `xml` reads and writes S3's XML,
-//! `http` turns one call into one signed request with timeouts and bounded retries (`tls`
-//! says whom HTTPS trusts), `upload` stores bodies (single PUT or multipart), `read` streams
+//! `http` turns one call into one signed request (timeouts, trust and bounded retries are
+//! `storage::net`'s, shared with the other clouds), `upload` stores bodies (single PUT or multipart), `read` streams
 //! objects and resumes broken bodies.
 
 pub mod http;
 pub mod read;
 pub mod sign;
-mod tls;
 pub mod upload;
 pub mod xml;
 

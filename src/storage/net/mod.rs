@@ -1,0 +1,18 @@
+//! What every HTTP object store shares (S3, Google Cloud Storage, Azure Blob Storage): one
+//! blocking agent with timeouts on every connection and a TLS trust list, bounded retries with
+//! back-off and jitter, and the small helpers for answers and dates.
+//!
+//! The clouds differ in addressing, signing and error documents, which stay in their own
+//! modules; how long to wait, how often to try again and what to trust must not differ.
+
+pub mod agent;
+pub mod answer;
+pub mod retry;
+pub mod tls;
+
+pub use agent::{AgentSettings, build_agent};
+pub use answer::{
+    Coalesced, closed_while_sending, describe_body, parse_http_date, read_small_body,
+    transport_detail,
+};
+pub use retry::{Retrier, RetryPolicy};
