@@ -7,8 +7,11 @@
 
 pub mod agent;
 pub mod answer;
+pub mod parts;
+pub mod resume;
 pub mod retry;
 pub mod tls;
+pub mod xml;
 
 pub use agent::{AgentSettings, build_agent};
 pub use answer::{

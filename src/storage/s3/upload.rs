@@ -9,67 +9,14 @@
 
 use super::http::{Body, Call, Client};
 use super::{sign, xml};
-use crate::storage::{BodySource, Op, PartBuffer, PartBuffers, StorageError, read_full};
-use sha2::{Digest, Sha256};
+use crate::storage::net::parts::{self, PartPlan, open_at};
+use crate::storage::{BodySource, Op, PartBuffers, StorageError};
+use md5::Digest as _;
+use sha2::Sha256;
 use std::io::{self, Read};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What pass one learned about a body.
-#[derive(Debug, PartialEq)]
-pub struct BodyDigest {
-    /// Total length in bytes.
-    pub len: u64,
-    /// SHA-256 of each `part_size` slice, in order (one entry for a body of at most one part).
-    pub part_hashes: Vec<[u8; 32]>,
-    /// MD5 of a body of one part: what S3 returns as the ETag of a single PutObject.
-    pub md5: Option<[u8; 16]>,
-}
-
-/// Pass one: reads `source` once, hashing each `part_size` slice.
-pub fn digest(
-    source: &dyn BodySource,
-    part_size: u64,
-    key: &str,
-) -> Result<BodyDigest, StorageError> {
-    let io_err = |e: io::Error| StorageError::body_read(key, e);
-    let mut hashes = Vec::new();
-    let mut hasher = Sha256::new();
-    let mut md5 = Some(md5::Md5::new());
-    let mut in_part = 0u64;
-    let mut len = 0u64;
-    source
-        .for_each_chunk(&mut |mut data| {
-            if let Some(m) = md5.as_mut() {
-                if len + data.len() as u64 > part_size {
-                    md5 = None;
-                } else {
-                    md5::Digest::update(m, data);
-                }
-            }
-            while !data.is_empty() {
-                let take = (part_size - in_part).min(data.len() as u64) as usize;
-                hasher.update(&data[..take]);
-                in_part += take as u64;
-                len += take as u64;
-                data = &data[take..];
-                if in_part == part_size {
-                    hashes.push(hasher.finalize_reset().into());
-                    in_part = 0;
-                }
-            }
-            Ok(())
-        })
-        .map_err(io_err)?;
-    if in_part > 0 || hashes.is_empty() {
-        hashes.push(hasher.finalize().into());
-    }
-    Ok(BodyDigest {
-        len,
-        md5: md5.map(|m| md5::Digest::finalize(m).into()),
-        part_hashes: hashes,
-    })
-}
+/// What pass one learned: length, SHA-256 of every part, MD5 of the whole.
+type BodyDigest = parts::BodyDigest<sha2::digest::Output<Sha256>>;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -93,25 +40,12 @@ fn upload_headers(client: &Client) -> Vec<(String, String)> {
     h
 }
 
-/// Opens the source and skips to `offset` (used to start a part's retry mid-stream).
-fn open_at<'a>(source: &'a dyn BodySource, offset: u64) -> io::Result<Box<dyn Read + 'a>> {
-    let mut r = source.open()?;
-    let skipped = io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
-    if skipped != offset {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "body shorter on second read",
-        ));
-    }
-    Ok(r)
-}
-
 /// Stores `source` under the full key `key`; returns its length.
 pub fn put(client: &Client, key: &str, source: &dyn BodySource) -> Result<u64, StorageError> {
     let part_size = client.cfg.part_size.max(5 << 20);
-    let d = digest(source, part_size, key)?;
-    if d.part_hashes.len() == 1 {
-        put_single(client, key, source, d.len, &d.part_hashes[0], d.md5)?;
+    let d = parts::digest::<Sha256>(source, part_size, key)?;
+    if d.parts.len() == 1 {
+        put_single(client, key, source, d.len, &d.parts[0], d.md5)?;
     } else {
         put_multipart(client, key, source, part_size, &d)?;
     }
@@ -123,13 +57,13 @@ fn put_single(
     key: &str,
     source: &dyn BodySource,
     len: u64,
-    hash: &[u8; 32],
-    md5: Option<[u8; 16]>,
+    hash: &[u8],
+    md5: [u8; 16],
 ) -> Result<(), StorageError> {
     let mut call = Call::new("PUT", Op::PutObject, Some(key));
     call.headers = upload_headers(client);
     call.payload_hash = hex(hash);
-    let md5 = md5.filter(|_| etag_is_md5(client));
+    let md5 = Some(md5).filter(|_| etag_is_md5(client));
     client.retry(Op::PutObject, &mut || {
         let reader = source.open().map_err(|e| StorageError::body_read(key, e))?;
         let resp = client.send_once(&call, Body::Stream(reader, len))?;
@@ -224,8 +158,8 @@ fn upload_parts(
     // there. Never two streams at once: a stream holds arena buffers, and the plan gives the
     // upload exactly one stream's worth (a second open would wait for ever).
     let mut stream: Option<Box<dyn Read + '_>> = Some(source.open().map_err(io_err)?);
-    let mut etags = Vec::with_capacity(d.part_hashes.len());
-    for (i, hash) in d.part_hashes.iter().enumerate() {
+    let mut etags = Vec::with_capacity(d.parts.len());
+    for (i, hash) in d.parts.iter().enumerate() {
         let offset = i as u64 * part_size;
         let len = part_size.min(d.len - offset);
         let number = (i + 1) as u32;
@@ -308,21 +242,17 @@ fn in_multipart<T>(
 }
 
 /// Stores a stream that cannot be replayed: each part is read into a buffer lent by the
-/// caller, hashed, and uploaded by one of `concurrency` part uploaders while the next part is
-/// read. A stream that fits in one buffer becomes a single PutObject.
+/// caller and uploaded by one of `concurrency` part uploaders while the next part is read
+/// (`storage::net::parts`). A stream that fits in one buffer becomes a single PutObject.
 pub fn put_stream(
     client: &Client,
     key: &str,
     body: &mut dyn Read,
-    parts: &dyn PartBuffers,
+    buffers: &dyn PartBuffers,
     concurrency: usize,
 ) -> Result<u64, StorageError> {
-    let io_err = |e: io::Error| StorageError::body_read(key, e);
-    let mut first = parts.lease_part().map_err(io_err)?;
-    let size = parts.part_size();
-    first.resize(size, 0);
-    let n = read_full(body, &mut first[..]).map_err(io_err)?;
-    if n < size {
+    let (first, n) = parts::first_part(key, body, buffers)?;
+    if n < buffers.part_size() {
         let bytes = &first[..n];
         let mut call = Call::new("PUT", Op::PutObject, Some(key));
         call.headers = upload_headers(client);
@@ -334,193 +264,23 @@ pub fn put_stream(
         })?;
         return Ok(n as u64);
     }
-
-    in_multipart(client, key, |upload_id| {
-        stream_parts(client, key, body, parts, concurrency, first, n, upload_id)
-    })
-}
-
-/// What the part uploaders of one multipart upload share: the ETags of the parts stored so
-/// far and the first failure, after which every uploader and the reader stop.
-struct PartSink<'a> {
-    client: &'a Client,
-    key: &'a str,
-    upload_id: &'a str,
-    failed: AtomicBool,
-    etags: Mutex<Vec<(u32, String)>>,
-    first_error: Mutex<Option<StorageError>>,
-}
-
-impl PartSink<'_> {
-    fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Relaxed)
-    }
-
-    /// Uploads part `number` (the first `len` bytes of `buf`), unless the upload has
-    /// already failed; records its ETag or the failure.
-    fn upload(&self, number: u32, buf: PartBuffer<'_>, len: usize) {
-        if self.has_failed() {
-            return;
-        }
-        let bytes = &buf[..len];
-        let mut call = Call::new("PUT", Op::UploadPart, Some(self.key));
-        call.query.push(("partNumber".into(), number.to_string()));
-        call.query
-            .push(("uploadId".into(), self.upload_id.to_string()));
-        call.payload_hash = sign::sha256_hex(bytes);
-        let sent = self.client.retry(Op::UploadPart, &mut || {
-            let resp = self.client.send_once(&call, Body::Bytes(bytes))?;
-            stored_etag(resp, Op::UploadPart, self.key, None)
-        });
-        match sent {
-            Ok(tag) => lock(&self.etags).push((number, tag)),
-            Err(e) => {
-                self.failed.store(true, Ordering::Relaxed);
-                lock(&self.first_error).get_or_insert(e);
-            }
-        }
-    }
-}
-
-/// Locks ignoring poison: what these locks guard is changed by one `push` or `insert`, so
-/// a panicking holder cannot have left it half-changed.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A part on its way from the reader to an uploader: number, buffer, bytes used.
-type PartJob<'a> = (u32, PartBuffer<'a>, usize);
-
-/// The multipart body of `put_stream`: reader on this thread, part uploaders beside it.
-#[allow(clippy::too_many_arguments)]
-fn stream_parts(
-    client: &Client,
-    key: &str,
-    body: &mut dyn Read,
-    parts: &dyn PartBuffers,
-    concurrency: usize,
-    first: PartBuffer<'_>,
-    first_len: usize,
-    upload_id: &str,
-) -> Result<(u64, Vec<(u32, String)>), StorageError> {
-    let sink = PartSink {
-        client,
+    let plan = PartPlan {
         key,
-        upload_id,
-        failed: AtomicBool::new(false),
-        etags: Mutex::new(Vec::new()),
-        first_error: Mutex::new(None),
+        concurrency,
+        max_parts: 10_000,
+        op: Op::UploadPart,
     };
-    let total = std::thread::scope(|s| {
-        let (tx, rx) = crossbeam_channel::bounded::<PartJob<'_>>(1);
-        let mut handles = Vec::new();
-        for i in 0..concurrency.max(1) {
-            let rx = rx.clone();
-            let sink = &sink;
-            let h = std::thread::Builder::new()
-                .name(format!("upload-part-{i}"))
-                .stack_size(crate::sys::THREAD_STACK)
-                .spawn_scoped(s, move || {
-                    for (number, buf, len) in rx.iter() {
-                        sink.upload(number, buf, len);
-                    }
-                })
-                .map_err(|e| StorageError::Io {
-                    op: Op::StartPartUploader,
-                    key: key.to_string(),
-                    source: e,
-                })?;
-            handles.push(h);
-        }
-        drop(rx);
-        let outcome = feed_parts(body, parts, &sink, &tx, first, first_len);
-        drop(tx);
-        for h in handles {
-            let _ = h.join();
-        }
-        outcome
-    })?;
-    if let Some(e) = sink
-        .first_error
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-    {
-        return Err(e);
-    }
-    let etags = sink.etags.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok((total, etags))
-}
-
-/// The reader's side of `stream_parts`: fills leased buffers from `body` and hands them to
-/// the uploaders until the stream ends or an upload fails; returns the bytes read.
-fn feed_parts<'b>(
-    body: &mut dyn Read,
-    parts: &'b dyn PartBuffers,
-    sink: &PartSink<'_>,
-    tx: &crossbeam_channel::Sender<PartJob<'b>>,
-    first: PartBuffer<'b>,
-    first_len: usize,
-) -> Result<u64, StorageError> {
-    let key = sink.key;
-    let mut total = first_len as u64;
-    let mut number = 1u32;
-    let _ = tx.send((number, first, first_len));
-    while !sink.has_failed() {
-        let mut buf = parts.lease_part().map_err(|e| StorageError::Io {
-            op: Op::LeasePartBuffer,
-            key: key.to_string(),
-            source: e,
-        })?;
-        buf.resize(parts.part_size(), 0);
-        let n = read_full(body, &mut buf[..]).map_err(|e| StorageError::body_read(key, e))?;
-        if n == 0 {
-            break;
-        }
-        number += 1;
-        if number > 10_000 {
-            return Err(StorageError::Protocol {
-                op: Op::UploadPart,
-                key: key.to_string(),
-                detail: "more than 10000 parts; raise the part size".into(),
-            });
-        }
-        total += n as u64;
-        if tx.send((number, buf, n)).is_err() {
-            break;
-        }
-    }
-    Ok(total)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::BytesBody;
-
-    #[test]
-    fn digest_splits_parts() {
-        let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i * 7 % 251) as u8).collect();
-        let d = digest(&BytesBody(&data), 5 << 20, "k").unwrap();
-        assert_eq!(d.len, data.len() as u64);
-        assert_eq!(d.part_hashes.len(), 3);
-        let expect: [u8; 32] = Sha256::digest(&data[5 << 20..10 << 20]).into();
-        assert_eq!(d.part_hashes[1], expect);
-        let last: [u8; 32] = Sha256::digest(&data[10 << 20..]).into();
-        assert_eq!(d.part_hashes[2], last);
-    }
-
-    #[test]
-    fn digest_exact_and_empty() {
-        let data = vec![1u8; 5 << 20];
-        assert_eq!(
-            digest(&BytesBody(&data), 5 << 20, "k")
-                .unwrap()
-                .part_hashes
-                .len(),
-            1
-        );
-        let empty = digest(&BytesBody(b""), 5 << 20, "k").unwrap();
-        assert_eq!(empty.len, 0);
-        assert_eq!(hex(&empty.part_hashes[0]), super::super::http::EMPTY_SHA256);
-    }
+    in_multipart(client, key, |upload_id| {
+        let send = |number: u32, bytes: &[u8]| {
+            let mut call = Call::new("PUT", Op::UploadPart, Some(key));
+            call.query.push(("partNumber".into(), number.to_string()));
+            call.query.push(("uploadId".into(), upload_id.to_string()));
+            call.payload_hash = sign::sha256_hex(bytes);
+            client.retry(Op::UploadPart, &mut || {
+                let resp = client.send_once(&call, Body::Bytes(bytes))?;
+                stored_etag(resp, Op::UploadPart, key, None)
+            })
+        };
+        parts::stream_parts(&plan, body, buffers, first, n, &send)
+    })
 }

@@ -2,17 +2,15 @@
 //!
 //! S3 answers listings, multipart uploads, batch deletes and errors in XML and
 //! expects XML bodies for CompleteMultipartUpload and DeleteObjects. Only a
-//! handful of elements of each document matter to wal-rus, so instead of a
-//! serde mapping the body is read once into a small element tree (local names,
-//! namespaces ignored, entities resolved) and the few fields are picked from it.
-//! Unknown elements are ignored so that newer S3 versions and S3-compatible
-//! stores that add fields keep working.
-
-use std::fmt;
+//! handful of elements of each document matter to wal-rus: they are picked from the
+//! element tree of `storage::net::xml`, shared with Azure.
 
 use quick_xml::escape::partial_escape;
-use quick_xml::events::Event;
-use quick_xml::reader::Reader;
+
+pub use crate::storage::net::xml::XmlError;
+#[cfg(test)]
+use crate::storage::net::xml::parse_document;
+use crate::storage::net::xml::{Element, err, expect_root};
 
 /// The namespace S3 puts on its documents; sent on the bodies we write too.
 const S3_NS: &str = "http://s3.amazonaws.com/doc/2006-03-01/";
@@ -42,18 +40,6 @@ pub struct ListPage {
     pub next_continuation_token: Option<String>,
 }
 
-/// A body that is not the XML document expected.
-#[derive(Debug)]
-pub struct XmlError(pub String);
-
-impl fmt::Display for XmlError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad S3 XML: {}", self.0)
-    }
-}
-
-impl std::error::Error for XmlError {}
-
 /// An S3 `<Error>` body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct S3Error {
@@ -76,137 +62,6 @@ pub struct DeleteFailure {
     pub code: String,
     /// The error message.
     pub message: String,
-}
-
-/// An element of the parsed document: local name, direct text and children.
-#[derive(Debug, Default)]
-struct Element {
-    name: String,
-    /// Text directly inside this element (entities resolved, CDATA included).
-    text: String,
-    children: Vec<Element>,
-}
-
-impl Element {
-    fn child(&self, name: &str) -> Option<&Element> {
-        self.children.iter().find(|c| c.name == name)
-    }
-
-    fn children<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
-
-    /// The text of the first child called `name`, exactly as sent.
-    fn text_of(&self, name: &str) -> Option<&str> {
-        self.child(name).map(|c| c.text.as_str())
-    }
-
-    /// The text of a child that must be present, trimmed (numbers, flags, codes).
-    fn required(&self, name: &str) -> Result<&str, XmlError> {
-        self.text_of(name)
-            .map(str::trim)
-            .ok_or_else(|| XmlError(format!("<{}> has no <{name}>", self.name)))
-    }
-}
-
-fn err(e: impl fmt::Display) -> XmlError {
-    XmlError(e.to_string())
-}
-
-/// The local part of a possibly prefixed name (`s3:Error` -> `Error`).
-fn local(name: &str) -> &str {
-    name.rsplit_once(':').map_or(name, |(_, l)| l)
-}
-
-fn resolve_entity(name: &str) -> Option<char> {
-    match name {
-        "amp" => Some('&'),
-        "lt" => Some('<'),
-        "gt" => Some('>'),
-        "quot" => Some('"'),
-        "apos" => Some('\''),
-        _ => None,
-    }
-}
-
-/// Reads a whole document into its root element; anything that is not one
-/// well-formed XML element (truncated bodies, HTML, plain text) is an error.
-fn parse_document(body: &[u8]) -> Result<Element, XmlError> {
-    let mut reader = Reader::from_reader(body);
-    let mut stack: Vec<Element> = Vec::new();
-    let mut root: Option<Element> = None;
-    loop {
-        let event = reader
-            .read_event()
-            .map_err(|e| XmlError(format!("{e} at byte {}", reader.error_position())))?;
-        match event {
-            Event::Start(e) | Event::Empty(e) if root.is_some() => {
-                return Err(XmlError(format!(
-                    "element <{}> after the root element",
-                    e.name().as_ref()
-                )));
-            }
-            Event::Start(e) => stack.push(Element {
-                name: local(e.name().as_ref()).to_string(),
-                ..Element::default()
-            }),
-            Event::Empty(e) => {
-                let el = Element {
-                    name: local(e.name().as_ref()).to_string(),
-                    ..Element::default()
-                };
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(el),
-                    None => root = Some(el),
-                }
-            }
-            Event::End(_) => {
-                // The reader has already checked that the end tag matches.
-                let el = stack.pop().ok_or_else(|| err("unmatched end tag"))?;
-                match stack.last_mut() {
-                    Some(parent) => parent.children.push(el),
-                    None => root = Some(el),
-                }
-            }
-            Event::Text(t) => {
-                let text = t.xml10_content();
-                match stack.last_mut() {
-                    Some(el) => el.text.push_str(&text),
-                    None if text.trim().is_empty() => {}
-                    None => return Err(err("text outside the root element")),
-                }
-            }
-            Event::CData(t) => match stack.last_mut() {
-                Some(el) => el.text.push_str(&t.xml10_content()),
-                None => return Err(err("CDATA outside the root element")),
-            },
-            Event::GeneralRef(r) => {
-                let c = match r.resolve_char_ref().map_err(err)? {
-                    Some(c) => c,
-                    None => resolve_entity(&r)
-                        .ok_or_else(|| XmlError(format!("unknown entity &{};", &*r)))?,
-                };
-                match stack.last_mut() {
-                    Some(el) => el.text.push(c),
-                    None => return Err(err("entity outside the root element")),
-                }
-            }
-            Event::Eof => break,
-            Event::Decl(_) | Event::Comment(_) | Event::PI(_) | Event::DocType(_) => {}
-        }
-    }
-    if let Some(open) = stack.last() {
-        return Err(XmlError(format!("document ends inside <{}>", open.name)));
-    }
-    root.ok_or_else(|| err("empty document"))
-}
-
-fn expect_root(body: &[u8], name: &str) -> Result<Element, XmlError> {
-    let root = parse_document(body)?;
-    if root.name != name {
-        return Err(XmlError(format!("expected <{name}>, got <{}>", root.name)));
-    }
-    Ok(root)
 }
 
 fn parse_bool(el: &Element, name: &str) -> Result<bool, XmlError> {

@@ -166,7 +166,7 @@ fn list_v2_rejects_bad_documents() {
         assert!(res.is_err(), "{:?} -> {res:?}", String::from_utf8_lossy(body));
     }
     let e = parse_list_v2(b"<ListBucketResult><Contents>").unwrap_err();
-    assert!(e.to_string().starts_with("bad S3 XML: "), "{e}");
+    assert!(e.to_string().starts_with("bad XML: "), "{e}");
     let _: &dyn std::error::Error = &e;
 }
 
