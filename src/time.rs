@@ -87,6 +87,20 @@ impl UtcTime {
         format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
     }
 
+    /// RFC 1123 (`Fri, 04 Dec 2026 03:25:05 GMT`), the form of HTTP dates and Azure's
+    /// `x-ms-date`.
+    pub fn http_date(&self) -> String {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        const MONTHS: [&str; 12] = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        let (y, mo, d, h, mi, s) = self.parts();
+        // 1970-01-01 was a Thursday.
+        let weekday = DAYS[self.0.div_euclid(86_400).rem_euclid(7) as usize];
+        let month = MONTHS[mo as usize - 1];
+        format!("{weekday}, {d:02} {month} {y:04} {h:02}:{mi:02}:{s:02} GMT")
+    }
+
     /// `YYYY/MM/DD HH:MM:SS`, the stamp WAL-G puts before its log lines.
     pub fn log_stamp(&self) -> String {
         let (y, mo, d, h, mi, s) = self.parts();
@@ -259,6 +273,12 @@ mod tests {
     #[test]
     fn known_instants() {
         assert_eq!(UtcTime(0).amz_date(), "19700101T000000Z");
+        assert_eq!(UtcTime(0).http_date(), "Thu, 01 Jan 1970 00:00:00 GMT");
+        // The date of Microsoft's Shared Key example.
+        assert_eq!(
+            UtcTime(1_435_361_952).http_date(),
+            "Fri, 26 Jun 2015 23:39:12 GMT"
+        );
         assert_eq!(UtcTime(1_440_938_160).amz_date(), "20150830T123600Z");
         assert_eq!(UtcTime(1_369_353_600).date(), "20130524");
         assert_eq!(UtcTime(951_868_800).rfc3339(), "2000-03-01T00:00:00Z");

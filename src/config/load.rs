@@ -6,7 +6,7 @@ use super::crypter::crypter;
 use super::sources::{bool_setting, rate_setting, uint_setting};
 use super::{
     Cmd, ConfigError, DeltaSettings, Settings, Sources, StorageSettings, WalMetadata,
-    active_storage, bad, check, parse_s3_prefix, s3, table,
+    active_storage, azure, bad, check, parse_az_prefix, parse_s3_prefix, s3, table,
 };
 use crate::codec::{EncodeOptions, Method, ZstdLevel};
 use crate::log::LogLevel;
@@ -188,6 +188,14 @@ fn storage(src: &Sources, storage_prefix: Option<&str>) -> Result<StorageSetting
                     with_sub(root),
                 )?))
             }
+            table::Kind::Az => {
+                let (container, root) = parse_az_prefix(&name, &value)?;
+                Ok(StorageSettings::Azure(azure::config(
+                    src,
+                    container,
+                    with_sub(root),
+                )?))
+            }
             table::Kind::File => {
                 let dir = value
                     .strip_prefix("file://localhost")
@@ -202,12 +210,12 @@ fn storage(src: &Sources, storage_prefix: Option<&str>) -> Result<StorageSetting
             }
             _ => Err(bad(
                 &name,
-                "this storage type is not supported by wal-rus (use WALG_S3_PREFIX or WALG_FILE_PREFIX)",
+                "this storage type is not supported by wal-rus (use WALG_S3_PREFIX, WALG_AZ_PREFIX or WALG_FILE_PREFIX)",
             )),
         };
     }
     Err(bad(
         "WALG_S3_PREFIX",
-        "no storage configured: set WALG_S3_PREFIX (or WALE_S3_PREFIX) or WALG_FILE_PREFIX",
+        "no storage configured: set WALG_S3_PREFIX (or WALE_S3_PREFIX), WALG_AZ_PREFIX or WALG_FILE_PREFIX",
     ))
 }

@@ -7,6 +7,7 @@
 //! here, once: a bad value or a refused setting fails with a message that names the
 //! setting, before any command touches storage.
 
+mod azure;
 mod check;
 mod crypter;
 pub mod file;
@@ -15,6 +16,7 @@ mod s3;
 mod sources;
 pub mod table;
 
+pub use azure::{parse_az_prefix, parse_connection_string};
 pub use check::{Cmd, active_storage, counts, markdown};
 pub use s3::parse_s3_prefix;
 pub use sources::Sources;
@@ -22,6 +24,7 @@ pub use sources::Sources;
 use crate::codec::{Crypter, EncodeOptions};
 use crate::log::LogLevel;
 use crate::storage::Storage;
+use crate::storage::azure::{AzureConfig, AzureStorage};
 use crate::storage::fs::FsStorage;
 use crate::storage::s3::{S3Config, S3Storage};
 use std::collections::HashMap;
@@ -64,6 +67,8 @@ pub enum StorageSettings {
     },
     /// `WALG_S3_PREFIX` / `WALE_S3_PREFIX`.
     S3(S3Config),
+    /// `WALG_AZ_PREFIX` / `WALE_AZ_PREFIX`.
+    Azure(AzureConfig),
 }
 
 /// Every setting wal-rus uses, validated.
@@ -140,6 +145,7 @@ impl Settings {
         Ok(match &self.storage {
             StorageSettings::File { root } => Box::new(FsStorage::new(root)),
             StorageSettings::S3(cfg) => Box::new(S3Storage::new(cfg.clone())?),
+            StorageSettings::Azure(cfg) => Box::new(AzureStorage::new(cfg.clone())?),
         })
     }
 
@@ -156,27 +162,45 @@ impl Settings {
                 let attempt = c.connect_timeout + c.io_timeout + Duration::from_secs(5);
                 attempt * (c.max_retries + 1) + c.io_timeout
             }
+            StorageSettings::Azure(c) => {
+                // A try is bounded by AZURE_TRY_TIMEOUT, or else by its I/O timeouts.
+                let bounded = c.connect_timeout + c.io_timeout + Duration::from_secs(5);
+                let attempt = if c.try_timeout.is_zero() {
+                    bounded
+                } else {
+                    c.try_timeout + Duration::from_secs(5)
+                };
+                attempt * (c.max_retries + 1) + c.io_timeout
+            }
             StorageSettings::File { .. } => crate::pipeline::arena::DEFAULT_WAIT,
         }
     }
 
     /// The inputs of the memory plan.
     pub fn plan_input(&self) -> crate::pipeline::plan::PlanInput {
-        let (remote, https) = match &self.storage {
-            StorageSettings::File { .. } => (false, false),
+        use crate::pipeline::plan::Cloud;
+        let http = |e: &str| e.to_ascii_lowercase().starts_with("http://");
+        // (client, https, part size, part uploaders)
+        let (cloud, https, part_size, part_uploaders) = match &self.storage {
+            StorageSettings::File { .. } => (None, false, 0, self.upload_concurrency),
             StorageSettings::S3(c) => (
-                true,
-                c.endpoint
-                    .as_deref()
-                    .is_none_or(|e| !e.to_ascii_lowercase().starts_with("http://")),
+                Some(Cloud::S3),
+                c.endpoint.as_deref().is_none_or(|e| !http(e)),
+                c.part_size,
+                self.upload_concurrency,
+            ),
+            StorageSettings::Azure(c) => (
+                Some(Cloud::Azure),
+                !http(&c.endpoint),
+                c.block_size,
+                c.max_buffers,
             ),
         };
-        let part_size = match &self.storage {
-            StorageSettings::File { .. } => 0,
-            StorageSettings::S3(c) => c.part_size,
-        };
+        let remote = cloud.is_some();
         crate::pipeline::plan::PlanInput {
+            cloud: cloud.unwrap_or(Cloud::S3),
             part_size,
+            part_uploaders,
             crypto_state: self.crypter.state_bytes(),
             crypto_process: self.crypter.process_bytes(),
             encode: self.encode,

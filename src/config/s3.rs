@@ -17,15 +17,7 @@ pub fn parse_s3_prefix(name: &str, url: &str) -> Result<(String, String), Config
     if bucket.is_empty() {
         return Err(bad(name, format!("'{url}' has no bucket name")));
     }
-    let path = path.trim_matches('/');
-    Ok((
-        bucket.to_string(),
-        if path.is_empty() {
-            String::new()
-        } else {
-            format!("{path}/")
-        },
-    ))
+    Ok((bucket.to_string(), super::sources::folder_root(path)))
 }
 
 /// The value of a storage setting under any of its spellings.
@@ -46,6 +38,7 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
             .map_or_else(|| bare.to_string(), |(n, _)| n);
         uint_setting(src, &name, default, 0, 3_600_000).map(Duration::from_millis)
     };
+    let (connect_timeout, io_timeout) = super::sources::net_timeouts(src)?;
     Ok(S3Config {
         bucket,
         root,
@@ -70,14 +63,8 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
         max_retries,
         min_throttle_delay: ms("S3_MIN_THROTTLING_RETRY_DELAY", 500)?,
         max_throttle_delay: ms("S3_MAX_THROTTLING_RETRY_DELAY", 300_000)?,
-        connect_timeout: Duration::from_secs(uint_setting(
-            src,
-            "WALRUS_CONNECT_TIMEOUT",
-            10,
-            1,
-            3600,
-        )?),
-        io_timeout: Duration::from_secs(uint_setting(src, "WALRUS_IO_TIMEOUT", 60, 1, 3600)?),
+        connect_timeout,
+        io_timeout,
         delete_batch: {
             let name = src
                 .storage_setting("S3_DELETE_BATCH_SIZE")

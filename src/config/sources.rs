@@ -5,6 +5,7 @@
 use super::{ConfigError, bad, file};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Looks settings up in the environment, then in the config file.
 pub struct Sources {
@@ -106,6 +107,26 @@ impl Sources {
     pub(super) fn storage_setting(&self, bare: &str) -> Option<(String, String)> {
         self.first(&[bare, &format!("WALG_{bare}"), &format!("WALE_{bare}")])
     }
+}
+
+/// The name prefix of a storage prefix's path, as WAL-G joins names to it: trimmed of `/`,
+/// then empty or ending in one `/` (inner `//` kept).
+pub(super) fn folder_root(path: &str) -> String {
+    let path = path.trim_matches('/');
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}/")
+    }
+}
+
+/// `WALRUS_CONNECT_TIMEOUT` and `WALRUS_IO_TIMEOUT` (seconds), the cloud clients' bounds
+/// on connecting and on any one read or write.
+pub(super) fn net_timeouts(src: &Sources) -> Result<(Duration, Duration), ConfigError> {
+    Ok((
+        Duration::from_secs(uint_setting(src, "WALRUS_CONNECT_TIMEOUT", 10, 1, 3600)?),
+        Duration::from_secs(uint_setting(src, "WALRUS_IO_TIMEOUT", 60, 1, 3600)?),
+    ))
 }
 
 /// Go's `strconv.ParseBool`, which WAL-G uses.

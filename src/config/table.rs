@@ -277,7 +277,7 @@ const AWS_CHAIN: &str = "AWS SDK credential chain: WAL-G reads it only without s
 const NO_CLIENT_CERT: &str = "client certificates are not sent by wal-rus (a server that requires one refuses the connection)";
 const OSS_ONLY: &str = "Alibaba OSS storage; read only with WALG_OSS_PREFIX, which wal-rus refuses";
 const GS_ONLY: &str = "Google Cloud Storage; read only with WALG_GS_PREFIX, which wal-rus refuses";
-const AZ_ONLY: &str = "Azure storage; read only with WALG_AZ_PREFIX, which wal-rus refuses";
+const AZ_CHAIN: &str = "Azure's default credential chain: WAL-G reads it only without AZURE_STORAGE_ACCESS_KEY and AZURE_STORAGE_SAS_TOKEN, and wal-rus requires one of them";
 const SWIFT_ONLY: &str = "Swift storage; read only with WALG_SWIFT_PREFIX, which wal-rus refuses";
 const SSH_ONLY: &str = "SSH storage; read only with WALG_SSH_PREFIX, which wal-rus refuses";
 const PG_CONN: &str =
@@ -289,11 +289,11 @@ pub static TABLE: &[Section] = &[
     Section { title: "Storage", rows: &[
         h(P("S3_PREFIX"), "`s3://bucket/path`").on(Kind::S3),
         h(P("FILE_PREFIX"), "a directory (`file://localhost` stripped); writes are atomic (temp name, fsync, rename, fsync dir)").on(Kind::File),
-        r(P("OSS_PREFIX"), "Alibaba OSS storage is not supported by wal-rus (S3 and file only)").on(Kind::Oss),
-        r(P("GS_PREFIX"), "Google Cloud Storage is not supported by wal-rus (S3 and file only)").on(Kind::Gs),
-        r(P("AZ_PREFIX"), "Azure storage is not supported by wal-rus (S3 and file only)").on(Kind::Az),
-        r(P("SWIFT_PREFIX"), "Swift storage is not supported by wal-rus (S3 and file only)").on(Kind::Swift),
-        r(P("SSH_PREFIX"), "SSH storage is not supported by wal-rus (S3 and file only)").on(Kind::Ssh),
+        r(P("OSS_PREFIX"), "Alibaba OSS storage is not supported by wal-rus (S3, Azure and file only)").on(Kind::Oss),
+        r(P("GS_PREFIX"), "Google Cloud Storage is not supported by wal-rus (S3, Azure and file only)").on(Kind::Gs),
+        h(P("AZ_PREFIX"), "`azure://container/path`, the blob names WAL-G makes (the same keys as on S3)").on(Kind::Az),
+        r(P("SWIFT_PREFIX"), "Swift storage is not supported by wal-rus (S3, Azure and file only)").on(Kind::Swift),
+        r(P("SSH_PREFIX"), "SSH storage is not supported by wal-rus (S3, Azure and file only)").on(Kind::Ssh),
         h(E("WALG_STORAGE_PREFIX"), "extra folder below the root"),
         r(E("WALG_FAILOVER_STORAGES"), "failover storages are not supported: wal-rus would use the primary storage only"),
         w(E("WALG_FAILOVER_STORAGES_CHECK"), NO_FAILOVER),
@@ -351,6 +351,22 @@ pub static TABLE: &[Section] = &[
         w(S("S3_LOG_LEVEL"), "AWS SDK request logging").on(Kind::S3),
         w(E("UPLOAD_CONCURRENCY"), "S3 multipart parallelism spelled without `WALG_`; wal-rus reads WALG_UPLOAD_CONCURRENCY").on(Kind::S3),
         w(E("WALE_UPLOAD_CONCURRENCY"), "S3 multipart parallelism in WAL-E's spelling; wal-rus reads WALG_UPLOAD_CONCURRENCY").on(Kind::S3),
+    ]},
+    Section { title: "Azure", rows: &[
+        h(S("AZURE_STORAGE_ACCOUNT"), "the storage account (required)").on(Kind::Az),
+        h(S("AZURE_STORAGE_ACCESS_KEY"), "Shared Key authorization with the account key; wins over the SAS token, as in WAL-G").on(Kind::Az),
+        h(S("AZURE_STORAGE_SAS_TOKEN"), "a SAS token (with or without `?`) appended to every request's query; never logged").on(Kind::Az),
+        h(S("AZURE_ENVIRONMENT_NAME"), "`AzureUSGovernmentCloud`, `AzureChinaCloud`, `AzureGermanCloud` pick their endpoint suffix, any other name the public cloud's").on(Kind::Az).def("AzurePublicCloud"),
+        h(S("AZURE_ENDPOINT_SUFFIX"), "endpoint `https://ACCOUNT.blob.SUFFIX`; wins over AZURE_ENVIRONMENT_NAME").on(Kind::Az).def("core.windows.net"),
+        h(S("AZURE_BUFFER_SIZE"), "block size (at least 1024): a body of one block is one Put Blob, a larger one staged blocks; streamed backups stage blocks of 5–8 MiB (the memory plan's part size)").on(Kind::Az).def("8388608"),
+        h(S("AZURE_MAX_BUFFERS"), "blocks a streamed upload stages at once, at most 2 (the memory plan's part uploaders)").on(Kind::Az).def("4"),
+        h(S("AZURE_TRY_TIMEOUT"), "minutes one try of a request may take (0: only the I/O timeouts); a broken download resumes instead").on(Kind::Az).def("5"),
+        h(E("AZURE_STORAGE_CONNECTION_STRING"), "the Azure SDKs' connection string (`AccountName`, `AccountKey` or `SharedAccessSignature`, `BlobEndpoint`, `DefaultEndpointsProtocol`, `EndpointSuffix`) for an emulator or a private endpoint; WAL-G does not read it, so the settings above, where set, must agree with it").on(Kind::Az),
+        w(E("AZURE_CLIENT_ID"), AZ_CHAIN).on(Kind::Az),
+        w(E("AZURE_TENANT_ID"), AZ_CHAIN).on(Kind::Az),
+        w(E("AZURE_CLIENT_SECRET"), AZ_CHAIN).on(Kind::Az),
+        w(E("AZURE_CLIENT_CERTIFICATE_PATH"), AZ_CHAIN).on(Kind::Az),
+        w(E("AZURE_FEDERATED_TOKEN_FILE"), AZ_CHAIN).on(Kind::Az),
     ]},
     Section { title: "Compression and encryption", rows: &[
         h(E("WALG_COMPRESSION_METHOD"), "`lz4`, `zstd`, `lzma`, `brotli`, `none`; reading also accepts `.gz`").def("lz4"),
@@ -483,14 +499,6 @@ pub static TABLE: &[Section] = &[
         w(S("GCS_ENCRYPTION_KEY"), GS_ONLY).on(Kind::Gs),
         w(S("GCS_MAX_CHUNK_SIZE"), GS_ONLY).on(Kind::Gs),
         w(S("GCS_MAX_RETRIES"), GS_ONLY).on(Kind::Gs),
-        w(S("AZURE_STORAGE_ACCOUNT"), AZ_ONLY).on(Kind::Az),
-        w(S("AZURE_STORAGE_ACCESS_KEY"), AZ_ONLY).on(Kind::Az),
-        w(S("AZURE_STORAGE_SAS_TOKEN"), AZ_ONLY).on(Kind::Az),
-        w(S("AZURE_ENVIRONMENT_NAME"), AZ_ONLY).on(Kind::Az),
-        w(S("AZURE_ENDPOINT_SUFFIX"), AZ_ONLY).on(Kind::Az),
-        w(S("AZURE_BUFFER_SIZE"), AZ_ONLY).on(Kind::Az),
-        w(S("AZURE_MAX_BUFFERS"), AZ_ONLY).on(Kind::Az),
-        w(S("AZURE_TRY_TIMEOUT"), AZ_ONLY).on(Kind::Az),
         w(S("OS_USERNAME"), SWIFT_ONLY).on(Kind::Swift),
         w(S("OS_PASSWORD"), SWIFT_ONLY).on(Kind::Swift),
         w(S("OS_AUTH_URL"), SWIFT_ONLY).on(Kind::Swift),
@@ -502,8 +510,8 @@ pub static TABLE: &[Section] = &[
         w(S("SSH_PRIVATE_KEY_PATH"), SSH_ONLY).on(Kind::Ssh),
     ]},
     Section { title: "Added by wal-rus", rows: &[
-        h(E("WALRUS_CONNECT_TIMEOUT"), "seconds to connect to S3; no request can hang").on(Kind::S3).def("10"),
-        h(E("WALRUS_IO_TIMEOUT"), "seconds a read or write to S3 may stall").on(Kind::S3).def("60"),
+        h(E("WALRUS_CONNECT_TIMEOUT"), "seconds to connect to S3 or Azure; no request can hang").def("10"),
+        h(E("WALRUS_IO_TIMEOUT"), "seconds a read or write to S3 or Azure may stall").def("60"),
     ]},
 ];
 

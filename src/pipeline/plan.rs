@@ -56,6 +56,19 @@ pub const PROCESS_BASE: u64 = 5888 * KIB;
 /// response's buffers. Measured ~1.0–1.2 MiB (a wal-fetch from S3 minus the same from files).
 pub const S3_CLIENT: u64 = 1536 * KIB;
 
+/// The Azure Blob client once per process: as S3's (ureq, the agent, a response's buffers),
+/// with Shared Key's code pages instead of SigV4's.
+pub const AZURE_CLIENT: u64 = 1536 * KIB;
+
+/// Which cloud's client a remote storage runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cloud {
+    /// S3 and compatible stores.
+    S3,
+    /// Azure Blob Storage.
+    Azure,
+}
+
 /// Resident part of a worker's stack. The full `WORKER_STACK` is reserved (virtual); our
 /// workers keep buffers on the heap, so few stack pages are ever touched.
 pub const STACK_RESIDENT: u64 = 64 * KIB;
@@ -139,10 +152,15 @@ pub struct PlanInput {
     pub bg_uploaded_limit: usize,
     /// Whether storage is reached over HTTPS.
     pub https: bool,
-    /// Whether storage is remote (S3) rather than local files.
+    /// Whether storage is remote (a cloud) rather than local files.
     pub remote: bool,
-    /// `WALG_S3_MAX_PART_SIZE` (0 for file storage).
+    /// The cloud of remote storage.
+    pub cloud: Cloud,
+    /// `WALG_S3_MAX_PART_SIZE`, `AZURE_BUFFER_SIZE` (0 for file storage).
     pub part_size: u64,
+    /// Parts a streamed upload asks to send at once: `WALG_UPLOAD_CONCURRENCY` on S3,
+    /// `AZURE_MAX_BUFFERS` on Azure.
+    pub part_uploaders: usize,
     /// Heap of one stream's encryption or decryption (0 without encryption).
     pub crypto_state: u64,
     /// Resident memory the crypter costs once per process (0 without encryption).
@@ -361,7 +379,10 @@ impl CommandPlan {
         self.add_rss_only("crypto_code", 1, input.crypto_process);
         self.add("arena", self.arena_buffers as u64, IO_BUFFER as u64);
         if input.remote {
-            self.add("s3_client", 1, S3_CLIENT);
+            match input.cloud {
+                Cloud::S3 => self.add("s3_client", 1, S3_CLIENT),
+                Cloud::Azure => self.add("azure_client", 1, AZURE_CLIENT),
+            }
             self.add("http_connections", connections, HTTP_CONNECTION);
             if input.https {
                 self.add("tls_connections", connections, TLS_CONNECTION);
@@ -445,7 +466,7 @@ pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
 
 /// The part size and number of part uploaders of streamed uploads (tar partitions).
 pub fn stream_parts(input: &PlanInput) -> (usize, usize) {
-    let uploaders = input.upload_concurrency.clamp(1, MAX_PART_UPLOADERS);
+    let uploaders = input.part_uploaders.clamp(1, MAX_PART_UPLOADERS);
     let size = input.part_size.clamp(5 * MIB, MAX_STREAM_PART) as usize;
     (uploaders, size)
 }
@@ -536,7 +557,9 @@ mod tests {
             bg_uploaded_limit: 32,
             https: false,
             remote: true,
+            cloud: Cloud::S3,
             part_size: 20 * MIB,
+            part_uploaders: 16,
             crypto_state: 0,
             crypto_process: 0,
             delta: false,

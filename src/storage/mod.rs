@@ -1,11 +1,12 @@
-//! Where objects live: one trait, implemented by the file system and by S3 (and, for unit
-//! tests of the code above storage, in memory).
+//! Where objects live: one trait, implemented by the file system, S3 and Azure Blob Storage
+//! (and, for unit tests of the code above storage, in memory).
 //!
 //! Keys are relative to the configured root (WAL-G's prefix plus `WALG_STORAGE_PREFIX`), with
 //! `/` between folders, e.g. `wal_005/000000010000000000000003.lz4`. Retryable versus permanent
 //! failure is decided here, once, from the HTTP status or the I/O error kind; commands only see
 //! `StorageError`.
 
+pub mod azure;
 pub mod error;
 pub mod fs;
 pub mod memory;

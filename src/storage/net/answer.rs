@@ -106,6 +106,122 @@ pub fn read_small_body(resp: ureq::Response, op: Op, key: &str) -> Result<Vec<u8
     Ok(body)
 }
 
+/// One sent request's outcome, the same way for every cloud: the answer, the cloud's
+/// refusal (`status_error` reads its error document), or a transport failure named by
+/// operation, key and endpoint.
+///
+/// When the server closed the connection while a body was still being sent, the cloud
+/// most likely refused the request as soon as it had its headers (a wrong key, a missing
+/// bucket or container), and that answer was lost with the connection. `probe` then sends
+/// a small listing of the same place: if it is refused for good, so was the upload, and
+/// that refusal (with the cloud's code and message) is returned at once instead of a
+/// retried broken pipe.
+pub struct Sent<'a> {
+    /// The operation.
+    pub op: Op,
+    /// The key or place, for messages.
+    pub what: String,
+    /// The endpoint, for messages (never with a query).
+    pub endpoint: String,
+    /// Whether the request had a body.
+    pub has_body: bool,
+    /// The error of an error answer.
+    pub status_error: &'a dyn Fn(u16, ureq::Response) -> StorageError,
+    /// A small listing of the same bucket or container.
+    pub probe: &'a dyn Fn() -> Result<ureq::Response, StorageError>,
+}
+
+impl Sent<'_> {
+    /// The outcome of `result`.
+    pub fn settle(
+        self,
+        result: Result<ureq::Response, ureq::Error>,
+    ) -> Result<ureq::Response, StorageError> {
+        let t = match result {
+            Ok(resp) => return Ok(resp),
+            Err(ureq::Error::Status(status, resp)) => {
+                return Err((self.status_error)(status, resp));
+            }
+            Err(ureq::Error::Transport(t)) => t,
+        };
+        let broken = StorageError::Transport {
+            op: self.op,
+            key: self.what.clone(),
+            detail: format!("{} ({})", transport_detail(&t), self.endpoint),
+        };
+        if !(self.has_body && closed_while_sending(&t)) {
+            return Err(broken);
+        }
+        match (self.probe)() {
+            Err(StorageError::Remote {
+                status,
+                code,
+                message,
+                ..
+            }) if (400..500).contains(&status) && status != 429 => Err(StorageError::Remote {
+                op: self.op,
+                key: self.what,
+                status,
+                code,
+                message: format!(
+                    "{message} (the server closed the connection while the body was sent; a \
+                     listing of the same place was refused the same way)"
+                ),
+            }),
+            _ => Err(broken),
+        }
+    }
+}
+
+/// Reads a small answer and parses it; a document that does not parse is `Garbled` (and
+/// so retried: the clouds' XML answers carry no checksum).
+pub fn parse_small<T>(
+    resp: ureq::Response,
+    op: Op,
+    what: &str,
+    parse: &dyn Fn(&[u8]) -> Result<T, super::xml::XmlError>,
+) -> Result<T, StorageError> {
+    let bytes = read_small_body(resp, op, what)?;
+    parse(&bytes).map_err(|e| StorageError::Garbled {
+        op,
+        key: what.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+/// An object's metadata from the answer to a HEAD: `Content-Length` and `Last-Modified`.
+pub fn head_meta(resp: &ureq::Response, key: &str) -> crate::storage::ObjectMeta {
+    use crate::time::PreciseTime;
+    crate::storage::ObjectMeta {
+        key: key.to_string(),
+        size: resp
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        last_modified: resp
+            .header("last-modified")
+            .and_then(parse_http_date)
+            .map(PreciseTime::from_utc)
+            .unwrap_or(PreciseTime::EPOCH),
+    }
+}
+
+/// A listed object's metadata, keyed relative to `root`; `None` for a name outside it or a
+/// "folder" object named like a folder (ending in `/`), which is not an object.
+pub fn listed(
+    root: &str,
+    name: &str,
+    size: u64,
+    last_modified: crate::time::PreciseTime,
+) -> Option<crate::storage::ObjectMeta> {
+    let rel = name.strip_prefix(root).filter(|_| !name.ends_with('/'))?;
+    Some(crate::storage::ObjectMeta {
+        key: rel.to_string(),
+        size,
+        last_modified,
+    })
+}
+
 /// Parses an RFC 7231 date (`Last-Modified`), e.g. `Tue, 24 Nov 2026 03:10:27 GMT`.
 pub fn parse_http_date(s: &str) -> Option<UtcTime> {
     let parts: Vec<&str> = s.split_whitespace().collect();

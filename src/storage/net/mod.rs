@@ -13,9 +13,9 @@ pub mod retry;
 pub mod tls;
 pub mod xml;
 
-pub use agent::{AgentSettings, build_agent};
+pub use agent::{AgentSettings, Body, build_agent};
 pub use answer::{
-    Coalesced, closed_while_sending, describe_body, parse_http_date, read_small_body,
-    transport_detail,
+    Coalesced, Sent, closed_while_sending, describe_body, head_meta, listed, parse_http_date,
+    parse_small, read_small_body, transport_detail,
 };
 pub use retry::{Retrier, RetryPolicy};

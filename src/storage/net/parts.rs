@@ -79,6 +79,55 @@ pub fn open_at(source: &dyn BodySource, offset: u64) -> io::Result<Box<dyn Read 
     Ok(r)
 }
 
+/// Sends one slice of a replayable body: its index from 0, a stream of exactly `len` bytes.
+pub type SendSlice<'a> = dyn FnMut(usize, &mut dyn Read, u64) -> Result<String, StorageError> + 'a;
+
+/// Retries one attempt as the store's client does.
+pub type RetryPart<'a> =
+    dyn Fn(&mut dyn FnMut() -> Result<String, StorageError>) -> Result<String, StorageError> + 'a;
+
+/// Pass two of a body of several parts: sends the `part_size` slices of `source` (`len`
+/// bytes in all) in order through `send`, each attempt under `retry`; returns what each
+/// part is called (an ETag, a block id).
+///
+/// One stream over the whole body: each part continues where the last one stopped. A retry
+/// replaces it with a stream opened at its part, and the parts after it go on from there.
+/// Never two streams at once: a stream holds arena buffers, and the plan gives the upload
+/// exactly one stream's worth (a second open would wait for ever).
+pub fn replay_parts<'s>(
+    source: &'s dyn BodySource,
+    key: &str,
+    (part_size, len): (u64, u64),
+    retry: &RetryPart<'_>,
+    send: &mut SendSlice<'_>,
+) -> Result<Vec<String>, StorageError> {
+    let io_err = |e: io::Error| StorageError::body_read(key, e);
+    let count = len.div_ceil(part_size).max(1);
+    let mut stream: Option<Box<dyn Read + 's>> = Some(source.open().map_err(io_err)?);
+    let mut names = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let offset = i * part_size;
+        let part_len = part_size.min(len - offset);
+        let mut attempt = 0u32;
+        let name = retry(&mut || {
+            attempt += 1;
+            let mut reader = match stream.take() {
+                Some(r) if attempt == 1 => r,
+                other => {
+                    // The broken stream goes before a new one is opened.
+                    drop(other);
+                    open_at(source, offset).map_err(io_err)?
+                }
+            };
+            let sent = send(i as usize, &mut (&mut reader).take(part_len), part_len);
+            stream = Some(reader);
+            sent
+        })?;
+        names.push(name);
+    }
+    Ok(names)
+}
+
 /// Sends one part (number from 1, bytes) and returns what the store calls it (an ETag, a
 /// block id).
 pub type SendPart<'a> = dyn Fn(u32, &[u8]) -> Result<String, StorageError> + Sync + 'a;

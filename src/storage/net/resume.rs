@@ -108,6 +108,37 @@ impl<F: Refetch> ResumingReader<F> {
     }
 }
 
+/// The headers of a GET from byte `from` on of version `etag`: none from the start.
+pub fn range_headers(from: u64, etag: Option<&str>) -> Vec<(String, String)> {
+    let mut headers = Vec::new();
+    if from > 0 {
+        headers.push(("range".into(), format!("bytes={from}-")));
+        if let Some(tag) = etag {
+            headers.push(("if-match".into(), tag.to_string()));
+        }
+    }
+    headers
+}
+
+/// Reads the whole object's MD5 from a first answer, and what the store calls it.
+pub type StoredMd5 = fn(&ureq::Response) -> Option<([u8; 16], &'static str)>;
+
+/// Sends the first GET through `fetch` and returns the reader of its body; `md5` reads
+/// the whole object's MD5 from the answer, where the store gives one.
+pub fn open<F: Refetch + 'static>(
+    fetch: F,
+    what: String,
+    md5: StoredMd5,
+) -> Result<crate::storage::ObjectReader, StorageError> {
+    let resp = fetch.get_from(0, None)?;
+    let first = FirstAnswer {
+        etag: resp.header("etag").map(str::to_string),
+        len: resp.header("content-length").and_then(|v| v.parse().ok()),
+        md5: md5(&resp),
+    };
+    Ok(Box::new(ResumingReader::new(fetch, what, resp, first)))
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

@@ -11,23 +11,11 @@ use crate::storage::{Op, StorageError};
 use std::io::Read;
 use std::time::Duration;
 
-use crate::storage::net::{
-    Coalesced, Retrier, RetryPolicy, closed_while_sending, transport_detail,
-};
-pub use crate::storage::net::{describe_body, parse_http_date, read_small_body};
+pub use crate::storage::net::{Body, describe_body, parse_http_date, read_small_body};
+use crate::storage::net::{Coalesced, Retrier, RetryPolicy, Sent, parse_small};
 
 /// The hash S3 expects for an empty body.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-
-/// A request body for one attempt.
-pub enum Body<'a> {
-    /// No body.
-    Empty,
-    /// Bytes in memory.
-    Bytes(&'a [u8]),
-    /// A stream of exactly `len` bytes.
-    Stream(Box<dyn Read + 'a>, u64),
-}
 
 /// One S3 operation, before signing.
 pub struct Call<'a> {
@@ -224,52 +212,23 @@ impl Client {
                 .set("Content-Length", &len.to_string())
                 .send(Coalesced(reader)),
         };
-        match result {
-            Ok(resp) => Ok(resp),
-            Err(ureq::Error::Status(status, resp)) => Err(status_error(call, &what, status, resp)),
-            Err(ureq::Error::Transport(t)) => {
-                let broken = StorageError::Transport {
-                    op: call.op,
-                    key: what,
-                    detail: format!("{} ({})", transport_detail(&t), self.endpoint_display()),
-                };
-                if has_body && closed_while_sending(&t) {
-                    return Err(self.why_closed(call, broken));
-                }
-                Err(broken)
-            }
-        }
-    }
-
-    /// After the server closed the connection while a body was still being sent: S3 answers
-    /// a request it refuses (a wrong key, a missing bucket, a denied write) as soon as it
-    /// has its headers and then closes, and the client only sees a broken pipe. The answer
-    /// itself is lost with the connection, so a small signed listing of the same bucket
-    /// asks again: if it is refused for good, so was the upload, and that refusal (with
-    /// S3's code and message) is returned at once instead of a retried broken pipe.
-    fn why_closed(&self, call: &Call, broken: StorageError) -> StorageError {
-        let mut probe = Call::new("GET", Op::ListObjectsV2, None);
-        probe.query.push(("list-type".into(), "2".into()));
-        probe.query.push(("max-keys".into(), "0".into()));
-        probe.query.push(("prefix".into(), self.cfg.root.clone()));
-        match self.send_once(&probe, Body::Empty) {
-            Err(StorageError::Remote {
-                status,
-                code,
-                message,
-                ..
-            }) if (400..500).contains(&status) && status != 429 => StorageError::Remote {
-                op: call.op,
-                key: call.what(&self.cfg.bucket),
-                status,
-                code,
-                message: format!(
-                    "{message} (the server closed the connection while the body was sent; a \
-                     listing of the bucket was refused the same way)"
-                ),
+        Sent {
+            op: call.op,
+            what: what.clone(),
+            endpoint: self.endpoint_display(),
+            has_body,
+            status_error: &|status, resp| status_error(call, &what, status, resp),
+            probe: &|| {
+                // S3 answers a refused request (a wrong key, a missing bucket, a denied
+                // write) as soon as it has its headers, then closes.
+                let mut probe = Call::new("GET", Op::ListObjectsV2, None);
+                probe.query.push(("list-type".into(), "2".into()));
+                probe.query.push(("max-keys".into(), "0".into()));
+                probe.query.push(("prefix".into(), self.cfg.root.clone()));
+                self.send_once(&probe, Body::Empty)
             },
-            _ => broken,
         }
+        .settle(result)
     }
 
     /// Sends `call`, retrying what is retryable; `body` makes a fresh body for each attempt.
@@ -292,13 +251,7 @@ impl Client {
     ) -> Result<T, StorageError> {
         let what = call.what(&self.cfg.bucket);
         self.retry(call.op, &mut || {
-            let resp = self.send_once(call, body())?;
-            let bytes = read_small_body(resp, call.op, &what)?;
-            parse(&bytes).map_err(|e| StorageError::Garbled {
-                op: call.op,
-                key: what.clone(),
-                detail: e.to_string(),
-            })
+            parse_small(self.send_once(call, body())?, call.op, &what, parse)
         })
     }
 

@@ -98,22 +98,7 @@ impl Storage for S3Storage {
         let full = self.full_key(key);
         let call = Call::new("HEAD", Op::HeadObject, Some(&full));
         match self.client.send_with_retries(&call, &mut || Body::Empty) {
-            Ok(resp) => {
-                let size = resp
-                    .header("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                let last_modified = resp
-                    .header("last-modified")
-                    .and_then(http::parse_http_date)
-                    .map(PreciseTime::from_utc)
-                    .unwrap_or(PreciseTime::EPOCH);
-                Ok(Some(ObjectMeta {
-                    key: key.to_string(),
-                    size,
-                    last_modified,
-                }))
-            }
+            Ok(resp) => Ok(Some(super::net::head_meta(&resp, key))),
             Err(StorageError::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -149,19 +134,10 @@ impl Storage for S3Storage {
                     Err(e) => return Err(e),
                 };
             for obj in page.objects {
-                // A "directory marker" object named like the folder itself is not an object.
-                if obj.key.ends_with('/') {
-                    continue;
+                let when = PreciseTime::parse(&obj.last_modified).unwrap_or(PreciseTime::EPOCH);
+                if let Some(meta) = super::net::listed(&root, &obj.key, obj.size, when) {
+                    each(meta);
                 }
-                let Some(rel) = obj.key.strip_prefix(&root) else {
-                    continue;
-                };
-                each(ObjectMeta {
-                    key: rel.to_string(),
-                    size: obj.size,
-                    last_modified: PreciseTime::parse(&obj.last_modified)
-                        .unwrap_or(PreciseTime::EPOCH),
-                });
             }
             match (page.is_truncated, page.next_continuation_token) {
                 (true, Some(t)) => token = Some(t),

@@ -5,7 +5,7 @@
 //! keys), the reader checks the body against it at its end.
 
 use super::http::{Body, Call, Client};
-use crate::storage::net::resume::{FirstAnswer, Refetch, ResumingReader};
+use crate::storage::net::resume::{self, Refetch};
 use crate::storage::{ObjectReader, Op, StorageError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,13 +44,7 @@ impl Refetch for ObjectGet {
     /// Sends a GetObject (ranged from `from` when it is not 0).
     fn get_from(&self, from: u64, etag: Option<&str>) -> Result<ureq::Response, StorageError> {
         let mut call = Call::new("GET", Op::GetObject, Some(&self.key));
-        if from > 0 {
-            call.headers
-                .push(("range".into(), format!("bytes={from}-")));
-            if let Some(tag) = etag {
-                call.headers.push(("if-match".into(), tag.to_string()));
-            }
-        }
+        call.headers = resume::range_headers(from, etag);
         self.client.send_with_retries(&call, &mut || Body::Empty)
     }
 
@@ -65,13 +59,8 @@ impl Refetch for ObjectGet {
 
 /// Opens `key` (the full key inside the bucket) for streaming.
 pub fn open(client: Arc<Client>, key: String) -> Result<ObjectReader, StorageError> {
-    let fetch = ObjectGet { client, key };
-    let resp = fetch.get_from(0, None)?;
-    let first = FirstAnswer {
-        etag: resp.header("etag").map(str::to_string),
-        len: resp.header("content-length").and_then(|v| v.parse().ok()),
-        md5: etag_md5(&resp).map(|m| (m, "ETag")),
-    };
-    let what = format!("GetObject {}", fetch.key);
-    Ok(Box::new(ResumingReader::new(fetch, what, resp, first)))
+    let what = format!("GetObject {key}");
+    resume::open(ObjectGet { client, key }, what, |resp| {
+        etag_md5(resp).map(|m| (m, "ETag"))
+    })
 }

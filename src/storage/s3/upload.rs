@@ -9,11 +9,11 @@
 
 use super::http::{Body, Call, Client};
 use super::{sign, xml};
-use crate::storage::net::parts::{self, PartPlan, open_at};
+use crate::storage::net::parts::{self, PartPlan};
 use crate::storage::{BodySource, Op, PartBuffers, StorageError};
 use md5::Digest as _;
 use sha2::Sha256;
-use std::io::{self, Read};
+use std::io::Read;
 
 /// What pass one learned: length, SHA-256 of every part, MD5 of the whole.
 type BodyDigest = parts::BodyDigest<sha2::digest::Output<Sha256>>;
@@ -152,35 +152,24 @@ fn upload_parts(
     d: &BodyDigest,
     upload_id: &str,
 ) -> Result<Vec<(u32, String)>, StorageError> {
-    let io_err = |e: io::Error| StorageError::body_read(key, e);
-    // One stream over the whole body: each part continues where the last one stopped. A
-    // retry replaces it with a stream opened at its part, and the parts after it go on from
-    // there. Never two streams at once: a stream holds arena buffers, and the plan gives the
-    // upload exactly one stream's worth (a second open would wait for ever).
-    let mut stream: Option<Box<dyn Read + '_>> = Some(source.open().map_err(io_err)?);
-    let mut etags = Vec::with_capacity(d.parts.len());
-    for (i, hash) in d.parts.iter().enumerate() {
-        let offset = i as u64 * part_size;
-        let len = part_size.min(d.len - offset);
-        let number = (i + 1) as u32;
-        let mut call = Call::new("PUT", Op::UploadPart, Some(key));
-        call.query.push(("partNumber".into(), number.to_string()));
-        call.query.push(("uploadId".into(), upload_id.to_string()));
-        call.payload_hash = hex(hash);
-        let mut attempt = 0u32;
-        let resp = client.retry(Op::UploadPart, &mut || {
-            attempt += 1;
-            if attempt > 1 || stream.is_none() {
-                stream = None;
-                stream = Some(open_at(source, offset).map_err(io_err)?);
-            }
-            let body = stream.as_mut().expect("opened above").take(len);
+    let retry = |attempt: &mut dyn FnMut() -> Result<String, StorageError>| {
+        client.retry(Op::UploadPart, attempt)
+    };
+    let etags = parts::replay_parts(
+        source,
+        key,
+        (part_size, d.len),
+        &retry,
+        &mut |i, body, len| {
+            let mut call = Call::new("PUT", Op::UploadPart, Some(key));
+            call.query.push(("partNumber".into(), (i + 1).to_string()));
+            call.query.push(("uploadId".into(), upload_id.to_string()));
+            call.payload_hash = hex(&d.parts[i]);
             let resp = client.send_once(&call, Body::Stream(Box::new(body), len))?;
             stored_etag(resp, Op::UploadPart, key, None)
-        })?;
-        etags.push((number, resp));
-    }
-    Ok(etags)
+        },
+    )?;
+    Ok((1..).zip(etags).collect())
 }
 
 /// Starts a multipart upload; returns its id.
