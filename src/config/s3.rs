@@ -4,8 +4,11 @@
 
 use super::sources::{Sources, parse_bool, uint_setting};
 use super::{ConfigError, bad};
-use crate::storage::s3::{S3Config, sign::Credentials};
+use crate::storage::aws::CredentialProvider;
+use crate::storage::net::AgentSettings;
+use crate::storage::s3::S3Config;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Splits `s3://bucket/path` into bucket and root key prefix (empty or ending in `/`).
@@ -35,8 +38,7 @@ fn value(src: &Sources, bare: &str) -> Option<String> {
 
 /// The S3 storage in `bucket` under the key prefix `root`.
 pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Config, ConfigError> {
-    let credentials = credentials(src)?;
-    let (endpoint, region) = endpoint_and_region(src)?;
+    let endpoint = endpoint(src)?;
     let (sse, sse_kms_id) = server_side_encryption(src)?;
     let part_size = part_size(src)?;
     let max_retries = max_retries(src)?;
@@ -46,6 +48,26 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
             .map_or_else(|| bare.to_string(), |(n, _)| n);
         uint_setting(src, &name, default, 0, 3_600_000).map(Duration::from_millis)
     };
+    // The AWS SDK's AWS_CA_BUNDLE applies when WAL-G's own setting is unset.
+    let ca_cert_file = value(src, "S3_CA_CERT_FILE")
+        .or_else(|| src.get("AWS_CA_BUNDLE"))
+        .map(PathBuf::from);
+    let connect_timeout =
+        Duration::from_secs(uint_setting(src, "WALRUS_CONNECT_TIMEOUT", 10, 1, 3600)?);
+    let io_timeout = Duration::from_secs(uint_setting(src, "WALRUS_IO_TIMEOUT", 60, 1, 3600)?);
+    let agent = AgentSettings {
+        connect_timeout,
+        io_timeout,
+        ca_cert_file: ca_cert_file.clone(),
+        ca_setting: "WALG_S3_CA_CERT_FILE",
+    };
+    let (source, region) = super::aws::resolve(
+        src,
+        &super::aws::Net {
+            agent: &agent,
+            endpoint: endpoint.as_deref(),
+        },
+    )?;
     Ok(S3Config {
         bucket,
         root,
@@ -55,11 +77,8 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
             Some((name, v)) => parse_bool(&name, v.trim())?,
             None => false,
         },
-        credentials,
-        // The AWS SDK's AWS_CA_BUNDLE applies when WAL-G's own setting is unset.
-        ca_cert_file: value(src, "S3_CA_CERT_FILE")
-            .or_else(|| src.get("AWS_CA_BUNDLE"))
-            .map(PathBuf::from),
+        credentials: Arc::new(CredentialProvider::new(source)),
+        ca_cert_file,
         storage_class: src
             .storage_setting("S3_STORAGE_CLASS")
             .map(|(_, v)| v)
@@ -70,14 +89,8 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
         max_retries,
         min_throttle_delay: ms("S3_MIN_THROTTLING_RETRY_DELAY", 500)?,
         max_throttle_delay: ms("S3_MAX_THROTTLING_RETRY_DELAY", 300_000)?,
-        connect_timeout: Duration::from_secs(uint_setting(
-            src,
-            "WALRUS_CONNECT_TIMEOUT",
-            10,
-            1,
-            3600,
-        )?),
-        io_timeout: Duration::from_secs(uint_setting(src, "WALRUS_IO_TIMEOUT", 60, 1, 3600)?),
+        connect_timeout,
+        io_timeout,
         delete_batch: {
             let name = src
                 .storage_setting("S3_DELETE_BATCH_SIZE")
@@ -87,44 +100,8 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
     })
 }
 
-/// Static credentials, the only kind wal-rus reads: when the settings of the AWS SDK's
-/// credential chain are set instead, the error says that they are not read.
-fn credentials(src: &Sources) -> Result<Credentials, ConfigError> {
-    let chain = [
-        "AWS_PROFILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE",
-    ]
-    .iter()
-    .filter(|n| src.get(n).is_some())
-    .copied()
-    .collect::<Vec<_>>();
-    let chain = if chain.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; {} is set, but wal-rus does not read the AWS SDK's credential chain",
-            chain.join(", ")
-        )
-    };
-    let key_id = value(src, "AWS_ACCESS_KEY_ID")
-        .or_else(|| value(src, "AWS_ACCESS_KEY"))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| bad("AWS_ACCESS_KEY_ID", format!("not set (wal-rus reads static credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY){chain}")))?;
-    let secret = value(src, "AWS_SECRET_ACCESS_KEY")
-        .or_else(|| value(src, "AWS_SECRET_KEY"))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| bad("AWS_SECRET_ACCESS_KEY", format!("not set{chain}")))?;
-    Ok(Credentials {
-        access_key_id: key_id,
-        secret_access_key: secret,
-        session_token: value(src, "AWS_SESSION_TOKEN").map(|t| t.trim().to_string()),
-    })
-}
-
-/// `AWS_ENDPOINT` (an S3-compatible server, over http or https) and `AWS_REGION`, which
-/// only AWS itself needs.
-fn endpoint_and_region(src: &Sources) -> Result<(Option<String>, String), ConfigError> {
+/// `AWS_ENDPOINT`: an S3-compatible server, over http or https.
+fn endpoint(src: &Sources) -> Result<Option<String>, ConfigError> {
     let endpoint = value(src, "AWS_ENDPOINT").map(|e| e.trim_end_matches('/').to_string());
     if let Some(e) = &endpoint {
         let scheme = e.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
@@ -135,17 +112,7 @@ fn endpoint_and_region(src: &Sources) -> Result<(Option<String>, String), Config
             ));
         }
     }
-    let region = match value(src, "AWS_REGION") {
-        Some(r) => r,
-        None if endpoint.is_some() => "us-east-1".to_string(),
-        None => {
-            return Err(bad(
-                "AWS_REGION",
-                "not set (required when AWS_ENDPOINT is not set)",
-            ));
-        }
-    };
-    Ok((endpoint, region))
+    Ok(endpoint)
 }
 
 /// `WALG_S3_SSE` and `WALG_S3_SSE_KMS_ID`, refused in the combinations S3 would refuse.

@@ -163,7 +163,8 @@ impl Client {
 
     /// The signed request for `call`, without its body. The Host header we sign is the one
     /// ureq sends: the URL's authority.
-    fn signed_request(&self, call: &Call) -> ureq::Request {
+    fn signed_request(&self, call: &Call) -> Result<ureq::Request, StorageError> {
+        let credentials = self.cfg.credentials.current()?;
         let host = self.host();
         let path = self.path(call.key);
         let now = UtcTime::now();
@@ -172,7 +173,7 @@ impl Client {
             ("x-amz-content-sha256".into(), call.payload_hash.clone()),
             ("x-amz-date".into(), now.amz_date()),
         ];
-        if let Some(token) = &self.cfg.credentials.session_token {
+        if let Some(token) = &credentials.session_token {
             headers.push(("x-amz-security-token".into(), token.clone()));
         }
         // Every extra header is signed: x-amz-*, content-md5 and range are all part of what
@@ -186,7 +187,7 @@ impl Client {
             payload_hash: &call.payload_hash,
         };
         let auth = sign::authorization(
-            &self.cfg.credentials,
+            &credentials,
             &self.cfg.region,
             "s3",
             now,
@@ -206,12 +207,12 @@ impl Client {
         for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
             request = request.set(k, v);
         }
-        request
+        Ok(request)
     }
 
     /// Sends `call` once.
     pub fn send_once(&self, call: &Call, body: Body) -> Result<ureq::Response, StorageError> {
-        let request = self.signed_request(call);
+        let request = self.signed_request(call)?;
         let what = call.what(&self.cfg.bucket);
         let has_body = !matches!(body, Body::Empty);
         let result = match body {
@@ -318,7 +319,7 @@ impl Client {
 }
 
 /// The query as sent: each name and value encoded as it is signed, in the caller's order.
-fn query_string(query: &[(String, String)]) -> String {
+pub fn query_string(query: &[(String, String)]) -> String {
     let pairs: Vec<String> = query
         .iter()
         .map(|(k, v)| {

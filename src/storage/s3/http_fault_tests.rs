@@ -49,11 +49,13 @@ fn client(endpoint: String, retries: u32) -> Client {
         endpoint: Some(endpoint),
         region: "us-east-1".into(),
         force_path_style: true,
-        credentials: Credentials {
-            access_key_id: "AK".into(),
-            secret_access_key: "SECRET".into(),
-            session_token: None,
-        },
+        credentials: std::sync::Arc::new(crate::storage::aws::CredentialProvider::fixed(
+            Credentials {
+                access_key_id: "AK".into(),
+                secret_access_key: "SECRET".into(),
+                session_token: None,
+            },
+        )),
         ca_cert_file: None,
         storage_class: "STANDARD".into(),
         sse: None,

@@ -31,8 +31,9 @@ pub struct S3Config {
     pub region: String,
     /// Path-style addressing (`AWS_S3_FORCE_PATH_STYLE`).
     pub force_path_style: bool,
-    /// Static credentials.
-    pub credentials: sign::Credentials,
+    /// Where the credentials of each request come from (static keys, STS, instance or
+    /// container roles); asked at every signature, so refreshed ones are used at once.
+    pub credentials: Arc<crate::storage::aws::CredentialProvider>,
     /// Extra CA bundle (`WALG_S3_CA_CERT_FILE`).
     pub ca_cert_file: Option<PathBuf>,
     /// `x-amz-storage-class` sent with uploads.

@@ -161,11 +161,13 @@ impl S3Server {
             endpoint: Some(self.endpoint.clone()),
             region: "us-east-1".into(),
             force_path_style: true,
-            credentials: wal_rus::storage::s3::sign::Credentials {
-                access_key_id: self.access_key.clone(),
-                secret_access_key: self.secret_key.clone(),
-                session_token: None,
-            },
+            credentials: std::sync::Arc::new(wal_rus::storage::aws::CredentialProvider::fixed(
+                wal_rus::storage::s3::sign::Credentials {
+                    access_key_id: self.access_key.clone(),
+                    secret_access_key: self.secret_key.clone(),
+                    session_token: None,
+                },
+            )),
             ca_cert_file: None,
             storage_class: "STANDARD".into(),
             sse: None,
