@@ -14,6 +14,7 @@ mod common;
 mod backup_catalog;
 mod backup_restore;
 mod cluster;
+mod emulators;
 mod faults;
 mod hostile_storage;
 mod memory_cage;
