@@ -54,7 +54,6 @@ pub(super) fn resolve(src: &Sources, net: &Net) -> Result<(Source, String), Conf
         })),
         _ => base,
     };
-    crate::devel!("AWS credentials: {}", source.describe());
     Ok((source, region))
 }
 

@@ -11,6 +11,7 @@
 
 mod common;
 
+mod aws_credentials;
 mod backup_catalog;
 mod backup_restore;
 mod cluster;

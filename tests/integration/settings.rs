@@ -163,7 +163,6 @@ fn refused_classes_from_the_environment() {
     for (setting, value) in [
         ("WALG_S3_SSE_C", "0123456789abcdef0123456789abcdef"),
         ("S3_RETENTION_PERIOD", "3600"),
-        ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
         ("S3_REQUEST_ADDITIONAL_HEADERS", "{x-amz-acl: public-read}"),
         ("S3_USE_YC_SESSION_TOKEN", "true"),
     ] {

@@ -86,13 +86,14 @@ impl CredentialProvider {
         }
         match fetch(&self.source) {
             Ok(value) => {
-                if let Some(exp) = value.expires {
-                    crate::devel!(
-                        "credentials from {} valid until {}",
-                        self.source.describe(),
-                        exp.rfc3339()
-                    );
-                }
+                crate::devel!(
+                    "AWS credentials from {}{}",
+                    self.source.describe(),
+                    value
+                        .expires
+                        .map(|t| format!(", valid until {}", t.rfc3339()))
+                        .unwrap_or_default()
+                );
                 let credentials = value.credentials.clone();
                 *cached = Some(Cached {
                     value,

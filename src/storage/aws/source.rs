@@ -164,11 +164,7 @@ pub type ErrorParser = dyn Fn(&[u8]) -> Option<(String, String)>;
 /// A failed credential call as a `StorageError`: the service's refusal (its error code and
 /// message when `parse` finds them in the body, else the status and the body's start) or
 /// the transport's failure.
-pub fn call_failed(
-    what: &str,
-    e: ureq::Error,
-    parse: &ErrorParser,
-) -> StorageError {
+pub fn call_failed(what: &str, e: ureq::Error, parse: &ErrorParser) -> StorageError {
     match e {
         ureq::Error::Status(status, r) => {
             let body = read_small_body(r, Op::Credentials, what).unwrap_or_default();
