@@ -6,7 +6,7 @@ use super::sources::{Sources, parse_bool, uint_setting};
 use super::{ConfigError, bad};
 use crate::storage::aws::CredentialProvider;
 use crate::storage::net::AgentSettings;
-use crate::storage::s3::S3Config;
+use crate::storage::s3::{ObjectLock, S3Config};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +40,7 @@ fn value(src: &Sources, bare: &str) -> Option<String> {
 pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Config, ConfigError> {
     let endpoint = endpoint(src)?;
     let (sse, sse_kms_id) = server_side_encryption(src)?;
+    let sse_customer_key = sse_customer_key(src, sse.as_deref(), endpoint.as_deref())?;
     let part_size = part_size(src)?;
     let max_retries = max_retries(src)?;
     let ms = |bare: &str, default: u64| {
@@ -84,6 +85,8 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
             .map(|(_, v)| v)
             .unwrap_or_else(|| "STANDARD".into()),
         sse,
+        sse_customer_key,
+        object_lock: object_lock(src)?,
         sse_kms_id,
         part_size,
         max_retries,
@@ -147,6 +150,76 @@ fn server_side_encryption(src: &Sources) -> Result<(Option<String>, Option<Strin
         _ => {}
     }
     Ok((sse, sse_kms_id))
+}
+
+/// `S3_SSE_C`: a customer key, used by WAL-G only with `S3_SSE` (as the algorithm). Without
+/// it WAL-G stores the objects without the key; wal-rus stops instead, since the setting
+/// says the archive is meant to be protected by it.
+fn sse_customer_key(
+    src: &Sources,
+    sse: Option<&str>,
+    endpoint: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    let Some((name, key)) = src.storage_setting("S3_SSE_C") else {
+        return Ok(None);
+    };
+    match sse {
+        Some("AES256") => {}
+        _ => {
+            return Err(bad(
+                &name,
+                "needs WALG_S3_SSE=AES256 (WAL-G sends the customer key only then, and would store these objects without it)",
+            ));
+        }
+    }
+    // The key travels in a header: never in clear text (the AWS SDK refuses the same).
+    if endpoint.is_some_and(|e| e.to_ascii_lowercase().starts_with("http://")) {
+        return Err(bad(
+            &name,
+            "cannot be sent over HTTP: AWS_ENDPOINT must be https:// with a customer key",
+        ));
+    }
+    if key.len() != 32 {
+        return Err(bad(
+            &name,
+            format!("must be a 32-byte AES-256 key, is {} bytes", key.len()),
+        ));
+    }
+    Ok(Some(key))
+}
+
+/// `S3_RETENTION_PERIOD` (seconds; -1, the default, is off) and `S3_RETENTION_MODE`
+/// (default `GOVERNANCE`): the Object Lock of every upload.
+fn object_lock(src: &Sources) -> Result<Option<ObjectLock>, ConfigError> {
+    let Some((name, v)) = src.storage_setting("S3_RETENTION_PERIOD") else {
+        return Ok(None);
+    };
+    let period: i64 = v
+        .trim()
+        .parse()
+        .map_err(|_| bad(&name, format!("{v:?} is not a number of seconds")))?;
+    if period == -1 {
+        return Ok(None);
+    }
+    if period < 0 {
+        return Err(bad(&name, "must be -1 (off) or a number of seconds"));
+    }
+    let mode = match src.storage_setting("S3_RETENTION_MODE") {
+        None => "GOVERNANCE".to_string(),
+        Some((mode_name, m)) => match m.trim() {
+            "GOVERNANCE" | "COMPLIANCE" => m.trim().to_string(),
+            other => {
+                return Err(bad(
+                    &mode_name,
+                    format!("{other:?} is not GOVERNANCE or COMPLIANCE"),
+                ));
+            }
+        },
+    };
+    Ok(Some(ObjectLock {
+        mode,
+        period: Duration::from_secs(period as u64),
+    }))
 }
 
 /// `S3_MAX_PART_SIZE` (default 20 MiB), within the part sizes S3 accepts.

@@ -24,7 +24,7 @@
 //!   delta stored is the same.
 //! - `WALG_USE_REVERSE_UNPACK` and `WALG_SKIP_REDUNDANT_TARS` are warned: wal-rus applies a
 //!   delta chain base first, WAL-G's default order; the restored directory is the same.
-//! - `S3_RETENTION_MODE` and the other settings that only tune a
+//! - The settings that only tune a
 //!   refused one are warned: WAL-G ignores them unless their primary setting is set, and then
 //!   that one is refused.
 //! - Every encryption setting but libsodium's and `WALG_PGP_KEY`'s is refused, companions
@@ -337,14 +337,14 @@ pub static TABLE: &[Section] = &[
         h(S("S3_STORAGE_CLASS"), "sent with uploads").on(Kind::S3).def("STANDARD"),
         h(S("S3_SSE"), "`AES256` or `aws:kms`, sent with uploads").on(Kind::S3),
         h(S("S3_SSE_KMS_ID"), "KMS key id; required with `aws:kms`, refused without").on(Kind::S3),
-        r(S("S3_SSE_C"), "SSE-C (customer-provided keys) is not implemented: objects would be stored without the key, and objects stored with it cannot be read").on(Kind::S3),
+        h(S("S3_SSE_C"), "SSE-C: a 32-byte customer key sent (base64, with its MD5) on every upload, part, read and HEAD, as WAL-G sends it; needs `S3_SSE=AES256` (WAL-G would ignore it without, wal-rus stops)").on(Kind::S3),
         h(S("S3_MAX_PART_SIZE"), "multipart part size").on(Kind::S3).def("20971520"),
         h(S("S3_MAX_RETRIES"), "retries of 5xx, throttling, resets, timeouts; other 4xx fail at once").on(Kind::S3).def("15"),
         h(S("S3_MIN_THROTTLING_RETRY_DELAY"), "back-off when throttled, ms").on(Kind::S3).def("500"),
         h(S("S3_MAX_THROTTLING_RETRY_DELAY"), "back-off when throttled, ms").on(Kind::S3).def("300000"),
         h(S("S3_DELETE_BATCH_SIZE"), "keys per DeleteObjects").on(Kind::S3).def("1000"),
-        r(S("S3_RETENTION_PERIOD"), "S3 Object Lock retention is not implemented: objects would be stored unlocked").on(Kind::S3).only(UPLOADS).inert(Inert::Values(&["-1"])).def("-1"),
-        w(S("S3_RETENTION_MODE"), "only used with S3_RETENTION_PERIOD (refused)").on(Kind::S3).only(UPLOADS).def("GOVERNANCE"),
+        h(S("S3_RETENTION_PERIOD"), "Object Lock: every upload locked this many seconds (`x-amz-object-lock-retain-until-date`, with `Content-MD5` on single PUTs); -1 off").on(Kind::S3).only(UPLOADS).def("-1"),
+        h(S("S3_RETENTION_MODE"), "Object Lock mode with S3_RETENTION_PERIOD: `GOVERNANCE` or `COMPLIANCE`").on(Kind::S3).only(UPLOADS).def("GOVERNANCE"),
         r(S("S3_REQUEST_ADDITIONAL_HEADERS"), "extra request headers (which may set ACLs, tags or locks) are not sent by wal-rus").on(Kind::S3),
         r(S("S3_USE_YC_SESSION_TOKEN"), "Yandex Cloud metadata credentials are not implemented (static keys only)").on(Kind::S3).inert(Inert::False),
         w(S("S3_ENABLE_VERSIONING"), "WAL-G's delete removes every version of an object; wal-rus removes the current one (older versions stay until the bucket's lifecycle rules remove them)").on(Kind::S3).only(DELETE).inert(Inert::Values(&["disabled"])),

@@ -22,6 +22,7 @@ mod memory_cage;
 mod parsers;
 mod pg_client;
 mod rate_limits;
+mod s3_protection;
 mod s3_storage;
 mod s3_tls;
 mod settings;

@@ -179,6 +179,7 @@ impl Client {
         // Every extra header is signed: x-amz-*, content-md5 and range are all part of what
         // S3 must not let a middlebox change.
         headers.extend(call.headers.iter().cloned());
+        headers.extend(self.customer_key_headers(call.op));
         let req = sign::Request {
             method: call.method,
             path: &path,
@@ -208,6 +209,42 @@ impl Client {
             request = request.set(k, v);
         }
         Ok(request)
+    }
+
+    /// SSE-C's headers for the calls that write or read an object's bytes (S3 wants the key
+    /// on each of them, parts included), as WAL-G's SDK sends them: the algorithm is
+    /// `WALG_S3_SSE`'s value, the key base64 of the setting's bytes, with its MD5.
+    fn customer_key_headers(&self, op: Op) -> Vec<(String, String)> {
+        let Some(key) = &self.cfg.sse_customer_key else {
+            return Vec::new();
+        };
+        let needs = matches!(
+            op,
+            Op::PutObject
+                | Op::CreateMultipartUpload
+                | Op::UploadPart
+                | Op::GetObject
+                | Op::HeadObject
+        );
+        if !needs {
+            return Vec::new();
+        }
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        vec![
+            (
+                "x-amz-server-side-encryption-customer-algorithm".into(),
+                self.cfg.sse.clone().unwrap_or_else(|| "AES256".into()),
+            ),
+            (
+                "x-amz-server-side-encryption-customer-key".into(),
+                b64.encode(key.as_bytes()),
+            ),
+            (
+                "x-amz-server-side-encryption-customer-key-md5".into(),
+                content_md5(key.as_bytes()),
+            ),
+        ]
     }
 
     /// Sends `call` once.

@@ -60,6 +60,8 @@ fn client(endpoint: String, retries: u32) -> Client {
         storage_class: "STANDARD".into(),
         sse: None,
         sse_kms_id: None,
+        sse_customer_key: None,
+        object_lock: None,
         part_size: 5 << 20,
         max_retries: retries,
         min_throttle_delay: Duration::from_millis(5),

@@ -194,6 +194,8 @@ impl S3Server {
             storage_class: "STANDARD".into(),
             sse: None,
             sse_kms_id: None,
+            sse_customer_key: None,
+            object_lock: None,
             part_size: 5 << 20,
             max_retries: 2,
             min_throttle_delay: Duration::from_millis(10),
