@@ -57,7 +57,9 @@ pub const PROCESS_BASE: u64 = 5888 * KIB;
 pub const S3_CLIENT: u64 = 1536 * KIB;
 
 /// The Azure Blob client once per process: as S3's (ureq, the agent, a response's buffers),
-/// with Shared Key's code pages instead of SigV4's.
+/// with Shared Key's code pages instead of SigV4's. Measured the same as S3's: a wal-fetch of
+/// a 16 MiB segment from Azurite peaked at 6.2–6.7 MiB, from s3s-fs at 6.4–6.5 MiB, and a
+/// wal-push at 6.7–6.8 MiB against 7.0 MiB, at the same settings.
 pub const AZURE_CLIENT: u64 = 1536 * KIB;
 
 /// Which cloud's client a remote storage runs.

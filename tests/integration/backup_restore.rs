@@ -85,7 +85,9 @@ fn restore(primary_env: &[(String, String)], target: &str) -> PgCluster {
     restored
 }
 
-fn pitr(env: Vec<(String, String)>) {
+/// A base backup under a pgbench load, restored to the end of the archive and to a named
+/// restore point, on the storage `env` names (also run on Azure by `azure_storage`).
+pub(crate) fn pitr(env: Vec<(String, String)>) {
     let mut primary = archiving_primary(&env);
     primary.pgbench_init(10);
     // A pgbench load runs while the backup is taken.

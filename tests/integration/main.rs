@@ -12,6 +12,7 @@
 mod common;
 
 mod aws_credentials;
+mod azure_storage;
 mod backup_catalog;
 mod backup_restore;
 mod cluster;

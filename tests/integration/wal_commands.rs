@@ -18,7 +18,7 @@ const SEG: usize = 16 << 20;
 /// A 16 MiB segment numbered `n` on timeline 1: first half real-looking (compressible),
 /// second half incompressible, or all incompressible; every page has a valid header, as
 /// wal-fetch checks.
-fn segment(n: u64, incompressible: bool) -> Vec<u8> {
+pub(crate) fn segment(n: u64, incompressible: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(SEG);
     let mut x = n | 1;
     while out.len() < SEG {
@@ -36,18 +36,18 @@ fn segment(n: u64, incompressible: bool) -> Vec<u8> {
     out
 }
 
-fn seg_name(n: u64) -> String {
+pub(crate) fn seg_name(n: u64) -> String {
     format!("00000001{:08X}{:08X}", n / 256, n % 256)
 }
 
 /// A fake `pg_wal` with `archive_status/`, as PostgreSQL lays it out.
-fn pg_wal(dir: &Path) -> PathBuf {
+pub(crate) fn pg_wal(dir: &Path) -> PathBuf {
     let wal = dir.join("pg_wal");
     fs::create_dir_all(wal.join("archive_status")).unwrap();
     wal
 }
 
-fn env_with(base: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub(crate) fn env_with(base: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = base.to_vec();
     for (k, v) in extra {
         env.retain(|(ek, _)| ek != k);
@@ -349,10 +349,15 @@ fn wal_push_and_fetch_memory_within_plan() {
     let Some(s3) = s3_or_skip("wal_push_and_fetch_memory_within_plan") else {
         return;
     };
+    wal_memory_within_plan(&s3.env("mem"), "S3");
+}
+
+/// wal-push and wal-fetch of an incompressible and a mixed segment on the storage of `env`
+/// (`label` in the lines printed), each under 8 MiB and within its plan.
+pub(crate) fn wal_memory_within_plan(env: &[(String, String)], label: &str) {
     let dir = tempfile::tempdir().unwrap();
     let wal = pg_wal(dir.path());
-    let env = s3.env("mem");
-    let plan = Plan::read(&env);
+    let plan = Plan::read(env);
     for (n, incompressible) in [(1u64, true), (2, false)] {
         let name = seg_name(n);
         fs::write(wal.join(&name), segment(n, incompressible)).unwrap();
@@ -372,7 +377,7 @@ fn wal_push_and_fetch_memory_within_plan() {
         ok(&out, "wal-fetch");
         assert!(fs::read(&dest).unwrap() == segment(n, incompressible));
         eprintln!(
-            "peak RSS ({}): wal-push {push_kib} KiB (plan {} KiB), wal-fetch {fetch_kib} KiB (plan {} KiB)",
+            "{label} peak RSS ({}): wal-push {push_kib} KiB (plan {} KiB), wal-fetch {fetch_kib} KiB (plan {} KiB)",
             if incompressible {
                 "incompressible"
             } else {

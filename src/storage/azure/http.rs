@@ -275,8 +275,11 @@ impl Client {
                 self.endpoint_display()
             ),
             "AuthenticationFailed" => format!("{message} ({})", self.cfg.auth.hint()),
+            // Azurite says this of a wrong signature too; Azure of a credential or a
+            // network rule that does not allow the operation.
             "AuthorizationFailure" | "AuthorizationPermissionMismatch" => format!(
-                "{message} (the {} does not allow this operation)",
+                "{message} ({}; or the {} is not allowed this operation)",
+                self.cfg.auth.hint(),
                 self.cfg.auth.label()
             ),
             _ => message,

@@ -43,9 +43,13 @@ impl AzureAuth {
     /// What a refused authentication should make the user check.
     pub fn hint(&self) -> &'static str {
         match self {
-            AzureAuth::SharedKey(_) => "check AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_ACCESS_KEY",
+            AzureAuth::SharedKey(_) => {
+                "check AZURE_STORAGE_ACCESS_KEY (or the connection string's AccountKey) and \
+                 AZURE_STORAGE_ACCOUNT"
+            }
             AzureAuth::Sas(_) => {
-                "check AZURE_STORAGE_SAS_TOKEN: its signature, start and expiry, and the account"
+                "check AZURE_STORAGE_SAS_TOKEN (or the connection string's \
+                 SharedAccessSignature): its signature, start and expiry, and the account"
             }
         }
     }
