@@ -123,7 +123,9 @@ fn missing_blobs_and_containers_are_told_apart() {
 #[test]
 fn a_write_is_stored_only_with_proof() {
     let (url, seen) = fake(vec![
-        // A proxy's 200 with no ETag, then Azure's 201 echoing another MD5, then the real one.
+        // Azure saw another MD5, a proxy's 200 with no ETag, Azure's 201 echoing another
+        // MD5, then the real one.
+        answer("400 Bad Request", &az_error("Md5Mismatch")),
         answer("200 OK", "<html>ok</html>"),
         with_headers(
             "201 Created",
@@ -136,10 +138,10 @@ fn a_write_is_stored_only_with_proof() {
             b"",
         ),
     ]);
-    let st = storage(url, key(), 2);
+    let st = storage(url, key(), 3);
     assert_eq!(st.put("k", &BytesBody(b"hello")).unwrap(), 5);
     let heads = seen.lock().unwrap();
-    assert_eq!(heads.len(), 3);
+    assert_eq!(heads.len(), 4);
     for h in heads.iter() {
         let h = h.to_ascii_lowercase();
         assert!(h.starts_with("put /acct/cont/pg/k http/1.1"), "{h}");
