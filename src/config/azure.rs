@@ -163,7 +163,7 @@ fn auth(src: &Sources, cs: &ConnectionString, account: &str) -> Result<AzureAuth
         cs.sas.clone(),
         "SharedAccessSignature",
     )?;
-    match sas.map(|t| t.trim_start_matches('?').to_string()) {
+    match sas.map(|t| t.trim().trim_start_matches('?').to_string()) {
         Some(t) if !t.is_empty() => Ok(AzureAuth::Sas(t)),
         _ => Err(bad(
             "AZURE_STORAGE_ACCESS_KEY",
@@ -192,6 +192,13 @@ fn endpoint(src: &Sources, cs: &ConnectionString, account: &str) -> Result<Strin
             return Err(bad(
                 CONN,
                 "its BlobEndpoint must start with http:// or https://",
+            ));
+        }
+        if e.contains('?') || e.contains('#') {
+            // A query there would be a SAS in the wrong place, and end up in messages.
+            return Err(bad(
+                CONN,
+                "its BlobEndpoint must not hold a query (give a SAS as SharedAccessSignature)",
             ));
         }
         return Ok(e.trim_end_matches('/').to_string());

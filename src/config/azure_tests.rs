@@ -123,6 +123,16 @@ fn connection_strings_point_at_an_emulator() {
     assert_eq!(c.endpoint, "https://a.blob.core.usgovcloudapi.net");
     assert!(matches!(&c.auth, AzureAuth::Sas(t) if t == "sv=1&sig=s"));
     assert!(parse_connection_string("AccountName").is_err());
+    let e = load(&[
+        ("WALG_AZ_PREFIX", "azure://c/p"),
+        (
+            "AZURE_STORAGE_CONNECTION_STRING",
+            "AccountName=a;SharedAccessSignature=sv=1&sig=x;BlobEndpoint=https://a.example/?sv=1&sig=SECRET",
+        ),
+    ])
+    .unwrap_err();
+    assert_eq!(e.setting, "AZURE_STORAGE_CONNECTION_STRING");
+    assert!(!e.to_string().contains("SECRET"), "{e}");
     let e = parse_connection_string("UseDevelopmentStorage=true").unwrap_err();
     assert!(e.contains("usedevelopmentstorage"), "{e}");
 }

@@ -235,6 +235,9 @@ impl StorageError {
                             | "RequestTimeTooSkewed"
                             | "InternalError"
                             | "ServiceUnavailable"
+                            // Azure: the body's MD5 was not the one sent, so it changed on
+                            // the way; another try sends it again.
+                            | "Md5Mismatch"
                     )
             }
         }

@@ -180,7 +180,7 @@ fn refused_classes_from_the_environment() {
     // Other storage back-ends.
     for prefix in [
         "WALG_GS_PREFIX",
-        "WALE_AZ_PREFIX",
+        "WALE_OSS_PREFIX",
         "WALG_SWIFT_PREFIX",
         "WALG_SSH_PREFIX",
     ] {

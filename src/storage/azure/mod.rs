@@ -198,3 +198,7 @@ impl Storage for AzureStorage {
         )
     }
 }
+
+#[cfg(test)]
+#[path = "fault_tests.rs"]
+mod fault_tests;

@@ -7,6 +7,8 @@
 
 pub mod agent;
 pub mod answer;
+#[cfg(test)]
+pub mod fake_server;
 pub mod parts;
 pub mod resume;
 pub mod retry;
