@@ -7,6 +7,8 @@
 
 pub mod agent;
 pub mod answer;
+pub mod body;
+pub mod resume;
 pub mod retry;
 pub mod tls;
 
@@ -15,4 +17,5 @@ pub use answer::{
     Coalesced, closed_while_sending, describe_body, parse_http_date, read_small_body,
     transport_detail,
 };
+pub use body::Body;
 pub use retry::{Retrier, RetryPolicy};

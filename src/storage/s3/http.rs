@@ -11,23 +11,13 @@ use crate::storage::{Op, StorageError};
 use std::io::Read;
 use std::time::Duration;
 
-use crate::storage::net::{
-    Coalesced, Retrier, RetryPolicy, closed_while_sending, transport_detail,
-};
+use crate::storage::net::{Retrier, RetryPolicy, closed_while_sending, transport_detail};
 pub use crate::storage::net::{describe_body, parse_http_date, read_small_body};
 
 /// The hash S3 expects for an empty body.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-/// A request body for one attempt.
-pub enum Body<'a> {
-    /// No body.
-    Empty,
-    /// Bytes in memory.
-    Bytes(&'a [u8]),
-    /// A stream of exactly `len` bytes.
-    Stream(Box<dyn Read + 'a>, u64),
-}
+pub use crate::storage::net::Body;
 
 /// One S3 operation, before signing.
 pub struct Call<'a> {
@@ -213,18 +203,8 @@ impl Client {
     pub fn send_once(&self, call: &Call, body: Body) -> Result<ureq::Response, StorageError> {
         let request = self.signed_request(call);
         let what = call.what(&self.cfg.bucket);
-        let has_body = !matches!(body, Body::Empty);
-        let result = match body {
-            Body::Empty if call.method == "PUT" || call.method == "POST" => {
-                request.set("Content-Length", "0").send_bytes(&[])
-            }
-            Body::Empty => request.call(),
-            Body::Bytes(b) => request.send_bytes(b),
-            Body::Stream(reader, len) => request
-                .set("Content-Length", &len.to_string())
-                .send(Coalesced(reader)),
-        };
-        match result {
+        let has_body = body.is_some();
+        match crate::storage::net::body::send(request, call.method, body) {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(status, resp)) => Err(status_error(call, &what, status, resp)),
             Err(ureq::Error::Transport(t)) => {

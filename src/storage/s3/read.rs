@@ -11,22 +11,12 @@
 //! the reader hashes the body as it passes and fails at its end when the two differ.
 
 use super::http::{Body, Call, Client};
+use crate::storage::net::resume::{BodyReader, Check, Reopen, ResumingReader};
 use crate::storage::{ObjectReader, Op, StorageError};
 use md5::Digest;
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
-
-struct ResumingReader {
-    client: Arc<Client>,
-    key: String,
-    etag: Option<String>,
-    len: Option<u64>,
-    offset: u64,
-    body: Box<dyn Read + Send + Sync>,
-    resumes: u32,
-    /// MD5 of the bytes so far, when the ETag is the body's MD5.
-    md5: Option<md5::Md5>,
-}
+use std::time::Duration;
 
 /// The MD5 an answer's ETag stands for, when S3 defines it so: 32 hex digits (a multipart
 /// ETag has `-N`), and the object not encrypted with a KMS or customer key (their ETags are
@@ -70,44 +60,44 @@ fn get(
     client.send_with_retries(&call, &mut || Body::Empty)
 }
 
-/// Opens `key` (the full key inside the bucket) for streaming.
-pub fn open(client: Arc<Client>, key: String) -> Result<ObjectReader, StorageError> {
-    let resp = get(&client, &key, 0, None)?;
-    let etag = resp.header("etag").map(str::to_string);
-    let len = resp.header("content-length").and_then(|v| v.parse().ok());
-    let md5 = etag_md5(&resp).map(|_| md5::Md5::new());
-    let body = resp.into_reader();
-    Ok(Box::new(ResumingReader {
-        client,
-        key,
-        etag,
-        len,
-        offset: 0,
-        body,
-        resumes: 0,
-        md5,
-    }))
+/// Asks for the rest of the same object: a range, with `If-Match` on its ETag.
+struct SameEtag {
+    client: Arc<Client>,
+    key: String,
+    etag: Option<String>,
 }
 
-impl ResumingReader {
-    /// At the end of the body: the MD5 of what arrived must be the ETag's.
-    fn check_md5(&mut self) -> io::Result<()> {
-        let Some(hasher) = self.md5.take() else {
-            return Ok(());
-        };
-        let got: [u8; 16] = hasher.finalize().into();
-        let want = self
-            .etag
-            .as_deref()
-            .map(|t| t.trim().trim_matches('"').to_ascii_lowercase());
+impl Reopen for SameEtag {
+    fn reopen(&mut self, offset: u64) -> Result<BodyReader, StorageError> {
+        Ok(get(&self.client, &self.key, offset, self.etag.as_deref())?.into_reader())
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.client.backoff(attempt, false)
+    }
+}
+
+/// The MD5 of the body, which must be the ETag's.
+struct EtagMd5 {
+    hasher: md5::Md5,
+    etag: String,
+}
+
+impl Check for EtagMd5 {
+    fn update(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+    }
+
+    fn verify(&mut self, key: &str, _len: u64) -> io::Result<()> {
+        let got: [u8; 16] = std::mem::take(&mut self.hasher).finalize().into();
+        let want = self.etag.trim().trim_matches('"').to_ascii_lowercase();
         let got_hex: String = got.iter().map(|b| format!("{b:02x}")).collect();
-        if want.as_deref() != Some(got_hex.as_str()) {
+        if want != got_hex {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{}: the body received has MD5 {got_hex}, not its ETag {}: changed in transit",
-                    self.key,
-                    self.etag.as_deref().unwrap_or("")
+                    "{key}: the body received has MD5 {got_hex}, not its ETag {}: changed in transit",
+                    self.etag
                 ),
             ));
         }
@@ -115,59 +105,22 @@ impl ResumingReader {
     }
 }
 
-impl ResumingReader {
-    fn resume(&mut self, cause: io::Error) -> io::Result<()> {
-        if self.resumes >= self.client.cfg.max_retries
-            || !crate::storage::error::is_retryable_io(&cause)
-        {
-            return Err(cause);
-        }
-        let delay = self.client.backoff(self.resumes, false);
-        crate::warn!(
-            "GetObject {}: {cause} at byte {}; resuming in {} ms",
-            self.key,
-            self.offset,
-            delay.as_millis()
-        );
-        std::thread::sleep(delay);
-        self.resumes += 1;
-        let resp = get(&self.client, &self.key, self.offset, self.etag.as_deref())
-            .map_err(|e| io::Error::other(format!("resuming {}: {e}", self.key)))?;
-        self.body = resp.into_reader();
-        Ok(())
-    }
-}
-
-impl Read for ResumingReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        loop {
-            match self.body.read(buf) {
-                Ok(0) => match self.len {
-                    Some(len) if self.offset < len => {
-                        let short = io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("body ended at byte {} of {len}", self.offset),
-                        );
-                        self.resume(short)?;
-                    }
-                    _ => {
-                        self.check_md5()?;
-                        return Ok(0);
-                    }
-                },
-                Ok(n) => {
-                    if let Some(h) = self.md5.as_mut() {
-                        h.update(&buf[..n]);
-                    }
-                    self.offset += n as u64;
-                    return Ok(n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => self.resume(e)?,
-            }
-        }
-    }
+/// Opens `key` (the full key inside the bucket) for streaming.
+pub fn open(client: Arc<Client>, key: String) -> Result<ObjectReader, StorageError> {
+    let resp = get(&client, &key, 0, None)?;
+    let etag = resp.header("etag").map(str::to_string);
+    let check = etag_md5(&resp).zip(etag.clone()).map(|(_, etag)| {
+        Box::new(EtagMd5 {
+            hasher: md5::Md5::new(),
+            etag,
+        }) as Box<dyn Check>
+    });
+    let max = client.cfg.max_retries;
+    let reopen = SameEtag {
+        client,
+        key: key.clone(),
+        etag,
+    };
+    let reader = ResumingReader::new((Op::GetObject, key), resp, max, Box::new(reopen), check);
+    Ok(Box::new(reader))
 }

@@ -93,19 +93,6 @@ fn upload_headers(client: &Client) -> Vec<(String, String)> {
     h
 }
 
-/// Opens the source and skips to `offset` (used to start a part's retry mid-stream).
-fn open_at<'a>(source: &'a dyn BodySource, offset: u64) -> io::Result<Box<dyn Read + 'a>> {
-    let mut r = source.open()?;
-    let skipped = io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
-    if skipped != offset {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "body shorter on second read",
-        ));
-    }
-    Ok(r)
-}
-
 /// Stores `source` under the full key `key`; returns its length.
 pub fn put(client: &Client, key: &str, source: &dyn BodySource) -> Result<u64, StorageError> {
     let part_size = client.cfg.part_size.max(5 << 20);
@@ -238,7 +225,7 @@ fn upload_parts(
             attempt += 1;
             if attempt > 1 || stream.is_none() {
                 stream = None;
-                stream = Some(open_at(source, offset).map_err(io_err)?);
+                stream = Some(source.open_at(offset).map_err(io_err)?);
             }
             let body = stream.as_mut().expect("opened above").take(len);
             let resp = client.send_once(&call, Body::Stream(Box::new(body), len))?;
