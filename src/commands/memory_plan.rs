@@ -26,6 +26,7 @@ pub fn json(settings: &Settings) -> serde_json::Value {
             "storage": match &settings.storage {
                 crate::config::StorageSettings::File { .. } => "file",
                 crate::config::StorageSettings::S3(_) => "s3",
+                crate::config::StorageSettings::Gcs(_) => "gcs",
             },
             "https": input.https,
         },

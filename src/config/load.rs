@@ -6,7 +6,7 @@ use super::crypter::crypter;
 use super::sources::{bool_setting, rate_setting, uint_setting};
 use super::{
     Cmd, ConfigError, DeltaSettings, Settings, Sources, StorageSettings, WalMetadata,
-    active_storage, bad, check, parse_s3_prefix, s3, table,
+    active_storage, bad, check, gcs, parse_s3_prefix, s3, table,
 };
 use crate::codec::{EncodeOptions, Method, ZstdLevel};
 use crate::log::LogLevel;
@@ -200,14 +200,20 @@ fn storage(src: &Sources, storage_prefix: Option<&str>) -> Result<StorageSetting
                 };
                 Ok(StorageSettings::File { root })
             }
+            table::Kind::Gs => Ok(StorageSettings::Gcs(gcs::config(
+                src,
+                &name,
+                &value,
+                storage_prefix,
+            )?)),
             _ => Err(bad(
                 &name,
-                "this storage type is not supported by wal-rus (use WALG_S3_PREFIX or WALG_FILE_PREFIX)",
+                "this storage type is not supported by wal-rus (use WALG_S3_PREFIX, WALG_GS_PREFIX or WALG_FILE_PREFIX)",
             )),
         };
     }
     Err(bad(
         "WALG_S3_PREFIX",
-        "no storage configured: set WALG_S3_PREFIX (or WALE_S3_PREFIX) or WALG_FILE_PREFIX",
+        "no storage configured: set WALG_S3_PREFIX (or WALE_S3_PREFIX), WALG_GS_PREFIX or WALG_FILE_PREFIX",
     ))
 }

@@ -10,12 +10,14 @@
 mod check;
 mod crypter;
 pub mod file;
+mod gcs;
 mod load;
 mod s3;
 mod sources;
 pub mod table;
 
 pub use check::{Cmd, active_storage, counts, markdown};
+pub use gcs::parse_gs_prefix;
 pub use s3::parse_s3_prefix;
 pub use sources::Sources;
 
@@ -23,6 +25,7 @@ use crate::codec::{Crypter, EncodeOptions};
 use crate::log::LogLevel;
 use crate::storage::Storage;
 use crate::storage::fs::FsStorage;
+use crate::storage::gcs::{GcsConfig, GcsStorage};
 use crate::storage::s3::{S3Config, S3Storage};
 use std::collections::HashMap;
 use std::fmt;
@@ -64,6 +67,8 @@ pub enum StorageSettings {
     },
     /// `WALG_S3_PREFIX` / `WALE_S3_PREFIX`.
     S3(S3Config),
+    /// `WALG_GS_PREFIX` / `WALE_GS_PREFIX`.
+    Gcs(GcsConfig),
 }
 
 /// Every setting wal-rus uses, validated.
@@ -140,6 +145,7 @@ impl Settings {
         Ok(match &self.storage {
             StorageSettings::File { root } => Box::new(FsStorage::new(root)),
             StorageSettings::S3(cfg) => Box::new(S3Storage::new(cfg.clone())?),
+            StorageSettings::Gcs(cfg) => Box::new(GcsStorage::new(cfg.clone())?),
         })
     }
 
@@ -156,24 +162,35 @@ impl Settings {
                 let attempt = c.connect_timeout + c.io_timeout + Duration::from_secs(5);
                 attempt * (c.max_retries + 1) + c.io_timeout
             }
+            // A chunk's request, its status query and back-off, every retry; and GCS's
+            // context timeout bounds each call with its retries anyway.
+            StorageSettings::Gcs(c) => {
+                let attempt = c.connect_timeout + c.io_timeout + Duration::from_secs(5);
+                (attempt * 2 * (c.max_retries + 1) + c.io_timeout).min(c.context_timeout + attempt)
+            }
             StorageSettings::File { .. } => crate::pipeline::arena::DEFAULT_WAIT,
         }
     }
 
     /// The inputs of the memory plan.
     pub fn plan_input(&self) -> crate::pipeline::plan::PlanInput {
-        let (remote, https) = match &self.storage {
-            StorageSettings::File { .. } => (false, false),
+        use crate::pipeline::plan::Client;
+        let (client, https, part_size) = match &self.storage {
+            StorageSettings::File { .. } => (Client::Local, false, 0),
             StorageSettings::S3(c) => (
-                true,
+                Client::S3,
                 c.endpoint
                     .as_deref()
                     .is_none_or(|e| !e.to_ascii_lowercase().starts_with("http://")),
+                c.part_size,
             ),
-        };
-        let part_size = match &self.storage {
-            StorageSettings::File { .. } => 0,
-            StorageSettings::S3(c) => c.part_size,
+            StorageSettings::Gcs(c) => (
+                Client::Gcs,
+                c.endpoint.starts_with("https://")
+                    || matches!(&c.auth, crate::storage::gcs::auth::Auth::ServiceAccount(sa)
+                        if sa.token_uri.starts_with("https://")),
+                c.chunk_size,
+            ),
         };
         crate::pipeline::plan::PlanInput {
             part_size,
@@ -184,7 +201,7 @@ impl Settings {
             download_concurrency: self.download_concurrency,
             bg_uploaded_limit: self.bg_uploaded_limit,
             https,
-            remote,
+            client,
             delta: self.delta.max_steps > 0,
         }
     }

@@ -40,6 +40,7 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
     let (sse, sse_kms_id) = server_side_encryption(src)?;
     let part_size = part_size(src)?;
     let max_retries = max_retries(src)?;
+    let (connect_timeout, io_timeout) = super::sources::net_timeouts(src)?;
     let ms = |bare: &str, default: u64| {
         let name = src
             .storage_setting(bare)
@@ -70,14 +71,8 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
         max_retries,
         min_throttle_delay: ms("S3_MIN_THROTTLING_RETRY_DELAY", 500)?,
         max_throttle_delay: ms("S3_MAX_THROTTLING_RETRY_DELAY", 300_000)?,
-        connect_timeout: Duration::from_secs(uint_setting(
-            src,
-            "WALRUS_CONNECT_TIMEOUT",
-            10,
-            1,
-            3600,
-        )?),
-        io_timeout: Duration::from_secs(uint_setting(src, "WALRUS_IO_TIMEOUT", 60, 1, 3600)?),
+        connect_timeout,
+        io_timeout,
         delete_batch: {
             let name = src
                 .storage_setting("S3_DELETE_BATCH_SIZE")

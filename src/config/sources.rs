@@ -150,3 +150,16 @@ pub(super) fn uint_setting(
     }
     Ok(n)
 }
+
+/// `WALRUS_CONNECT_TIMEOUT` and `WALRUS_IO_TIMEOUT` (seconds), the same for every cloud.
+pub(super) fn net_timeouts(
+    src: &Sources,
+) -> Result<(std::time::Duration, std::time::Duration), ConfigError> {
+    let secs = |name, default| {
+        uint_setting(src, name, default, 1, 3600).map(std::time::Duration::from_secs)
+    };
+    Ok((
+        secs("WALRUS_CONNECT_TIMEOUT", 10)?,
+        secs("WALRUS_IO_TIMEOUT", 60)?,
+    ))
+}

@@ -94,6 +94,11 @@ impl Kind {
         }
     }
 
+    /// Its bit in [`Row::scope`].
+    pub const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     /// A name for people.
     pub fn label(self) -> &'static str {
         match self {
@@ -199,8 +204,8 @@ pub struct Row {
     pub spell: Spell,
     /// What wal-rus does with it.
     pub status: Status,
-    /// The storage back-end it belongs to (`None`: any).
-    pub scope: Option<Kind>,
+    /// The storage back-ends it belongs to, one bit each ([`Kind::bit`]; 0: any).
+    pub scope: u8,
     /// The commands it applies to ([`cmd`] bits).
     pub commands: u16,
     /// Values that change nothing.
@@ -216,7 +221,7 @@ impl Row {
         Row {
             spell,
             status,
-            scope: None,
+            scope: 0,
             commands: cmd::ALL,
             inert: Inert::Never,
             default: "",
@@ -224,8 +229,17 @@ impl Row {
         }
     }
     const fn on(mut self, kind: Kind) -> Row {
-        self.scope = Some(kind);
+        self.scope = kind.bit();
         self
+    }
+    /// Belongs to `kind` too.
+    const fn also(mut self, kind: Kind) -> Row {
+        self.scope |= kind.bit();
+        self
+    }
+    /// Whether it belongs to `kind` (a row of no storage belongs to all).
+    pub fn applies_to(&self, kind: Kind) -> bool {
+        self.scope == 0 || self.scope & kind.bit() != 0
     }
     const fn only(mut self, commands: u16) -> Row {
         self.commands = commands;
@@ -276,7 +290,6 @@ const FORWARD_CHAIN: &str = "wal-rus applies a delta chain base first (WAL-G's d
 const AWS_CHAIN: &str = "AWS SDK credential chain: WAL-G reads it only without static keys, and wal-rus requires static keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)";
 const NO_CLIENT_CERT: &str = "client certificates are not sent by wal-rus (a server that requires one refuses the connection)";
 const OSS_ONLY: &str = "Alibaba OSS storage; read only with WALG_OSS_PREFIX, which wal-rus refuses";
-const GS_ONLY: &str = "Google Cloud Storage; read only with WALG_GS_PREFIX, which wal-rus refuses";
 const AZ_ONLY: &str = "Azure storage; read only with WALG_AZ_PREFIX, which wal-rus refuses";
 const SWIFT_ONLY: &str = "Swift storage; read only with WALG_SWIFT_PREFIX, which wal-rus refuses";
 const SSH_ONLY: &str = "SSH storage; read only with WALG_SSH_PREFIX, which wal-rus refuses";
@@ -289,11 +302,11 @@ pub static TABLE: &[Section] = &[
     Section { title: "Storage", rows: &[
         h(P("S3_PREFIX"), "`s3://bucket/path`").on(Kind::S3),
         h(P("FILE_PREFIX"), "a directory (`file://localhost` stripped); writes are atomic (temp name, fsync, rename, fsync dir)").on(Kind::File),
-        r(P("OSS_PREFIX"), "Alibaba OSS storage is not supported by wal-rus (S3 and file only)").on(Kind::Oss),
-        r(P("GS_PREFIX"), "Google Cloud Storage is not supported by wal-rus (S3 and file only)").on(Kind::Gs),
-        r(P("AZ_PREFIX"), "Azure storage is not supported by wal-rus (S3 and file only)").on(Kind::Az),
-        r(P("SWIFT_PREFIX"), "Swift storage is not supported by wal-rus (S3 and file only)").on(Kind::Swift),
-        r(P("SSH_PREFIX"), "SSH storage is not supported by wal-rus (S3 and file only)").on(Kind::Ssh),
+        r(P("OSS_PREFIX"), "Alibaba OSS storage is not supported by wal-rus (S3, GCS and file only)").on(Kind::Oss),
+        h(P("GS_PREFIX"), "`gs://bucket/path`: Google Cloud Storage through its JSON API, with WAL-G's object names").on(Kind::Gs),
+        r(P("AZ_PREFIX"), "Azure storage is not supported by wal-rus (S3, GCS and file only)").on(Kind::Az),
+        r(P("SWIFT_PREFIX"), "Swift storage is not supported by wal-rus (S3, GCS and file only)").on(Kind::Swift),
+        r(P("SSH_PREFIX"), "SSH storage is not supported by wal-rus (S3, GCS and file only)").on(Kind::Ssh),
         h(E("WALG_STORAGE_PREFIX"), "extra folder below the root"),
         r(E("WALG_FAILOVER_STORAGES"), "failover storages are not supported: wal-rus would use the primary storage only"),
         w(E("WALG_FAILOVER_STORAGES_CHECK"), NO_FAILOVER),
@@ -351,6 +364,16 @@ pub static TABLE: &[Section] = &[
         w(S("S3_LOG_LEVEL"), "AWS SDK request logging").on(Kind::S3),
         w(E("UPLOAD_CONCURRENCY"), "S3 multipart parallelism spelled without `WALG_`; wal-rus reads WALG_UPLOAD_CONCURRENCY").on(Kind::S3),
         w(E("WALE_UPLOAD_CONCURRENCY"), "S3 multipart parallelism in WAL-E's spelling; wal-rus reads WALG_UPLOAD_CONCURRENCY").on(Kind::S3),
+    ]},
+    Section { title: "Google Cloud Storage", rows: &[
+        h(E("GOOGLE_APPLICATION_CREDENTIALS"), "a service-account key file: its key signs the OAuth2 token requests (RS256 JWT to its `token_uri`); without it, the GCE/GKE metadata server's tokens (other key-file types are refused)").on(Kind::Gs),
+        h(E("STORAGE_EMULATOR_HOST"), "an emulator (`host:port` means plain HTTP), as Google's libraries read it; no credentials are sent unless a key file is set").on(Kind::Gs),
+        h(E("GCE_METADATA_HOST"), "the metadata server's `host[:port]`, as Google's libraries read it").on(Kind::Gs).def("metadata.google.internal"),
+        h(S("GCS_NORMALIZE_PREFIX"), "`true`: the prefix's path loses its outer slashes (the same names as on S3); `false`: only one leading slash goes (WAL-E archives)").on(Kind::Gs).def("true"),
+        h(S("GCS_ENCRYPTION_KEY"), "customer-supplied AES-256 key (base64 of 32 bytes), sent with every upload and read as WAL-G sends it").on(Kind::Gs),
+        h(S("GCS_MAX_CHUNK_SIZE"), "chunk size of resumable uploads (rounded down to 256 KiB; streamed backups cap it at 8 MiB, as S3's part size) and the largest body sent in one request").on(Kind::Gs).def("52428800"),
+        h(S("GCS_MAX_RETRIES"), "retries of 5xx, 408, 429, resets, timeouts; other 4xx fail at once").on(Kind::Gs).def("16"),
+        h(S("GCS_CONTEXT_TIMEOUT"), "seconds one request may take with all its retries").on(Kind::Gs).def("3600"),
     ]},
     Section { title: "Compression and encryption", rows: &[
         h(E("WALG_COMPRESSION_METHOD"), "`lz4`, `zstd`, `lzma`, `brotli`, `none`; reading also accepts `.gz`").def("lz4"),
@@ -477,12 +500,6 @@ pub static TABLE: &[Section] = &[
         w(S("OSS_CONNECT_TIMEOUT"), OSS_ONLY).on(Kind::Oss),
         w(S("OSS_UPLOAD_PART_SIZE"), OSS_ONLY).on(Kind::Oss),
         w(S("OSS_COPY_PART_SIZE"), OSS_ONLY).on(Kind::Oss),
-        w(E("GOOGLE_APPLICATION_CREDENTIALS"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_CONTEXT_TIMEOUT"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_NORMALIZE_PREFIX"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_ENCRYPTION_KEY"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_MAX_CHUNK_SIZE"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_MAX_RETRIES"), GS_ONLY).on(Kind::Gs),
         w(S("AZURE_STORAGE_ACCOUNT"), AZ_ONLY).on(Kind::Az),
         w(S("AZURE_STORAGE_ACCESS_KEY"), AZ_ONLY).on(Kind::Az),
         w(S("AZURE_STORAGE_SAS_TOKEN"), AZ_ONLY).on(Kind::Az),
@@ -502,8 +519,8 @@ pub static TABLE: &[Section] = &[
         w(S("SSH_PRIVATE_KEY_PATH"), SSH_ONLY).on(Kind::Ssh),
     ]},
     Section { title: "Added by wal-rus", rows: &[
-        h(E("WALRUS_CONNECT_TIMEOUT"), "seconds to connect to S3; no request can hang").on(Kind::S3).def("10"),
-        h(E("WALRUS_IO_TIMEOUT"), "seconds a read or write to S3 may stall").on(Kind::S3).def("60"),
+        h(E("WALRUS_CONNECT_TIMEOUT"), "seconds to connect to S3 or GCS; no request can hang").on(Kind::S3).also(Kind::Gs).def("10"),
+        h(E("WALRUS_IO_TIMEOUT"), "seconds a read or write to S3 or GCS may stall").on(Kind::S3).also(Kind::Gs).def("60"),
     ]},
 ];
 

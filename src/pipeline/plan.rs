@@ -56,6 +56,33 @@ pub const PROCESS_BASE: u64 = 5888 * KIB;
 /// response's buffers. Measured ~1.0–1.2 MiB (a wal-fetch from S3 minus the same from files).
 pub const S3_CLIENT: u64 = 1536 * KIB;
 
+/// The GCS client once per process: ureq, the JSON answers' parsing, the token (and, with a
+/// key file, the RSA signing code), the agent and a response's buffers. Measured on
+/// fake-gcs-server: see `tests/integration/gcs_storage.rs`.
+pub const GCS_CLIENT: u64 = 1536 * KIB;
+
+/// The storage client a command carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    /// Files: no client.
+    Local,
+    /// S3.
+    S3,
+    /// Google Cloud Storage.
+    Gcs,
+}
+
+impl Client {
+    /// The client's term of the formula.
+    fn term(self) -> Option<(&'static str, u64)> {
+        match self {
+            Client::Local => None,
+            Client::S3 => Some(("s3_client", S3_CLIENT)),
+            Client::Gcs => Some(("gcs_client", GCS_CLIENT)),
+        }
+    }
+}
+
 /// Resident part of a worker's stack. The full `WORKER_STACK` is reserved (virtual); our
 /// workers keep buffers on the heap, so few stack pages are ever touched.
 pub const STACK_RESIDENT: u64 = 64 * KIB;
@@ -139,9 +166,9 @@ pub struct PlanInput {
     pub bg_uploaded_limit: usize,
     /// Whether storage is reached over HTTPS.
     pub https: bool,
-    /// Whether storage is remote (S3) rather than local files.
-    pub remote: bool,
-    /// `WALG_S3_MAX_PART_SIZE` (0 for file storage).
+    /// The storage client (none for local files).
+    pub client: Client,
+    /// `WALG_S3_MAX_PART_SIZE` or `GCS_MAX_CHUNK_SIZE` (0 for file storage).
     pub part_size: u64,
     /// Heap of one stream's encryption or decryption (0 without encryption).
     pub crypto_state: u64,
@@ -149,6 +176,13 @@ pub struct PlanInput {
     pub crypto_process: u64,
     /// `WALG_DELTA_MAX_STEPS` > 0: backup-push may take a delta.
     pub delta: bool,
+}
+
+impl PlanInput {
+    /// Whether storage is remote (a cloud) rather than local files.
+    pub fn remote(&self) -> bool {
+        self.client != Client::Local
+    }
 }
 
 /// Most part uploads a streamed upload keeps in flight: two already saturate this class of
@@ -360,8 +394,8 @@ impl CommandPlan {
         // Code pages: the executable's mapping is already counted in full as virtual.
         self.add_rss_only("crypto_code", 1, input.crypto_process);
         self.add("arena", self.arena_buffers as u64, IO_BUFFER as u64);
-        if input.remote {
-            self.add("s3_client", 1, S3_CLIENT);
+        if let Some((name, bytes)) = input.client.term() {
+            self.add(name, 1, bytes);
             self.add("http_connections", connections, HTTP_CONNECTION);
             if input.https {
                 self.add("tls_connections", connections, TLS_CONNECTION);
@@ -453,7 +487,7 @@ pub fn stream_parts(input: &PlanInput) -> (usize, usize) {
 /// `backup-push`: one walker/compressor thread, part uploaders beside it.
 pub fn backup_push(input: &PlanInput) -> CommandPlan {
     let (uploaders, part) = stream_parts(input);
-    let (threads, parts) = if input.remote {
+    let (threads, parts) = if input.remote() {
         (1 + uploaders as u64, uploaders + 1)
     } else {
         (1, 0)
@@ -535,7 +569,7 @@ mod tests {
             download_concurrency: 10,
             bg_uploaded_limit: 32,
             https: false,
-            remote: true,
+            client: Client::S3,
             part_size: 20 * MIB,
             crypto_state: 0,
             crypto_process: 0,

@@ -77,3 +77,29 @@ fn hashes_are_read_from_one_header_or_several() {
     assert_eq!(super::read::decode_crc32c("4waSgw=="), Some(0xE306_9283));
     assert_eq!(super::read::decode_crc32c("AAA="), None);
 }
+
+#[test]
+fn customer_keys_go_with_every_read() {
+    let fake = FakeGcs::start();
+    let mut cfg = super::upload::tests::config(&fake.endpoint);
+    cfg.encryption_key = Some(super::CustomerKey::new(&[7u8; 32]));
+    let s = GcsStorage(Arc::new(Client::new(cfg).unwrap()));
+    let body = vec![5u8; 50_000];
+    s.put("wal_005/e", &BytesBody(&body)).unwrap();
+    fake.fault(Fault::CutAt(10_000));
+    assert!(read_all(&s, "wal_005/e").unwrap() == body);
+    let gets: Vec<_> = fake
+        .seen()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect();
+    assert_eq!(gets.len(), 2, "the first read and its resumption");
+    for g in gets {
+        assert_eq!(g.header("x-goog-encryption-algorithm"), Some("AES256"));
+        assert_eq!(
+            g.header("x-goog-encryption-key-sha256"),
+            Some("S7Bvjk46dxXSAdVz0KpCN2LlXavWGiwCJ4+lbMbSlOA=")
+        );
+        assert!(g.header("x-goog-encryption-key").is_some());
+    }
+}
