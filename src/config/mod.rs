@@ -7,6 +7,7 @@
 //! here, once: a bad value or a refused setting fails with a message that names the
 //! setting, before any command touches storage.
 
+mod aws;
 mod check;
 mod crypter;
 pub mod file;

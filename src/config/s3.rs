@@ -4,8 +4,11 @@
 
 use super::sources::{Sources, parse_bool, uint_setting};
 use super::{ConfigError, bad};
-use crate::storage::s3::{S3Config, sign::Credentials};
+use crate::storage::aws::CredentialProvider;
+use crate::storage::net::AgentSettings;
+use crate::storage::s3::{ObjectLock, S3Config};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Splits `s3://bucket/path` into bucket and root key prefix (empty or ending in `/`).
@@ -35,9 +38,9 @@ fn value(src: &Sources, bare: &str) -> Option<String> {
 
 /// The S3 storage in `bucket` under the key prefix `root`.
 pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Config, ConfigError> {
-    let credentials = credentials(src)?;
-    let (endpoint, region) = endpoint_and_region(src)?;
+    let endpoint = endpoint(src)?;
     let (sse, sse_kms_id) = server_side_encryption(src)?;
+    let sse_customer_key = sse_customer_key(src, sse.as_deref(), endpoint.as_deref())?;
     let part_size = part_size(src)?;
     let max_retries = max_retries(src)?;
     let (connect_timeout, io_timeout) = super::sources::net_timeouts(src)?;
@@ -47,6 +50,23 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
             .map_or_else(|| bare.to_string(), |(n, _)| n);
         uint_setting(src, &name, default, 0, 3_600_000).map(Duration::from_millis)
     };
+    // The AWS SDK's AWS_CA_BUNDLE applies when WAL-G's own setting is unset.
+    let ca_cert_file = value(src, "S3_CA_CERT_FILE")
+        .or_else(|| src.get("AWS_CA_BUNDLE"))
+        .map(PathBuf::from);
+    let agent = AgentSettings {
+        connect_timeout,
+        io_timeout,
+        ca_cert_file: ca_cert_file.clone(),
+        ca_setting: "WALG_S3_CA_CERT_FILE",
+    };
+    let (source, region) = super::aws::resolve(
+        src,
+        &super::aws::Net {
+            agent: &agent,
+            endpoint: endpoint.as_deref(),
+        },
+    )?;
     Ok(S3Config {
         bucket,
         root,
@@ -56,16 +76,15 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
             Some((name, v)) => parse_bool(&name, v.trim())?,
             None => false,
         },
-        credentials,
-        // The AWS SDK's AWS_CA_BUNDLE applies when WAL-G's own setting is unset.
-        ca_cert_file: value(src, "S3_CA_CERT_FILE")
-            .or_else(|| src.get("AWS_CA_BUNDLE"))
-            .map(PathBuf::from),
+        credentials: Arc::new(CredentialProvider::new(source)),
+        ca_cert_file,
         storage_class: src
             .storage_setting("S3_STORAGE_CLASS")
             .map(|(_, v)| v)
             .unwrap_or_else(|| "STANDARD".into()),
         sse,
+        sse_customer_key,
+        object_lock: object_lock(src)?,
         sse_kms_id,
         part_size,
         max_retries,
@@ -82,44 +101,8 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
     })
 }
 
-/// Static credentials, the only kind wal-rus reads: when the settings of the AWS SDK's
-/// credential chain are set instead, the error says that they are not read.
-fn credentials(src: &Sources) -> Result<Credentials, ConfigError> {
-    let chain = [
-        "AWS_PROFILE",
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "AWS_CONFIG_FILE",
-    ]
-    .iter()
-    .filter(|n| src.get(n).is_some())
-    .copied()
-    .collect::<Vec<_>>();
-    let chain = if chain.is_empty() {
-        String::new()
-    } else {
-        format!(
-            "; {} is set, but wal-rus does not read the AWS SDK's credential chain",
-            chain.join(", ")
-        )
-    };
-    let key_id = value(src, "AWS_ACCESS_KEY_ID")
-        .or_else(|| value(src, "AWS_ACCESS_KEY"))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| bad("AWS_ACCESS_KEY_ID", format!("not set (wal-rus reads static credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY){chain}")))?;
-    let secret = value(src, "AWS_SECRET_ACCESS_KEY")
-        .or_else(|| value(src, "AWS_SECRET_KEY"))
-        .map(|v| v.trim().to_string())
-        .ok_or_else(|| bad("AWS_SECRET_ACCESS_KEY", format!("not set{chain}")))?;
-    Ok(Credentials {
-        access_key_id: key_id,
-        secret_access_key: secret,
-        session_token: value(src, "AWS_SESSION_TOKEN").map(|t| t.trim().to_string()),
-    })
-}
-
-/// `AWS_ENDPOINT` (an S3-compatible server, over http or https) and `AWS_REGION`, which
-/// only AWS itself needs.
-fn endpoint_and_region(src: &Sources) -> Result<(Option<String>, String), ConfigError> {
+/// `AWS_ENDPOINT`: an S3-compatible server, over http or https.
+fn endpoint(src: &Sources) -> Result<Option<String>, ConfigError> {
     let endpoint = value(src, "AWS_ENDPOINT").map(|e| e.trim_end_matches('/').to_string());
     if let Some(e) = &endpoint {
         let scheme = e.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
@@ -130,17 +113,7 @@ fn endpoint_and_region(src: &Sources) -> Result<(Option<String>, String), Config
             ));
         }
     }
-    let region = match value(src, "AWS_REGION") {
-        Some(r) => r,
-        None if endpoint.is_some() => "us-east-1".to_string(),
-        None => {
-            return Err(bad(
-                "AWS_REGION",
-                "not set (required when AWS_ENDPOINT is not set)",
-            ));
-        }
-    };
-    Ok((endpoint, region))
+    Ok(endpoint)
 }
 
 /// `WALG_S3_SSE` and `WALG_S3_SSE_KMS_ID`, refused in the combinations S3 would refuse.
@@ -175,6 +148,76 @@ fn server_side_encryption(src: &Sources) -> Result<(Option<String>, Option<Strin
         _ => {}
     }
     Ok((sse, sse_kms_id))
+}
+
+/// `S3_SSE_C`: a customer key, used by WAL-G only with `S3_SSE` (as the algorithm). Without
+/// it WAL-G stores the objects without the key; wal-rus stops instead, since the setting
+/// says the archive is meant to be protected by it.
+fn sse_customer_key(
+    src: &Sources,
+    sse: Option<&str>,
+    endpoint: Option<&str>,
+) -> Result<Option<String>, ConfigError> {
+    let Some((name, key)) = src.storage_setting("S3_SSE_C") else {
+        return Ok(None);
+    };
+    match sse {
+        Some("AES256") => {}
+        _ => {
+            return Err(bad(
+                &name,
+                "needs WALG_S3_SSE=AES256 (WAL-G sends the customer key only then, and would store these objects without it)",
+            ));
+        }
+    }
+    // The key travels in a header: never in clear text (the AWS SDK refuses the same).
+    if endpoint.is_some_and(|e| e.to_ascii_lowercase().starts_with("http://")) {
+        return Err(bad(
+            &name,
+            "cannot be sent over HTTP: AWS_ENDPOINT must be https:// with a customer key",
+        ));
+    }
+    if key.len() != 32 {
+        return Err(bad(
+            &name,
+            format!("must be a 32-byte AES-256 key, is {} bytes", key.len()),
+        ));
+    }
+    Ok(Some(key))
+}
+
+/// `S3_RETENTION_PERIOD` (seconds; -1, the default, is off) and `S3_RETENTION_MODE`
+/// (default `GOVERNANCE`): the Object Lock of every upload.
+fn object_lock(src: &Sources) -> Result<Option<ObjectLock>, ConfigError> {
+    let Some((name, v)) = src.storage_setting("S3_RETENTION_PERIOD") else {
+        return Ok(None);
+    };
+    let period: i64 = v
+        .trim()
+        .parse()
+        .map_err(|_| bad(&name, format!("{v:?} is not a number of seconds")))?;
+    if period == -1 {
+        return Ok(None);
+    }
+    if period < 0 {
+        return Err(bad(&name, "must be -1 (off) or a number of seconds"));
+    }
+    let mode = match src.storage_setting("S3_RETENTION_MODE") {
+        None => "GOVERNANCE".to_string(),
+        Some((mode_name, m)) => match m.trim() {
+            "GOVERNANCE" | "COMPLIANCE" => m.trim().to_string(),
+            other => {
+                return Err(bad(
+                    &mode_name,
+                    format!("{other:?} is not GOVERNANCE or COMPLIANCE"),
+                ));
+            }
+        },
+    };
+    Ok(Some(ObjectLock {
+        mode,
+        period: Duration::from_secs(period as u64),
+    }))
 }
 
 /// `S3_MAX_PART_SIZE` (default 20 MiB), within the part sizes S3 accepts.

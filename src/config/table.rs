@@ -24,16 +24,15 @@
 //!   delta stored is the same.
 //! - `WALG_USE_REVERSE_UNPACK` and `WALG_SKIP_REDUNDANT_TARS` are warned: wal-rus applies a
 //!   delta chain base first, WAL-G's default order; the restored directory is the same.
-//! - `S3_RETENTION_MODE`, `AWS_ROLE_SESSION_NAME` and the other settings that only tune a
+//! - The settings that only tune a
 //!   refused one are warned: WAL-G ignores them unless their primary setting is set, and then
 //!   that one is refused.
 //! - Every encryption setting but libsodium's and `WALG_PGP_KEY`'s is refused, companions
 //!   included (a KMS region, the envelope's KMS key): any of them says the archive is meant
 //!   to be encrypted, and plaintext where WAL-G would encrypt cannot be taken back.
-//! - `AWS_PROFILE`, `AWS_SHARED_CREDENTIALS_FILE`, `AWS_CONFIG_FILE` are warned: WAL-G's
-//!   credential chain reads them only when static keys are absent, and wal-rus then stops
-//!   anyway (`AWS_ACCESS_KEY_ID` not set). `AWS_ROLE_ARN` is refused: WAL-G assumes the role
-//!   even with static keys.
+//! - The AWS SDK's own variables (`AWS_PROFILE`, `AWS_WEB_IDENTITY_TOKEN_FILE`, the
+//!   container and instance-metadata ones) are listed although WAL-G reads them through its
+//!   SDK only: wal-rus reads them itself, in the SDK's order.
 //! - `S3_REQUEST_ADDITIONAL_HEADERS` is refused: the headers may set ACLs, tags or locks.
 //! - `PGSSLCERT`/`PGSSLKEY` are warned: a server that requires a client certificate refuses
 //!   wal-rus's connection, loudly. `PGSERVICE` is refused: ignoring it connects elsewhere.
@@ -287,7 +286,6 @@ const NO_ENCRYPTION: &str = "this encryption is not implemented (wal-rus has lib
 const NO_FAILOVER: &str = "only used with WALG_FAILOVER_STORAGES (refused)";
 const SCAN_DELTA: &str = "WAL-delta maps; wal-rus finds a delta's changed pages by scanning them (WAL-G's fallback), the delta stored is the same";
 const FORWARD_CHAIN: &str = "wal-rus applies a delta chain base first (WAL-G's default order); the restored directory is the same";
-const AWS_CHAIN: &str = "AWS SDK credential chain: WAL-G reads it only without static keys, and wal-rus requires static keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)";
 const NO_CLIENT_CERT: &str = "client certificates are not sent by wal-rus (a server that requires one refuses the connection)";
 const OSS_ONLY: &str = "Alibaba OSS storage; read only with WALG_OSS_PREFIX, which wal-rus refuses";
 const AZ_ONLY: &str = "Azure storage; read only with WALG_AZ_PREFIX, which wal-rus refuses";
@@ -323,18 +321,27 @@ pub static TABLE: &[Section] = &[
     ]},
     Section { title: "S3", rows: &[
         h(S("AWS_ENDPOINT"), "S3-compatible endpoint URL (`http://` or `https://`)").on(Kind::S3).def("AWS"),
-        h(S("AWS_REGION"), "required without `AWS_ENDPOINT` (WAL-G would ask S3); `us-east-1` with one").on(Kind::S3),
+        h(S("AWS_REGION"), "signing region; else the profile's `region`, `us-east-1` with `AWS_ENDPOINT`, else the instance's (IMDS); WAL-G would ask S3").on(Kind::S3),
         h(S("AWS_S3_FORCE_PATH_STYLE"), "path-style addressing").on(Kind::S3).def("false"),
-        h(S("AWS_ACCESS_KEY_ID"), "static credentials (whitespace trimmed)").on(Kind::S3),
+        h(S("AWS_ACCESS_KEY_ID"), "static credentials (whitespace trimmed), first in the credential chain").on(Kind::S3),
         h(S("AWS_ACCESS_KEY"), "same as `AWS_ACCESS_KEY_ID`").on(Kind::S3),
         h(S("AWS_SECRET_ACCESS_KEY"), "static credentials (whitespace trimmed)").on(Kind::S3),
         h(S("AWS_SECRET_KEY"), "same as `AWS_SECRET_ACCESS_KEY`").on(Kind::S3),
         h(S("AWS_SESSION_TOKEN"), "session token of the static credentials").on(Kind::S3),
-        r(S("AWS_ROLE_ARN"), "STS AssumeRole is not implemented: wal-rus would act as the static keys' own identity").on(Kind::S3),
-        w(S("AWS_ROLE_SESSION_NAME"), "only used with AWS_ROLE_ARN (refused)").on(Kind::S3),
-        w(E("AWS_PROFILE"), AWS_CHAIN).on(Kind::S3),
-        w(E("AWS_SHARED_CREDENTIALS_FILE"), AWS_CHAIN).on(Kind::S3),
-        w(E("AWS_CONFIG_FILE"), AWS_CHAIN).on(Kind::S3),
+        h(S("AWS_ROLE_ARN"), "STS AssumeRole with the credentials the chain found, refreshed before they expire; with AWS_WEB_IDENTITY_TOKEN_FILE the web identity's role (IRSA), not assumed again").on(Kind::S3),
+        h(S("AWS_ROLE_SESSION_NAME"), "session name of an assumed role").on(Kind::S3).def("wal-rus-<time>"),
+        h(E("AWS_WEB_IDENTITY_TOKEN_FILE"), "with AWS_ROLE_ARN: STS AssumeRoleWithWebIdentity (EKS/IRSA), the token re-read at every refresh").on(Kind::S3),
+        h(E("AWS_PROFILE"), "profile of the shared files (keys, `role_arn` with `source_profile` or `credential_source`, `web_identity_token_file`, `region`)").on(Kind::S3).def("default"),
+        h(E("AWS_DEFAULT_PROFILE"), "the profile when AWS_PROFILE is unset").on(Kind::S3),
+        h(E("AWS_SHARED_CREDENTIALS_FILE"), "the shared credentials file").on(Kind::S3).def("~/.aws/credentials"),
+        h(E("AWS_CONFIG_FILE"), "the shared config file").on(Kind::S3).def("~/.aws/config"),
+        h(E("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"), "ECS task role: credentials from `http://169.254.170.2` + this").on(Kind::S3),
+        h(E("AWS_CONTAINER_CREDENTIALS_FULL_URI"), "container credentials from this URL (HTTPS, or HTTP to loopback or the ECS/EKS link-local address)").on(Kind::S3),
+        h(E("AWS_CONTAINER_AUTHORIZATION_TOKEN"), "`Authorization` header for the container endpoint").on(Kind::S3),
+        h(E("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"), "the same from a file, re-read at every refresh (EKS Pod Identity)").on(Kind::S3),
+        h(E("AWS_EC2_METADATA_DISABLED"), "`true`: never ask EC2 instance metadata (IMDSv2, then v1) for credentials or the region").on(Kind::S3).def("false"),
+        h(E("AWS_EC2_METADATA_SERVICE_ENDPOINT"), "instance metadata endpoint").on(Kind::S3).def("http://169.254.169.254"),
+        h(E("AWS_ENDPOINT_URL_STS"), "STS endpoint for AssumeRole and AssumeRoleWithWebIdentity").on(Kind::S3).def("https://sts.<region>.amazonaws.com"),
         h(E("AWS_CA_BUNDLE"), "CA bundle when `WALG_S3_CA_CERT_FILE` is unset (the AWS SDK's variable)").on(Kind::S3),
         w(E("AWS_DEFAULT_REGION"), "the AWS CLI's region; WAL-G takes the region from AWS_REGION or the bucket").on(Kind::S3),
         w(E("AWS_DEFAULT_OUTPUT"), "the AWS CLI's output format").on(Kind::S3),
@@ -343,14 +350,14 @@ pub static TABLE: &[Section] = &[
         h(S("S3_STORAGE_CLASS"), "sent with uploads").on(Kind::S3).def("STANDARD"),
         h(S("S3_SSE"), "`AES256` or `aws:kms`, sent with uploads").on(Kind::S3),
         h(S("S3_SSE_KMS_ID"), "KMS key id; required with `aws:kms`, refused without").on(Kind::S3),
-        r(S("S3_SSE_C"), "SSE-C (customer-provided keys) is not implemented: objects would be stored without the key, and objects stored with it cannot be read").on(Kind::S3),
+        h(S("S3_SSE_C"), "SSE-C: a 32-byte customer key sent (base64, with its MD5) on every upload, part, read and HEAD, as WAL-G sends it; needs `S3_SSE=AES256` (WAL-G would ignore it without, wal-rus stops)").on(Kind::S3),
         h(S("S3_MAX_PART_SIZE"), "multipart part size").on(Kind::S3).def("20971520"),
         h(S("S3_MAX_RETRIES"), "retries of 5xx, throttling, resets, timeouts; other 4xx fail at once").on(Kind::S3).def("15"),
         h(S("S3_MIN_THROTTLING_RETRY_DELAY"), "back-off when throttled, ms").on(Kind::S3).def("500"),
         h(S("S3_MAX_THROTTLING_RETRY_DELAY"), "back-off when throttled, ms").on(Kind::S3).def("300000"),
         h(S("S3_DELETE_BATCH_SIZE"), "keys per DeleteObjects").on(Kind::S3).def("1000"),
-        r(S("S3_RETENTION_PERIOD"), "S3 Object Lock retention is not implemented: objects would be stored unlocked").on(Kind::S3).only(UPLOADS).inert(Inert::Values(&["-1"])).def("-1"),
-        w(S("S3_RETENTION_MODE"), "only used with S3_RETENTION_PERIOD (refused)").on(Kind::S3).only(UPLOADS).def("GOVERNANCE"),
+        h(S("S3_RETENTION_PERIOD"), "Object Lock: every upload locked this many seconds (`x-amz-object-lock-retain-until-date`, with `Content-MD5` on single PUTs); -1 off").on(Kind::S3).only(UPLOADS).def("-1"),
+        h(S("S3_RETENTION_MODE"), "Object Lock mode with S3_RETENTION_PERIOD: `GOVERNANCE` or `COMPLIANCE`").on(Kind::S3).only(UPLOADS).def("GOVERNANCE"),
         r(S("S3_REQUEST_ADDITIONAL_HEADERS"), "extra request headers (which may set ACLs, tags or locks) are not sent by wal-rus").on(Kind::S3),
         r(S("S3_USE_YC_SESSION_TOKEN"), "Yandex Cloud metadata credentials are not implemented (static keys only)").on(Kind::S3).inert(Inert::False),
         w(S("S3_ENABLE_VERSIONING"), "WAL-G's delete removes every version of an object; wal-rus removes the current one (older versions stay until the bucket's lifecycle rules remove them)").on(Kind::S3).only(DELETE).inert(Inert::Values(&["disabled"])),

@@ -35,7 +35,7 @@ fn s3_prefix_and_defaults() {
         panic!()
     };
     assert_eq!((c.bucket.as_str(), c.root.as_str()), ("bkt", "pg/main/"));
-    assert_eq!(c.credentials.access_key_id, "AK");
+    assert_eq!(c.credentials.current().unwrap().access_key_id, "AK");
     assert_eq!(c.part_size, 20_971_520);
     assert_eq!(s.encode.method, Method::Lz4);
     assert_eq!(
@@ -137,7 +137,41 @@ fn bad_values_name_the_setting() {
             "WALG_ZSTD_LEVEL",
         ),
         (&[("WALG_S3_PREFIX", "bucket/path")], "WALG_S3_PREFIX"),
-        (&[("WALG_S3_PREFIX", "s3://b/p")], "AWS_ACCESS_KEY_ID"),
+        (
+            &[
+                ("WALG_S3_PREFIX", "s3://b/p"),
+                ("AWS_REGION", "r"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
+            "AWS_ACCESS_KEY_ID",
+        ),
+        (
+            &[
+                ("WALG_S3_PREFIX", "s3://b/p"),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
+            "AWS_REGION",
+        ),
+        (
+            &[
+                ("WALG_S3_PREFIX", "s3://b/p"),
+                ("AWS_REGION", "r"),
+                ("AWS_PROFILE", "nowhere"),
+                ("HOME", "/nonexistent"),
+            ],
+            "AWS_PROFILE",
+        ),
+        (
+            &[
+                ("WALG_S3_PREFIX", "s3://b/p"),
+                ("AWS_REGION", "r"),
+                (
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "http://10.1.2.3/creds",
+                ),
+            ],
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ),
         (
             &[
                 ("WALG_S3_PREFIX", "s3://b/p"),

@@ -6,6 +6,7 @@
 //! failure is decided here, once, from the HTTP status or the I/O error kind; commands only see
 //! `StorageError`.
 
+pub mod aws;
 pub mod error;
 pub mod fs;
 pub mod gcs;

@@ -11,15 +11,18 @@
 
 mod common;
 
+mod aws_credentials;
 mod backup_catalog;
 mod backup_restore;
 mod cluster;
+mod emulators;
 mod faults;
 mod hostile_storage;
 mod memory_cage;
 mod parsers;
 mod pg_client;
 mod rate_limits;
+mod s3_protection;
 mod s3_storage;
 mod s3_tls;
 mod settings;

@@ -107,11 +107,13 @@ fn wrong_credentials_are_permanent_errors() {
     };
     let s3 = S3Server::start();
     let bad = S3Storage::new(S3Config {
-        credentials: Credentials {
-            access_key_id: s3.access_key.clone(),
-            secret_access_key: "wrong".into(),
-            session_token: None,
-        },
+        credentials: std::sync::Arc::new(wal_rus::storage::aws::CredentialProvider::fixed(
+            Credentials {
+                access_key_id: s3.access_key.clone(),
+                secret_access_key: "wrong".into(),
+                session_token: None,
+            },
+        )),
         ..s3.storage_config("")
     })
     .unwrap();

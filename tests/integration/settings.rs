@@ -162,8 +162,6 @@ fn refused_classes_from_the_environment() {
     // S3 refusals, before any connection (the endpoint is closed, retries 0).
     for (setting, value) in [
         ("WALG_S3_SSE_C", "0123456789abcdef0123456789abcdef"),
-        ("S3_RETENTION_PERIOD", "3600"),
-        ("AWS_ROLE_ARN", "arn:aws:iam::1:role/r"),
         ("S3_REQUEST_ADDITIONAL_HEADERS", "{x-amz-acl: public-read}"),
         ("S3_USE_YC_SESSION_TOKEN", "true"),
     ] {
@@ -227,8 +225,8 @@ fn refused_classes_from_config_files() {
         ),
         (
             "c.yml",
-            "WALG_S3_PREFIX: s3://b/p\nAWS_ENDPOINT: http://127.0.0.1:9\nAWS_ACCESS_KEY_ID: k\nAWS_SECRET_ACCESS_KEY: s\nS3_RETENTION_PERIOD: 60\n",
-            "S3_RETENTION_PERIOD",
+            "WALG_S3_PREFIX: s3://b/p\nAWS_ENDPOINT: http://127.0.0.1:9\nAWS_ACCESS_KEY_ID: k\nAWS_SECRET_ACCESS_KEY: s\nS3_USE_YC_SESSION_TOKEN: \"true\"\n",
+            "S3_USE_YC_SESSION_TOKEN",
             "wal-push",
         ),
     ];

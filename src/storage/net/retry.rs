@@ -26,6 +26,7 @@ impl Default for RetryPolicy {
 }
 
 /// Runs attempts under a [`RetryPolicy`].
+#[derive(Debug)]
 pub struct Retrier {
     /// The policy.
     pub policy: RetryPolicy,

@@ -153,7 +153,8 @@ impl Client {
 
     /// The signed request for `call`, without its body. The Host header we sign is the one
     /// ureq sends: the URL's authority.
-    fn signed_request(&self, call: &Call) -> ureq::Request {
+    fn signed_request(&self, call: &Call) -> Result<ureq::Request, StorageError> {
+        let credentials = self.cfg.credentials.current()?;
         let host = self.host();
         let path = self.path(call.key);
         let now = UtcTime::now();
@@ -162,12 +163,13 @@ impl Client {
             ("x-amz-content-sha256".into(), call.payload_hash.clone()),
             ("x-amz-date".into(), now.amz_date()),
         ];
-        if let Some(token) = &self.cfg.credentials.session_token {
+        if let Some(token) = &credentials.session_token {
             headers.push(("x-amz-security-token".into(), token.clone()));
         }
         // Every extra header is signed: x-amz-*, content-md5 and range are all part of what
         // S3 must not let a middlebox change.
         headers.extend(call.headers.iter().cloned());
+        headers.extend(self.customer_key_headers(call.op));
         let req = sign::Request {
             method: call.method,
             path: &path,
@@ -176,7 +178,7 @@ impl Client {
             payload_hash: &call.payload_hash,
         };
         let auth = sign::authorization(
-            &self.cfg.credentials,
+            &credentials,
             &self.cfg.region,
             "s3",
             now,
@@ -196,12 +198,48 @@ impl Client {
         for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
             request = request.set(k, v);
         }
-        request
+        Ok(request)
+    }
+
+    /// SSE-C's headers for the calls that write or read an object's bytes (S3 wants the key
+    /// on each of them, parts included), as WAL-G's SDK sends them: the algorithm is
+    /// `WALG_S3_SSE`'s value, the key base64 of the setting's bytes, with its MD5.
+    fn customer_key_headers(&self, op: Op) -> Vec<(String, String)> {
+        let Some(key) = &self.cfg.sse_customer_key else {
+            return Vec::new();
+        };
+        let needs = matches!(
+            op,
+            Op::PutObject
+                | Op::CreateMultipartUpload
+                | Op::UploadPart
+                | Op::GetObject
+                | Op::HeadObject
+        );
+        if !needs {
+            return Vec::new();
+        }
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        vec![
+            (
+                "x-amz-server-side-encryption-customer-algorithm".into(),
+                self.cfg.sse.clone().unwrap_or_else(|| "AES256".into()),
+            ),
+            (
+                "x-amz-server-side-encryption-customer-key".into(),
+                b64.encode(key.as_bytes()),
+            ),
+            (
+                "x-amz-server-side-encryption-customer-key-md5".into(),
+                content_md5(key.as_bytes()),
+            ),
+        ]
     }
 
     /// Sends `call` once.
     pub fn send_once(&self, call: &Call, body: Body) -> Result<ureq::Response, StorageError> {
-        let request = self.signed_request(call);
+        let request = self.signed_request(call)?;
         let what = call.what(&self.cfg.bucket);
         let has_body = body.is_some();
         match crate::storage::net::body::send(request, call.method, body) {
@@ -298,7 +336,7 @@ impl Client {
 }
 
 /// The query as sent: each name and value encoded as it is signed, in the caller's order.
-fn query_string(query: &[(String, String)]) -> String {
+pub fn query_string(query: &[(String, String)]) -> String {
     let pairs: Vec<String> = query
         .iter()
         .map(|(k, v)| {

@@ -31,8 +31,9 @@ pub struct S3Config {
     pub region: String,
     /// Path-style addressing (`AWS_S3_FORCE_PATH_STYLE`).
     pub force_path_style: bool,
-    /// Static credentials.
-    pub credentials: sign::Credentials,
+    /// Where the credentials of each request come from (static keys, STS, instance or
+    /// container roles); asked at every signature, so refreshed ones are used at once.
+    pub credentials: Arc<crate::storage::aws::CredentialProvider>,
     /// Extra CA bundle (`WALG_S3_CA_CERT_FILE`).
     pub ca_cert_file: Option<PathBuf>,
     /// `x-amz-storage-class` sent with uploads.
@@ -41,6 +42,11 @@ pub struct S3Config {
     pub sse: Option<String>,
     /// KMS key id for `aws:kms`.
     pub sse_kms_id: Option<String>,
+    /// SSE-C (`WALG_S3_SSE_C` with `WALG_S3_SSE`): the customer key as given, sent base64
+    /// with its MD5 on every write and read of an object, as WAL-G sends it.
+    pub sse_customer_key: Option<String>,
+    /// Object Lock retention of every upload (`S3_RETENTION_PERIOD`, `S3_RETENTION_MODE`).
+    pub object_lock: Option<ObjectLock>,
     /// Multipart part size in bytes (`WALG_S3_MAX_PART_SIZE`).
     pub part_size: u64,
     /// Retries after the first attempt (`WALG_S3_MAX_RETRIES`).
@@ -55,6 +61,15 @@ pub struct S3Config {
     pub io_timeout: Duration,
     /// Keys per DeleteObjects call (`S3_DELETE_BATCH_SIZE`).
     pub delete_batch: usize,
+}
+
+/// Object Lock retention sent with every upload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// `GOVERNANCE` or `COMPLIANCE`.
+    pub mode: String,
+    /// How long from the upload the object stays locked.
+    pub period: Duration,
 }
 
 /// S3 as a `Storage`.

@@ -75,13 +75,29 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Headers every upload carries (storage class, server-side encryption).
+/// Headers every upload carries (storage class, server-side encryption, Object Lock); SSE-C's
+/// are added to every call that needs them when it is signed.
 fn upload_headers(client: &Client) -> Vec<(String, String)> {
     let mut h = vec![(
         "x-amz-storage-class".to_string(),
         client.cfg.storage_class.clone(),
     )];
-    if let Some(sse) = &client.cfg.sse {
+    if let Some(lock) = &client.cfg.object_lock {
+        let until =
+            crate::time::UtcTime(crate::time::UtcTime::now().0 + lock.period.as_secs() as i64);
+        h.push(("x-amz-object-lock-mode".into(), lock.mode.clone()));
+        h.push((
+            "x-amz-object-lock-retain-until-date".into(),
+            until.rfc3339(),
+        ));
+    }
+    // With a customer key the algorithm goes in SSE-C's own header instead (as in WAL-G).
+    if let Some(sse) = client
+        .cfg
+        .sse
+        .as_ref()
+        .filter(|_| client.cfg.sse_customer_key.is_none())
+    {
         h.push(("x-amz-server-side-encryption".into(), sse.clone()));
         if let Some(id) = &client.cfg.sse_kms_id {
             h.push((
@@ -115,6 +131,7 @@ fn put_single(
 ) -> Result<(), StorageError> {
     let mut call = Call::new("PUT", Op::PutObject, Some(key));
     call.headers = upload_headers(client);
+    call.headers.extend(lock_md5(client, md5));
     call.payload_hash = hex(hash);
     let md5 = md5.filter(|_| etag_is_md5(client));
     client.retry(Op::PutObject, &mut || {
@@ -127,11 +144,22 @@ fn put_single(
 /// Whether S3 makes a single PutObject's ETag the MD5 of its body: yes, unless the object
 /// is encrypted with a KMS key.
 fn etag_is_md5(client: &Client) -> bool {
-    !client
-        .cfg
-        .sse
-        .as_deref()
-        .is_some_and(|s| s.starts_with("aws:kms"))
+    client.cfg.sse_customer_key.is_none()
+        && !client
+            .cfg
+            .sse
+            .as_deref()
+            .is_some_and(|s| s.starts_with("aws:kms"))
+}
+
+/// `Content-MD5` of a single PutObject under Object Lock, which S3 requires there.
+fn lock_md5(client: &Client, md5: Option<[u8; 16]>) -> Option<(String, String)> {
+    use base64::Engine;
+    let md5 = md5.filter(|_| client.cfg.object_lock.is_some())?;
+    Some((
+        "content-md5".into(),
+        base64::engine::general_purpose::STANDARD.encode(md5),
+    ))
 }
 
 /// The proof that an upload was stored: the answer's ETag, equal to the body's MD5 where
@@ -314,7 +342,9 @@ pub fn put_stream(
         let mut call = Call::new("PUT", Op::PutObject, Some(key));
         call.headers = upload_headers(client);
         call.payload_hash = sign::sha256_hex(bytes);
-        let md5: Option<[u8; 16]> = etag_is_md5(client).then(|| md5::Md5::digest(bytes).into());
+        let digest: [u8; 16] = md5::Md5::digest(bytes).into();
+        call.headers.extend(lock_md5(client, Some(digest)));
+        let md5 = Some(digest).filter(|_| etag_is_md5(client));
         client.retry(Op::PutObject, &mut || {
             let resp = client.send_once(&call, Body::Bytes(bytes))?;
             stored_etag(resp, Op::PutObject, key, md5.as_ref())

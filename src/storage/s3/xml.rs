@@ -309,6 +309,44 @@ pub fn parse_error(body: &[u8]) -> Option<S3Error> {
     })
 }
 
+/// Temporary credentials in an STS answer (`AssumeRole`, `AssumeRoleWithWebIdentity`).
+pub struct StsCredentials {
+    /// `AccessKeyId`.
+    pub access_key_id: String,
+    /// `SecretAccessKey`.
+    pub secret_access_key: String,
+    /// `SessionToken`.
+    pub session_token: String,
+    /// `Expiration`, ISO 8601.
+    pub expiration: String,
+}
+
+/// Parses `<{action}Response><{action}Result><Credentials>...` from STS.
+pub fn parse_sts_credentials(body: &[u8], action: &str) -> Result<StsCredentials, XmlError> {
+    let root = expect_root(body, &format!("{action}Response"))?;
+    let result_name = format!("{action}Result");
+    let creds = root
+        .child(&result_name)
+        .and_then(|r| r.child("Credentials"))
+        .ok_or_else(|| XmlError(format!("no <{result_name}><Credentials>")))?;
+    Ok(StsCredentials {
+        access_key_id: creds.required("AccessKeyId")?.to_string(),
+        secret_access_key: creds.required("SecretAccessKey")?.to_string(),
+        session_token: creds.required("SessionToken")?.to_string(),
+        expiration: creds.required("Expiration")?.to_string(),
+    })
+}
+
+/// Code and message of an AWS query-protocol error (`<ErrorResponse><Error>`), as STS sends.
+pub fn parse_query_error(body: &[u8]) -> Option<(String, String)> {
+    let root = expect_root(body, "ErrorResponse").ok()?;
+    let e = root.child("Error")?;
+    Some((
+        e.text_of("Code").unwrap_or("").trim().to_string(),
+        e.text_of("Message").unwrap_or("").trim().to_string(),
+    ))
+}
+
 /// One multipart upload that was started and neither completed nor aborted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingUpload {

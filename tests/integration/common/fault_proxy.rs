@@ -99,6 +99,8 @@ impl FaultPlan {
 pub struct Record {
     /// `(request line, fault)` for every request relayed.
     pub requests: Vec<(String, Option<Fault>)>,
+    /// Every request's head: its request line and its header lines, as sent.
+    pub heads: Vec<(String, Vec<String>)>,
 }
 
 impl Record {
@@ -284,12 +286,12 @@ fn relay(shared: &Shared, client: TcpStream) -> std::io::Result<()> {
     let method = req.start.split(' ').next().unwrap_or("").to_string();
     let body_len = req.length.unwrap_or(0);
     let fault = pick(shared, &method, body_len > 0);
-    shared
-        .record
-        .lock()
-        .unwrap()
-        .requests
-        .push((req.start.clone(), fault));
+    {
+        let mut record = shared.record.lock().unwrap();
+        record.requests.push((req.start.clone(), fault));
+        let lines = req.lines.iter().map(|l| l.trim_end().to_string()).collect();
+        record.heads.push((req.start.clone(), lines));
+    }
     let drain =
         |r: &mut BufReader<TcpStream>| std::io::copy(&mut r.take(body_len), &mut std::io::sink());
     match fault {

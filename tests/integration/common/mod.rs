@@ -14,9 +14,9 @@
 //! * Every external process started here is stopped in `Drop`, so a failing
 //!   test leaves no stray postgres or s3s-fs behind.
 //! * Tool locations come from `scripts/ensure-tools` through the environment
-//!   (WALRUS_PG_BINDIR, WALRUS_S3S_BIN, WALRUS_WALG_BIN), with fallbacks for
-//!   plain `cargo test`.
-//! * A missing PostgreSQL or s3s-fs fails the test under CI=true or
+//!   (WALRUS_PG_BINDIR, WALRUS_S3S_BIN, WALRUS_WALG_BIN, WALRUS_FAKE_GCS_BIN,
+//!   WALRUS_AZURITE_BIN, WALRUS_MOTO_BIN), with fallbacks for plain `cargo test`.
+//! * A missing PostgreSQL, s3s-fs or emulator fails the test under CI=true or
 //!   WALRUS_REQUIRE_TOOLS=1 (as `scripts/test` sets) and skips otherwise with
 //!   a line starting `SKIP:`; a missing WAL-G skips the same way unless it was
 //!   configured and is broken (see `require_or_fail`).
@@ -27,7 +27,8 @@
 //! runs processes within bounds; `pg` is a throwaway PostgreSQL cluster, `s3` the s3s-fs
 //! server (and a TLS front for it), `memory` measures peaks and cages commands, `wal` names
 //! and stamps WAL segments, `files` lists what a directory holds, `fault_proxy` breaks S3
-//! traffic on purpose. Everything public is re-exported here, so tests say
+//! traffic on purpose; `gcs`, `azure` and `moto` are the GCS, Azure Blob and AWS STS/IMDS
+//! emulators (started through `emulator`). Everything public is re-exported here, so tests say
 //! `common::S3Server`.
 #![allow(dead_code)]
 
@@ -38,16 +39,23 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+mod azure;
+mod emulator;
 pub mod fault_proxy;
 mod files;
+mod gcs;
 mod memory;
+mod moto;
 mod pg;
 mod run;
 mod s3;
 mod wal;
 
+pub use azure::*;
 pub use files::*;
+pub use gcs::*;
 pub use memory::*;
+pub use moto::*;
 pub use pg::*;
 pub use run::*;
 pub use s3::*;
@@ -122,6 +130,8 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
 ///   the tool cache (`$WALRUS_TOOLS` or ~/.cache/wal-rus-tools)/bin/s3s-fs.
 /// * `WALRUS_WALG_BIN`: WAL-G's `pg` binary; falls back to the tool cache's
 ///   bin/pg only.
+/// * `WALRUS_FAKE_GCS_BIN`, `WALRUS_AZURITE_BIN`, `WALRUS_MOTO_BIN`: the emulators; no
+///   fallback (their place in the tool cache is keyed by version: only the env file knows it).
 ///
 /// Returns `None` when the tool is not there (an explicit but broken setting
 /// counts as not there).
@@ -146,6 +156,9 @@ pub fn tool_env(name: &str) -> Option<PathBuf> {
                 .map(|c| c.join("bin/pg"))
                 .filter(|p| is_executable(p)),
         },
+        "WALRUS_FAKE_GCS_BIN" | "WALRUS_AZURITE_BIN" | "WALRUS_MOTO_BIN" => {
+            explicit.filter(|p| is_executable(p))
+        }
         other => non_empty_env(other).map(PathBuf::from),
     }
 }
@@ -159,6 +172,12 @@ pub enum Tool {
     S3s,
     /// WAL-G v3.0.8 (`pg` binary): the interop oracle.
     Walg,
+    /// fake-gcs-server: Google Cloud Storage's JSON API.
+    FakeGcs,
+    /// Azurite's blob service (`azurite-blob`): Azure Blob Storage.
+    Azurite,
+    /// moto's server (`moto_server`): AWS STS and the EC2 instance metadata service.
+    Moto,
 }
 
 impl Tool {
@@ -167,6 +186,9 @@ impl Tool {
             Tool::Postgres => "PostgreSQL 15",
             Tool::S3s => "s3s-fs",
             Tool::Walg => "WAL-G v3.0.8",
+            Tool::FakeGcs => "fake-gcs-server",
+            Tool::Azurite => "azurite-blob",
+            Tool::Moto => "moto_server",
         }
     }
 
@@ -190,6 +212,16 @@ impl Tool {
             }
             Tool::S3s => tool_env("WALRUS_S3S_BIN")
                 .ok_or_else(|| "s3s-fs not found ($WALRUS_S3S_BIN, PATH, tool cache)".to_string()),
+            Tool::FakeGcs | Tool::Azurite | Tool::Moto => {
+                let var = match self {
+                    Tool::FakeGcs => "WALRUS_FAKE_GCS_BIN",
+                    Tool::Azurite => "WALRUS_AZURITE_BIN",
+                    _ => "WALRUS_MOTO_BIN",
+                };
+                tool_env(var).ok_or_else(|| {
+                    format!("${var} is not set or not executable (scripts/ensure-tools)")
+                })
+            }
             Tool::Walg => {
                 static WALG: OnceLock<Result<PathBuf, String>> = OnceLock::new();
                 WALG.get_or_init(|| {
@@ -210,7 +242,7 @@ impl Tool {
     }
 }
 
-/// True when a missing PostgreSQL/s3s-fs must fail the test rather than skip.
+/// True when a missing PostgreSQL/s3s-fs/emulator must fail the test rather than skip.
 pub fn tools_required() -> bool {
     let ci = std::env::var("CI").unwrap_or_default();
     let required = std::env::var("WALRUS_REQUIRE_TOOLS").unwrap_or_default();
@@ -220,7 +252,7 @@ pub fn tools_required() -> bool {
 /// Checks that `tool` is usable for `test`.
 ///
 /// Returns the tool's path (bin dir for PostgreSQL). When it is missing:
-/// * PostgreSQL / s3s-fs: panics (test FAILS) under CI=true or
+/// * PostgreSQL / s3s-fs / the emulators: panics (test FAILS) under CI=true or
 ///   WALRUS_REQUIRE_TOOLS=1, otherwise prints a `SKIP:` line (see [`skip`]) and returns
 ///   `None` — the caller should return early.
 /// * WAL-G: panics under CI/WALRUS_REQUIRE_TOOLS when it was configured

@@ -51,16 +51,38 @@ impl S3Server {
         Self::launch(dir.to_path_buf(), None)
     }
 
+    /// `start` with the given key pair: what an instance role or a container endpoint
+    /// under test hands out.
+    pub fn start_with_keys(access_key: &str, secret_key: &str) -> S3Server {
+        let temp = tempfile::Builder::new()
+            .prefix("walrus-s3-")
+            .tempdir()
+            .expect("s3 temp dir");
+        Self::launch_with(
+            temp.path().to_path_buf(),
+            Some(temp),
+            access_key.to_string(),
+            secret_key.to_string(),
+        )
+    }
+
     fn launch(dir: PathBuf, temp: Option<TempDir>) -> S3Server {
+        let access_key = format!("AK{}", random_hex(18).to_uppercase());
+        Self::launch_with(dir, temp, access_key, random_hex(40))
+    }
+
+    fn launch_with(
+        dir: PathBuf,
+        temp: Option<TempDir>,
+        access_key: String,
+        secret_key: String,
+    ) -> S3Server {
         let bin = Tool::S3s
             .locate()
             .unwrap_or_else(|e| panic!("cannot start s3s-fs: {e}"));
         let data = dir.join("data");
         let bucket = "wal-rus-test".to_string();
         fs::create_dir_all(data.join(&bucket)).expect("create bucket dir");
-        let access_key = format!("AK{}", random_hex(18).to_uppercase());
-        let secret_key = random_hex(40);
-
         let mut last_err = String::new();
         for _attempt in 0..3 {
             let port = free_port();
@@ -161,15 +183,19 @@ impl S3Server {
             endpoint: Some(self.endpoint.clone()),
             region: "us-east-1".into(),
             force_path_style: true,
-            credentials: wal_rus::storage::s3::sign::Credentials {
-                access_key_id: self.access_key.clone(),
-                secret_access_key: self.secret_key.clone(),
-                session_token: None,
-            },
+            credentials: std::sync::Arc::new(wal_rus::storage::aws::CredentialProvider::fixed(
+                wal_rus::storage::s3::sign::Credentials {
+                    access_key_id: self.access_key.clone(),
+                    secret_access_key: self.secret_key.clone(),
+                    session_token: None,
+                },
+            )),
             ca_cert_file: None,
             storage_class: "STANDARD".into(),
             sse: None,
             sse_kms_id: None,
+            sse_customer_key: None,
+            object_lock: None,
             part_size: 5 << 20,
             max_retries: 2,
             min_throttle_delay: Duration::from_millis(10),
