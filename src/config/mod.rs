@@ -186,7 +186,9 @@ impl Settings {
                 c.part_size,
             ),
             StorageSettings::Gcs(c) => (
-                Client::Gcs,
+                Client::Gcs {
+                    key_file: matches!(c.auth, crate::storage::gcs::auth::Auth::ServiceAccount(_)),
+                },
                 c.endpoint.starts_with("https://")
                     || matches!(&c.auth, crate::storage::gcs::auth::Auth::ServiceAccount(sa)
                         if sa.token_uri.starts_with("https://")),

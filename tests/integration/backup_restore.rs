@@ -85,7 +85,7 @@ fn restore(primary_env: &[(String, String)], target: &str) -> PgCluster {
     restored
 }
 
-fn pitr(env: Vec<(String, String)>) {
+pub fn pitr(env: Vec<(String, String)>) {
     let mut primary = archiving_primary(&env);
     primary.pgbench_init(10);
     // A pgbench load runs while the backup is taken.

@@ -18,7 +18,7 @@ const SEG: usize = 16 << 20;
 /// A 16 MiB segment numbered `n` on timeline 1: first half real-looking (compressible),
 /// second half incompressible, or all incompressible; every page has a valid header, as
 /// wal-fetch checks.
-fn segment(n: u64, incompressible: bool) -> Vec<u8> {
+pub fn segment(n: u64, incompressible: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(SEG);
     let mut x = n | 1;
     while out.len() < SEG {
@@ -36,18 +36,18 @@ fn segment(n: u64, incompressible: bool) -> Vec<u8> {
     out
 }
 
-fn seg_name(n: u64) -> String {
+pub fn seg_name(n: u64) -> String {
     format!("00000001{:08X}{:08X}", n / 256, n % 256)
 }
 
 /// A fake `pg_wal` with `archive_status/`, as PostgreSQL lays it out.
-fn pg_wal(dir: &Path) -> PathBuf {
+pub fn pg_wal(dir: &Path) -> PathBuf {
     let wal = dir.join("pg_wal");
     fs::create_dir_all(wal.join("archive_status")).unwrap();
     wal
 }
 
-fn env_with(base: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+pub fn env_with(base: &[(String, String)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = base.to_vec();
     for (k, v) in extra {
         env.retain(|(ek, _)| ek != k);

@@ -189,17 +189,26 @@ impl Client {
             Ok(resp) => Ok(resp),
             Err(ureq::Error::Status(status, resp)) => Err(self.status_error(call, status, resp)),
             Err(ureq::Error::Transport(t)) => {
-                let mut detail = format!("{} ({})", transport_detail(&t), self.cfg.endpoint);
-                if has_body && closed_while_sending(&t) {
-                    detail.push_str(" (the server closed the connection while the body was sent)");
-                }
-                Err(StorageError::Transport {
+                let broken = StorageError::Transport {
                     op: call.op,
                     key: call.key.to_string(),
-                    detail,
-                })
+                    detail: format!("{} ({})", transport_detail(&t), self.cfg.endpoint),
+                };
+                if has_body && closed_while_sending(&t) {
+                    return Err(self.why_closed(call, broken));
+                }
+                Err(broken)
             }
         }
+    }
+
+    /// After the server closed the connection while a body was still being sent: a
+    /// one-item listing of the same bucket asks again why (see `refused_like_probe`).
+    fn why_closed(&self, call: &Call, broken: StorageError) -> StorageError {
+        let url = self.objects_url(&[("prefix", &self.cfg.root), ("maxResults", "1")]);
+        let probe = Call::new("GET", Op::GcsList, call.key, url);
+        let answer = self.send_once(&probe, Body::Empty);
+        crate::storage::net::refused_like_probe(answer, call.op, call.key, broken)
     }
 
     /// Sends `call`, retrying what is retryable; `body` makes a fresh body for each attempt.

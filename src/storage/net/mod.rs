@@ -15,7 +15,7 @@ pub mod tls;
 pub use agent::{AgentSettings, build_agent};
 pub use answer::{
     Coalesced, closed_while_sending, describe_body, parse_http_date, read_small_body,
-    transport_detail,
+    refused_like_probe, transport_detail,
 };
 pub use body::Body;
 pub use retry::{Retrier, RetryPolicy};

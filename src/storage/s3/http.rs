@@ -270,24 +270,13 @@ impl Client {
         probe.query.push(("list-type".into(), "2".into()));
         probe.query.push(("max-keys".into(), "0".into()));
         probe.query.push(("prefix".into(), self.cfg.root.clone()));
-        match self.send_once(&probe, Body::Empty) {
-            Err(StorageError::Remote {
-                status,
-                code,
-                message,
-                ..
-            }) if (400..500).contains(&status) && status != 429 => StorageError::Remote {
-                op: call.op,
-                key: call.what(&self.cfg.bucket),
-                status,
-                code,
-                message: format!(
-                    "{message} (the server closed the connection while the body was sent; a \
-                     listing of the bucket was refused the same way)"
-                ),
-            },
-            _ => broken,
-        }
+        let answer = self.send_once(&probe, Body::Empty);
+        crate::storage::net::refused_like_probe(
+            answer,
+            call.op,
+            &call.what(&self.cfg.bucket),
+            broken,
+        )
     }
 
     /// Sends `call`, retrying what is retryable; `body` makes a fresh body for each attempt.
