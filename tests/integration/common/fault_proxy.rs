@@ -254,11 +254,11 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
     }))
 }
 
-/// One request as a small loopback server in a test reads it: its start line, its header
-/// lines (`Name: value\r\n`), and its body (by `Content-Length`).
-pub fn read_request(
-    r: &mut impl BufRead,
-) -> std::io::Result<Option<(String, Vec<String>, Vec<u8>)>> {
+/// A request's start line, header lines (`Name: value\r\n`) and body.
+pub type Request = (String, Vec<String>, Vec<u8>);
+
+/// One request as a small loopback server in a test reads it (the body by `Content-Length`).
+pub fn read_request(r: &mut impl BufRead) -> std::io::Result<Option<Request>> {
     let Some(head) = read_head(r)? else {
         return Ok(None);
     };
