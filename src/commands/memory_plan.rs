@@ -27,6 +27,7 @@ pub fn json(settings: &Settings) -> serde_json::Value {
                 crate::config::StorageSettings::File { .. } => "file",
                 crate::config::StorageSettings::S3(_) => "s3",
                 crate::config::StorageSettings::Azure(_) => "azure",
+                crate::config::StorageSettings::Gcs(_) => "gcs",
             },
             "https": input.https,
         },

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::{Cmd, Settings, StorageSettings};
-use crate::pipeline::plan::Cloud;
+use crate::pipeline::plan::Client;
 use std::collections::HashMap;
 
 const KEY: &str = "a2V5LWZvci10ZXN0cy1vbmx5";
@@ -202,8 +202,8 @@ fn the_plan_sees_azure_blocks_and_buffers() {
     ])
     .unwrap();
     let input = s.plan_input();
-    assert!(input.remote && input.https);
-    assert_eq!(input.cloud, Cloud::Azure);
+    assert!(input.remote() && input.https);
+    assert_eq!(input.client, Client::Azure);
     assert_eq!((input.part_size, input.part_uploaders), (6 << 20, 1));
     assert_eq!(crate::pipeline::plan::stream_parts(&input), (1, 6 << 20));
     let push = crate::pipeline::plan::wal_fetch(&input);

@@ -97,8 +97,8 @@ fn judge(
     active: Option<&(Kind, String)>,
     command: Cmd,
 ) -> Result<Option<String>, ConfigError> {
-    if let (Some(kind), Some((used, used_name))) = (row.scope, active)
-        && kind != *used
+    if let Some((used, used_name)) = active
+        && !row.applies_to(*used)
     {
         // WAL-G reads only the settings of the storage in use: another storage's settings
         // change nothing in either tool (OS_* on an OpenStack host, AWS_* beside file
@@ -252,9 +252,16 @@ mod tests {
             w.len() == 1 && w[0].contains("WALG_GS_PREFIX") && w[0].contains("WALG_FILE_PREFIX"),
             "{w:?}"
         );
-        // ... and first in the order, it is refused.
-        let e = check(&src(&[("WALG_GS_PREFIX", "gs://b")]), Cmd::WalPush).unwrap_err();
-        assert_eq!(e.setting, "WALG_GS_PREFIX");
+        // ... and first in the order, it is used; a back-end wal-rus lacks is refused.
+        assert!(check(&src(&[("WALG_GS_PREFIX", "gs://b")]), Cmd::WalPush).is_ok());
+        let e = check(&src(&[("WALG_SWIFT_PREFIX", "swift://b")]), Cmd::WalPush).unwrap_err();
+        assert_eq!(e.setting, "WALG_SWIFT_PREFIX");
+        // The wal-rus timeouts belong to S3 and GCS alike; beside files they change nothing.
+        let gcs = [("WALG_GS_PREFIX", "gs://b"), ("WALRUS_IO_TIMEOUT", "5")];
+        assert_eq!(
+            check(&src(&gcs), Cmd::WalPush).unwrap(),
+            Vec::<String>::new()
+        );
         // The S3 settings need S3 in use; beside file storage they change nothing (in
         // WAL-G neither), and so do the settings of back-ends wal-rus lacks.
         let s3 = [

@@ -6,7 +6,7 @@ use super::crypter::crypter;
 use super::sources::{bool_setting, rate_setting, uint_setting};
 use super::{
     Cmd, ConfigError, DeltaSettings, Settings, Sources, StorageSettings, WalMetadata,
-    active_storage, azure, bad, check, parse_az_prefix, parse_s3_prefix, s3, table,
+    active_storage, azure, bad, check, gcs, parse_az_prefix, parse_s3_prefix, s3, table,
 };
 use crate::codec::{EncodeOptions, Method, ZstdLevel};
 use crate::log::LogLevel;
@@ -208,14 +208,20 @@ fn storage(src: &Sources, storage_prefix: Option<&str>) -> Result<StorageSetting
                 };
                 Ok(StorageSettings::File { root })
             }
+            table::Kind::Gs => Ok(StorageSettings::Gcs(gcs::config(
+                src,
+                &name,
+                &value,
+                storage_prefix,
+            )?)),
             _ => Err(bad(
                 &name,
-                "this storage type is not supported by wal-rus (use WALG_S3_PREFIX, WALG_AZ_PREFIX or WALG_FILE_PREFIX)",
+                "this storage type is not supported by wal-rus (use WALG_S3_PREFIX, WALG_GS_PREFIX, WALG_AZ_PREFIX or WALG_FILE_PREFIX)",
             )),
         };
     }
     Err(bad(
         "WALG_S3_PREFIX",
-        "no storage configured: set WALG_S3_PREFIX (or WALE_S3_PREFIX), WALG_AZ_PREFIX or WALG_FILE_PREFIX",
+        "no storage configured: set WALG_S3_PREFIX (or WALE_S3_PREFIX), WALG_GS_PREFIX, WALG_AZ_PREFIX or WALG_FILE_PREFIX",
     ))
 }

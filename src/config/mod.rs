@@ -12,6 +12,7 @@ mod azure;
 mod check;
 mod crypter;
 pub mod file;
+mod gcs;
 mod load;
 mod s3;
 mod sources;
@@ -19,6 +20,7 @@ pub mod table;
 
 pub use azure::{parse_az_prefix, parse_connection_string};
 pub use check::{Cmd, active_storage, counts, markdown};
+pub use gcs::parse_gs_prefix;
 pub use s3::parse_s3_prefix;
 pub use sources::Sources;
 
@@ -27,6 +29,7 @@ use crate::log::LogLevel;
 use crate::storage::Storage;
 use crate::storage::azure::{AzureConfig, AzureStorage};
 use crate::storage::fs::FsStorage;
+use crate::storage::gcs::{GcsConfig, GcsStorage};
 use crate::storage::s3::{S3Config, S3Storage};
 use std::collections::HashMap;
 use std::fmt;
@@ -70,6 +73,8 @@ pub enum StorageSettings {
     S3(S3Config),
     /// `WALG_AZ_PREFIX` / `WALE_AZ_PREFIX`.
     Azure(AzureConfig),
+    /// `WALG_GS_PREFIX` / `WALE_GS_PREFIX`.
+    Gcs(GcsConfig),
 }
 
 /// Every setting wal-rus uses, validated.
@@ -147,6 +152,7 @@ impl Settings {
             StorageSettings::File { root } => Box::new(FsStorage::new(root)),
             StorageSettings::S3(cfg) => Box::new(S3Storage::new(cfg.clone())?),
             StorageSettings::Azure(cfg) => Box::new(AzureStorage::new(cfg.clone())?),
+            StorageSettings::Gcs(cfg) => Box::new(GcsStorage::new(cfg.clone())?),
         })
     }
 
@@ -173,33 +179,47 @@ impl Settings {
                 };
                 attempt * (c.max_retries + 1) + c.io_timeout
             }
+            // A chunk's request, its status query and back-off, every retry; and GCS's
+            // context timeout bounds each call with its retries anyway.
+            StorageSettings::Gcs(c) => {
+                let attempt = c.connect_timeout + c.io_timeout + Duration::from_secs(5);
+                (attempt * 2 * (c.max_retries + 1) + c.io_timeout).min(c.context_timeout + attempt)
+            }
             StorageSettings::File { .. } => crate::pipeline::arena::DEFAULT_WAIT,
         }
     }
 
     /// The inputs of the memory plan.
     pub fn plan_input(&self) -> crate::pipeline::plan::PlanInput {
-        use crate::pipeline::plan::Cloud;
+        use crate::pipeline::plan::Client;
         let http = |e: &str| e.to_ascii_lowercase().starts_with("http://");
         // (client, https, part size, part uploaders)
-        let (cloud, https, part_size, part_uploaders) = match &self.storage {
-            StorageSettings::File { .. } => (None, false, 0, self.upload_concurrency),
+        let (client, https, part_size, part_uploaders) = match &self.storage {
+            StorageSettings::File { .. } => (Client::Local, false, 0, self.upload_concurrency),
             StorageSettings::S3(c) => (
-                Some(Cloud::S3),
+                Client::S3,
                 c.endpoint.as_deref().is_none_or(|e| !http(e)),
                 c.part_size,
                 self.upload_concurrency,
             ),
             StorageSettings::Azure(c) => (
-                Some(Cloud::Azure),
+                Client::Azure,
                 !http(&c.endpoint),
                 c.block_size,
                 c.max_buffers,
             ),
+            StorageSettings::Gcs(c) => (
+                Client::Gcs {
+                    key_file: matches!(c.auth, crate::storage::gcs::auth::Auth::ServiceAccount(_)),
+                },
+                c.endpoint.starts_with("https://")
+                    || matches!(&c.auth, crate::storage::gcs::auth::Auth::ServiceAccount(sa)
+                        if sa.token_uri.starts_with("https://")),
+                c.chunk_size,
+                self.upload_concurrency,
+            ),
         };
-        let remote = cloud.is_some();
         crate::pipeline::plan::PlanInput {
-            cloud: cloud.unwrap_or(Cloud::S3),
             part_size,
             part_uploaders,
             crypto_state: self.crypter.state_bytes(),
@@ -209,7 +229,7 @@ impl Settings {
             download_concurrency: self.download_concurrency,
             bg_uploaded_limit: self.bg_uploaded_limit,
             https,
-            remote,
+            client,
             delta: self.delta.max_steps > 0,
         }
     }

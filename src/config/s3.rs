@@ -35,6 +35,7 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
     let sse_customer_key = sse_customer_key(src, sse.as_deref(), endpoint.as_deref())?;
     let part_size = part_size(src)?;
     let max_retries = max_retries(src)?;
+    let (connect_timeout, io_timeout) = super::sources::net_timeouts(src)?;
     let ms = |bare: &str, default: u64| {
         let name = src
             .storage_setting(bare)
@@ -45,7 +46,6 @@ pub(super) fn config(src: &Sources, bucket: String, root: String) -> Result<S3Co
     let ca_cert_file = value(src, "S3_CA_CERT_FILE")
         .or_else(|| src.get("AWS_CA_BUNDLE"))
         .map(PathBuf::from);
-    let (connect_timeout, io_timeout) = super::sources::net_timeouts(src)?;
     let agent = AgentSettings {
         connect_timeout,
         io_timeout,

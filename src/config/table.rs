@@ -93,6 +93,11 @@ impl Kind {
         }
     }
 
+    /// Its bit in [`Row::scope`].
+    pub const fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
     /// A name for people.
     pub fn label(self) -> &'static str {
         match self {
@@ -198,8 +203,8 @@ pub struct Row {
     pub spell: Spell,
     /// What wal-rus does with it.
     pub status: Status,
-    /// The storage back-end it belongs to (`None`: any).
-    pub scope: Option<Kind>,
+    /// The storage back-ends it belongs to, one bit each ([`Kind::bit`]; 0: any).
+    pub scope: u8,
     /// The commands it applies to ([`cmd`] bits).
     pub commands: u16,
     /// Values that change nothing.
@@ -215,7 +220,7 @@ impl Row {
         Row {
             spell,
             status,
-            scope: None,
+            scope: 0,
             commands: cmd::ALL,
             inert: Inert::Never,
             default: "",
@@ -223,8 +228,17 @@ impl Row {
         }
     }
     const fn on(mut self, kind: Kind) -> Row {
-        self.scope = Some(kind);
+        self.scope = kind.bit();
         self
+    }
+    /// Belongs to `kind` too.
+    const fn also(mut self, kind: Kind) -> Row {
+        self.scope |= kind.bit();
+        self
+    }
+    /// Whether it belongs to `kind` (a row of no storage belongs to all).
+    pub fn applies_to(&self, kind: Kind) -> bool {
+        self.scope == 0 || self.scope & kind.bit() != 0
     }
     const fn only(mut self, commands: u16) -> Row {
         self.commands = commands;
@@ -274,7 +288,6 @@ const SCAN_DELTA: &str = "WAL-delta maps; wal-rus finds a delta's changed pages 
 const FORWARD_CHAIN: &str = "wal-rus applies a delta chain base first (WAL-G's default order); the restored directory is the same";
 const NO_CLIENT_CERT: &str = "client certificates are not sent by wal-rus (a server that requires one refuses the connection)";
 const OSS_ONLY: &str = "Alibaba OSS storage; read only with WALG_OSS_PREFIX, which wal-rus refuses";
-const GS_ONLY: &str = "Google Cloud Storage; read only with WALG_GS_PREFIX, which wal-rus refuses";
 const AZ_CHAIN: &str = "Azure's default credential chain: WAL-G reads it only without AZURE_STORAGE_ACCESS_KEY and AZURE_STORAGE_SAS_TOKEN, and wal-rus requires one of them";
 const SWIFT_ONLY: &str = "Swift storage; read only with WALG_SWIFT_PREFIX, which wal-rus refuses";
 const SSH_ONLY: &str = "SSH storage; read only with WALG_SSH_PREFIX, which wal-rus refuses";
@@ -287,11 +300,11 @@ pub static TABLE: &[Section] = &[
     Section { title: "Storage", rows: &[
         h(P("S3_PREFIX"), "`s3://bucket/path`").on(Kind::S3),
         h(P("FILE_PREFIX"), "a directory (`file://localhost` stripped); writes are atomic (temp name, fsync, rename, fsync dir)").on(Kind::File),
-        r(P("OSS_PREFIX"), "Alibaba OSS storage is not supported by wal-rus (S3, Azure and file only)").on(Kind::Oss),
-        r(P("GS_PREFIX"), "Google Cloud Storage is not supported by wal-rus (S3, Azure and file only)").on(Kind::Gs),
+        r(P("OSS_PREFIX"), "Alibaba OSS storage is not supported by wal-rus (S3, GCS, Azure and file only)").on(Kind::Oss),
+        h(P("GS_PREFIX"), "`gs://bucket/path`: Google Cloud Storage through its JSON API, with WAL-G's object names").on(Kind::Gs),
         h(P("AZ_PREFIX"), "`azure://container/path`, the blob names WAL-G makes (the same keys as on S3)").on(Kind::Az),
-        r(P("SWIFT_PREFIX"), "Swift storage is not supported by wal-rus (S3, Azure and file only)").on(Kind::Swift),
-        r(P("SSH_PREFIX"), "SSH storage is not supported by wal-rus (S3, Azure and file only)").on(Kind::Ssh),
+        r(P("SWIFT_PREFIX"), "Swift storage is not supported by wal-rus (S3, GCS, Azure and file only)").on(Kind::Swift),
+        r(P("SSH_PREFIX"), "SSH storage is not supported by wal-rus (S3, GCS, Azure and file only)").on(Kind::Ssh),
         h(E("WALG_STORAGE_PREFIX"), "extra folder below the root"),
         r(E("WALG_FAILOVER_STORAGES"), "failover storages are not supported: wal-rus would use the primary storage only"),
         w(E("WALG_FAILOVER_STORAGES_CHECK"), NO_FAILOVER),
@@ -374,6 +387,16 @@ pub static TABLE: &[Section] = &[
         w(E("AZURE_CLIENT_SECRET"), AZ_CHAIN).on(Kind::Az),
         w(E("AZURE_CLIENT_CERTIFICATE_PATH"), AZ_CHAIN).on(Kind::Az),
         w(E("AZURE_FEDERATED_TOKEN_FILE"), AZ_CHAIN).on(Kind::Az),
+    ]},
+    Section { title: "Google Cloud Storage", rows: &[
+        h(E("GOOGLE_APPLICATION_CREDENTIALS"), "a service-account key file: its key signs the OAuth2 token requests (RS256 JWT to its `token_uri`); without it, the GCE/GKE metadata server's tokens (other key-file types are refused)").on(Kind::Gs),
+        h(E("STORAGE_EMULATOR_HOST"), "an emulator (`host:port` means plain HTTP), as Google's libraries read it; no credentials are sent unless a key file is set").on(Kind::Gs),
+        h(E("GCE_METADATA_HOST"), "the metadata server's `host[:port]`, as Google's libraries read it").on(Kind::Gs).def("metadata.google.internal"),
+        h(S("GCS_NORMALIZE_PREFIX"), "`true`: the prefix's path loses its outer slashes (the same names as on S3); `false`: only one leading slash goes (WAL-E archives)").on(Kind::Gs).def("true"),
+        h(S("GCS_ENCRYPTION_KEY"), "customer-supplied AES-256 key (base64 of 32 bytes), sent with every upload and read as WAL-G sends it").on(Kind::Gs),
+        h(S("GCS_MAX_CHUNK_SIZE"), "chunk size of resumable uploads (rounded down to 256 KiB; streamed backups cap it at 8 MiB, as S3's part size) and the largest body sent in one request").on(Kind::Gs).def("52428800"),
+        h(S("GCS_MAX_RETRIES"), "retries of 5xx, 408, 429, resets, timeouts; other 4xx fail at once").on(Kind::Gs).def("16"),
+        h(S("GCS_CONTEXT_TIMEOUT"), "seconds one request may take with all its retries").on(Kind::Gs).def("3600"),
     ]},
     Section { title: "Compression and encryption", rows: &[
         h(E("WALG_COMPRESSION_METHOD"), "`lz4`, `zstd`, `lzma`, `brotli`, `none`; reading also accepts `.gz`").def("lz4"),
@@ -500,12 +523,6 @@ pub static TABLE: &[Section] = &[
         w(S("OSS_CONNECT_TIMEOUT"), OSS_ONLY).on(Kind::Oss),
         w(S("OSS_UPLOAD_PART_SIZE"), OSS_ONLY).on(Kind::Oss),
         w(S("OSS_COPY_PART_SIZE"), OSS_ONLY).on(Kind::Oss),
-        w(E("GOOGLE_APPLICATION_CREDENTIALS"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_CONTEXT_TIMEOUT"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_NORMALIZE_PREFIX"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_ENCRYPTION_KEY"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_MAX_CHUNK_SIZE"), GS_ONLY).on(Kind::Gs),
-        w(S("GCS_MAX_RETRIES"), GS_ONLY).on(Kind::Gs),
         w(S("OS_USERNAME"), SWIFT_ONLY).on(Kind::Swift),
         w(S("OS_PASSWORD"), SWIFT_ONLY).on(Kind::Swift),
         w(S("OS_AUTH_URL"), SWIFT_ONLY).on(Kind::Swift),
@@ -517,8 +534,8 @@ pub static TABLE: &[Section] = &[
         w(S("SSH_PRIVATE_KEY_PATH"), SSH_ONLY).on(Kind::Ssh),
     ]},
     Section { title: "Added by wal-rus", rows: &[
-        h(E("WALRUS_CONNECT_TIMEOUT"), "seconds to connect to S3 or Azure; no request can hang").def("10"),
-        h(E("WALRUS_IO_TIMEOUT"), "seconds a read or write to S3 or Azure may stall").def("60"),
+        h(E("WALRUS_CONNECT_TIMEOUT"), "seconds to connect to S3, GCS or Azure; no request can hang").on(Kind::S3).also(Kind::Gs).also(Kind::Az).def("10"),
+        h(E("WALRUS_IO_TIMEOUT"), "seconds a read or write to S3, GCS or Azure may stall").on(Kind::S3).also(Kind::Gs).also(Kind::Az).def("60"),
     ]},
 ];
 

@@ -209,7 +209,29 @@ fn bad_values_name_the_setting() {
             ],
             "S3_MAX_PART_SIZE",
         ),
-        (&[("WALG_GS_PREFIX", "gs://b/p")], "WALG_GS_PREFIX"),
+        (&[("WALG_SWIFT_PREFIX", "swift://b/p")], "WALG_SWIFT_PREFIX"),
+        (&[("WALG_GS_PREFIX", "b/p")], "WALG_GS_PREFIX"),
+        (
+            &[
+                ("WALG_GS_PREFIX", "gs://b/p"),
+                ("GCS_ENCRYPTION_KEY", "c2hvcnQ="),
+            ],
+            "GCS_ENCRYPTION_KEY",
+        ),
+        (
+            &[
+                ("WALG_GS_PREFIX", "gs://b/p"),
+                ("GCS_NORMALIZE_PREFIX", "maybe"),
+            ],
+            "GCS_NORMALIZE_PREFIX",
+        ),
+        (
+            &[
+                ("WALG_GS_PREFIX", "gs://b/p"),
+                ("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json"),
+            ],
+            "GOOGLE_APPLICATION_CREDENTIALS",
+        ),
         (&[], "WALG_S3_PREFIX"),
     ];
     for (env, setting) in cases {

@@ -10,6 +10,7 @@ pub mod aws;
 pub mod azure;
 pub mod error;
 pub mod fs;
+pub mod gcs;
 pub mod memory;
 pub mod net;
 pub mod s3;
@@ -60,6 +61,24 @@ pub trait BodySource: Sync {
     fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         crate::readers::for_each_chunk(&mut self.open()?, CHUNK_BUFFER, each)
     }
+
+    /// A fresh stream from byte `offset` on (a retried part or chunk starts mid-body).
+    fn open_at(&self, offset: u64) -> io::Result<Box<dyn Read + '_>> {
+        let mut r = self.open()?;
+        let skipped = io::copy(&mut (&mut r).take(offset), &mut io::sink())?;
+        if skipped != offset {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "body shorter on second read",
+            ));
+        }
+        Ok(r)
+    }
+}
+
+/// `key` under the key prefix `root` (empty, or ending in `/`).
+pub fn rooted(root: &str, key: &str) -> String {
+    format!("{root}{}", key.trim_start_matches('/'))
 }
 
 /// Buffer of [`BodySource::for_each_chunk`]'s default.

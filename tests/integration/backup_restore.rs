@@ -86,7 +86,7 @@ fn restore(primary_env: &[(String, String)], target: &str) -> PgCluster {
 }
 
 /// A base backup under a pgbench load, restored to the end of the archive and to a named
-/// restore point, on the storage `env` names (also run on Azure by `azure_storage`).
+/// restore point, on the storage `env` names (also run on Azure and GCS by `azure_storage` and `gcs_storage`).
 pub(crate) fn pitr(env: Vec<(String, String)>) {
     let mut primary = archiving_primary(&env);
     primary.pgbench_init(10);

@@ -18,6 +18,7 @@ mod backup_restore;
 mod cluster;
 mod emulators;
 mod faults;
+mod gcs_storage;
 mod hostile_storage;
 mod memory_cage;
 mod parsers;

@@ -179,7 +179,7 @@ fn refused_classes_from_the_environment() {
     }
     // Other storage back-ends.
     for prefix in [
-        "WALG_GS_PREFIX",
+        "WALG_OSS_PREFIX",
         "WALE_OSS_PREFIX",
         "WALG_SWIFT_PREFIX",
         "WALG_SSH_PREFIX",
@@ -213,8 +213,8 @@ fn refused_classes_from_config_files() {
         ),
         (
             "c.env",
-            "WALG_GS_PREFIX=gs://b/p\n",
-            "WALG_GS_PREFIX",
+            "WALG_SWIFT_PREFIX=swift://b/p\n",
+            "WALG_SWIFT_PREFIX",
             "wal-push",
         ),
         (

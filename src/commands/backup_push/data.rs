@@ -46,7 +46,7 @@ impl<'a> Sender<'a> {
         let io_arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
             .with_wait_limit(settings.wait_limit());
         let (uploaders, part_size) = plan::stream_parts(&input);
-        let part_arena = Arena::new(if input.remote { uploaders + 1 } else { 0 }, part_size)
+        let part_arena = Arena::new(if input.remote() { uploaders + 1 } else { 0 }, part_size)
             .with_wait_limit(settings.wait_limit());
         Sender {
             storage,

@@ -1,7 +1,6 @@
 //! The blocking HTTP agent every cloud client sends through.
 
 use crate::storage::StorageError;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,14 +45,4 @@ pub fn build_agent(settings: &AgentSettings, https: bool) -> Result<ureq::Agent,
         )?);
     }
     Ok(builder.build())
-}
-
-/// A request body for one attempt.
-pub enum Body<'a> {
-    /// No body.
-    Empty,
-    /// Bytes in memory.
-    Bytes(&'a [u8]),
-    /// A stream of exactly `len` bytes.
-    Stream(Box<dyn Read + 'a>, u64),
 }

@@ -60,6 +60,37 @@ fn strip_query(text: &str) -> String {
     out
 }
 
+/// What to report after the server closed the connection while a body was being sent
+/// (`broken`): a server answers a request it refuses (a missing bucket, denied access) as soon
+/// as it has the headers and closes, and the answer is lost with the connection. `probe` is a
+/// small listing of the same bucket sent afterwards: when it was refused for good (a 4xx other
+/// than 429), so was the upload, and that refusal is the call's error, not retried.
+pub fn refused_like_probe<T>(
+    probe: Result<T, StorageError>,
+    op: Op,
+    key: &str,
+    broken: StorageError,
+) -> StorageError {
+    match probe {
+        Err(StorageError::Remote {
+            status,
+            code,
+            message,
+            ..
+        }) if (400..500).contains(&status) && status != 429 => StorageError::Remote {
+            op,
+            key: key.to_string(),
+            status,
+            code,
+            message: format!(
+                "{message} (the server closed the connection while the body was sent; a \
+                 listing of the bucket was refused the same way)"
+            ),
+        },
+        _ => broken,
+    }
+}
+
 /// The first printable characters of a body that is not the server's error document (a
 /// proxy's HTML page), for a message.
 pub fn describe_body(body: &[u8]) -> String {

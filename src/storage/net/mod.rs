@@ -7,17 +7,20 @@
 
 pub mod agent;
 pub mod answer;
+pub mod body;
 #[cfg(test)]
 pub mod fake_server;
 pub mod parts;
+pub mod reopen;
 pub mod resume;
 pub mod retry;
 pub mod tls;
 pub mod xml;
 
-pub use agent::{AgentSettings, Body, build_agent};
+pub use agent::{AgentSettings, build_agent};
 pub use answer::{
     Coalesced, Sent, closed_while_sending, describe_body, head_meta, listed, parse_http_date,
-    parse_small, read_small_body, transport_detail,
+    parse_small, read_small_body, refused_like_probe, transport_detail,
 };
+pub use body::Body;
 pub use retry::{Retrier, RetryPolicy};

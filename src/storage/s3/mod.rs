@@ -86,7 +86,7 @@ impl S3Storage {
     }
 
     fn full_key(&self, key: &str) -> String {
-        format!("{}{}", self.client.cfg.root, key.trim_start_matches('/'))
+        super::rooted(&self.client.cfg.root, key)
     }
 }
 

@@ -254,6 +254,19 @@ fn read_head(r: &mut impl BufRead) -> std::io::Result<Option<Head>> {
     }))
 }
 
+/// A request's start line, header lines (`Name: value\r\n`) and body.
+pub type Request = (String, Vec<String>, Vec<u8>);
+
+/// One request as a small loopback server in a test reads it (the body by `Content-Length`).
+pub fn read_request(r: &mut impl BufRead) -> std::io::Result<Option<Request>> {
+    let Some(head) = read_head(r)? else {
+        return Ok(None);
+    };
+    let mut body = vec![0; head.length.unwrap_or(0) as usize];
+    r.read_exact(&mut body)?;
+    Ok(Some((head.start, head.lines, body)))
+}
+
 fn write_head(w: &mut impl Write, head: &Head) -> std::io::Result<()> {
     let mut out = format!("{}\r\n", head.start);
     for l in &head.lines {

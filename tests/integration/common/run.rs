@@ -23,7 +23,18 @@ use super::{COMMAND_TIMEOUT, walrus_bin};
 pub fn hermetic(cmd: &mut Command) -> &mut Command {
     for (key, _) in std::env::vars_os() {
         let k = key.to_string_lossy();
-        if k.starts_with("WALG_") || k.starts_with("AWS_") {
+        // Google's client libraries' variables too: a developer's key file or emulator
+        // must not reach a test's GCS.
+        let google = [
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "STORAGE_EMULATOR_HOST",
+            "GCE_METADATA_HOST",
+        ];
+        if k.starts_with("WALG_")
+            || k.starts_with("AWS_")
+            || k.starts_with("GCS_")
+            || google.contains(&k.as_ref())
+        {
             cmd.env_remove(&key);
         }
     }
