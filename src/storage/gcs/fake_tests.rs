@@ -187,6 +187,7 @@ fn serve(stream: TcpStream, shared: &Mutex<State>, base: &str) {
             st.cancelled += 1;
             respond(&stream, "499 Client Closed Request", &[], b"");
         }
+        ("GET", p) if p.ends_with("/o") => list(&st, &req, &stream),
         ("GET", p) if p.starts_with("/storage/v1/b/") => download(&mut st, &req, &stream, p),
         ("DELETE", p) if p.starts_with("/storage/v1/b/") => {
             let name = percent_decode(p.rsplit('/').next().unwrap());
@@ -292,11 +293,49 @@ fn chunk(st: &mut State, req: &Seen, stream: &TcpStream) {
     respond(stream, "308 Resume Incomplete", range.as_slice(), b"");
 }
 
+/// objects.list, two items a page, with GCS's `prefix`, `delimiter` and `pageToken`.
+fn list(st: &State, req: &Seen, stream: &TcpStream) {
+    let prefix = query_value(&req.target, "prefix").unwrap_or_default();
+    let delimiter = query_value(&req.target, "delimiter");
+    let after = query_value(&req.target, "pageToken").unwrap_or_default();
+    let mut items = Vec::new();
+    let mut prefixes = std::collections::BTreeSet::new();
+    for (name, data) in st.objects.range(after..) {
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        match delimiter.as_deref().and_then(|d| rest.find(d)) {
+            Some(i) => drop(prefixes.insert(format!("{prefix}{}", &rest[..=i]))),
+            None => items.push(
+                serde_json::from_slice::<serde_json::Value>(&object_json(name, data, 1)).unwrap(),
+            ),
+        }
+    }
+    let next = items
+        .get(2)
+        .map(|i| i["name"].as_str().unwrap().to_string());
+    items.truncate(2);
+    let mut page =
+        serde_json::json!({"kind": "storage#objects", "items": items, "prefixes": prefixes});
+    if let Some(n) = next {
+        page["nextPageToken"] = n.into();
+    }
+    respond(stream, "200 OK", &[], page.to_string().as_bytes());
+}
+
 fn download(st: &mut State, req: &Seen, stream: &TcpStream, path: &str) {
     let name = percent_decode(path.rsplit('/').next().unwrap());
     let Some(data) = st.objects.get(&name).cloned() else {
         return respond(stream, "404 Not Found", &[], br#"{"error":{"code":404,"message":"No such object: b/k","errors":[{"reason":"notFound"}]}}"#);
     };
+    if query_value(&req.target, "alt").as_deref() != Some("media") {
+        return respond(
+            stream,
+            "200 OK",
+            &[],
+            &object_json(&name, &data, st.generation),
+        );
+    }
     let from: usize = req
         .header("range")
         .and_then(|r| r.strip_prefix("bytes=")?.strip_suffix('-')?.parse().ok())

@@ -103,3 +103,65 @@ fn customer_keys_go_with_every_read() {
         assert!(g.header("x-goog-encryption-key").is_some());
     }
 }
+
+#[test]
+fn listings_follow_page_tokens_and_keep_to_the_folder() {
+    let fake = FakeGcs::start();
+    let s = storage(&fake);
+    for key in [
+        "wal_005/1",
+        "wal_005/2",
+        "wal_005/3",
+        "wal_005/4",
+        "wal_005/5",
+        "wal_005/sub/6",
+    ] {
+        s.put(key, &BytesBody(key.as_bytes())).unwrap();
+    }
+    fake.state
+        .lock()
+        .unwrap()
+        .objects
+        .insert("pg/wal_005/".into(), Vec::new());
+    fake.state
+        .lock()
+        .unwrap()
+        .objects
+        .insert("other/wal_005/7".into(), Vec::new());
+    let listed = |recursive| {
+        let mut keys = Vec::new();
+        s.list("wal_005/", recursive, &mut |m| keys.push((m.key, m.size)))
+            .unwrap();
+        keys
+    };
+    let flat: Vec<_> = (1..=5).map(|i| (format!("wal_005/{i}"), 9)).collect();
+    assert_eq!(listed(false), flat);
+    let mut deep = flat.clone();
+    deep.push(("wal_005/sub/6".to_string(), 13));
+    assert_eq!(listed(true), deep);
+    let pages: Vec<String> = fake
+        .seen()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.target)
+        .collect();
+    assert!(
+        pages[0].contains("prefix=pg%2Fwal_005%2F&delimiter=%2F"),
+        "{pages:?}"
+    );
+    assert!(
+        pages[1].ends_with("&pageToken=pg%2Fwal_005%2F2"),
+        "{pages:?}"
+    );
+    assert_eq!(pages.len(), 3 + 4, "three pages flat, four deep");
+    let meta = s.head("wal_005/sub/6").unwrap().unwrap();
+    assert_eq!(meta.size, 13);
+    assert_eq!(
+        Some(meta.last_modified),
+        crate::time::PreciseTime::parse("2026-01-02T03:04:05.678Z")
+    );
+    assert!(s.head("wal_005/none").unwrap().is_none());
+    s.delete_many(&["wal_005/1".into(), "wal_005/none".into()])
+        .unwrap();
+    assert!(fake.object("pg/wal_005/1").is_none());
+}

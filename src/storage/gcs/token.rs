@@ -209,6 +209,7 @@ fn token_answer(
 
 #[cfg(test)]
 mod tests {
+    use super::super::auth::METADATA_TOKEN_PATH;
     use super::*;
     use std::cell::Cell;
 
@@ -244,6 +245,104 @@ mod tests {
         assert_eq!(cache.get(0, &mut fetch).unwrap(), "t1");
         assert_eq!(cache.get(29, &mut fetch).unwrap(), "t1");
         assert_eq!(cache.get(30, &mut fetch).unwrap(), "t2");
+    }
+
+    /// Answers one request with `answer` and hands back the request as read.
+    fn one_shot(
+        status: &'static str,
+        body: &'static str,
+    ) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_millis(300)))
+                .unwrap();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = tx.send(String::from_utf8_lossy(&seen).to_string());
+        });
+        (addr, rx)
+    }
+
+    #[test]
+    fn the_metadata_server_is_asked_as_google_asks_it() {
+        let (addr, seen) = one_shot(
+            "200 OK",
+            r#"{"access_token":"md-token","expires_in":3599,"token_type":"Bearer"}"#,
+        );
+        let tokens = Tokens::new(Auth::Metadata { host: addr.clone() });
+        let agent = ureq::AgentBuilder::new().build();
+        assert_eq!(tokens.bearer(&agent).unwrap().unwrap(), "Bearer md-token");
+        let request = seen.recv().unwrap();
+        assert!(
+            request.starts_with(&format!("GET {METADATA_TOKEN_PATH} HTTP/1.1")),
+            "{request}"
+        );
+        assert!(request.contains("Metadata-Flavor: Google"), "{request}");
+        assert!(
+            !request.to_ascii_lowercase().contains("authorization"),
+            "{request}"
+        );
+        // Kept: a second request needs no second fetch (the server is gone).
+        assert_eq!(tokens.bearer(&agent).unwrap().unwrap(), "Bearer md-token");
+    }
+
+    #[test]
+    fn a_refused_grant_names_the_account_and_endpoint_not_the_jwt() {
+        let (addr, seen) = one_shot(
+            "400 Bad Request",
+            r#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
+        );
+        let key = include_str!("../../../tests/data/gcs/test-service-account-key.pem");
+        let file = serde_json::json!({
+            "type": "service_account", "client_email": "a@p.iam.gserviceaccount.com",
+            "private_key": key, "private_key_id": "k", "token_uri": format!("http://{addr}/token"),
+        });
+        let sa = ServiceAccount::from_json(file.to_string().as_bytes()).unwrap();
+        let tokens = Tokens::new(Auth::ServiceAccount(sa));
+        let e = tokens
+            .bearer(&ureq::AgentBuilder::new().build())
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(
+            matches!(
+                e,
+                StorageError::Remote {
+                    status: 400,
+                    op: Op::Credentials,
+                    ..
+                }
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("invalid_grant") && text.contains("Invalid JWT Signature"),
+            "{text}"
+        );
+        assert!(
+            text.contains("a@p.iam.gserviceaccount.com") && text.contains("/token"),
+            "{text}"
+        );
+        assert!(!e.is_retryable());
+        let request = seen.recv().unwrap();
+        let jwt = request.split("assertion=").nth(1).unwrap();
+        assert!(jwt.starts_with("eyJ"), "{request}");
+        assert!(!text.contains(&jwt[..20]), "{text}");
     }
 
     #[test]
