@@ -13,7 +13,8 @@
 //! Not supported: multiple hosts in PGHOST, PGHOSTADDR, PGSERVICE/PGOPTIONS, client
 //! certificates (PGSSLCERT/PGSSLKEY), GSSAPI/SSPI/Kerberos, PGCHANNELBINDING (SCRAM binds
 //! to the TLS certificate whenever it can, but cannot be forced), the extended query
-//! protocol, COPY, and cancel requests. Host-name lookup uses the system resolver, which
+//! protocol, COPY FROM STDIN, and cancel requests. Replication sessions
+//! (`Connection::connect_replication`) stream COPY OUT and COPY BOTH answers as events. Host-name lookup uses the system resolver, which
 //! `connect_timeout` does not bound.
 
 mod backup;
@@ -24,6 +25,6 @@ pub mod pgpass;
 mod tls;
 
 pub use backup::{BackupError, BackupSession, BackupStart, BackupStop};
-pub use conn::{Connection, QueryResult, parse_server_version};
+pub use conn::{Connection, Event, QueryResult, Replication, parse_server_version};
 pub use error::PgError;
 pub use params::{ConnParams, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SslMode};

@@ -638,3 +638,100 @@ fn tls_sslmodes() {
     let err = Connection::connect(&p).expect_err("connect should fail");
     assert!(err.to_string().contains("missing.crt"), "{err}");
 }
+
+/// Replication sessions (remote backups, wal-receive): IDENTIFY_SYSTEM's row, a whole
+/// `BASE_BACKUP` COPY stream in PostgreSQL 15's framing, then a COPY BOTH WAL stream that
+/// goes quiet without breaking the session, and ends on the client's CopyDone.
+#[test]
+fn replication_sessions_stream_backups_and_wal() {
+    use wal_rus::pg::{Event, Replication};
+    if require_or_fail(
+        Tool::Postgres,
+        "replication_sessions_stream_backups_and_wal",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let pg = cluster("", |data| {
+        let hba = data.join("pg_hba.conf");
+        let text = fs::read_to_string(&hba).unwrap();
+        fs::write(&hba, format!("local replication all trust\n{text}")).unwrap();
+    });
+    let mut conn = Connection::connect_replication(&socket(&pg), Replication::Physical)
+        .unwrap_or_else(|e| panic!("replication login: {e}\n{}", pg.server_log_tail(20)));
+    let events = |conn: &mut Connection, until: &dyn Fn(&Event) -> bool| {
+        let mut seen = Vec::new();
+        loop {
+            let e = conn.next_event().expect("event");
+            let stop = until(&e);
+            seen.push(e);
+            if stop {
+                return seen;
+            }
+        }
+    };
+
+    conn.start_query("IDENTIFY_SYSTEM").unwrap();
+    let answer = events(&mut conn, &|e| *e == Event::Ready);
+    let Some(Event::Row(row)) = answer.iter().find(|e| matches!(e, Event::Row(_))) else {
+        panic!("no row in {answer:?}");
+    };
+    assert_eq!(row[1].as_deref(), Some("1"), "timeline of {row:?}");
+
+    // SQL is refused on a physical replication session, and the session survives it.
+    conn.start_query("select 1").unwrap();
+    assert!(conn.next_event().is_err());
+    conn.start_query("IDENTIFY_SYSTEM").unwrap();
+    assert!(events(&mut conn, &|e| *e == Event::Ready).len() > 2);
+
+    conn.start_query("BASE_BACKUP (LABEL 'conn test', CHECKPOINT 'fast', MANIFEST 'no')")
+        .unwrap();
+    let answer = events(&mut conn, &|e| *e == Event::Ready);
+    let copy_at = answer.iter().position(|e| *e == Event::CopyOut).unwrap();
+    let payloads: Vec<&[u8]> = answer
+        .iter()
+        .filter_map(|e| match e {
+            Event::CopyData(b) => Some(&b[..]),
+            _ => None,
+        })
+        .collect();
+    assert!(copy_at > 0 && payloads.len() > 2, "{}", payloads.len());
+    assert_eq!(payloads[0][0], b'n', "a new archive first");
+    let data: Vec<u8> = payloads
+        .iter()
+        .filter(|p| p[0] == b'd')
+        .flat_map(|p| p[1..].iter().copied())
+        .collect();
+    assert!(
+        data.windows(10).any(|w| w == b"PG_VERSION"),
+        "tar holds PG_VERSION"
+    );
+    assert!(answer.contains(&Event::CopyDone));
+
+    // Stream from where the server is now (older WAL may be recycled by the checkpoint).
+    conn.start_query("IDENTIFY_SYSTEM").unwrap();
+    let answer = events(&mut conn, &|e| *e == Event::Ready);
+    let Some(Event::Row(row)) = answer.iter().find(|e| matches!(e, Event::Row(_))) else {
+        panic!("no row in {answer:?}");
+    };
+    let xlogpos = row[2].clone().unwrap();
+    conn.start_query(&format!("START_REPLICATION PHYSICAL {xlogpos}"))
+        .unwrap();
+    assert_eq!(conn.next_event().unwrap(), Event::CopyBoth);
+    let started = Instant::now();
+    let mut quiet = false;
+    while started.elapsed() < Duration::from_secs(30) && !quiet {
+        match conn.next_event_within(Duration::from_millis(200)).unwrap() {
+            None => quiet = true,
+            Some(Event::CopyData(b)) => assert!(matches!(b[0], b'w' | b'k'), "{b:?}"),
+            Some(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(quiet, "an idle stream times out without an error");
+    conn.send_copy_done().unwrap();
+    let rest = events(&mut conn, &|e| *e == Event::Ready);
+    assert!(rest.contains(&Event::CopyDone), "{rest:?}");
+    conn.start_query("IDENTIFY_SYSTEM").unwrap();
+    assert!(events(&mut conn, &|e| *e == Event::Ready).len() > 2);
+}

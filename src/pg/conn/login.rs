@@ -6,7 +6,7 @@
 
 use super::server_message::ServerMessage;
 use super::transport::Transport;
-use super::{Connection, parse_server_version};
+use super::{Connection, Replication, parse_server_version};
 use crate::pg::error::PgError;
 use crate::pg::params::ConnParams;
 use crate::pg::tls;
@@ -17,14 +17,21 @@ use postgres_protocol::message::frontend;
 
 impl Connection {
     /// StartupMessage, authentication, then the server's parameters up to ReadyForQuery.
-    pub(super) fn login(&mut self, p: &ConnParams) -> Result<(), PgError> {
-        let startup = [
+    pub(super) fn login(
+        &mut self,
+        p: &ConnParams,
+        repl: Option<Replication>,
+    ) -> Result<(), PgError> {
+        let mut startup = vec![
             ("user", p.user.as_str()),
             ("database", p.database.as_str()),
             ("application_name", p.application_name.as_str()),
             // Rows are returned as Rust strings, so ask for UTF-8 whatever the database uses.
             ("client_encoding", "UTF8"),
         ];
+        if let Some(mode) = repl {
+            startup.push(("replication", mode.startup_value()));
+        }
         frontend::startup_message(startup, &mut self.out).map_err(|_| {
             PgError::config(
                 "PGUSER",

@@ -10,11 +10,13 @@
 //! socket and TLS negotiation, the login and the query loop live in child modules so that
 //! each can see the session's fields without making them public.
 
+mod copy;
 mod login;
 mod query;
 mod server_message;
 mod transport;
 
+pub use copy::{Event, Replication};
 pub use query::QueryResult;
 
 use super::error::{PgError, endpoint};
@@ -58,6 +60,13 @@ pub fn parse_server_version(text: &str) -> Option<u32> {
     }
 }
 
+/// One message from the server as [`Connection::recv_frame`] sees it.
+enum Frame {
+    Message(Message),
+    /// CopyBothResponse: a replication stream has begun.
+    CopyBoth,
+}
+
 /// A logged-in session with one PostgreSQL server. Not thread-safe; one query at a time.
 ///
 /// Dropping it (or calling [`Connection::close`]) says goodbye to the server.
@@ -83,43 +92,58 @@ impl Connection {
     /// Connects and logs in as `p` says: TCP or Unix socket, TLS per `p.sslmode` (TCP only,
     /// as in libpq), then trust, cleartext password, md5 or SCRAM-SHA-256 authentication.
     pub fn connect(p: &ConnParams) -> Result<Connection, PgError> {
+        Self::connect_as(p, None)
+    }
+
+    /// Connects as [`Connection::connect`] does, but as a replication client (a WAL sender
+    /// session), which takes `BASE_BACKUP`, `START_REPLICATION`, `IDENTIFY_SYSTEM` and the
+    /// slot commands instead of SQL (`Database` mode also takes SQL).
+    pub fn connect_replication(p: &ConnParams, mode: Replication) -> Result<Connection, PgError> {
+        Self::connect_as(p, Some(mode))
+    }
+
+    fn connect_as(p: &ConnParams, repl: Option<Replication>) -> Result<Connection, PgError> {
         if p.user.is_empty() {
             return Err(PgError::config("PGUSER", "no user name to connect as"));
         }
         if p.is_unix_socket() {
-            return Self::attempt(p, TlsPlan::Plain);
+            return Self::attempt(p, TlsPlan::Plain, repl);
         }
         match p.sslmode {
-            SslMode::Disable => Self::attempt(p, TlsPlan::Plain),
-            SslMode::Allow => match Self::attempt(p, TlsPlan::Plain) {
+            SslMode::Disable => Self::attempt(p, TlsPlan::Plain, repl),
+            SslMode::Allow => match Self::attempt(p, TlsPlan::Plain, repl) {
                 // libpq's `allow`: the server may insist on TLS (a `hostssl`-only pg_hba).
                 Err(plain_err @ (PgError::Auth { code: Some(_), .. } | PgError::Server { .. })) => {
-                    match Self::attempt(p, TlsPlan::Required) {
+                    match Self::attempt(p, TlsPlan::Required, repl) {
                         Err(PgError::Tls(_)) => Err(plain_err),
                         other => other,
                     }
                 }
                 other => other,
             },
-            SslMode::Prefer => match Self::attempt(p, TlsPlan::IfOffered) {
+            SslMode::Prefer => match Self::attempt(p, TlsPlan::IfOffered, repl) {
                 // libpq's `prefer`: a failed handshake is retried without TLS.
                 Err(PgError::Tls(why)) => {
                     crate::devel!(
                         "TLS to {} failed ({why}); retrying without TLS",
                         endpoint(&p.host, p.port)
                     );
-                    Self::attempt(p, TlsPlan::Plain)
+                    Self::attempt(p, TlsPlan::Plain, repl)
                 }
                 other => other,
             },
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                Self::attempt(p, TlsPlan::Required)
+                Self::attempt(p, TlsPlan::Required, repl)
             }
         }
     }
 
     /// One connection attempt, bounded by `connect_timeout` from the moment the socket opens.
-    fn attempt(p: &ConnParams, plan: TlsPlan) -> Result<Connection, PgError> {
+    fn attempt(
+        p: &ConnParams,
+        plan: TlsPlan,
+        repl: Option<Replication>,
+    ) -> Result<Connection, PgError> {
         let timeout = if p.connect_timeout.is_zero() {
             super::params::DEFAULT_CONNECT_TIMEOUT
         } else {
@@ -163,7 +187,7 @@ impl Connection {
             read_timeout: bound(p.read_timeout),
             broken: None,
         };
-        if let Err(e) = conn.login(p) {
+        if let Err(e) = conn.login(p, repl) {
             // The server is mid-handshake: just hang up (a Terminate here only makes it log noise).
             return Err(conn.mark(e));
         }
@@ -240,6 +264,21 @@ impl Connection {
 
     /// The next complete message from the server.
     fn recv(&mut self) -> Result<Message, PgError> {
+        loop {
+            match self.recv_frame(None)? {
+                Some(Frame::Message(m)) => return Ok(m),
+                Some(Frame::CopyBoth) => {
+                    return Err(self.protocol("unexpected CopyBothResponse".into()));
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The next complete message, or `None` when `idle` is given and passes first (the
+    /// stream stays in step: a partial message waits in `inbuf`). CopyBothResponse, which
+    /// the protocol crate does not parse, is recognised here.
+    fn recv_frame(&mut self, idle: Option<Duration>) -> Result<Option<Frame>, PgError> {
         let mut scratch = [0u8; 16 * 1024];
         loop {
             if self.inbuf.len() >= 5 {
@@ -254,9 +293,13 @@ impl Connection {
                         "server sent a {len}-byte message, larger than any valid one"
                     )));
                 }
+                if self.inbuf[0] == b'W' && self.inbuf.len() > len {
+                    let _ = self.inbuf.split_to(len + 1);
+                    return Ok(Some(Frame::CopyBoth));
+                }
             }
             match Message::parse(&mut self.inbuf) {
-                Ok(Some(m)) => return Ok(m),
+                Ok(Some(m)) => return Ok(Some(Frame::Message(m))),
                 Ok(None) => {}
                 Err(e) => return Err(self.protocol(format!("malformed message from server: {e}"))),
             }
@@ -266,8 +309,16 @@ impl Connection {
                     return Err(self.io_failure("waiting for", io::ErrorKind::TimedOut.into()));
                 }
                 let _ = self.stream.set_read_timeout(Some(left));
+            } else if let Some(wait) = idle {
+                let _ = self
+                    .stream
+                    .set_read_timeout(bound(wait).or(self.read_timeout));
             }
-            match self.stream.read(&mut scratch) {
+            let read = self.stream.read(&mut scratch);
+            if idle.is_some() && self.deadline.is_none() {
+                let _ = self.stream.set_read_timeout(self.read_timeout);
+            }
+            match read {
                 Ok(0) => {
                     let eof = io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -277,6 +328,7 @@ impl Connection {
                 }
                 Ok(n) => self.inbuf.extend_from_slice(&scratch[..n]),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if idle.is_some() && is_timeout(&e) => return Ok(None),
                 Err(e) => return Err(self.io_failure("reading from", e)),
             }
         }

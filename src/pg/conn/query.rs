@@ -1,7 +1,7 @@
-//! Simple queries with text results, the only statements the backup commands need.
+//! Simple queries with text results, gathered whole: what the backup commands' SQL needs.
 //!
-//! COPY is refused here (the server is told so and the session stays usable), since no
-//! command of wal-rus streams data through the PostgreSQL connection.
+//! COPY is refused here (the server is told so and the session stays usable); streamed
+//! answers (`BASE_BACKUP`, `START_REPLICATION`) are read event by event through `copy`.
 
 use super::Connection;
 use super::server_message::ServerMessage;
@@ -26,17 +26,7 @@ impl Connection {
     /// On an SQL error the rest of the server's answer is still read, so the connection
     /// stays usable for the next query; the first error is returned.
     pub fn query(&mut self, sql: &str) -> Result<QueryResult, PgError> {
-        if let Some(reason) = &self.broken {
-            return Err(PgError::Broken {
-                reason: reason.clone(),
-            });
-        }
-        self.out.clear();
-        if frontend::query(sql, &mut self.out).is_err() {
-            self.out.clear();
-            return Err(PgError::Protocol("query text contains a NUL byte".into()));
-        }
-        self.send()?;
+        self.start_query(sql)?;
 
         let mut result = QueryResult::default();
         let mut error: Option<PgError> = None;
@@ -96,7 +86,10 @@ impl Connection {
         }
     }
 
-    fn column_names(&mut self, body: &RowDescriptionBody) -> Result<Vec<String>, PgError> {
+    pub(super) fn column_names(
+        &mut self,
+        body: &RowDescriptionBody,
+    ) -> Result<Vec<String>, PgError> {
         let mut columns = Vec::new();
         let mut fields = body.fields();
         while let Some(f) = fields
@@ -110,7 +103,7 @@ impl Connection {
 
     /// One row as text. A value that is not UTF-8 becomes NULL and the query's error, while
     /// the rest of the answer is still read.
-    fn data_row(
+    pub(super) fn data_row(
         &mut self,
         body: &DataRowBody,
         result: &QueryResult,
