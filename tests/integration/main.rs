@@ -16,6 +16,7 @@ mod azure_storage;
 mod backup_catalog;
 mod backup_restore;
 mod cluster;
+mod daemon;
 mod emulators;
 mod faults;
 mod gcs_storage;
