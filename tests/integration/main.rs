@@ -31,6 +31,7 @@ mod s3_tls;
 mod settings;
 mod wal_commands;
 mod wal_inspect;
+mod wal_restore;
 
 #[path = "../../vendor-tests/support/mod.rs"]
 mod support;
