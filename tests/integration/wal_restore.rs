@@ -4,7 +4,8 @@
 //! archives too; alpha stops, beta is promoted and loaded (timeline 2), alpha starts again
 //! and diverges. wal-restore must put every timeline-2 segment from the parting point to the
 //! newest one back into beta's pg_wal, each equal to the archived segment; pg_rewind then
-//! rewinds alpha onto beta, and alpha, started as beta's standby, ends with beta's data.
+//! rewinds alpha onto beta (its own recycled WAL through `-c`, alpha's restore_command), and
+//! alpha, started as beta's standby, ends with beta's data.
 
 use crate::common;
 
@@ -195,8 +196,17 @@ fn wal_restore_fills_the_source_pg_wal_for_pg_rewind() {
         output_text(&again)
     );
 
+    // Alpha's own WAL back to the last common checkpoint may be recycled too: pg_rewind
+    // fetches that through alpha's restore_command (-c), beta's through what wal-restore put
+    // into beta's pg_wal. Without prefetch: pg_rewind walks pg_wal while it runs, and a
+    // prefetcher's files coming and going under pg_wal/.wal-g would fail that walk.
+    alpha.append_conf(&format!(
+        "restore_command = 'WALG_DOWNLOAD_CONCURRENCY=1 {} wal-fetch %f %p'\n",
+        alpha.walrus_wrapper().display()
+    ));
     let rewind = run_with_timeout(
         as_postgres(&alpha, "pg_rewind")
+            .arg("-c")
             .arg("-D")
             .arg(alpha.data_dir())
             .arg(format!("--source-pgdata={}", beta.data_dir().display())),
@@ -208,8 +218,14 @@ fn wal_restore_fills_the_source_pg_wal_for_pg_rewind() {
         output_text(&rewind)
     );
 
-    // Alpha follows beta now.
+    // Alpha follows beta now (pg_rewind copied beta's postgresql.conf: alpha's own port and
+    // socket directory go back in).
     beta.start();
+    alpha.append_conf(&format!(
+        "port = {}\nunix_socket_directories = '{}'\n",
+        alpha.port(),
+        alpha.base_dir().display()
+    ));
     alpha.append_conf(&format!(
         "primary_conninfo = 'host=127.0.0.1 port={} user=postgres'\n\
          restore_command = '{} wal-fetch %f %p'\narchive_mode = off\n",
