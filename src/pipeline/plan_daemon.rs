@@ -52,3 +52,69 @@ pub fn daemon(input: &PlanInput) -> CommandPlan {
     p.add("daemon_bookkeeping", 1, DAEMON_BOOKKEEPING);
     p.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{EncodeOptions, Method, ZstdLevel};
+    use crate::pipeline::plan::{Client, wal_push};
+
+    fn defaults() -> PlanInput {
+        PlanInput {
+            encode: EncodeOptions {
+                method: Method::Lz4,
+                zstd_level: ZstdLevel::Default,
+            },
+            upload_concurrency: 16,
+            download_concurrency: 10,
+            bg_uploaded_limit: 32,
+            https: false,
+            client: Client::Local,
+            part_size: 0,
+            part_uploaders: 16,
+            crypto_state: 0,
+            crypto_process: 0,
+            delta: false,
+        }
+    }
+
+    /// The threads `daemon` starts, counted as the plan counts them: accept loop, signal
+    /// watcher, connection workers, background workers, scanner.
+    #[test]
+    fn threads_and_transfers_follow_the_settings() {
+        let i = defaults();
+        assert_eq!(daemon_background_workers(&i), 15);
+        let p = daemon(&i);
+        assert_eq!((p.threads, p.transfers, p.arena_buffers), (20, 17, 34));
+        // Prefetchers outnumber the uploaders: the pool follows them, no scanner without uploads.
+        let fetch = PlanInput {
+            upload_concurrency: 1,
+            ..i
+        };
+        assert_eq!(daemon_background_workers(&fetch), 10);
+        assert_eq!(daemon(&fetch).threads, 2 + 2 + 10);
+        let none = PlanInput {
+            upload_concurrency: 1,
+            download_concurrency: 1,
+            ..i
+        };
+        assert_eq!((daemon(&none).threads, daemon(&none).transfers), (4, 2));
+    }
+
+    /// Every transfer of the daemon costs what one of wal-push's costs; the daemon adds its
+    /// request buffers and bookkeeping, and it fits a small host at the defaults.
+    #[test]
+    fn a_transfer_costs_what_wal_push_costs() {
+        let i = defaults();
+        let (d, w) = (daemon(&i), wal_push(&i));
+        let term = |p: &CommandPlan, n: &str| {
+            p.components
+                .iter()
+                .find(|t| t.name == n)
+                .map(|t| t.each_bytes)
+        };
+        assert_eq!(term(&d, "codec_state"), term(&w, "codec_state"));
+        assert_eq!(term(&d, "request_buffers"), Some(DAEMON_REQUEST_BUFFER));
+        assert!(d.peak_rss_bytes < 16 << 20, "{}", d.peak_rss_bytes);
+    }
+}

@@ -175,30 +175,23 @@ fn with_pgdata(env: &[(String, String)], pg: &PgCluster) -> Vec<(String, String)
     env
 }
 
-/// Waits until `segment` (or a later one) is archived; failed attempts are expected here
-/// (the daemon is killed on purpose).
-fn wait_archived(
-    pg: &PgCluster,
-    segment: &str,
-    timeout: Duration,
-    daemon_log: &dyn Fn() -> String,
-) {
-    wait_for_or_explain(
-        &format!("{segment} to be archived"),
-        timeout,
-        || {
-            let last = pg.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-            last.get(..24).is_some_and(|a| a >= segment).then_some(())
-        },
-        || {
-            format!(
-                "pg_stat_archiver: {:?}\n--- server log ---\n{}\n{}",
-                pg.try_psql("select * from pg_stat_archiver"),
-                pg.server_log_tail(40),
-                daemon_log()
-            )
-        },
-    );
+/// pgbench's TPC-B-like load for `seconds`, in the background.
+fn spawn_pgbench(pg: &PgCluster, seconds: u32) -> Child {
+    pg.client("pgbench")
+        .args([
+            "-n",
+            "-c",
+            "4",
+            "-j",
+            "2",
+            "-T",
+            &seconds.to_string(),
+            "postgres",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("pgbench")
 }
 
 /// Samples the daemon's RSS every second while `load` runs; returns the samples (KiB).
@@ -264,13 +257,7 @@ fn archiving_and_restoring_through_walg_daemon_client() {
 
     // Phase 1: archiving under load, the daemon's RSS sampled every second.
     primary.pgbench_init(10);
-    let mut load = primary
-        .client("pgbench")
-        .args(["-n", "-c", "4", "-j", "2", "-T", "45", "postgres"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pgbench");
+    let mut load = spawn_pgbench(&primary, 45);
     let samples = sample_rss(&daemon, &mut load, Duration::from_secs(120));
     let _ = load.wait();
     assert!(samples.len() >= 30, "only {} RSS samples", samples.len());
@@ -295,13 +282,7 @@ fn archiving_and_restoring_through_walg_daemon_client() {
     );
 
     // Phase 2: SIGKILL in the middle of the load, a new daemon on the same socket.
-    let mut load = primary
-        .client("pgbench")
-        .args(["-n", "-c", "4", "-j", "2", "-T", "20", "postgres"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("pgbench");
+    let mut load = spawn_pgbench(&primary, 20);
     std::thread::sleep(Duration::from_secs(5));
     daemon.signal("-KILL");
     // Killed: no exit status of its own (runuser reports 128 + 9 for it).
@@ -311,10 +292,8 @@ fn archiving_and_restoring_through_walg_daemon_client() {
     assert!(socket.exists(), "a killed daemon leaves its socket behind");
     let mut daemon = start(&primary);
     let _ = load.wait();
-    let last = primary.psql("select pg_walfile_name(pg_switch_wal())");
-    wait_archived(&primary, &last, Duration::from_secs(180), &|| {
-        daemon.log_text()
-    });
+    let last = primary.switch_wal();
+    primary.wait_archived_past(&last, Duration::from_secs(180), || daemon.log_text());
 
     let segments = wal_segment_range(&first, &last);
     let missing: Vec<&String> = segments
@@ -359,29 +338,13 @@ fn archiving_and_restoring_through_walg_daemon_client() {
     primary.psql("create table after_backup as select g as id, md5(g::text) as v from generate_series(1, 20000) g");
     let final_lsn = primary.psql("select pg_switch_wal()");
     let final_segment = primary.psql(&format!("select pg_walfile_name('{final_lsn}')"));
-    wait_archived(&primary, &final_segment, Duration::from_secs(120), &|| {
+    primary.wait_archived_past(&final_segment, Duration::from_secs(120), || {
         daemon.log_text()
     });
     standby.start();
-    wait_for_or_explain(
-        &format!("standby replay to reach {final_lsn}"),
-        Duration::from_secs(180),
-        || {
-            let reached = standby
-                .try_psql(&format!(
-                    "select pg_last_wal_replay_lsn() >= '{final_lsn}'::pg_lsn"
-                ))
-                .ok()?;
-            (reached == "t").then_some(())
-        },
-        || {
-            format!(
-                "{}\n{}",
-                standby.server_log_tail(40),
-                standby_daemon.log_text()
-            )
-        },
-    );
+    standby.wait_replayed(&final_lsn, Duration::from_secs(180), || {
+        standby_daemon.log_text()
+    });
     assert_eq!(
         primary.dumpall(),
         standby.dumpall(),

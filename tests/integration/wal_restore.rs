@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{
     PgCluster, Tool, free_port, is_root, output_text, postgres_owned_tempdir, require_or_fail,
-    run_with_timeout, wait_for_or_explain,
+    run_with_timeout,
 };
 
 /// A PostgreSQL program run as the postgres user.
@@ -30,18 +30,6 @@ fn as_postgres(pg: &PgCluster, program: &str) -> Command {
     };
     cmd.current_dir(pg.base_dir());
     cmd
-}
-
-fn wait_archived(pg: &PgCluster, segment: &str) {
-    wait_for_or_explain(
-        &format!("{segment} to be archived"),
-        Duration::from_secs(120),
-        || {
-            let last = pg.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
-            last.get(..24).is_some_and(|a| a >= segment).then_some(())
-        },
-        || pg.server_log_tail(40),
-    );
 }
 
 /// Timeline-`tl` segment numbers in `wal_dir`.
@@ -93,19 +81,7 @@ fn wal_restore_fills_the_source_pg_wal_for_pg_rewind() {
 
     alpha.pgbench_init(4);
     let lsn = alpha.psql("select pg_current_wal_lsn()");
-    wait_for_or_explain(
-        "beta to replay alpha's WAL",
-        Duration::from_secs(180),
-        || {
-            let ok = beta
-                .try_psql(&format!(
-                    "select pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn"
-                ))
-                .ok()?;
-            (ok == "t").then_some(())
-        },
-        || beta.server_log_tail(40),
-    );
+    beta.wait_replayed(&lsn, Duration::from_secs(180), String::new);
     alpha.stop();
 
     // Beta becomes timeline 2 and writes enough to recycle segments of it.
@@ -114,8 +90,8 @@ fn wal_restore_fills_the_source_pg_wal_for_pg_rewind() {
     beta.psql("checkpoint");
     beta.pgbench(&["-n", "-c", "2", "-t", "500"]);
     beta.psql("checkpoint");
-    let last = beta.psql("select pg_walfile_name(pg_switch_wal())");
-    wait_archived(&beta, &last);
+    let last = beta.switch_wal();
+    beta.wait_archived_past(&last, Duration::from_secs(120), String::new);
     beta.psql("checkpoint");
     beta.stop();
 
@@ -235,19 +211,7 @@ fn wal_restore_fills_the_source_pg_wal_for_pg_rewind() {
     alpha.create_signal_file("standby.signal");
     alpha.start();
     let target = beta.psql("select pg_current_wal_lsn()");
-    wait_for_or_explain(
-        "the rewound alpha to follow beta",
-        Duration::from_secs(180),
-        || {
-            let ok = alpha
-                .try_psql(&format!(
-                    "select pg_last_wal_replay_lsn() >= '{target}'::pg_lsn"
-                ))
-                .ok()?;
-            (ok == "t").then_some(())
-        },
-        || alpha.server_log_tail(40),
-    );
+    alpha.wait_replayed(&target, Duration::from_secs(180), String::new);
     assert_eq!(
         alpha.dumpall(),
         beta.dumpall(),
