@@ -596,7 +596,7 @@ mod tests {
     use super::*;
     use crate::codec::{Method, ZstdLevel};
 
-    fn defaults() -> PlanInput {
+    pub(super) fn defaults() -> PlanInput {
         PlanInput {
             encode: EncodeOptions {
                 method: Method::Lz4,

@@ -55,28 +55,9 @@ pub fn daemon(input: &PlanInput) -> CommandPlan {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::defaults;
     use super::*;
-    use crate::codec::{EncodeOptions, Method, ZstdLevel};
-    use crate::pipeline::plan::{Client, wal_push};
-
-    fn defaults() -> PlanInput {
-        PlanInput {
-            encode: EncodeOptions {
-                method: Method::Lz4,
-                zstd_level: ZstdLevel::Default,
-            },
-            upload_concurrency: 16,
-            download_concurrency: 10,
-            bg_uploaded_limit: 32,
-            https: false,
-            client: Client::Local,
-            part_size: 0,
-            part_uploaders: 16,
-            crypto_state: 0,
-            crypto_process: 0,
-            delta: false,
-        }
-    }
+    use crate::pipeline::plan::wal_push;
 
     /// The threads `daemon` starts, counted as the plan counts them: accept loop, signal
     /// watcher, connection workers, background workers, scanner.

@@ -113,6 +113,14 @@ impl Daemon {
         None
     }
 
+    /// SIGTERM: the daemon must exit 0 and take its socket away.
+    fn terminate(&mut self, socket: &Path) {
+        self.signal("-TERM");
+        let code = self.wait(Duration::from_secs(30));
+        assert_eq!(code, Some(0), "{}", self.log_text());
+        assert!(!socket.exists(), "SIGTERM leaves the socket behind");
+    }
+
     fn log_text(&self) -> String {
         format!(
             "--- daemon log ---\n{}",
@@ -362,14 +370,7 @@ fn archiving_and_restoring_through_walg_daemon_client() {
     standby.stop();
     primary.stop();
     let mut standby_daemon = standby_daemon;
-    standby_daemon.signal("-TERM");
-    assert_eq!(
-        standby_daemon.wait(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        standby_daemon.log_text()
-    );
-    assert!(!standby_socket.exists(), "SIGTERM leaves the socket behind");
+    standby_daemon.terminate(&standby_socket);
     daemon.signal("-TERM");
     assert_eq!(
         daemon.wait(Duration::from_secs(30)),
@@ -511,12 +512,5 @@ fn protocol_answers_as_walg() {
     assert_eq!(missing.status.code(), Some(74), "{}", output_text(&missing));
     assert!(!pgdata.join("pg_wal/X").exists());
 
-    daemon.signal("-TERM");
-    assert_eq!(
-        daemon.wait(Duration::from_secs(30)),
-        Some(0),
-        "{}",
-        daemon.log_text()
-    );
-    assert!(!socket.exists(), "SIGTERM leaves the socket behind");
+    daemon.terminate(&socket);
 }

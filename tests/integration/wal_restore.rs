@@ -119,14 +119,17 @@ fn wal_restore_fills_the_source_pg_wal_for_pg_rewind() {
         "beta recycled no timeline-2 segment ({first}..={newest} all present): nothing to test"
     );
 
-    let out = beta.run_walrus_as_postgres(
-        &[
-            "wal-restore",
-            &alpha.data_dir().display().to_string(),
-            &beta.data_dir().display().to_string(),
-        ],
-        Duration::from_secs(300),
-    );
+    let (alpha_data, beta_data) = (alpha.data_dir().display(), beta.data_dir().display());
+    let wal_restore = || {
+        let args = [
+            "wal-restore".to_string(),
+            alpha_data.to_string(),
+            beta_data.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        beta.run_walrus_as_postgres(&args, Duration::from_secs(300))
+    };
+    let out = wal_restore();
     assert!(
         out.status.success(),
         "wal-restore failed\n{}",
@@ -157,14 +160,7 @@ fn wal_restore_fills_the_source_pg_wal_for_pg_rewind() {
         );
     }
     // Run again: nothing left to fetch.
-    let again = beta.run_walrus_as_postgres(
-        &[
-            "wal-restore",
-            &alpha.data_dir().display().to_string(),
-            &beta.data_dir().display().to_string(),
-        ],
-        Duration::from_secs(300),
-    );
+    let again = wal_restore();
     assert!(again.status.success(), "{}", output_text(&again));
     assert!(
         output_text(&again).contains("No WAL files to restore"),
