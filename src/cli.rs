@@ -55,6 +55,10 @@ pub enum Command {
     WalVerify(WalVerify),
     /// wal-show
     WalShow(WalShow),
+    /// daemon
+    Daemon(Daemon),
+    /// wal-restore
+    WalRestore(WalRestore),
 }
 
 /// Archive one WAL file (archive_command = 'wal-rus wal-push %p'). Also uploads other files
@@ -252,6 +256,32 @@ pub struct WalShow {
     /// do not look up backups
     #[argh(switch)]
     pub without_backups: bool,
+}
+
+/// Serve wal-push and wal-fetch to WAL-G's walg-daemon-client over the Unix socket SOCKET
+/// (archive_command = 'walg-daemon-client SOCKET wal-push %f', restore_command =
+/// 'walg-daemon-client SOCKET wal-fetch %f %p'). Needs PGDATA. Runs until SIGTERM or SIGINT,
+/// then answers the connections it accepted and removes the socket.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "daemon")]
+pub struct Daemon {
+    /// path of the Unix socket (a stale one left by a dead daemon is replaced)
+    #[argh(positional)]
+    pub socket: PathBuf,
+}
+
+/// Fetch the WAL segments pg_rewind needs: from the point where the two clusters' timelines
+/// part, the segments of SOURCE's timelines its pg_wal lacks, into SOURCE's pg_wal (pg_rewind
+/// copies them to TARGET). Both clusters must be local and stopped.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "wal-restore")]
+pub struct WalRestore {
+    /// data directory of the cluster to be rewound
+    #[argh(positional)]
+    pub target_pgdata: PathBuf,
+    /// data directory of the cluster it is rewound to
+    #[argh(positional)]
+    pub source_pgdata: PathBuf,
 }
 
 /// WAL-G's global flags, which its command line (cobra) accepts before or after the command.

@@ -22,6 +22,8 @@ fn table_cmd(command: &Command) -> Cmd {
         Command::MemoryPlan(_) => Cmd::MemoryPlan,
         Command::WalVerify(_) => Cmd::WalVerify,
         Command::WalShow(_) => Cmd::WalShow,
+        Command::Daemon(_) => Cmd::Daemon,
+        Command::WalRestore(_) => Cmd::WalRestore,
     }
 }
 
@@ -52,6 +54,10 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         Command::Delete(c) => commands::delete::run(&settings, &c.into()),
         Command::WalVerify(c) => commands::wal_verify::run(&settings, &c.into()),
         Command::WalShow(c) => commands::wal_show::run(&settings, &c.into()),
+        Command::Daemon(c) => commands::daemon::run(&settings, &c.socket),
+        Command::WalRestore(c) => {
+            commands::wal_restore::run(&settings, &c.target_pgdata, &c.source_pgdata)
+        }
         Command::MemoryPlan(c) => {
             let text = if c.json {
                 serde_json::to_string_pretty(&commands::memory_plan::json(&settings))

@@ -6,12 +6,14 @@ pub mod backup_list;
 pub mod backup_mark;
 pub mod backup_push;
 pub mod backup_show;
+pub mod daemon;
 pub mod delete;
 pub mod memory_plan;
 pub mod report;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;
+pub mod wal_restore;
 pub mod wal_show;
 pub mod wal_verify;
 

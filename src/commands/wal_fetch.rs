@@ -59,7 +59,7 @@ fn publish(tmp: TempFile, dest: &Path) -> Result<(), Error> {
 }
 
 /// Uses a prefetched copy when one is ready (or about to be); true when `dest` was filled.
-fn take_prefetched(settings: &Settings, name: &str, dest: &Path) -> bool {
+pub(crate) fn take_prefetched(settings: &Settings, name: &str, dest: &Path) -> bool {
     let (prefetch, running) = prefetch_dirs(settings, dest);
     let ready = prefetch.join(name);
     let in_progress = running.join(name);
@@ -128,8 +128,9 @@ fn launch_prefetch(settings: &Settings, name: &str, dest: &Path) {
     }
 }
 
-/// Runs `wal-fetch`.
-pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
+/// The checks before any restore: a WAL file name, and a destination that does not exist
+/// yet. Returns the destination with its symbolic links resolved, as WAL-G resolves it.
+pub(crate) fn prepare(name: &str, dest: &Path) -> Result<std::path::PathBuf, Error> {
     if !wal_name::is_safe_file_name(name) {
         return Err(Error::Usage(format!("'{name}' is not a WAL file name")));
     }
@@ -143,6 +144,41 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
             io::Error::from(io::ErrorKind::AlreadyExists),
         ));
     }
+    Ok(dest)
+}
+
+/// Downloads `name` to `dest` (prepared) from `storage`, a failed attempt tried again from
+/// the start; [`Error::NotFound`] (exit 74) when the archive has no such file.
+pub(crate) fn download_to(
+    settings: &Settings,
+    storage: &dyn crate::storage::Storage,
+    arena: &Arena,
+    name: &str,
+    dest: &Path,
+) -> Result<(), Error> {
+    // A download that failed half-way is tried again from the start (see FETCH_ATTEMPTS).
+    let fetched = super::retry(
+        FETCH_ATTEMPTS,
+        Duration::from_millis(300),
+        &format!("fetching {name} again"),
+        is_final,
+        || download(settings, storage, arena, name, dest),
+    )?;
+    match fetched {
+        None => Err(Error::wal_missing(format!(
+            "Archive '{name}' does not exist."
+        ))),
+        Some(tmp) => {
+            publish(tmp, dest)?;
+            crate::info!("{name} restored");
+            Ok(())
+        }
+    }
+}
+
+/// Runs `wal-fetch`.
+pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
+    let dest = prepare(name, dest)?;
     let kind = wal_name::kind_of(name, settings.wal_segment_size);
     if kind == WalFileKind::Segment && take_prefetched(settings, name, &dest) {
         return Ok(());
@@ -151,25 +187,9 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
         .with_wait_limit(settings.wait_limit());
     let storage = settings.open_storage()?;
-    // A download that failed half-way is tried again from the start (see FETCH_ATTEMPTS).
-    let fetched = super::retry(
-        FETCH_ATTEMPTS,
-        Duration::from_millis(300),
-        &format!("fetching {name} again"),
-        is_final,
-        || download(settings, storage.as_ref(), &arena, name, &dest),
-    )?;
-    match fetched {
-        None => Err(Error::wal_missing(format!(
-            "Archive '{name}' does not exist."
-        ))),
-        Some(tmp) => {
-            publish(tmp, &dest)?;
-            crate::info!("{name} restored");
-            if kind == WalFileKind::Segment && settings.download_concurrency > 1 {
-                launch_prefetch(settings, name, &dest);
-            }
-            Ok(())
-        }
+    download_to(settings, storage.as_ref(), &arena, name, &dest)?;
+    if kind == WalFileKind::Segment && settings.download_concurrency > 1 {
+        launch_prefetch(settings, name, &dest);
     }
+    Ok(())
 }

@@ -37,6 +37,40 @@ fn clean_older(dir: &Path, current: Segment, segment_size: u64) {
     }
 }
 
+/// Removes the prefetched files (ready or in progress) of segments before `current`.
+pub(crate) fn clean_prefetched(prefetch: &Path, running: &Path, current: Segment, size: u64) {
+    clean_older(prefetch, current, size);
+    clean_older(running, current, size);
+}
+
+/// Downloads segment `name` into `running/`, then moves it to `prefetch/` when complete,
+/// unless either already holds it. False when the archive does not have it.
+pub(crate) fn prefetch_one(
+    settings: &Settings,
+    storage: &dyn crate::storage::Storage,
+    arena: &Arena,
+    name: &str,
+    prefetch: &Path,
+    running: &Path,
+) -> Result<bool, Error> {
+    let in_progress = running.join(name);
+    let ready = prefetch.join(name);
+    if in_progress.exists() || ready.exists() {
+        return Ok(true);
+    }
+    let Some(tmp) = download(settings, storage, arena, name, &in_progress)? else {
+        return Ok(false);
+    };
+    // Visible under running/ only once complete, then moved to prefetch/ unless someone else
+    // got there first.
+    if fs::hard_link(tmp.path(), &in_progress).is_ok()
+        && (ready.exists() || fs::rename(&in_progress, &ready).is_err())
+    {
+        let _ = fs::remove_file(&in_progress);
+    }
+    Ok(true)
+}
+
 /// Runs `wal-prefetch`.
 pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
     let size = settings.wal_segment_size;
@@ -45,8 +79,7 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
     let (prefetch, running) = prefetch_dirs(settings, dest);
     fs::create_dir_all(&running)
         .map_err(|e| Error::io(format!("creating {}", running.display()), e))?;
-    clean_older(&prefetch, current, size);
-    clean_older(&running, current, size);
+    clean_prefetched(&prefetch, &running, current, size);
 
     let plan = plan::wal_prefetch(&settings.plan_input());
     let arena = Arena::new(plan.arena_buffers, plan.arena_buffer_bytes)
@@ -58,22 +91,16 @@ pub fn run(settings: &Settings, name: &str, dest: &Path) -> Result<(), Error> {
             return;
         }
         let seg_name = seg.name(size);
-        let in_progress = running.join(&seg_name);
-        let ready = prefetch.join(&seg_name);
-        if in_progress.exists() || ready.exists() {
-            return;
-        }
-        match download(settings, storage.as_ref(), &arena, &seg_name, &in_progress) {
-            Ok(Some(tmp)) => {
-                // Visible under running/ only once complete, then moved to prefetch/ unless
-                // someone else got there first.
-                if fs::hard_link(tmp.path(), &in_progress).is_ok()
-                    && (ready.exists() || fs::rename(&in_progress, &ready).is_err())
-                {
-                    let _ = fs::remove_file(&in_progress);
-                }
-            }
-            Ok(None) => end_of_archive.store(true, Ordering::Relaxed),
+        match prefetch_one(
+            settings,
+            storage.as_ref(),
+            &arena,
+            &seg_name,
+            &prefetch,
+            &running,
+        ) {
+            Ok(false) => end_of_archive.store(true, Ordering::Relaxed),
+            Ok(true) => {}
             Err(e) => crate::devel!("prefetch of {seg_name} failed: {e}"),
         }
     };

@@ -36,16 +36,17 @@ pub enum Pushed {
     DoneInBackground,
 }
 
-/// Everything one upload needs, shared by the foreground and the background workers.
-struct Pusher<'a> {
-    storage: &'a dyn Storage,
-    settings: &'a Settings,
-    arena: &'a Arena,
+/// Everything one upload needs, shared by the foreground and the background workers (and
+/// by the daemon's, which keep one for their whole life).
+pub(crate) struct Pusher<'a> {
+    pub(crate) storage: &'a dyn Storage,
+    pub(crate) settings: &'a Settings,
+    pub(crate) arena: &'a Arena,
 }
 
 impl Pusher<'_> {
     /// Uploads one local WAL file, honouring overwrite protection.
-    fn push(&self, path: &Path, name: &str) -> Result<Pushed, Error> {
+    pub(crate) fn push(&self, path: &Path, name: &str) -> Result<Pushed, Error> {
         let s = self.settings;
         let protect = s.prevent_wal_overwrite
             || wal_name::kind_of(name, s.wal_segment_size) == WalFileKind::History;
@@ -105,7 +106,7 @@ pub fn marker_dir(settings: &Settings, wal_dir: &Path) -> PathBuf {
 }
 
 /// The marker name: the file name without its last extension, as WAL-G makes it.
-fn marker_name(name: &str) -> &str {
+pub(crate) fn marker_name(name: &str) -> &str {
     match name.rfind('.') {
         Some(i) => &name[..i],
         None => name,
@@ -132,7 +133,7 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
     let markers = marker_dir(settings, &wal_dir);
     let marker = markers.join(marker_name(&name));
     if marker.exists() {
-        return done_in_background(settings, path, &name, &marker, &markers);
+        return done_in_background(settings, None, path, &name, &marker, &markers);
     }
     // Refuse early, with the file's name, rather than after connecting to storage.
     fs::metadata(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
@@ -152,27 +153,31 @@ pub fn run(settings: &Settings, path: &Path) -> Result<Pushed, Error> {
         wal_dir: &wal_dir,
         markers: &markers,
     };
-    let foreground = || {
-        let pushed = pusher.push(path, &name)?;
-        wal_metadata::upload(
-            settings.wal_metadata,
-            storage.as_ref(),
-            path,
-            &name,
-            &markers,
-        )?;
-        Ok(pushed)
-    };
+    let foreground = || upload_foreground(&pusher, path, &name, &markers);
     if background.workers == 0 || !background.status_dir.is_dir() {
         return foreground();
     }
     push_with_background(&pusher, &background, &name, foreground)
 }
 
+/// The foreground upload of `path`: the file, then its metadata (`WALG_UPLOAD_WAL_METADATA`).
+pub(crate) fn upload_foreground(
+    pusher: &Pusher<'_>,
+    path: &Path,
+    name: &str,
+    markers: &Path,
+) -> Result<Pushed, Error> {
+    let pushed = pusher.push(path, name)?;
+    let s = pusher.settings;
+    wal_metadata::upload(s.wal_metadata, pusher.storage, path, name, markers)?;
+    Ok(pushed)
+}
+
 /// The file was uploaded by an earlier wal-push in the background: its marker goes, and
-/// only the metadata is left to write.
-fn done_in_background(
+/// only the metadata is left to write (to `storage`, else to storage opened only for it).
+pub(crate) fn done_in_background(
     settings: &Settings,
+    storage: Option<&dyn Storage>,
     path: &Path,
     name: &str,
     marker: &Path,
@@ -182,8 +187,15 @@ fn done_in_background(
         .map_err(|e| Error::io(format!("removing marker {}", marker.display()), e))?;
     crate::info!("{name} was archived by an earlier background upload");
     if settings.wal_metadata != wal_metadata::WalMetadata::None {
-        let storage = settings.open_storage()?;
-        wal_metadata::upload(settings.wal_metadata, storage.as_ref(), path, name, markers)?;
+        let opened;
+        let storage = match storage {
+            Some(s) => s,
+            None => {
+                opened = settings.open_storage()?;
+                opened.as_ref()
+            }
+        };
+        wal_metadata::upload(settings.wal_metadata, storage, path, name, markers)?;
     }
     Ok(Pushed::DoneInBackground)
 }
@@ -259,7 +271,7 @@ fn push_with_background(
 }
 
 /// After a background upload: WAL-G's marker, and `.ready` → `.done` with `PG_READY_RENAME`.
-fn mark_done(
+pub(crate) fn mark_done(
     settings: &Settings,
     markers: &Path,
     status_dir: &Path,

@@ -34,6 +34,10 @@ pub enum Cmd {
     WalVerify,
     /// `wal-show`.
     WalShow,
+    /// `daemon`.
+    Daemon,
+    /// `wal-restore`.
+    WalRestore,
 }
 
 impl Cmd {
@@ -52,6 +56,8 @@ impl Cmd {
             Cmd::MemoryPlan => cmd::MEMORY_PLAN,
             Cmd::WalVerify => cmd::WAL_VERIFY,
             Cmd::WalShow => cmd::WAL_SHOW,
+            Cmd::Daemon => cmd::DAEMON,
+            Cmd::WalRestore => cmd::WAL_RESTORE,
         }
     }
 }
@@ -196,6 +202,8 @@ fn commands_text(bits: u16) -> String {
         (cmd::MEMORY_PLAN, "memory-plan"),
         (cmd::WAL_VERIFY, "wal-verify"),
         (cmd::WAL_SHOW, "wal-show"),
+        (cmd::DAEMON, "daemon"),
+        (cmd::WAL_RESTORE, "wal-restore"),
     ];
     let mut left = bits;
     let mut out = Vec::new();

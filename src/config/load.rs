@@ -56,6 +56,7 @@ impl Settings {
             prefetch_dir: src.get("WALG_PREFETCH_DIR").map(PathBuf::from),
             pgdata: src.get("PGDATA").map(PathBuf::from),
             pg_ready_rename: bool_setting(src, "PG_READY_RENAME", false)?,
+            notify_socket: src.get("NOTIFY_SOCKET"),
             log_level,
             #[cfg(test)]
             memory: None,

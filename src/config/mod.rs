@@ -103,6 +103,8 @@ pub struct Settings {
     pub pgdata: Option<PathBuf>,
     /// `PG_READY_RENAME`.
     pub pg_ready_rename: bool,
+    /// `NOTIFY_SOCKET`: systemd's notification socket, pinged by the daemon.
+    pub notify_socket: Option<String>,
     /// `WALG_LOG_LEVEL`.
     pub log_level: LogLevel,
     /// Unit tests' in-memory storage: when set, `open_storage` hands out a view of it, so

@@ -36,7 +36,7 @@
 //! - `S3_REQUEST_ADDITIONAL_HEADERS` is refused: the headers may set ACLs, tags or locks.
 //! - `PGSSLCERT`/`PGSSLKEY` are warned: a server that requires a client certificate refuses
 //!   wal-rus's connection, loudly. `PGSERVICE` is refused: ignoring it connects elsewhere.
-//! - `NOTIFY_SOCKET` (read by WAL-G's daemon only) is left out: systemd sets it, not the DBA.
+//! - `NOTIFY_SOCKET` is read by the daemon only (WAL-G's too): systemd sets it, not the DBA.
 
 /// What wal-rus does with a setting.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -186,12 +186,16 @@ pub mod cmd {
     pub const WAL_VERIFY: u16 = 1 << 10;
     /// `wal-show`.
     pub const WAL_SHOW: u16 = 1 << 11;
+    /// `daemon`.
+    pub const DAEMON: u16 = 1 << 12;
+    /// `wal-restore`.
+    pub const WAL_RESTORE: u16 = 1 << 13;
     /// Every command.
-    pub const ALL: u16 = (1 << 12) - 1;
+    pub const ALL: u16 = (1 << 14) - 1;
     /// `backup-push`, with or without `--full`.
     pub const PUSH: u16 = BACKUP_PUSH | BACKUP_PUSH_FULL;
     /// The commands that upload objects.
-    pub const UPLOADS: u16 = WAL_PUSH | PUSH | BACKUP_MARK;
+    pub const UPLOADS: u16 = WAL_PUSH | PUSH | BACKUP_MARK | DAEMON;
     /// The commands that connect to PostgreSQL.
     pub const CONNECTS: u16 = PUSH | WAL_VERIFY;
 }
@@ -270,7 +274,9 @@ const LIBSODIUM: &str = "libsodium encryption after compression (`crypto_secrets
 
 use Spell::{Exact as E, Prefixed as P, Storage as S};
 use Status::{Honoured as H, Refused as R, Warned as W};
-use cmd::{BACKUP_FETCH, BACKUP_MARK, CONNECTS, DELETE, PUSH, UPLOADS, WAL_PUSH, WAL_VERIFY};
+use cmd::{
+    BACKUP_FETCH, BACKUP_MARK, CONNECTS, DAEMON, DELETE, PUSH, UPLOADS, WAL_PUSH, WAL_VERIFY,
+};
 
 const fn h(s: Spell, note: &'static str) -> Row {
     Row::new(H, s, note)
@@ -457,7 +463,7 @@ pub static TABLE: &[Section] = &[
         w(E("PGOPTIONS"), "server options at connection; wal-rus sends none").only(CONNECTS),
         r(E("PGSERVICE"), "connection service files are not read: wal-rus would connect with PGHOST/PGPORT/... instead").only(CONNECTS),
         w(E("PGSERVICEFILE"), "only used with PGSERVICE (refused)").only(CONNECTS),
-        h(E("PGDATA"), "the data directory (backup-push; wal-push's `walg_data` markers)"),
+        h(E("PGDATA"), "the data directory (backup-push; wal-push's `walg_data` markers; the daemon's `pg_wal`, required)"),
         h(E("WALG_PG_WAL_SIZE"), "WAL segment size in MiB").def("16"),
         w(E("WALG_PG_BLOCK_SIZE"), "page size of delta increments and page checks; wal-rus assumes 8192").inert(Inert::Values(&["8192"])).def("8192"),
         w(E("WALG_PG_WAL_PAGE_SIZE"), "WAL page size of WAL-delta maps and wal-verify; wal-rus assumes 8192").inert(Inert::Values(&["8192"])).def("8192"),
@@ -465,7 +471,7 @@ pub static TABLE: &[Section] = &[
         w(E("WALG_STOP_BACKUP_TIMEOUT"), "statement_timeout of the backup stop call; wal-rus waits without one").only(PUSH),
         w(E("WALG_DISABLE_PARTIAL_RESTORE"), "wal-rus never collects the database names partial restore needs").only(PUSH).inert(Inert::True).def("false"),
         w(E("WALG_SLOTNAME"), "replication slot of WAL-G's wal-receive, which wal-rus does not have").def("walg"),
-        w(E("WALG_DAEMON_WAL_UPLOAD_TIMEOUT"), "WAL-G's daemon, which wal-rus does not have").def("60s"),
+        w(E("WALG_DAEMON_WAL_UPLOAD_TIMEOUT"), "the daemon's uploads are bounded by the storage client's own timeouts and retries (WALRUS_IO_TIMEOUT, the retry settings), not cut short; walg-daemon-client gives up after its `--timeout` (60 s) and PostgreSQL asks again").only(DAEMON).def("60s"),
         w(E("PGBACKREST_STANZA"), "WAL-G's pgbackrest commands, which wal-rus does not have").def("main"),
     ]},
     Section { title: "Backups", rows: &[
@@ -473,7 +479,7 @@ pub static TABLE: &[Section] = &[
         h(E("WALG_DELTA_ORIGIN"), "base of a delta: `LATEST` chains deltas, `LATEST_FULL` bases each on the full backup").def("LATEST"),
         h(E("WALG_DELTA_FROM_NAME"), "base of a delta by name (as `--delta-from-name`)"),
         h(E("WALG_DELTA_FROM_USER_DATA"), "base of a delta by its user data (as `--delta-from-user-data`)"),
-        w(E("WALG_USE_WAL_DELTA"), SCAN_DELTA).only(WAL_PUSH | PUSH).inert(Inert::False).def("false"),
+        w(E("WALG_USE_WAL_DELTA"), SCAN_DELTA).only(WAL_PUSH | PUSH | DAEMON).inert(Inert::False).def("false"),
         w(E("WALG_FORCE_WAL_DELTA"), SCAN_DELTA).only(PUSH).inert(Inert::False).def("false"),
         h(E("WALG_SENTINEL_USER_DATA"), "user data JSON for backup-push"),
         h(E("WALG_VERIFY_PAGE_CHECKSUMS"), "verify page checksums while reading").def("false"),
@@ -508,6 +514,7 @@ pub static TABLE: &[Section] = &[
         w(E("HTTP_LISTEN"), "WAL-G's debug web server"),
         w(E("HTTP_EXPOSE_PPROF"), "WAL-G's debug web server"),
         w(E("HTTP_EXPOSE_EXPVAR"), "WAL-G's debug web server"),
+        h(E("NOTIFY_SOCKET"), "systemd's notification socket: the daemon sends `WATCHDOG=1` to it every 30 s, as WAL-G's does (set by systemd, not by hand)"),
         w(E("WALG_CONFIG_PATH"), "WAL-G master's; v3.0.8 ignores it too (use --config)"),
     ]},
     Section { title: "Settings of storage back-ends wal-rus does not have", rows: &[

@@ -11,6 +11,7 @@ pub mod increment;
 pub mod lsn;
 pub mod metadata;
 pub mod page;
+pub mod pg_control;
 pub mod sentinel;
 pub mod spec;
 pub mod tar;

@@ -168,6 +168,13 @@ pub fn configure_malloc() {
 
 pub use super::image::{IMAGE_FALLBACK, Image, image, parse_maps};
 
+#[path = "plan_daemon.rs"]
+mod daemon_plan;
+pub use daemon_plan::{
+    DAEMON_BOOKKEEPING, DAEMON_CONNECTIONS, DAEMON_REQUEST_BUFFER, daemon,
+    daemon_background_workers,
+};
+
 /// Most output an encoder can hand the staging buffer in one call beyond what the staging
 /// arena buffer already holds: one `IO_BUFFER` write, or the final flush.
 fn encoder_burst(opts: EncodeOptions) -> u64 {
@@ -580,6 +587,7 @@ pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
         wal_prefetch(input),
         backup_push(input),
         backup_fetch(input),
+        daemon(input),
     ]
 }
 
@@ -588,7 +596,7 @@ mod tests {
     use super::*;
     use crate::codec::{Method, ZstdLevel};
 
-    fn defaults() -> PlanInput {
+    pub(super) fn defaults() -> PlanInput {
         PlanInput {
             encode: EncodeOptions {
                 method: Method::Lz4,

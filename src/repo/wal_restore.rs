@@ -46,7 +46,10 @@ impl TempFile {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         let base = target.file_name().and_then(|n| n.to_str()).unwrap_or("wal");
-        let path = dir.join(format!(".{base}.wal-rus-tmp.{}", std::process::id()));
+        // Unique within the process too: the daemon's threads may restore side by side.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!(".{base}.wal-rus-tmp.{}.{n}", std::process::id()));
         let file = OpenOptions::new()
             .write(true)
             .create(true)

@@ -16,6 +16,7 @@ mod azure_storage;
 mod backup_catalog;
 mod backup_restore;
 mod cluster;
+mod daemon;
 mod emulators;
 mod faults;
 mod gcs_storage;
@@ -30,6 +31,7 @@ mod s3_tls;
 mod settings;
 mod wal_commands;
 mod wal_inspect;
+mod wal_restore;
 
 #[path = "../../vendor-tests/support/mod.rs"]
 mod support;

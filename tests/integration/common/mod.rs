@@ -172,6 +172,8 @@ pub enum Tool {
     S3s,
     /// WAL-G v3.0.8 (`pg` binary): the interop oracle.
     Walg,
+    /// WAL-G v3.0.8's `walg-daemon-client`, the client of the daemon protocol.
+    DaemonClient,
     /// fake-gcs-server: Google Cloud Storage's JSON API.
     FakeGcs,
     /// Azurite's blob service (`azurite-blob`): Azure Blob Storage.
@@ -186,6 +188,7 @@ impl Tool {
             Tool::Postgres => "PostgreSQL 15",
             Tool::S3s => "s3s-fs",
             Tool::Walg => "WAL-G v3.0.8",
+            Tool::DaemonClient => "walg-daemon-client (WAL-G v3.0.8)",
             Tool::FakeGcs => "fake-gcs-server",
             Tool::Azurite => "azurite-blob",
             Tool::Moto => "moto_server",
@@ -210,6 +213,13 @@ impl Tool {
                 }
                 Ok(dir)
             }
+            Tool::DaemonClient => tool_env("WALRUS_WALG_DAEMON_CLIENT_BIN")
+                .filter(|p| is_executable(p))
+                .ok_or_else(|| {
+                    "WALRUS_WALG_DAEMON_CLIENT_BIN is not set or not executable \
+                     (scripts/ensure-tools builds it from the WAL-G bundle)"
+                        .to_string()
+                }),
             Tool::S3s => tool_env("WALRUS_S3S_BIN")
                 .ok_or_else(|| "s3s-fs not found ($WALRUS_S3S_BIN, PATH, tool cache)".to_string()),
             Tool::FakeGcs | Tool::Azurite | Tool::Moto => {
@@ -269,6 +279,12 @@ pub fn require_or_fail(tool: Tool, test: &str) -> Option<PathBuf> {
                 Tool::Walg => {
                     non_empty_env("WALRUS_REQUIRE_WALG").as_deref() == Some("1")
                         || (tools_required() && non_empty_env("WALRUS_WALG_BIN").is_some())
+                }
+                // Built from WAL-G's bundle like WAL-G: the same rule.
+                Tool::DaemonClient => {
+                    non_empty_env("WALRUS_REQUIRE_WALG").as_deref() == Some("1")
+                        || (tools_required()
+                            && non_empty_env("WALRUS_WALG_DAEMON_CLIENT_BIN").is_some())
                 }
                 _ => tools_required(),
             };

@@ -351,6 +351,52 @@ impl PgCluster {
         }
     }
 
+    /// Waits until this (standby) cluster has replayed up to `lsn`; `explain` adds to the
+    /// failure message.
+    pub fn wait_replayed(&self, lsn: &str, timeout: Duration, explain: impl FnOnce() -> String) {
+        super::wait_for_or_explain(
+            &format!("replay to reach {lsn} on port {}", self.port),
+            timeout,
+            || {
+                let sql = format!("select pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+                (self.try_psql(&sql).ok()? == "t").then_some(())
+            },
+            || format!("{}\n{}", self.server_log_tail(40), explain()),
+        );
+    }
+
+    /// Waits until pg_stat_archiver reports `segment` (or a later one) archived, whatever
+    /// attempts failed on the way.
+    pub fn wait_archived_past(
+        &self,
+        segment: &str,
+        timeout: Duration,
+        explain: impl FnOnce() -> String,
+    ) {
+        super::wait_for_or_explain(
+            &format!("{segment} to be archived"),
+            timeout,
+            || {
+                let last =
+                    self.psql("select coalesce(last_archived_wal, '') from pg_stat_archiver");
+                last.get(..24).is_some_and(|a| a >= segment).then_some(())
+            },
+            || {
+                format!(
+                    "pg_stat_archiver: {:?}\n--- server log ---\n{}\n{}",
+                    self.try_psql("select * from pg_stat_archiver"),
+                    self.server_log_tail(40),
+                    explain()
+                )
+            },
+        );
+    }
+
+    /// The current segment switched out: the name of the segment it completed.
+    pub fn switch_wal(&self) -> String {
+        self.psql("select pg_walfile_name(pg_switch_wal())")
+    }
+
     /// `pgbench -i -s scale` on database postgres.
     pub fn pgbench_init(&self, scale: u32) {
         run_ok(
