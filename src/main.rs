@@ -22,6 +22,7 @@ fn table_cmd(command: &Command) -> Cmd {
         Command::MemoryPlan(_) => Cmd::MemoryPlan,
         Command::WalVerify(_) => Cmd::WalVerify,
         Command::WalShow(_) => Cmd::WalShow,
+        Command::WalReceive(_) => Cmd::WalReceive,
     }
 }
 
@@ -52,6 +53,7 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         Command::Delete(c) => commands::delete::run(&settings, &c.into()),
         Command::WalVerify(c) => commands::wal_verify::run(&settings, &c.into()),
         Command::WalShow(c) => commands::wal_show::run(&settings, &c.into()),
+        Command::WalReceive(_) => commands::wal_receive::run(&settings),
         Command::MemoryPlan(c) => {
             let text = if c.json {
                 serde_json::to_string_pretty(&commands::memory_plan::json(&settings))

@@ -139,6 +139,52 @@ pub fn spawn_detached(cmd: &mut std::process::Command) -> std::io::Result<()> {
     cmd.spawn().map(drop)
 }
 
+/// The termination signals (SIGTERM, SIGINT), blocked so that they no longer end the process
+/// but wait to be taken by [`TermSignals::wait`]: a long-lived process (the daemon) then
+/// finishes what it is doing before it exits.
+#[derive(Clone, Copy)]
+pub struct TermSignals(libc::sigset_t);
+
+impl TermSignals {
+    /// Blocks SIGTERM and SIGINT in the calling thread, and so in every thread it starts
+    /// afterwards (a new thread inherits its creator's mask). Call before starting threads.
+    pub fn block() -> std::io::Result<TermSignals> {
+        // SAFETY: a zeroed sigset_t is a valid value of that plain C type, and sigemptyset
+        // initialises it before use; sigaddset and pthread_sigmask read and write only the
+        // set we own and the calling thread's own signal mask.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGTERM);
+            libc::sigaddset(&mut set, libc::SIGINT);
+            let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            if rc != 0 {
+                return Err(std::io::Error::from_raw_os_error(rc));
+            }
+            Ok(TermSignals(set))
+        }
+    }
+
+    /// Waits at most `timeout` for one of the signals (`sigtimedwait`); its number, or
+    /// `None` when none came.
+    pub fn wait(&self, timeout: std::time::Duration) -> Option<i32> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: sigtimedwait reads the initialised set and the timespec we own, and is
+        // given no siginfo pointer to write through.
+        let sig = unsafe { libc::sigtimedwait(&self.0, std::ptr::null_mut(), &ts) };
+        (sig > 0).then_some(sig)
+    }
+}
+
+/// Sends SIGTERM to this very process: a thread that must end a process whose termination
+/// signals are blocked ([`TermSignals`]) wakes the thread that waits for them.
+pub fn terminate_self() {
+    let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::TERM);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

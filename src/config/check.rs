@@ -34,6 +34,8 @@ pub enum Cmd {
     WalVerify,
     /// `wal-show`.
     WalShow,
+    /// `wal-receive`.
+    WalReceive,
 }
 
 impl Cmd {
@@ -52,6 +54,7 @@ impl Cmd {
             Cmd::MemoryPlan => cmd::MEMORY_PLAN,
             Cmd::WalVerify => cmd::WAL_VERIFY,
             Cmd::WalShow => cmd::WAL_SHOW,
+            Cmd::WalReceive => cmd::WAL_RECEIVE,
         }
     }
 }
@@ -196,6 +199,7 @@ fn commands_text(bits: u16) -> String {
         (cmd::MEMORY_PLAN, "memory-plan"),
         (cmd::WAL_VERIFY, "wal-verify"),
         (cmd::WAL_SHOW, "wal-show"),
+        (cmd::WAL_RECEIVE, "wal-receive"),
     ];
     let mut left = bits;
     let mut out = Vec::new();
@@ -328,8 +332,8 @@ mod tests {
                 .is_empty()
         );
         // A setting of a command wal-rus lacks warns everywhere.
-        let slot = [base, ("WALG_SLOTNAME", "s")];
-        assert_eq!(check(&src(&slot), Cmd::WalFetch).unwrap().len(), 1);
+        let stanza = [base, ("PGBACKREST_STANZA", "s")];
+        assert_eq!(check(&src(&stanza), Cmd::WalFetch).unwrap().len(), 1);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod s3_tls;
 mod settings;
 mod wal_commands;
 mod wal_inspect;
+mod wal_receive;
 
 #[path = "../../vendor-tests/support/mod.rs"]
 mod support;
