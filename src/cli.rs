@@ -59,6 +59,8 @@ pub enum Command {
     Daemon(Daemon),
     /// wal-restore
     WalRestore(WalRestore),
+    /// wal-receive
+    WalReceive(WalReceive),
 }
 
 /// Archive one WAL file (archive_command = 'wal-rus wal-push %p'). Also uploads other files
@@ -283,6 +285,14 @@ pub struct WalRestore {
     #[argh(positional)]
     pub source_pgdata: PathBuf,
 }
+/// Archive by streaming replication from the physical slot WALG_SLOTNAME (created if
+/// missing) over PG* connection settings: each complete segment is stored as wal-push stores
+/// it, a segment cut by a timeline switch as <segment>.partial, with the new timeline's
+/// .history. Restarts resume from the slot. Runs until SIGTERM or SIGINT: exit 0 after the
+/// uploads under way; 1 on a failure another session cannot mend.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "wal-receive")]
+pub struct WalReceive {}
 
 /// WAL-G's global flags, which its command line (cobra) accepts before or after the command.
 #[derive(Debug, Default, PartialEq)]

@@ -24,6 +24,7 @@ fn table_cmd(command: &Command) -> Cmd {
         Command::WalShow(_) => Cmd::WalShow,
         Command::Daemon(_) => Cmd::Daemon,
         Command::WalRestore(_) => Cmd::WalRestore,
+        Command::WalReceive(_) => Cmd::WalReceive,
     }
 }
 
@@ -58,6 +59,7 @@ fn run(cli: Cli, config: Option<PathBuf>, turbo: bool) -> Result<(), Error> {
         Command::WalRestore(c) => {
             commands::wal_restore::run(&settings, &c.target_pgdata, &c.source_pgdata)
         }
+        Command::WalReceive(_) => commands::wal_receive::run(&settings),
         Command::MemoryPlan(c) => {
             let text = if c.json {
                 serde_json::to_string_pretty(&commands::memory_plan::json(&settings))

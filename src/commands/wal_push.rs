@@ -8,7 +8,7 @@
 
 use crate::config::Settings;
 use crate::error::Error;
-use crate::format::wal_name::{self, Segment, WalFileKind};
+use crate::format::wal_name::{self, Segment};
 use crate::pipeline::arena::Arena;
 use crate::pipeline::compress::CompressedFile;
 use crate::pipeline::{plan, workers};
@@ -48,22 +48,13 @@ impl Pusher<'_> {
     /// Uploads one local WAL file, honouring overwrite protection.
     pub(crate) fn push(&self, path: &Path, name: &str) -> Result<Pushed, Error> {
         let s = self.settings;
-        let protect = s.prevent_wal_overwrite
-            || wal_name::kind_of(name, s.wal_segment_size) == WalFileKind::History;
-        if protect && let Some(found) = wal_archive::open(self.storage, name, s.encode.method)? {
-            let key = found.key.clone();
-            let mut local = fs::File::open(path)
+        let mut local = || -> Result<Box<dyn std::io::Read>, Error> {
+            let file = fs::File::open(path)
                 .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-            let mut buf = self.arena.lease().map_err(|e| Error::io("wal-push", e))?;
-            if wal_archive::same_content(found, &s.crypter, &mut local, &mut buf)? {
-                crate::info!(
-                    "{name} is already archived with equal content as {key}; skipping upload"
-                );
-                return Ok(Pushed::AlreadyArchived);
-            }
-            return Err(Error::Conflict(format!(
-                "{name} is already archived as {key}, contents differ, unable to overwrite"
-            )));
+            Ok(Box::new(file))
+        };
+        if wal_archive::archived_equal(self.storage, s, name, self.arena, &mut local)? {
+            return Ok(Pushed::AlreadyArchived);
         }
         let key = wal_archive::key_for(name, s.encode.method);
         let body = CompressedFile {

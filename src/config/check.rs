@@ -38,6 +38,8 @@ pub enum Cmd {
     Daemon,
     /// `wal-restore`.
     WalRestore,
+    /// `wal-receive`.
+    WalReceive,
 }
 
 impl Cmd {
@@ -58,6 +60,7 @@ impl Cmd {
             Cmd::WalShow => cmd::WAL_SHOW,
             Cmd::Daemon => cmd::DAEMON,
             Cmd::WalRestore => cmd::WAL_RESTORE,
+            Cmd::WalReceive => cmd::WAL_RECEIVE,
         }
     }
 }
@@ -204,6 +207,7 @@ fn commands_text(bits: u16) -> String {
         (cmd::WAL_SHOW, "wal-show"),
         (cmd::DAEMON, "daemon"),
         (cmd::WAL_RESTORE, "wal-restore"),
+        (cmd::WAL_RECEIVE, "wal-receive"),
     ];
     let mut left = bits;
     let mut out = Vec::new();
@@ -336,8 +340,8 @@ mod tests {
                 .is_empty()
         );
         // A setting of a command wal-rus lacks warns everywhere.
-        let slot = [base, ("WALG_SLOTNAME", "s")];
-        assert_eq!(check(&src(&slot), Cmd::WalFetch).unwrap().len(), 1);
+        let stanza = [base, ("PGBACKREST_STANZA", "s")];
+        assert_eq!(check(&src(&stanza), Cmd::WalFetch).unwrap().len(), 1);
     }
 
     #[test]

@@ -57,6 +57,7 @@ impl Settings {
             pgdata: src.get("PGDATA").map(PathBuf::from),
             pg_ready_rename: bool_setting(src, "PG_READY_RENAME", false)?,
             notify_socket: src.get("NOTIFY_SOCKET"),
+            slot_name: slot_name(src)?,
             log_level,
             #[cfg(test)]
             memory: None,
@@ -134,6 +135,17 @@ fn wal_size_mib(src: &Sources) -> Result<u64, ConfigError> {
         ));
     }
     Ok(wal_mib)
+}
+
+/// `WALG_SLOTNAME` (default `walg`, also when empty, as in WAL-G), checked as PostgreSQL
+/// checks slot names.
+fn slot_name(src: &Sources) -> Result<String, ConfigError> {
+    let name = src
+        .get("WALG_SLOTNAME")
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "walg".into());
+    crate::pg::replication::validate_slot_name(&name).map_err(|e| bad("WALG_SLOTNAME", e))?;
+    Ok(name)
 }
 
 /// `WALG_LOG_LEVEL` (default `NORMAL`): one of WAL-G's words, or the command stops.

@@ -105,6 +105,8 @@ pub struct Settings {
     pub pg_ready_rename: bool,
     /// `NOTIFY_SOCKET`: systemd's notification socket, pinged by the daemon.
     pub notify_socket: Option<String>,
+    /// `WALG_SLOTNAME` (default `walg`): wal-receive's replication slot.
+    pub slot_name: String,
     /// `WALG_LOG_LEVEL`.
     pub log_level: LogLevel,
     /// Unit tests' in-memory storage: when set, `open_storage` hands out a view of it, so
@@ -230,6 +232,7 @@ impl Settings {
             upload_concurrency: self.upload_concurrency,
             download_concurrency: self.download_concurrency,
             bg_uploaded_limit: self.bg_uploaded_limit,
+            wal_segment_size: self.wal_segment_size,
             https,
             client,
             delta: self.delta.max_steps > 0,

@@ -190,14 +190,16 @@ pub mod cmd {
     pub const DAEMON: u16 = 1 << 12;
     /// `wal-restore`.
     pub const WAL_RESTORE: u16 = 1 << 13;
+    /// `wal-receive`.
+    pub const WAL_RECEIVE: u16 = 1 << 14;
     /// Every command.
-    pub const ALL: u16 = (1 << 14) - 1;
+    pub const ALL: u16 = (1 << 15) - 1;
     /// `backup-push`, with or without `--full`.
     pub const PUSH: u16 = BACKUP_PUSH | BACKUP_PUSH_FULL;
     /// The commands that upload objects.
-    pub const UPLOADS: u16 = WAL_PUSH | PUSH | BACKUP_MARK | DAEMON;
+    pub const UPLOADS: u16 = WAL_PUSH | PUSH | BACKUP_MARK | DAEMON | WAL_RECEIVE;
     /// The commands that connect to PostgreSQL.
-    pub const CONNECTS: u16 = PUSH | WAL_VERIFY;
+    pub const CONNECTS: u16 = PUSH | WAL_VERIFY | WAL_RECEIVE;
 }
 
 /// One setting.
@@ -297,8 +299,7 @@ const OSS_ONLY: &str = "Alibaba OSS storage; read only with WALG_OSS_PREFIX, whi
 const AZ_CHAIN: &str = "Azure's default credential chain: WAL-G reads it only without AZURE_STORAGE_ACCESS_KEY and AZURE_STORAGE_SAS_TOKEN, and wal-rus requires one of them";
 const SWIFT_ONLY: &str = "Swift storage; read only with WALG_SWIFT_PREFIX, which wal-rus refuses";
 const SSH_ONLY: &str = "SSH storage; read only with WALG_SSH_PREFIX, which wal-rus refuses";
-const PG_CONN: &str =
-    "the connection of backup-push and wal-verify (trust, md5, SCRAM-SHA-256; TLS via rustls)";
+const PG_CONN: &str = "the connection of backup-push, wal-verify and wal-receive (trust, md5, SCRAM-SHA-256; TLS via rustls)";
 
 /// The table.
 #[rustfmt::skip]
@@ -427,7 +428,7 @@ pub static TABLE: &[Section] = &[
         r(E("WALG_ENVELOPE_CACHE_EXPIRATION"), NO_ENCRYPTION).def("0"),
     ]},
     Section { title: "Concurrency, sizes and limits", rows: &[
-        h(E("WALG_UPLOAD_CONCURRENCY"), "wal-push background workers = this − 1; wal-verify integrity reports this many missing segments after the delayed ones as `MISSING_UPLOADING`").def("16"),
+        h(E("WALG_UPLOAD_CONCURRENCY"), "wal-push background workers = this − 1; wal-receive upload threads = this, at most 2; wal-verify integrity reports this many missing segments after the delayed ones as `MISSING_UPLOADING`").def("16"),
         h(E("TOTAL_BG_UPLOADED_LIMIT"), "background uploads per wal-push = this − 1").def("32"),
         h(E("WALG_DOWNLOAD_CONCURRENCY"), "segments prefetched (1 disables prefetch); backup-fetch workers").def("10"),
         h(E("WALG_TAR_SIZE_THRESHOLD"), "tar partition payload size").def("1073741823"),
@@ -470,8 +471,8 @@ pub static TABLE: &[Section] = &[
         w(E("WALG_ALIVE_CHECK_INTERVAL"), "liveness checks of the connection during backup-push").only(PUSH).def("1m"),
         w(E("WALG_STOP_BACKUP_TIMEOUT"), "statement_timeout of the backup stop call; wal-rus waits without one").only(PUSH),
         w(E("WALG_DISABLE_PARTIAL_RESTORE"), "wal-rus never collects the database names partial restore needs").only(PUSH).inert(Inert::True).def("false"),
-        w(E("WALG_SLOTNAME"), "replication slot of WAL-G's wal-receive, which wal-rus does not have").def("walg"),
         w(E("WALG_DAEMON_WAL_UPLOAD_TIMEOUT"), "the daemon's uploads are bounded by the storage client's own timeouts and retries (WALRUS_IO_TIMEOUT, the retry settings), not cut short; walg-daemon-client gives up after its `--timeout` (60 s) and PostgreSQL asks again").only(DAEMON).def("60s"),
+        h(E("WALG_SLOTNAME"), "wal-receive's physical replication slot, created when missing (lower-case letters, digits, `_`; at most 63)").def("walg"),
         w(E("PGBACKREST_STANZA"), "WAL-G's pgbackrest commands, which wal-rus does not have").def("main"),
     ]},
     Section { title: "Backups", rows: &[

@@ -47,6 +47,7 @@ fn s3_prefix_and_defaults() {
         (16, 10, 32)
     );
     assert_eq!(s.wal_segment_size, 16 << 20);
+    assert_eq!(s.slot_name, "walg");
     assert_eq!(
         parse_s3_prefix("X", "s3://b").unwrap(),
         ("b".into(), "".into())
@@ -131,6 +132,10 @@ fn bad_values_name_the_setting() {
         (
             &[("WALG_FILE_PREFIX", "/x"), ("WALG_PG_WAL_SIZE", "24")],
             "WALG_PG_WAL_SIZE",
+        ),
+        (
+            &[("WALG_FILE_PREFIX", "/x"), ("WALG_SLOTNAME", "Wal-G")],
+            "WALG_SLOTNAME",
         ),
         (
             &[("WALG_FILE_PREFIX", "/x"), ("WALG_ZSTD_LEVEL", "best")],

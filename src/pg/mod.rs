@@ -14,7 +14,8 @@
 //! certificates (PGSSLCERT/PGSSLKEY), GSSAPI/SSPI/Kerberos, PGCHANNELBINDING (SCRAM binds
 //! to the TLS certificate whenever it can, but cannot be forced), the extended query
 //! protocol, COPY FROM STDIN, and cancel requests. Replication sessions
-//! (`Connection::connect_replication`) stream COPY OUT and COPY BOTH answers as events.
+//! (`Connection::connect_replication`) stream COPY OUT and COPY BOTH answers as events;
+//! [`replication`] speaks physical streaming replication on them (wal-receive).
 //! Host-name lookup uses the system resolver, which
 //! `connect_timeout` does not bound.
 
@@ -23,6 +24,7 @@ mod conn;
 mod error;
 mod params;
 pub mod pgpass;
+pub mod replication;
 mod tls;
 
 pub use backup::{BackupError, BackupSession, BackupStart, BackupStop};

@@ -233,10 +233,7 @@ impl BodySource for CompressedFile<'_> {
         let file = File::open(&self.path)?;
         let size = file.metadata()?.len();
         let compressed = CompressingReader::new(file, self.opts, self.arena, Some(size))?;
-        Ok(match &self.seal {
-            None => Box::new(compressed),
-            Some(seal) => Box::new(seal.reader(compressed)?),
-        })
+        sealed(compressed, self.seal.as_ref())
     }
 
     /// The encoder writes straight into `each`: no staging buffer, no copy. The input is cut
@@ -244,34 +241,112 @@ impl BodySource for CompressedFile<'_> {
     /// the same bytes. OpenPGP encrypts only as a reader: then this pass reads
     /// [`open`](Self::open) as the send pass does.
     fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        if self.seal.as_ref().is_some_and(|s| !s.has_writer()) {
-            return crate::readers::for_each_chunk(
-                &mut self.open()?,
-                crate::storage::CHUNK_BUFFER,
-                each,
-            );
+        digest_pass(
+            self,
+            self.seal.as_ref(),
+            self.opts,
+            self.arena,
+            each,
+            || {
+                let file = File::open(&self.path)?;
+                let size = file.metadata()?.len();
+                Ok((Box::new(file), size))
+            },
+        )
+    }
+}
+
+/// Bytes in memory (a WAL segment wal-receive assembled), compressed on the fly, as an
+/// upload body: [`CompressedFile`] without the file.
+pub struct CompressedBytes<'a> {
+    /// The bytes.
+    pub data: &'a [u8],
+    /// How to compress them.
+    pub opts: EncodeOptions,
+    /// Where the stream's buffers come from.
+    pub arena: &'a Arena,
+    /// The object's encryption after compression, if any (one header for both passes).
+    pub seal: Option<Seal>,
+}
+
+impl BodySource for CompressedBytes<'_> {
+    fn open(&self) -> io::Result<Box<dyn Read + '_>> {
+        let size = Some(self.data.len() as u64);
+        let compressed = CompressingReader::new(self.data, self.opts, self.arena, size)?;
+        sealed(compressed, self.seal.as_ref())
+    }
+
+    /// As [`CompressedFile::for_each_chunk`]: the same cuts, so both passes agree.
+    fn for_each_chunk(&self, each: &mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        digest_pass(
+            self,
+            self.seal.as_ref(),
+            self.opts,
+            self.arena,
+            each,
+            || Ok((Box::new(self.data), self.data.len() as u64)),
+        )
+    }
+}
+
+/// The send pass's stream: the compressed bytes, encrypted when there is a seal.
+fn sealed<'a>(compressed: impl Read + 'a, seal: Option<&Seal>) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match seal {
+        None => Box::new(compressed),
+        Some(seal) => Box::new(seal.reader(compressed)?),
+    })
+}
+
+/// The digest pass of `body`: the encoder (and the sealer) write straight into `each`, fed
+/// one arena buffer of the plain input at a time. OpenPGP encrypts only as a reader: then
+/// this pass reads `body` as the send pass does.
+fn digest_pass<'a>(
+    body: &'a dyn BodySource,
+    seal: Option<&Seal>,
+    opts: EncodeOptions,
+    arena: &Arena,
+    each: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+    plain: impl FnOnce() -> io::Result<(Box<dyn Read + 'a>, u64)>,
+) -> io::Result<()> {
+    if seal.is_some_and(|s| !s.has_writer()) {
+        return crate::readers::for_each_chunk(
+            &mut body.open()?,
+            crate::storage::CHUNK_BUFFER,
+            each,
+        );
+    }
+    let (mut input, size) = plain()?;
+    encode_each(&mut input, size, opts, arena, seal, each)
+}
+
+/// The digest pass of a compressed body: the encoder (and the sealer, when there is one)
+/// writes straight into `each`, fed one arena buffer of `input` at a time.
+fn encode_each(
+    input: &mut dyn Read,
+    size: u64,
+    opts: EncodeOptions,
+    arena: &Arena,
+    seal: Option<&Seal>,
+    each: &mut dyn FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut in_buf = arena.lease()?;
+    match seal {
+        None => {
+            let encoder = Encoder::new(opts, EachChunk(each), Some(size))?;
+            pump(input, &mut in_buf, encoder).map(drop)
         }
-        let mut file = File::open(&self.path)?;
-        let size = file.metadata()?.len();
-        let mut in_buf = self.arena.lease()?;
-        match &self.seal {
-            None => {
-                let encoder = Encoder::new(self.opts, EachChunk(each), Some(size))?;
-                pump(&mut file, &mut in_buf, encoder).map(drop)
-            }
-            Some(seal) => {
-                let sealed = seal
-                    .writer(EachChunk(each))?
-                    .ok_or_else(|| io::Error::other("this encryption has no writer"))?;
-                let encoder = Encoder::new(self.opts, sealed, Some(size))?;
-                pump(&mut file, &mut in_buf, encoder)?.finish().map(drop)
-            }
+        Some(seal) => {
+            let sealed = seal
+                .writer(EachChunk(each))?
+                .ok_or_else(|| io::Error::other("this encryption has no writer"))?;
+            let encoder = Encoder::new(opts, sealed, Some(size))?;
+            pump(input, &mut in_buf, encoder)?.finish().map(drop)
         }
     }
 }
 
 /// Feeds `input` through `encoder` one buffer at a time; returns the finished sink.
-fn pump<W: Write>(input: &mut File, buf: &mut [u8], mut encoder: Encoder<W>) -> io::Result<W> {
+fn pump<W: Write>(input: &mut dyn Read, buf: &mut [u8], mut encoder: Encoder<W>) -> io::Result<W> {
     loop {
         let n = crate::storage::read_full(input, buf)?;
         if n == 0 {
@@ -335,6 +410,46 @@ mod tests {
                 .read_to_end(&mut back)
                 .unwrap();
             assert_eq!(back, data, "{method:?}");
+        }
+    }
+
+    #[test]
+    fn bytes_in_memory_compress_as_the_same_file_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        let arena = Arena::new(2, 64 * 1024);
+        let data: Vec<u8> = (0..(1u32 << 20) + 777)
+            .map(|i| if i % 7 == 0 { (i >> 9) as u8 } else { 0 })
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        for method in [Method::Lz4, Method::Zstd, Method::Brotli, Method::None] {
+            let opts = EncodeOptions {
+                method,
+                zstd_level: ZstdLevel::Default,
+            };
+            let bytes = CompressedBytes {
+                data: &data,
+                opts,
+                arena: &arena,
+                seal: None,
+            };
+            let file = CompressedFile {
+                path: path.clone(),
+                opts,
+                arena: &arena,
+                seal: None,
+            };
+            let (mut streamed, mut from_file, mut pushed) = (Vec::new(), Vec::new(), Vec::new());
+            bytes.open().unwrap().read_to_end(&mut streamed).unwrap();
+            file.open().unwrap().read_to_end(&mut from_file).unwrap();
+            bytes
+                .for_each_chunk(&mut |c| {
+                    pushed.extend_from_slice(c);
+                    Ok(())
+                })
+                .unwrap();
+            assert!(streamed == from_file && pushed == streamed, "{method:?}");
+            assert_eq!(arena.free(), 2, "buffers returned");
         }
     }
 

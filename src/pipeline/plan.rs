@@ -210,6 +210,8 @@ pub struct PlanInput {
     pub crypto_process: u64,
     /// `WALG_DELTA_MAX_STEPS` > 0: backup-push may take a delta.
     pub delta: bool,
+    /// `WALG_PG_WAL_SIZE` in bytes: wal-receive holds whole segments.
+    pub wal_segment_size: u64,
 }
 
 impl PlanInput {
@@ -472,6 +474,10 @@ pub fn wal_push(input: &PlanInput) -> CommandPlan {
     p.finish()
 }
 
+#[path = "plan_receive.rs"]
+mod receive_plan;
+pub use receive_plan::{wal_receive, wal_receive_segments, wal_receive_uploaders};
+
 /// `wal-fetch` of one file written with the configured method.
 pub fn wal_fetch(input: &PlanInput) -> CommandPlan {
     let mut p = CommandPlan::new("wal-fetch", 1, 1, 1);
@@ -588,6 +594,7 @@ pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
         backup_push(input),
         backup_fetch(input),
         daemon(input),
+        wal_receive(input),
     ]
 }
 
@@ -612,6 +619,7 @@ mod tests {
             crypto_state: 0,
             crypto_process: 0,
             delta: false,
+            wal_segment_size: 16 * MIB,
         }
     }
 
@@ -721,6 +729,25 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                 .iter()
                 .any(|t| t.name == "delta_chain_indexes")
         );
+    }
+
+    #[test]
+    fn wal_receive_holds_whole_segments_and_no_more() {
+        let mut i = defaults();
+        let p = wal_receive(&i);
+        assert_eq!((p.threads, p.transfers, p.arena_buffers), (4, 2, 4));
+        let segments = p
+            .components
+            .iter()
+            .find(|t| t.name == "wal_segments")
+            .unwrap();
+        assert_eq!((segments.count, segments.each_bytes), (3, 16 * MIB));
+        assert!(p.peak_rss_bytes < 64 * MIB, "{}", p.peak_rss_bytes);
+        i.upload_concurrency = 1;
+        i.wal_segment_size = 64 * MIB;
+        let p = wal_receive(&i);
+        assert_eq!((p.threads, wal_receive_segments(&i)), (3, 2));
+        assert!(p.peak_rss_bytes > 128 * MIB);
     }
 
     #[test]

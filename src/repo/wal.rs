@@ -137,6 +137,41 @@ pub fn same_content(
     }
 }
 
+/// wal-push's overwrite protection (walg-compat §6.2) for a file about to be stored as
+/// `name`: with `WALG_PREVENT_WAL_OVERWRITE`, and always for `.history`, an archived copy is
+/// compared with the local content (`local` opens it, only when there is a copy): true when
+/// they are equal (the upload is skipped), a conflict when they differ; false when there is
+/// nothing to protect.
+pub fn archived_equal<'a>(
+    storage: &dyn Storage,
+    settings: &crate::config::Settings,
+    name: &str,
+    arena: &crate::pipeline::arena::Arena,
+    local: &mut dyn FnMut() -> Result<Box<dyn Read + 'a>, Error>,
+) -> Result<bool, Error> {
+    use crate::format::wal_name::{WalFileKind, kind_of};
+    let protect = settings.prevent_wal_overwrite
+        || kind_of(name, settings.wal_segment_size) == WalFileKind::History;
+    let Some(found) = protect
+        .then(|| open(storage, name, settings.encode.method))
+        .transpose()?
+        .flatten()
+    else {
+        return Ok(false);
+    };
+    let key = found.key.clone();
+    let mut buf = arena
+        .lease()
+        .map_err(|e| Error::io("comparing with the archive", e))?;
+    if same_content(found, &settings.crypter, &mut local()?, &mut buf)? {
+        crate::info!("{name} is already archived with equal content as {key}; skipping upload");
+        return Ok(true);
+    }
+    Err(Error::Conflict(format!(
+        "{name} is already archived as {key}, contents differ, unable to overwrite"
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

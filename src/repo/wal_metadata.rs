@@ -50,6 +50,21 @@ pub fn upload(
         .and_then(|m| m.modified())
         .map(|t| PreciseTime::from_system(t).to_rfc3339_utc())
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    upload_created(mode, storage, name, created, status_dir)
+}
+
+/// As [`upload`], for a WAL file created at `created` (RFC 3339, UTC) that is not a local
+/// file: wal-receive's segments, stamped with the time they were stored, as WAL-G does.
+pub fn upload_created(
+    mode: WalMetadata,
+    storage: &dyn Storage,
+    name: &str,
+    created: String,
+    status_dir: &Path,
+) -> Result<(), Error> {
+    if mode == WalMetadata::None {
+        return Ok(());
+    }
     let doc = document(&[(name.to_string(), created)]);
     if mode == WalMetadata::Individual {
         storage.put(

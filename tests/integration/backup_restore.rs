@@ -25,7 +25,7 @@ fn storage_env(files: &Path) -> Vec<(String, String)> {
 }
 
 /// The wrapper's settings: storage plus how to reach the primary.
-fn with_pg(mut env: Vec<(String, String)>, port: u16) -> Vec<(String, String)> {
+pub(crate) fn with_pg(mut env: Vec<(String, String)>, port: u16) -> Vec<(String, String)> {
     env.extend([
         ("PGHOST".to_string(), "127.0.0.1".to_string()),
         ("PGPORT".to_string(), port.to_string()),
@@ -66,7 +66,7 @@ fn wait_archived(pg: &PgCluster) {
 }
 
 /// Restores LATEST into a new cluster recovering through wal-fetch, with `target` settings.
-fn restore(primary_env: &[(String, String)], target: &str) -> PgCluster {
+pub(crate) fn restore(primary_env: &[(String, String)], target: &str) -> PgCluster {
     let port = common::free_port();
     let conf =
         format!("archive_mode = off\nrestore_command = '{{walrus}} wal-fetch %f %p'\n{target}\n");

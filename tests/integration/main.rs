@@ -32,6 +32,7 @@ mod settings;
 mod wal_commands;
 mod wal_inspect;
 mod wal_restore;
+mod wal_receive;
 
 #[path = "../../vendor-tests/support/mod.rs"]
 mod support;
