@@ -19,13 +19,14 @@
 //! `connect_timeout` does not bound.
 
 mod backup;
+pub mod base_backup;
 mod conn;
 mod error;
 mod params;
 pub mod pgpass;
 mod tls;
 
-pub use backup::{BackupError, BackupSession, BackupStart, BackupStop};
-pub use conn::{Connection, Event, QueryResult, Replication, parse_server_version};
+pub use backup::{BackupError, BackupSession, BackupStart, BackupStop, STOP_TIMEOUT_GRACE};
+pub use conn::{Connection, Event, Interrupter, QueryResult, Replication, parse_server_version};
 pub use error::PgError;
 pub use params::{ConnParams, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SslMode};

@@ -203,6 +203,9 @@ pub struct PlanInput {
     pub crypto_process: u64,
     /// `WALG_DELTA_MAX_STEPS` > 0: backup-push may take a delta.
     pub delta: bool,
+    /// `WALG_ALIVE_CHECK_INTERVAL` > 0: backup-push checks the server on a session and
+    /// thread of its own.
+    pub alive_check: bool,
 }
 
 impl PlanInput {
@@ -513,15 +516,32 @@ pub fn stream_parts(input: &PlanInput) -> (usize, usize) {
     (uploaders, size)
 }
 
-/// `backup-push`: one walker/compressor thread, part uploaders beside it.
+/// A remote backup-push's replication session: the connection's receive buffer holds one
+/// message of at most `MAX_COPY_MESSAGE` bytes (the server sends 32 KiB CopyData), and the
+/// message being re-packed may still hold the previous buffer while the next one is read.
+pub const REPLICATION_MESSAGES: u64 = 2 * crate::pg::base_backup::MAX_COPY_MESSAGE as u64;
+
+/// `backup-push`: one walker/compressor thread, part uploaders beside it, and the alive
+/// check's thread and session.
 pub fn backup_push(input: &PlanInput) -> CommandPlan {
+    backup_push_as("backup-push", input, false)
+}
+
+/// `backup-push` without a data directory: the server's stream re-packed instead of a walk
+/// (its parser holds one message, one header and `pg_control`), on a replication session.
+pub fn backup_push_remote(input: &PlanInput) -> CommandPlan {
+    backup_push_as("backup-push-remote", input, true)
+}
+
+fn backup_push_as(command: &'static str, input: &PlanInput, streamed: bool) -> CommandPlan {
     let (uploaders, part) = stream_parts(input);
     let (threads, parts) = if input.remote() {
         (1 + uploaders as u64, uploaders + 1)
     } else {
         (1, 0)
     };
-    let mut p = CommandPlan::new("backup-push", threads, uploaders as u64, 2);
+    let threads = threads + u64::from(input.alive_check);
+    let mut p = CommandPlan::new(command, threads, uploaders as u64, 2);
     p.add_common(input, uploaders as u64 + 1);
     p.add_mapped("part_buffers", parts as u64, part as u64);
     p.add(
@@ -531,10 +551,16 @@ pub fn backup_push(input: &PlanInput) -> CommandPlan {
     );
     p.add("crypto_state", 1, input.crypto_state);
     p.add("walk_and_files_spool", 1, WALK_AND_SPOOL);
-    if input.delta {
+    if streamed {
+        p.add("replication_messages", 1, REPLICATION_MESSAGES);
+    } else if input.delta {
         p.add("delta_base_index_and_page_scan", 1, DELTA_PUSH);
     }
-    p.add("postgres_session", 1, PG_SESSION);
+    p.add(
+        "postgres_session",
+        1 + u64::from(input.alive_check),
+        PG_SESSION,
+    );
     p.finish()
 }
 
@@ -579,6 +605,7 @@ pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
         wal_fetch(input),
         wal_prefetch(input),
         backup_push(input),
+        backup_push_remote(input),
         backup_fetch(input),
     ]
 }
@@ -604,6 +631,7 @@ mod tests {
             crypto_state: 0,
             crypto_process: 0,
             delta: false,
+            alive_check: true,
         }
     }
 
@@ -712,6 +740,38 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
                 .components
                 .iter()
                 .any(|t| t.name == "delta_chain_indexes")
+        );
+    }
+
+    #[test]
+    fn remote_backups_add_the_replication_buffer_and_the_alive_check_its_session() {
+        let i = defaults();
+        let local = backup_push(&i);
+        let remote = backup_push_remote(&i);
+        let term = |p: &CommandPlan, name: &str| {
+            p.components
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| (t.count, t.bytes))
+        };
+        assert_eq!(term(&local, "replication_messages"), None);
+        assert_eq!(
+            term(&remote, "replication_messages"),
+            Some((1, REPLICATION_MESSAGES))
+        );
+        assert_eq!(term(&remote, "postgres_session").unwrap().0, 2);
+        assert_eq!(remote.threads, local.threads);
+        let off = PlanInput {
+            alive_check: false,
+            ..i
+        };
+        assert_eq!(backup_push(&off).threads + 1, local.threads);
+        assert_eq!(term(&backup_push(&off), "postgres_session").unwrap().0, 1);
+        // A remote backup never takes a delta.
+        let delta = PlanInput { delta: true, ..i };
+        assert_eq!(
+            backup_push_remote(&delta).peak_rss_bytes,
+            remote.peak_rss_bytes
         );
     }
 

@@ -24,6 +24,7 @@ mod memory_cage;
 mod parsers;
 mod pg_client;
 mod rate_limits;
+mod remote_backup;
 mod s3_protection;
 mod s3_storage;
 mod s3_tls;

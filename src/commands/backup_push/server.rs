@@ -62,6 +62,42 @@ pub(super) fn inspect(
     })
 }
 
+/// Checks the server a remote backup (no data directory here) streams from: its
+/// `data_directory` is taken as the server says it (it is only recorded).
+pub(super) fn inspect_remote(
+    conn: &mut Connection,
+    settings: &Settings,
+    verify: bool,
+) -> Result<Server, Error> {
+    let version = conn.server_version_num();
+    if version < crate::pg::base_backup::OLDEST_FRAMING {
+        return Err(Error::Unsupported(format!(
+            "PostgreSQL {version} is not supported by wal-rus's remote backup-push (15 or later is: older servers frame BASE_BACKUP otherwise); give the data directory to back it up locally"
+        )));
+    }
+    let row = conn
+        .query_one("select current_setting('data_directory'), (select system_identifier::text from pg_control_system()), pg_is_in_recovery()::text, current_setting('wal_segment_size')")
+        .map_err(|e| Error::pg("inspecting the server", e))?;
+    check_segment_size(
+        &text(&row, 3, "wal_segment_size")?,
+        settings.wal_segment_size,
+    )?;
+    let system_identifier = row
+        .get(1)
+        .cloned()
+        .flatten()
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|v| v as u64);
+    let verify = verify && checksums_on(conn)?;
+    Ok(Server {
+        version,
+        system_identifier,
+        in_recovery: text(&row, 2, "pg_is_in_recovery")? == "true",
+        data_dir: PathBuf::from(text(&row, 0, "data_directory")?),
+        verify,
+    })
+}
+
 /// The local data directory, if it is the server's `data_directory` and looks like one.
 fn same_data_dir(server_dir: &str, local: &Path) -> Result<PathBuf, Error> {
     let server_dir = PathBuf::from(server_dir);
