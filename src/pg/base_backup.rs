@@ -23,6 +23,11 @@ pub const OLDEST_FRAMING: u32 = 150000;
 /// a server built with the largest block size (32 KiB pages) and its error messages fit.
 pub const MAX_COPY_MESSAGE: usize = 256 * 1024;
 
+/// Memory-plan term of a remote backup's session: the receive buffer holds one message of at
+/// most [`MAX_COPY_MESSAGE`] bytes, and the payload being re-packed may still hold the
+/// previous buffer while the next message is read.
+pub const REPLICATION_MESSAGES: u64 = 2 * MAX_COPY_MESSAGE as u64;
+
 /// What the backup is asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BaseBackupOptions {

@@ -203,8 +203,7 @@ pub struct PlanInput {
     pub crypto_process: u64,
     /// `WALG_DELTA_MAX_STEPS` > 0: backup-push may take a delta.
     pub delta: bool,
-    /// `WALG_ALIVE_CHECK_INTERVAL` > 0: backup-push checks the server on a session and
-    /// thread of its own.
+    /// `WALG_ALIVE_CHECK_INTERVAL` > 0: backup-push's alive check (a session and a thread).
     pub alive_check: bool,
 }
 
@@ -516,32 +515,21 @@ pub fn stream_parts(input: &PlanInput) -> (usize, usize) {
     (uploaders, size)
 }
 
-/// A remote backup-push's replication session: the connection's receive buffer holds one
-/// message of at most `MAX_COPY_MESSAGE` bytes (the server sends 32 KiB CopyData), and the
-/// message being re-packed may still hold the previous buffer while the next one is read.
-pub const REPLICATION_MESSAGES: u64 = 2 * crate::pg::base_backup::MAX_COPY_MESSAGE as u64;
-
-/// `backup-push`: one walker/compressor thread, part uploaders beside it, and the alive
-/// check's thread and session.
+/// `backup-push`: one walker/compressor thread, part uploaders, the alive check's thread.
 pub fn backup_push(input: &PlanInput) -> CommandPlan {
     backup_push_as("backup-push", input, false)
 }
 
-/// `backup-push` without a data directory: the server's stream re-packed instead of a walk
-/// (its parser holds one message, one header and `pg_control`), on a replication session.
-pub fn backup_push_remote(input: &PlanInput) -> CommandPlan {
-    backup_push_as("backup-push-remote", input, true)
-}
-
-fn backup_push_as(command: &'static str, input: &PlanInput, streamed: bool) -> CommandPlan {
+/// `backup-push`, or without a data directory (`streamed`: the server's stream re-packed).
+pub fn backup_push_as(command: &'static str, input: &PlanInput, streamed: bool) -> CommandPlan {
     let (uploaders, part) = stream_parts(input);
     let (threads, parts) = if input.remote() {
         (1 + uploaders as u64, uploaders + 1)
     } else {
         (1, 0)
     };
-    let threads = threads + u64::from(input.alive_check);
-    let mut p = CommandPlan::new(command, threads, uploaders as u64, 2);
+    let checker = u64::from(input.alive_check);
+    let mut p = CommandPlan::new(command, threads + checker, uploaders as u64, 2);
     p.add_common(input, uploaders as u64 + 1);
     p.add_mapped("part_buffers", parts as u64, part as u64);
     p.add(
@@ -552,15 +540,15 @@ fn backup_push_as(command: &'static str, input: &PlanInput, streamed: bool) -> C
     p.add("crypto_state", 1, input.crypto_state);
     p.add("walk_and_files_spool", 1, WALK_AND_SPOOL);
     if streamed {
-        p.add("replication_messages", 1, REPLICATION_MESSAGES);
+        p.add(
+            "replication_messages",
+            1,
+            crate::pg::base_backup::REPLICATION_MESSAGES,
+        );
     } else if input.delta {
         p.add("delta_base_index_and_page_scan", 1, DELTA_PUSH);
     }
-    p.add(
-        "postgres_session",
-        1 + u64::from(input.alive_check),
-        PG_SESSION,
-    );
+    p.add("postgres_session", 1 + checker, PG_SESSION);
     p.finish()
 }
 
@@ -605,7 +593,7 @@ pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
         wal_fetch(input),
         wal_prefetch(input),
         backup_push(input),
-        backup_push_remote(input),
+        backup_push_as("backup-push-remote", input, true),
         backup_fetch(input),
     ]
 }
@@ -614,6 +602,10 @@ pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
 mod tests {
     use super::*;
     use crate::codec::{Method, ZstdLevel};
+
+    fn backup_push_remote(input: &PlanInput) -> CommandPlan {
+        backup_push_as("backup-push-remote", input, true)
+    }
 
     fn defaults() -> PlanInput {
         PlanInput {
@@ -757,7 +749,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(term(&local, "replication_messages"), None);
         assert_eq!(
             term(&remote, "replication_messages"),
-            Some((1, REPLICATION_MESSAGES))
+            Some((1, crate::pg::base_backup::REPLICATION_MESSAGES))
         );
         assert_eq!(term(&remote, "postgres_session").unwrap().0, 2);
         assert_eq!(remote.threads, local.threads);

@@ -195,6 +195,21 @@ fn check_timeline(conn: &mut crate::pg::Connection, started: u32) -> Result<(), 
     Ok(())
 }
 
+fn announce(name: &str, server: &Server, started: &BackupStart) {
+    let standby = if server.in_recovery {
+        " on a standby"
+    } else {
+        ""
+    };
+    crate::info!(
+        "starting backup {name} of {}{standby} (PostgreSQL {}, start LSN {}, timeline {})",
+        server.data_dir.display(),
+        server.version,
+        started.lsn,
+        started.timeline
+    );
+}
+
 #[allow(clippy::too_many_arguments)]
 fn local_backup(
     settings: &Settings,
@@ -211,18 +226,7 @@ fn local_backup(
     let label = crate::time::UtcTime::now().rfc3339();
     let (session, started) = BackupSession::start(conn, &label)?;
     let name = name_of(base.as_ref(), &started, server, settings.wal_segment_size)?;
-    crate::info!(
-        "starting backup {name} of {}{} (PostgreSQL {}, start LSN {}, timeline {})",
-        server.data_dir.display(),
-        if server.in_recovery {
-            " on a standby"
-        } else {
-            ""
-        },
-        server.version,
-        started.lsn,
-        started.timeline
-    );
+    announce(&name, server, &started);
     let mut delta_base = base.as_ref().map(|b| b.open(storage)).transpose()?;
     let sender = Sender::new(settings, storage, name.clone());
     let began = Instant::now();

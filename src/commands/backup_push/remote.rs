@@ -224,6 +224,81 @@ fn spec_of(data_dir: &str, start: &StreamStart) -> TablespaceSpec {
     spec
 }
 
+/// Stores the server's archives as data partitions; returns the payload and stored bytes.
+fn send_partitions(
+    settings: &Settings,
+    sender: &Sender,
+    repacker: &mut Repacker<&mut StreamSource<'_, '_>>,
+    spool: &mut FilesSpool,
+    check: &AliveCheck,
+) -> Result<(u64, u64), Error> {
+    let (mut uncompressed, mut compressed) = (0u64, 0u64);
+    let mut recorder = Recorder {
+        spool,
+        partition: String::new(),
+        error: None,
+    };
+    for number in 1u32.. {
+        let more = repacker.has_more().map_err(|e| {
+            let e = StorageError::BodyRead {
+                key: String::new(),
+                source: e,
+            };
+            stream_error(repacker.source(), e)
+        })?;
+        if !more {
+            break;
+        }
+        let pname = sender.tar_name(&format!("part_{number:03}"));
+        recorder.partition = pname.clone();
+        let mut part = RemotePartition::new(repacker, &mut recorder, settings.tar_size_threshold);
+        let sent = sender.send(&pname, &mut check.watched(&mut part));
+        let payload = part.payload;
+        let stored = sent.map_err(|e| stream_error(repacker.source(), e))?;
+        uncompressed += payload;
+        compressed += stored;
+        crate::devel!("stored {}: {stored} bytes", sender.key(&pname));
+        if let Some(e) = recorder.error.take() {
+            return Err(spool_error(e));
+        }
+        recorder
+            .spool
+            .finish_partition(&pname)
+            .map_err(spool_error)?;
+    }
+    Ok((uncompressed, compressed))
+}
+
+fn options_of(settings: &Settings, server: &Server) -> BaseBackupOptions {
+    BaseBackupOptions {
+        label: format!("wal-rus {}", crate::time::UtcTime::now().rfc3339()),
+        verify_checksums: server.verify,
+        max_rate_kib: settings
+            .disk_rate_limit
+            .map(|r| (r / 1024).min(u64::from(u32::MAX)) as u32),
+    }
+}
+
+/// As WAL-G names a remote backup: the segment holding the start LSN, on or off a standby.
+fn name_of(start: &StreamStart, seg_size: u64) -> String {
+    let segment = Segment {
+        timeline: start.start.timeline,
+        segno: start.start.lsn.0 / seg_size,
+    };
+    backup_name::full_name(segment, seg_size)
+}
+
+/// A standby promoted during the backup moves to a new timeline: the copy is not usable.
+fn timeline_kept(start: &StreamStart, end: &BackupStart) -> Result<(), Error> {
+    if end.timeline != start.start.timeline {
+        return Err(Error::Precondition(format!(
+            "the timeline changed from {} to {} during the backup (the standby was promoted): the copy is not a consistent backup, no sentinel was written",
+            start.start.timeline, end.timeline
+        )));
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn stream_backup(
     settings: &Settings,
@@ -234,22 +309,8 @@ fn stream_backup(
     start_time: SystemTime,
     check: &AliveCheck,
 ) -> Result<(), Error> {
-    let options = BaseBackupOptions {
-        label: format!("wal-rus {}", crate::time::UtcTime::now().rfc3339()),
-        verify_checksums: server.verify,
-        max_rate_kib: settings
-            .disk_rate_limit
-            .map(|r| (r / 1024).min(u64::from(u32::MAX)) as u32),
-    };
-    let (mut stream, start) = BaseBackupStream::start(repl, &options)?;
-    let seg_size = settings.wal_segment_size;
-    let name = backup_name::full_name(
-        Segment {
-            timeline: start.start.timeline,
-            segno: start.start.lsn.0 / seg_size,
-        },
-        seg_size,
-    );
+    let (mut stream, start) = BaseBackupStream::start(repl, &options_of(settings, server))?;
+    let name = name_of(&start, settings.wal_segment_size);
     let data_dir = server.data_dir.to_string_lossy().into_owned();
     crate::info!(
         "starting remote backup {name} of {data_dir}{} (PostgreSQL {}, start LSN {}, timeline {}, {} tablespace(s) besides the data directory)",
@@ -276,71 +337,18 @@ fn stream_backup(
         end: None,
     };
     let mut repacker = Repacker::new(&mut source);
-    let (mut uncompressed, mut compressed) = (0u64, 0u64);
-    let mut recorder = Recorder {
-        spool: &mut spool,
-        partition: String::new(),
-        error: None,
-    };
-    let mut number = 1u32;
-    loop {
-        let more = repacker.has_more();
-        let more = match more {
-            Ok(m) => m,
-            Err(e) => {
-                let e = StorageError::BodyRead {
-                    key: String::new(),
-                    source: e,
-                };
-                return Err(stream_error(repacker.source(), e));
-            }
-        };
-        if !more {
-            break;
-        }
-        let pname = sender.tar_name(&format!("part_{number:03}"));
-        number += 1;
-        recorder.partition = pname.clone();
-        let mut part =
-            RemotePartition::new(&mut repacker, &mut recorder, settings.tar_size_threshold);
-        let sent = sender.send(&pname, &mut check.watched(&mut part));
-        let payload = part.payload;
-        let stored = match sent {
-            Ok(n) => n,
-            Err(e) => return Err(stream_error(repacker.source(), e)),
-        };
-        uncompressed += payload;
-        compressed += stored;
-        crate::devel!("stored {}: {stored} bytes", sender.key(&pname));
-        if let Some(e) = recorder.error.take() {
-            return Err(spool_error(e));
-        }
-        recorder
-            .spool
-            .finish_partition(&pname)
-            .map_err(spool_error)?;
-    }
+    let (mut uncompressed, mut compressed) =
+        send_partitions(settings, &sender, &mut repacker, &mut spool, check)?;
     let control = repacker.control.take().ok_or_else(|| {
         Error::Precondition(format!(
             "the server's archive held no {CONTROL_NAME}: not a data directory's backup"
         ))
     })?;
-    if repacker.dropped > 0 {
-        crate::devel!(
-            "left out {} entries: tablespace links (a restore makes them from the spec) and standby.signal",
-            repacker.dropped
-        );
-    }
     drop(repacker);
     let end = source.end.take().ok_or_else(|| {
         Error::Precondition("the server ended the backup without its end position".into())
     })?;
-    if end.timeline != start.start.timeline {
-        return Err(Error::Precondition(format!(
-            "the timeline changed from {} to {} during the backup (the standby was promoted): the copy is not a consistent backup, no sentinel was written",
-            start.start.timeline, end.timeline
-        )));
-    }
+    timeline_kept(&start, &end)?;
     let now = crate::time::UtcTime::now().0;
     let control_tar = small_tar(&[(CONTROL_NAME, &control, 0o600, now)]);
     compressed += sender.send(&sender.tar_name("pg_control"), &mut &control_tar[..])?;
