@@ -115,7 +115,8 @@ pub struct MemoryPlan {
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "backup-push")]
 pub struct BackupPush {
-    /// the data directory (default: PGDATA); must be the server's data_directory
+    /// the data directory (default: PGDATA); must be the server's data_directory. Without
+    /// either the backup is remote: streamed by the server over a replication session
     #[argh(positional)]
     pub data_dir: Option<PathBuf>,
     /// mark the backup permanent (never deleted by retention)

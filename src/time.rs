@@ -8,6 +8,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Go's zero `time.Time` as JSON text, written for a time that was never set.
 pub const GO_ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
+/// A duration as Go prints one, roughly: `500ms`, `5s`, `1.5s`, `2m0s`, `1h30m0s`.
+pub fn duration_text(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let frac = if ms.is_multiple_of(1000) {
+        String::new()
+    } else {
+        format!(".{:03}", ms % 1000)
+            .trim_end_matches('0')
+            .to_string()
+    };
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}{frac}s"),
+        (0, _) => format!("{m}m{s}{frac}s"),
+        _ => format!("{h}h{m}m{s}{frac}s"),
+    }
+}
+
 /// A UTC instant in whole seconds since the Unix epoch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct UtcTime(pub i64);
@@ -283,6 +305,16 @@ mod tests {
         assert_eq!(UtcTime(1_369_353_600).date(), "20130524");
         assert_eq!(UtcTime(951_868_800).rfc3339(), "2000-03-01T00:00:00Z");
         assert_eq!(UtcTime(951_782_400).rfc3339(), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn durations_as_go_prints_them() {
+        use std::time::Duration;
+        assert_eq!(duration_text(Duration::from_millis(500)), "500ms");
+        assert_eq!(duration_text(Duration::from_secs(5)), "5s");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(duration_text(Duration::from_secs(120)), "2m0s");
+        assert_eq!(duration_text(Duration::from_secs(5400)), "1h30m0s");
     }
 
     #[test]

@@ -13,8 +13,8 @@ pub mod report;
 pub mod wal_fetch;
 pub mod wal_prefetch;
 pub mod wal_push;
-pub mod wal_restore;
 pub mod wal_receive;
+pub mod wal_restore;
 pub mod wal_show;
 pub mod wal_verify;
 

@@ -3,7 +3,7 @@
 //! before anything touches storage.
 
 use super::crypter::crypter;
-use super::sources::{bool_setting, rate_setting, uint_setting};
+use super::sources::{bool_setting, duration_setting, rate_setting, uint_setting};
 use super::{
     Cmd, ConfigError, DeltaSettings, Settings, Sources, StorageSettings, WalMetadata,
     active_storage, azure, bad, check, gcs, parse_az_prefix, parse_s3_prefix, s3, table,
@@ -82,6 +82,12 @@ impl Settings {
             disk_rate_limit: rate_setting(src, "WALG_DISK_RATE_LIMIT")?,
             network_rate_limit: rate_setting(src, "WALG_NETWORK_RATE_LIMIT")?,
             store_all_corrupt_blocks: bool_setting(src, "WALG_STORE_ALL_CORRUPT_BLOCKS", false)?,
+            alive_check_interval: duration_setting(
+                src,
+                "WALG_ALIVE_CHECK_INTERVAL",
+                Some(std::time::Duration::from_secs(60)),
+            )?,
+            stop_backup_timeout: duration_setting(src, "WALG_STOP_BACKUP_TIMEOUT", None)?,
             integrity_max_delayed_wals: uint_setting(
                 src,
                 "WALG_INTEGRITY_MAX_DELAYED_WALS",

@@ -134,6 +134,11 @@ pub struct Settings {
     pub delta: DeltaSettings,
     /// `WALG_STORE_ALL_CORRUPT_BLOCKS`: record every corrupt block, not the first 10.
     pub store_all_corrupt_blocks: bool,
+    /// `WALG_ALIVE_CHECK_INTERVAL` (default 1m; `0` turns it off): how often backup-push
+    /// checks on a connection of its own that the server is still there.
+    pub alive_check_interval: Option<std::time::Duration>,
+    /// `WALG_STOP_BACKUP_TIMEOUT` (default none): bound on the backup's stop.
+    pub stop_backup_timeout: Option<std::time::Duration>,
     /// `WALG_INTEGRITY_MAX_DELAYED_WALS` (default 0): how many missing segments newer than
     /// the newest stored one wal-verify calls delayed rather than lost.
     pub integrity_max_delayed_wals: u64,
@@ -236,6 +241,7 @@ impl Settings {
             https,
             client,
             delta: self.delta.max_steps > 0,
+            alive_check: self.alive_check_interval.is_some(),
         }
     }
 }

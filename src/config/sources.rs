@@ -152,6 +152,66 @@ pub(super) fn rate_setting(src: &Sources, name: &str) -> Result<Option<u64>, Con
     Ok((rate > 0).then_some(rate))
 }
 
+/// Go's `time.ParseDuration`, which WAL-G reads its durations with: a sequence of decimal
+/// numbers, each with a unit (`ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), as `1m`, `1.5s`,
+/// `1h30m`; a bare `0` is zero. `None` for anything else.
+pub fn parse_go_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let text = text.strip_prefix('+').unwrap_or(text);
+    if text == "0" {
+        return Some(Duration::ZERO);
+    }
+    if text.is_empty() || text.starts_with('-') {
+        return None;
+    }
+    let mut rest = text;
+    let mut nanos: f64 = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_end);
+        if number.is_empty() || number == "." {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        let unit_end = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        nanos += value * scale;
+        rest = after;
+    }
+    (nanos.is_finite() && nanos < 9.2e18).then(|| Duration::from_nanos(nanos.round() as u64))
+}
+
+/// A duration in Go's syntax (`30s`, `1m`); unset gives `default`, `0` gives `None` (off).
+pub(super) fn duration_setting(
+    src: &Sources,
+    name: &str,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(v) = src.get(name) else {
+        return Ok(default);
+    };
+    let d = parse_go_duration(&v).ok_or_else(|| {
+        bad(
+            name,
+            format!("'{v}' is not a duration (a number with a unit: 30s, 1m, 1h30m)"),
+        )
+    })?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
 pub(super) fn uint_setting(
     src: &Sources,
     name: &str,

@@ -363,3 +363,47 @@ fn config_file_through_the_table() {
     let s = Settings::load(&Sources::from_entries(env, entries), push).unwrap();
     assert_eq!(s.delta.max_steps, 2);
 }
+
+#[test]
+fn durations_as_walg_reads_them() {
+    use super::sources::parse_go_duration;
+    use std::time::Duration;
+    assert_eq!(parse_go_duration("1m"), Some(Duration::from_secs(60)));
+    assert_eq!(parse_go_duration("0"), Some(Duration::ZERO));
+    assert_eq!(parse_go_duration("1.5s"), Some(Duration::from_millis(1500)));
+    assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+    assert_eq!(parse_go_duration("250ms"), Some(Duration::from_millis(250)));
+    assert_eq!(parse_go_duration("10"), None, "Go wants a unit");
+    assert_eq!(parse_go_duration("-1s"), None);
+    assert_eq!(parse_go_duration("1d"), None);
+    assert_eq!(parse_go_duration(""), None);
+    let load = |entries: &[(&str, &str)]| {
+        let owned: Vec<(String, String)> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| owned.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        Settings::load(
+            &Sources::from_entries(lookup, Vec::new()),
+            Cmd::BackupPush { full: false },
+        )
+    };
+    let s = load(&[("WALG_FILE_PREFIX", "/a")]).unwrap();
+    assert_eq!(s.alive_check_interval, Some(Duration::from_secs(60)));
+    assert_eq!(s.stop_backup_timeout, None);
+    let s = load(&[
+        ("WALG_FILE_PREFIX", "/a"),
+        ("WALG_ALIVE_CHECK_INTERVAL", "0"),
+        ("WALG_STOP_BACKUP_TIMEOUT", "30s"),
+    ])
+    .unwrap();
+    assert_eq!(s.alive_check_interval, None);
+    assert_eq!(s.stop_backup_timeout, Some(Duration::from_secs(30)));
+    let e = load(&[
+        ("WALG_FILE_PREFIX", "/a"),
+        ("WALG_STOP_BACKUP_TIMEOUT", "5"),
+    ])
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("WALG_STOP_BACKUP_TIMEOUT"), "{e}");
+}

@@ -10,6 +10,11 @@ use super::conn::Connection;
 use super::error::PgError;
 use crate::format::lsn::Lsn;
 use std::fmt;
+use std::time::Duration;
+
+/// How long past `WALG_STOP_BACKUP_TIMEOUT` the client waits for the server's own
+/// cancellation before it gives up on the session itself (a server that no longer answers).
+pub const STOP_TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 
 /// The first version with `pg_backup_start`/`pg_backup_stop`.
 const RENAMED_IN: u32 = 150000;
@@ -200,11 +205,35 @@ impl<'c> BackupSession<'c> {
     /// Stops the backup and returns the label and tablespace map to store with it.
     ///
     /// If the stop statement fails the backup counts as still running and is aborted.
-    pub fn stop(mut self) -> Result<BackupStop, BackupError> {
+    pub fn stop(self) -> Result<BackupStop, BackupError> {
+        self.stop_within(None)
+    }
+
+    /// As [`BackupSession::stop`], bounded by `timeout` (`WALG_STOP_BACKUP_TIMEOUT`) as
+    /// WAL-G bounds it, by the session's `statement_timeout`, and also on this side: a
+    /// server that does not answer within the timeout and [`STOP_TIMEOUT_GRACE`] loses the
+    /// session (and with it the backup).
+    pub fn stop_within(mut self, timeout: Option<Duration>) -> Result<BackupStop, BackupError> {
+        if let Some(t) = timeout {
+            // The client's bound first: a server that no longer answers must not hold even
+            // the `SET`.
+            self.conn
+                .set_read_timeout(Some(t + STOP_TIMEOUT_GRACE))
+                .map_err(failed("stopping the backup"))?;
+            self.conn
+                .query(&format!(
+                    "set statement_timeout = {}",
+                    t.as_millis().clamp(1, i32::MAX as u128)
+                ))
+                .map_err(failed("setting statement_timeout for the stop"))?;
+        }
         let row = self
             .conn
             .query_one(self.api.stop_sql())
             .map_err(failed("stopping the backup"))?;
+        if timeout.is_some() {
+            let _ = self.conn.set_read_timeout(None);
+        }
         self.running = false;
         Ok(BackupStop {
             label_file: text(&row, 0, "backup label")?,

@@ -20,6 +20,7 @@
 //! `connect_timeout` does not bound.
 
 mod backup;
+pub mod base_backup;
 mod conn;
 mod error;
 mod params;
@@ -27,7 +28,7 @@ pub mod pgpass;
 pub mod replication;
 mod tls;
 
-pub use backup::{BackupError, BackupSession, BackupStart, BackupStop};
-pub use conn::{Connection, Event, QueryResult, Replication, parse_server_version};
+pub use backup::{BackupError, BackupSession, BackupStart, BackupStop, STOP_TIMEOUT_GRACE};
+pub use conn::{Connection, Event, Interrupter, QueryResult, Replication, parse_server_version};
 pub use error::PgError;
 pub use params::{ConnParams, DEFAULT_CONNECT_TIMEOUT, DEFAULT_WRITE_TIMEOUT, SslMode};

@@ -13,5 +13,6 @@ pub mod increment;
 pub mod plan;
 pub mod rate;
 pub mod sync;
+pub mod tar_repack;
 pub mod tar_stream;
 pub mod workers;

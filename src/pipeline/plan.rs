@@ -212,6 +212,8 @@ pub struct PlanInput {
     pub delta: bool,
     /// `WALG_PG_WAL_SIZE` in bytes: wal-receive holds whole segments.
     pub wal_segment_size: u64,
+    /// `WALG_ALIVE_CHECK_INTERVAL` > 0: backup-push's alive check (a session and a thread).
+    pub alive_check: bool,
 }
 
 impl PlanInput {
@@ -519,54 +521,9 @@ pub fn wal_prefetch(input: &PlanInput) -> CommandPlan {
     parallel_downloads("wal-prefetch", input, 0, &[])
 }
 
-/// The part size and number of part uploaders of streamed uploads (tar partitions).
-pub fn stream_parts(input: &PlanInput) -> (usize, usize) {
-    let uploaders = input.part_uploaders.clamp(1, MAX_PART_UPLOADERS);
-    let size = input.part_size.clamp(5 * MIB, MAX_STREAM_PART) as usize;
-    (uploaders, size)
-}
-
-/// `backup-push`: one walker/compressor thread, part uploaders beside it.
-pub fn backup_push(input: &PlanInput) -> CommandPlan {
-    let (uploaders, part) = stream_parts(input);
-    let (threads, parts) = if input.remote() {
-        (1 + uploaders as u64, uploaders + 1)
-    } else {
-        (1, 0)
-    };
-    let mut p = CommandPlan::new("backup-push", threads, uploaders as u64, 2);
-    p.add_common(input, uploaders as u64 + 1);
-    p.add_mapped("part_buffers", parts as u64, part as u64);
-    p.add(
-        "codec_state",
-        1,
-        codec::encoder_state_bytes(input.encode) + encoder_burst(input.encode),
-    );
-    p.add("crypto_state", 1, input.crypto_state);
-    p.add("walk_and_files_spool", 1, WALK_AND_SPOOL);
-    if input.delta {
-        p.add("delta_base_index_and_page_scan", 1, DELTA_PUSH);
-    }
-    p.add("postgres_session", 1, PG_SESSION);
-    p.finish()
-}
-
-/// `backup-fetch`: `WALG_DOWNLOAD_CONCURRENCY` partitions unpacked at once.
-pub fn backup_fetch(input: &PlanInput) -> CommandPlan {
-    // Beside the workers, the fsync stage's threads (`pipeline::sync`); its queue holds open
-    // files, not buffers.
-    // Any backup may be a delta: the chain's indexes and a page bitmap per worker.
-    let workers = input.download_concurrency.max(1) as u64;
-    parallel_downloads(
-        "backup-fetch",
-        input,
-        crate::pipeline::sync::SYNC_THREADS as u64,
-        &[
-            ("delta_chain_indexes", 1, DELTA_CHAIN_INDEXES),
-            ("increment_page_bitmaps", workers, PAGE_BITMAP),
-        ],
-    )
-}
+#[path = "plan_backup.rs"]
+mod backup_plan;
+pub use backup_plan::{backup_fetch, backup_push, backup_push_as, stream_parts};
 
 /// The worst decoder any stored object may need: archives can hold objects that WAL-G or
 /// an earlier configuration wrote with another method.
@@ -592,6 +549,7 @@ pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
         wal_fetch(input),
         wal_prefetch(input),
         backup_push(input),
+        backup_push_as("backup-push-remote", input, true),
         backup_fetch(input),
         daemon(input),
         wal_receive(input),
@@ -602,6 +560,10 @@ pub fn all(input: &PlanInput) -> Vec<CommandPlan> {
 mod tests {
     use super::*;
     use crate::codec::{Method, ZstdLevel};
+
+    fn backup_push_remote(input: &PlanInput) -> CommandPlan {
+        backup_push_as("backup-push-remote", input, true)
+    }
 
     pub(super) fn defaults() -> PlanInput {
         PlanInput {
@@ -620,6 +582,7 @@ mod tests {
             crypto_process: 0,
             delta: false,
             wal_segment_size: 16 * MIB,
+            alive_check: true,
         }
     }
 
@@ -748,6 +711,38 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         let p = wal_receive(&i);
         assert_eq!((p.threads, wal_receive_segments(&i)), (3, 2));
         assert!(p.peak_rss_bytes > 128 * MIB);
+    }
+
+    #[test]
+    fn remote_backups_add_the_replication_buffer_and_the_alive_check_its_session() {
+        let i = defaults();
+        let local = backup_push(&i);
+        let remote = backup_push_remote(&i);
+        let term = |p: &CommandPlan, name: &str| {
+            p.components
+                .iter()
+                .find(|t| t.name == name)
+                .map(|t| (t.count, t.bytes))
+        };
+        assert_eq!(term(&local, "replication_messages"), None);
+        assert_eq!(
+            term(&remote, "replication_messages"),
+            Some((1, crate::pg::base_backup::REPLICATION_MESSAGES))
+        );
+        assert_eq!(term(&remote, "postgres_session").unwrap().0, 2);
+        assert_eq!(remote.threads, local.threads);
+        let off = PlanInput {
+            alive_check: false,
+            ..i
+        };
+        assert_eq!(backup_push(&off).threads + 1, local.threads);
+        assert_eq!(term(&backup_push(&off), "postgres_session").unwrap().0, 1);
+        // A remote backup never takes a delta.
+        let delta = PlanInput { delta: true, ..i };
+        assert_eq!(
+            backup_push_remote(&delta).peak_rss_bytes,
+            remote.peak_rss_bytes
+        );
     }
 
     #[test]

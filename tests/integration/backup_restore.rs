@@ -11,7 +11,7 @@ use common::{
 };
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(600);
@@ -382,13 +382,13 @@ fn bad_input_fails_clearly() {
     let before: Vec<_> = fs::read_dir(&root)
         .unwrap()
         .flatten()
-        .map(|e| e.file_name())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     let mut push = primary.walrus_command(&["backup-push", primary.data_dir().to_str().unwrap()]);
     push.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let mut child = push.spawn().unwrap();
-    wait_until_copying(&root, &before, &mut child);
+    common::wait_until_copying(&root, &before, "part_001.tar.lz4.tmp.", &mut child);
     primary.stop_mode("immediate");
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -406,47 +406,10 @@ fn bad_input_fails_clearly() {
         after.len(),
         before
             .iter()
-            .filter(|n| n.to_string_lossy().ends_with("_backup_stop_sentinel.json"))
+            .filter(|n| n.ends_with("_backup_stop_sentinel.json"))
             .count(),
         "a sentinel was written for a failed backup"
     );
-}
-
-/// Waits until a backup that is not among `before` in the file storage at `root` is writing
-/// its first data partition: the server has started the backup and the copy is under way,
-/// with the stop still to come.
-fn wait_until_copying(root: &Path, before: &[std::ffi::OsString], push: &mut Child) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let writing = fs::read_dir(root)
-            .unwrap()
-            .flatten()
-            .filter(|e| !before.contains(&e.file_name()))
-            .filter_map(|e| fs::read_dir(e.path().join("tar_partitions")).ok())
-            .flatten()
-            .flatten()
-            // The storage writes under a temporary name and renames when the object is whole.
-            .any(|f| {
-                f.file_name()
-                    .to_string_lossy()
-                    .contains("part_001.tar.lz4.tmp.")
-            });
-        if writing {
-            return;
-        }
-        if let Some(status) = push.try_wait().unwrap() {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = push.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
-            panic!("backup-push ended ({status}) before it wrote any data:\n{stderr}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "backup-push wrote no data partition within 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// `backup-push --verify` checks page checksums: every page of a healthy cluster passes, and

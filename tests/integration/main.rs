@@ -25,14 +25,15 @@ mod memory_cage;
 mod parsers;
 mod pg_client;
 mod rate_limits;
+mod remote_backup;
 mod s3_protection;
 mod s3_storage;
 mod s3_tls;
 mod settings;
 mod wal_commands;
 mod wal_inspect;
-mod wal_restore;
 mod wal_receive;
+mod wal_restore;
 
 #[path = "../../vendor-tests/support/mod.rs"]
 mod support;

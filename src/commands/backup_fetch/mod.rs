@@ -248,7 +248,13 @@ pub fn run(settings: &Settings, args: &Options) -> Result<(), Error> {
             }
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fs::create_dir_all(dest)
+            // 0700, as PostgreSQL wants its data directory: a backup need not carry an entry
+            // for the directory itself (remote backups, WAL-G's or wal-rus's, have none).
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dest)
                 .map_err(|e| Error::io(format!("creating {}", dest.display()), e))?;
         }
         Err(e) => return Err(Error::io(format!("reading {}", dest.display()), e)),

@@ -79,6 +79,11 @@ impl<'a> Sender<'a> {
         self.storage
             .put_stream(&key, &mut stream, &self.part_arena, self.uploaders)
     }
+
+    /// The object key of tar `tar_name` of this backup.
+    pub fn key(&self, tar_name: &str) -> String {
+        backups::partition_key(&self.backup, tar_name)
+    }
 }
 
 fn read_error(key: &str, source: io::Error) -> StorageError {
@@ -101,7 +106,7 @@ pub(super) struct Stored {
     pub walker: Walker,
 }
 
-fn spool_error(e: io::Error) -> Error {
+pub(super) fn spool_error(e: io::Error) -> Error {
     Error::io("writing the files-metadata spool", e)
 }
 
@@ -112,6 +117,7 @@ pub(super) fn send_partitions(
     data_dir: &Path,
     verify_from: Option<u64>,
     mut delta: Option<&mut DeltaBase>,
+    check: &super::watch::AliveCheck,
 ) -> Result<Stored, Error> {
     let settings = sender.settings;
     let disk_limit = settings.disk_rate_limit.map(RateLimit::new);
@@ -127,12 +133,14 @@ pub(super) fn send_partitions(
             .verify_pages(verify_from)
             .rate_limited(disk_limit.as_ref())
             .delta(delta.as_deref_mut());
-        let stored = sender.send(&pname, &mut partition).map_err(|e| match e {
-            StorageError::BodyRead { source, .. } => {
-                Error::io(format!("reading {}", data_dir.display()), source)
-            }
-            other => Error::Storage(other),
-        })?;
+        let stored = sender
+            .send(&pname, &mut check.watched(&mut partition))
+            .map_err(|e| match e {
+                StorageError::BodyRead { source, .. } => {
+                    Error::io(format!("reading {}", data_dir.display()), source)
+                }
+                other => Error::Storage(other),
+            })?;
         uncompressed += partition.payload;
         compressed += stored;
         let done = partition.walk_done;
@@ -209,7 +217,7 @@ pub(super) fn send_label(
 }
 
 /// A small tar held in memory (pg_control, backup_label): its entries and their data.
-fn small_tar(entries: &[(&str, &[u8], u32, i64)]) -> Vec<u8> {
+pub(super) fn small_tar(entries: &[(&str, &[u8], u32, i64)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (name, data, mode, mtime) in entries {
         let h = Header {

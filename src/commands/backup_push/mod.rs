@@ -1,5 +1,7 @@
 //! `backup-push [PGDATA]`: a full base backup of the local data directory, stored exactly as
-//! WAL-G stores one (walg-compat §1.4–1.5, §2, §3, §8).
+//! WAL-G stores one (walg-compat §1.4–1.5, §2, §3, §8). Without a data directory (no
+//! argument, no PGDATA) the backup is remote: streamed by the server over a replication
+//! session and re-packed as WAL-G's remote mode stores it ([`remote`], walg-compat §3.7).
 //!
 //! The pipeline is three stages joined by bounded hand-offs: the walker reads the data
 //! directory into tar partitions (`pipeline::tar_stream`), the compressor turns each into one
@@ -14,11 +16,18 @@
 //! `files_metadata.json` and the sentinel from one set of [`facts`]. The sentinel goes last:
 //! a backup that fails anywhere before it is invisible to every reader, and a failure before
 //! the stop aborts the backup on the server.
+//!
+//! Both modes run a [`watch::AliveCheck`] (`WALG_ALIVE_CHECK_INTERVAL`) beside the copy and
+//! bound the stop by `WALG_STOP_BACKUP_TIMEOUT`. On a standby (local or remote) the backup is
+//! named as WAL-G names it there, and one during which the standby was promoted fails: the
+//! stop refuses it, and the timeline is compared at start and stop as WAL-G does.
 
 mod data;
 mod delta;
 mod facts;
+mod remote;
 mod server;
+mod watch;
 
 use crate::config::Settings;
 use crate::error::Error;
@@ -55,7 +64,8 @@ pub struct BackupPushOptions {
 
 /// The options with the settings' defaults applied and the user data parsed.
 struct Request {
-    data_dir: PathBuf,
+    /// `None`: a remote backup.
+    data_dir: Option<PathBuf>,
     user_data: Option<serde_json::Value>,
     verify: bool,
     permanent: bool,
@@ -69,13 +79,7 @@ fn parse_json(text: &str, what: &str) -> Result<serde_json::Value, Error> {
 
 impl Request {
     fn resolve(settings: &Settings, opts: &BackupPushOptions) -> Result<Request, Error> {
-        let data_dir = opts
-            .data_dir
-            .clone()
-            .or_else(|| settings.pgdata.clone())
-            .ok_or_else(|| {
-                Error::Usage("backup-push needs the data directory (argument or PGDATA)".into())
-            })?;
+        let data_dir = opts.data_dir.clone().or_else(|| settings.pgdata.clone());
         let user_data = match opts
             .add_user_data
             .as_ref()
@@ -114,33 +118,131 @@ impl Request {
 pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
     let start_time = SystemTime::now();
     let request = Request::resolve(settings, opts)?;
+    match request.data_dir.clone() {
+        Some(data_dir) => run_local(settings, &request, &data_dir, start_time),
+        None => remote::run(settings, &request, start_time),
+    }
+}
+
+/// A backup of the data directory `data_dir`, read here.
+fn run_local(
+    settings: &Settings,
+    request: &Request,
+    data_dir: &std::path::Path,
+    start_time: SystemTime,
+) -> Result<(), Error> {
     let mut conn = super::connect_pg(settings)?;
-    let server = server::inspect(&mut conn, settings, &request.data_dir, request.verify)?;
+    let server = server::inspect(&mut conn, settings, data_dir, request.verify)?;
     let storage = settings.open_storage()?;
     let base = delta::choose(storage.as_ref(), &request.delta)?;
+    let check = watch::AliveCheck::start(
+        settings,
+        settings.alive_check_interval,
+        Some(conn.backend_pid()),
+    )?;
+    check.guard(&conn)?;
+    let result = local_backup(
+        settings,
+        request,
+        &mut conn,
+        &server,
+        storage.as_ref(),
+        base,
+        start_time,
+        &check,
+    );
+    let result = check.explain(result);
+    check.finish();
+    result
+}
 
+/// The stop, bounded by `WALG_STOP_BACKUP_TIMEOUT`, its failure said with the setting.
+fn stop_backup(
+    session: BackupSession<'_>,
+    timeout: Option<std::time::Duration>,
+) -> Result<crate::pg::BackupStop, Error> {
+    session
+        .stop_within(timeout)
+        .map_err(|e| match (timeout, e) {
+            (Some(t), crate::pg::BackupError::Query { source, .. }) => Error::Pg {
+                context: format!(
+                    "stopping the backup (bounded by WALG_STOP_BACKUP_TIMEOUT={})",
+                    crate::time::duration_text(t)
+                ),
+                source,
+            },
+            (_, e) => e.into(),
+        })
+}
+
+/// On a standby, the timeline must be the one the backup started on (as WAL-G checks): a
+/// standby promoted during the backup has left it, and the copy may mix both histories.
+fn check_timeline(conn: &mut crate::pg::Connection, started: u32) -> Result<(), Error> {
+    let row = conn
+        .query_one("select timeline_id::text from pg_control_checkpoint()")
+        .map_err(|e| Error::pg("reading the timeline after the stop", e))?;
+    let now: u32 = row
+        .first()
+        .cloned()
+        .flatten()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    if now != started {
+        return Err(Error::Precondition(format!(
+            "the timeline changed from {started} to {now} during the backup (the standby was promoted): the copy is not a consistent backup, no sentinel was written"
+        )));
+    }
+    Ok(())
+}
+
+fn announce(name: &str, server: &Server, started: &BackupStart) {
+    let standby = if server.in_recovery {
+        " on a standby"
+    } else {
+        ""
+    };
+    crate::info!(
+        "starting backup {name} of {}{standby} (PostgreSQL {}, start LSN {}, timeline {})",
+        server.data_dir.display(),
+        server.version,
+        started.lsn,
+        started.timeline
+    );
+}
+
+#[allow(clippy::too_many_arguments)]
+fn local_backup(
+    settings: &Settings,
+    request: &Request,
+    conn: &mut crate::pg::Connection,
+    server: &Server,
+    storage: &dyn Storage,
+    base: Option<delta::Base>,
+    start_time: SystemTime,
+    check: &watch::AliveCheck,
+) -> Result<(), Error> {
     // Non-exclusive: the backup lives as long as this session, which aborts it if dropped
     // before the stop.
     let label = crate::time::UtcTime::now().rfc3339();
-    let (session, started) = BackupSession::start(&mut conn, &label)?;
-    let name = name_of(base.as_ref(), &started, &server, settings.wal_segment_size)?;
-    crate::info!(
-        "starting backup {name} of {} (PostgreSQL {}, start LSN {})",
-        server.data_dir.display(),
-        server.version,
-        started.lsn
-    );
-    let mut delta_base = base
-        .as_ref()
-        .map(|b| b.open(storage.as_ref()))
-        .transpose()?;
-    let sender = Sender::new(settings, storage.as_ref(), name.clone());
+    let (session, started) = BackupSession::start(conn, &label)?;
+    let name = name_of(base.as_ref(), &started, server, settings.wal_segment_size)?;
+    announce(&name, server, &started);
+    let mut delta_base = base.as_ref().map(|b| b.open(storage)).transpose()?;
+    let sender = Sender::new(settings, storage, name.clone());
     let began = Instant::now();
     let verify_from = server.verify.then_some(started.lsn.0);
-    let mut stored =
-        data::send_partitions(&sender, &server.data_dir, verify_from, delta_base.as_mut())?;
+    let mut stored = data::send_partitions(
+        &sender,
+        &server.data_dir,
+        verify_from,
+        delta_base.as_mut(),
+        check,
+    )?;
     data::send_control(&sender, &server.data_dir, &mut stored)?;
-    let stop = session.stop()?;
+    let stop = stop_backup(session, settings.stop_backup_timeout)?;
+    if server.in_recovery {
+        check_timeline(conn, started.timeline)?;
+    }
     data::send_label(&sender, &stop, &mut stored)?;
 
     let data_dir = server.data_dir.to_string_lossy().into_owned();
@@ -158,15 +260,18 @@ pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
         uncompressed_size: stored.uncompressed,
         compressed_size: stored.compressed,
         data_catalog_size: stored.walker.catalog_size,
-        user_data: request.user_data,
+        user_data: request.user_data.clone(),
         delta: base.as_ref().map(delta::Base::delta_info),
     };
     if let (true, Some(b)) = (request.permanent, &base) {
         // A permanent delta is only restorable with its whole base chain: marked first, so
         // an interrupted run never leaves a permanent delta on an impermanent base.
-        crate::repo::permanence::mark_permanent(storage.as_ref(), &b.name)?;
+        crate::repo::permanence::mark_permanent(storage, &b.name)?;
     }
-    let file_count = write_documents(storage.as_ref(), &name, &facts, stored.spool)?;
+    if let Some(why) = check.failure() {
+        return Err(Error::Precondition(why));
+    }
+    let file_count = write_documents(storage, &name, &facts, stored.spool)?;
     if let (Some(b), Some(d)) = (&base, &delta_base) {
         delta::report(b, &d.stats);
     }
@@ -175,7 +280,7 @@ pub fn run(settings: &Settings, opts: &BackupPushOptions) -> Result<(), Error> {
         file_count,
         &facts,
         began,
-        &server,
+        server,
         stored.corrupt_blocks,
     );
     Ok(())
@@ -308,7 +413,7 @@ mod tests {
             ("WALG_SENTINEL_USER_DATA", "{\"from\": \"settings\"}"),
         ]);
         let r = Request::resolve(&s, &BackupPushOptions::default()).unwrap();
-        assert_eq!(r.data_dir, PathBuf::from("/pgdata"));
+        assert_eq!(r.data_dir, Some(PathBuf::from("/pgdata")));
         assert_eq!(r.user_data, Some(serde_json::json!({"from": "settings"})));
         assert!(!r.verify && !r.permanent);
         let opts = BackupPushOptions {
@@ -319,7 +424,7 @@ mod tests {
             ..Default::default()
         };
         let r = Request::resolve(&s, &opts).unwrap();
-        assert_eq!(r.data_dir, PathBuf::from("/other"));
+        assert_eq!(r.data_dir, Some(PathBuf::from("/other")));
         assert_eq!(r.user_data, Some(serde_json::json!([1])));
         assert!(r.verify && r.permanent);
     }
@@ -327,13 +432,9 @@ mod tests {
     #[test]
     fn options_refused_before_connecting() {
         let s = settings(&[("WALG_FILE_PREFIX", "/archive")]);
-        let e = Request::resolve(&s, &BackupPushOptions::default())
-            .err()
-            .unwrap();
-        assert_eq!(
-            e.to_string(),
-            "backup-push needs the data directory (argument or PGDATA)"
-        );
+        // Without a data directory the backup is remote.
+        let r = Request::resolve(&s, &BackupPushOptions::default()).unwrap();
+        assert_eq!(r.data_dir, None);
         let opts = BackupPushOptions {
             data_dir: Some("/d".into()),
             add_user_data: Some("{nope".into()),

@@ -103,7 +103,13 @@ pub(super) fn store_with(
         .map(|b| b.open(storage.as_ref()))
         .transpose()?;
     let sender = Sender::new(&settings, storage.as_ref(), name.clone());
-    let mut stored = data::send_partitions(&sender, dir, None, delta_base.as_mut())?;
+    let mut stored = data::send_partitions(
+        &sender,
+        dir,
+        None,
+        delta_base.as_mut(),
+        &super::watch::AliveCheck::off(),
+    )?;
     data::send_control(&sender, dir, &mut stored)?;
     let stop = BackupStop {
         label_file: format!("START WAL LOCATION: {}\n", Lsn(start_lsn)),

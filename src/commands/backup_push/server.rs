@@ -37,10 +37,21 @@ pub(super) fn inspect(
             "PostgreSQL {version} is not supported by wal-rus backup-push (10 or later is)"
         )));
     }
+    let mut server = describe(conn, settings, verify, version)?;
+    server.data_dir = same_data_dir(&server.data_dir.to_string_lossy(), data_dir)?;
+    Ok(server)
+}
+
+/// What both kinds of backup record of the server, `data_directory` as the server says it.
+fn describe(
+    conn: &mut Connection,
+    settings: &Settings,
+    verify: bool,
+    version: u32,
+) -> Result<Server, Error> {
     let row = conn
         .query_one("select current_setting('data_directory'), (select system_identifier::text from pg_control_system()), pg_is_in_recovery()::text, current_setting('wal_segment_size')")
         .map_err(|e| Error::pg("inspecting the server", e))?;
-    let data_dir = same_data_dir(&text(&row, 0, "data_directory")?, data_dir)?;
     check_segment_size(
         &text(&row, 3, "wal_segment_size")?,
         settings.wal_segment_size,
@@ -51,15 +62,30 @@ pub(super) fn inspect(
         .flatten()
         .and_then(|v| v.parse::<i64>().ok())
         .map(|v| v as u64);
-    let in_recovery = text(&row, 2, "pg_is_in_recovery")? == "true";
     let verify = verify && checksums_on(conn)?;
     Ok(Server {
         version,
         system_identifier,
-        in_recovery,
-        data_dir,
+        in_recovery: text(&row, 2, "pg_is_in_recovery")? == "true",
+        data_dir: PathBuf::from(text(&row, 0, "data_directory")?),
         verify,
     })
+}
+
+/// Checks the server a remote backup (no data directory here) streams from: its
+/// `data_directory` is taken as the server says it (it is only recorded).
+pub(super) fn inspect_remote(
+    conn: &mut Connection,
+    settings: &Settings,
+    verify: bool,
+) -> Result<Server, Error> {
+    let version = conn.server_version_num();
+    if version < crate::pg::base_backup::OLDEST_FRAMING {
+        return Err(Error::Unsupported(format!(
+            "PostgreSQL {version} is not supported by wal-rus's remote backup-push (15 or later is: older servers frame BASE_BACKUP otherwise); give the data directory to back it up locally"
+        )));
+    }
+    describe(conn, settings, verify, version)
 }
 
 /// The local data directory, if it is the server's `data_directory` and looks like one.

@@ -30,8 +30,9 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 use transport::{TlsPlan, Transport, connect_tcp, is_timeout, negotiate_tls};
 
-/// Largest message we accept; guards memory against a confused or hostile server while
-/// leaving room for PostgreSQL's 1 GB field limit.
+/// Largest message we accept by default; guards memory against a confused or hostile server
+/// while leaving room for PostgreSQL's 1 GB field limit. Streams whose messages are known to
+/// be small (a base backup's CopyData) lower it with [`Connection::set_max_message_len`].
 const MAX_MESSAGE_LEN: usize = (1 << 30) + (1 << 20);
 
 /// `None` for a zero duration: the std socket API's "no timeout".
@@ -86,6 +87,8 @@ pub struct Connection {
     read_timeout: Option<Duration>,
     /// Set once the stream is out of step with the server; later calls fail fast with it.
     broken: Option<String>,
+    /// Largest message accepted (its length field).
+    max_message_len: usize,
 }
 
 impl Connection {
@@ -186,6 +189,7 @@ impl Connection {
             deadline: Some(deadline),
             read_timeout: bound(p.read_timeout),
             broken: None,
+            max_message_len: MAX_MESSAGE_LEN,
         };
         if let Err(e) = conn.login(p, repl) {
             // The server is mid-handshake: just hang up (a Terminate here only makes it log noise).
@@ -233,6 +237,30 @@ impl Connection {
     /// Whether the session runs over TLS.
     pub fn uses_tls(&self) -> bool {
         matches!(self.stream, Transport::Tls(_))
+    }
+
+    /// Refuses (and breaks the connection on) any later message longer than `len` bytes:
+    /// the memory a streamed answer may take is then bounded by it.
+    pub fn set_max_message_len(&mut self, len: usize) {
+        self.max_message_len = len.min(MAX_MESSAGE_LEN);
+    }
+
+    /// Bounds every later wait for the server's answer (`None`: wait as long as it takes);
+    /// a wait that passes it breaks the connection.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) -> Result<(), PgError> {
+        self.read_timeout = timeout.and_then(bound);
+        self.stream
+            .set_read_timeout(self.read_timeout)
+            .map_err(|e| PgError::io(format!("setting a read timeout for {}", self.endpoint), e))
+    }
+
+    /// A handle another thread can cut this session's socket with, so that a wait for the
+    /// server ends at once (see [`Interrupter`]).
+    pub fn interrupter(&self) -> Result<Interrupter, PgError> {
+        self.stream
+            .try_clone_socket()
+            .map(|socket| Interrupter { socket })
+            .map_err(|e| PgError::io(format!("duplicating the socket of {}", self.endpoint), e))
     }
 
     /// Whether the server still answers (runs `select 1`).
@@ -288,9 +316,11 @@ impl Connection {
                     self.inbuf[3],
                     self.inbuf[4],
                 ]) as usize;
-                if len > MAX_MESSAGE_LEN {
+                if len > self.max_message_len {
                     return Err(self.protocol(format!(
-                        "server sent a {len}-byte message, larger than any valid one"
+                        "server sent a {len}-byte message (type '{}'), larger than the {} bytes this stream allows",
+                        char::from(self.inbuf[0]).escape_default(),
+                        self.max_message_len
                     )));
                 }
                 if self.inbuf[0] == b'W' && self.inbuf.len() > len {
@@ -362,6 +392,20 @@ impl Connection {
             self.broken = Some(err.to_string());
         }
         err
+    }
+}
+
+/// Cuts a session's socket from another thread (a watchdog that found the server gone):
+/// the session's pending and later reads and writes fail at once, and the session is done.
+#[derive(Debug)]
+pub struct Interrupter {
+    socket: transport::Socket,
+}
+
+impl Interrupter {
+    /// Shuts the socket down both ways.
+    pub fn interrupt(&self) {
+        self.socket.shutdown();
     }
 }
 

@@ -44,6 +44,32 @@ impl Transport {
             Transport::Tls(s) => s.sock.shutdown(Shutdown::Both),
         };
     }
+
+    /// A second handle on the socket under the stream (TLS included), for shutting it down
+    /// from another thread.
+    pub(super) fn try_clone_socket(&self) -> io::Result<Socket> {
+        Ok(match self {
+            Transport::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Transport::Unix(s) => Socket::Unix(s.try_clone()?),
+            Transport::Tls(s) => Socket::Tcp(s.sock.try_clone()?),
+        })
+    }
+}
+
+/// A duplicate of a session's socket.
+#[derive(Debug)]
+pub(super) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Socket {
+    pub(super) fn shutdown(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(Shutdown::Both),
+            Socket::Unix(s) => s.shutdown(Shutdown::Both),
+        };
+    }
 }
 
 impl Read for Transport {

@@ -4,6 +4,8 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 /// Every non-directory entry below `dir`, as sorted paths relative to it joined with `/`
 /// (object keys, for storage); empty when `dir` does not exist.
@@ -27,4 +29,37 @@ pub fn files_below(dir: &Path) -> Vec<String> {
     walk(dir, "", &mut out);
     out.sort();
     out
+}
+
+/// Waits until a backup not among `before` (names under `root`, file storage) has a file in
+/// its `tar_partitions` whose name holds `partition` (a temporary name: the copy is under way
+/// with the stop still to come), or fails when `push` ends first or after 120 s.
+pub fn wait_until_copying(root: &Path, before: &[String], partition: &str, push: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let writing = fs::read_dir(root)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| !before.iter().any(|b| *b == e.file_name().to_string_lossy()))
+            .filter_map(|e| fs::read_dir(e.path().join("tar_partitions")).ok())
+            .flatten()
+            .flatten()
+            .any(|f| f.file_name().to_string_lossy().contains(partition));
+        if writing {
+            return;
+        }
+        if let Some(status) = push.try_wait().unwrap() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = push.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            panic!("backup-push ended ({status}) before it wrote any data:\n{stderr}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backup-push wrote no {partition} within 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
