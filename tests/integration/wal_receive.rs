@@ -4,7 +4,8 @@
 //!   segment from the slot's start to the end is in storage, and a cluster restored from a
 //!   base backup taken at the start replays to the end with `wal-rus wal-fetch` and equals
 //!   the source. Both processes' peak RSS stay within the memory plan; SIGTERM ends the
-//!   second one with exit 0.
+//!   second one with exit 0. WAL-G v3.0.8's wal-fetch reads what wal-receive stored (the
+//!   first and last segments), byte for byte what the server wrote.
 //! - Following a standby that is promoted, across a stop and a restart: the segment the old
 //!   timeline ends in is stored as `.partial`, the new timeline's `.history` is stored, a
 //!   restart whose slot lies before the switch streams the rest of the old timeline first,
@@ -12,6 +13,7 @@
 
 use crate::backup_restore::with_pg;
 use crate::common;
+use crate::walg_backup_interop::{Maker, run_tool};
 
 use common::{PgCluster, Plan, S3Server, Tool, output_text, require_or_fail, within_plan};
 use std::fs;
@@ -188,6 +190,43 @@ fn restore(env: &[(String, String)]) -> PgCluster {
     )
 }
 
+/// WAL-G v3.0.8's wal-fetch of segments `segnos` (timeline 1) that wal-receive stored:
+/// each equals wal-rus's fetch of it and, while the server still has it, its `pg_wal` copy.
+fn walg_reads(s3: &S3Server, pg: &PgCluster, segnos: &[u64]) {
+    let Some(walg_bin) = require_or_fail(Tool::Walg, "kill_9_under_load_loses_nothing") else {
+        return;
+    };
+    let env = s3.env("walrecv");
+    let dir = tempfile::tempdir().unwrap();
+    for &segno in segnos {
+        let name = common::wal_segment_name(1, segno);
+        let mut got = Vec::new();
+        for maker in [Maker::Walg, Maker::Walrus] {
+            let dest = dir.path().join(format!("{name}.{maker:?}"));
+            let out = run_tool(
+                maker,
+                &walg_bin,
+                &["wal-fetch", &name, dest.to_str().unwrap()],
+                &env,
+            );
+            ok(&out, &format!("{maker:?} wal-fetch {name}"));
+            got.push(fs::read(&dest).unwrap());
+        }
+        assert_eq!(got[0].len() as u64, SEG, "WAL-G's fetch of {name}");
+        assert!(
+            got[0] == got[1],
+            "WAL-G and wal-rus fetch different bytes for {name}"
+        );
+        if let Ok(source) = fs::read(pg.data_dir().join("pg_wal").join(&name)) {
+            assert!(
+                source == got[0],
+                "{name} from storage differs from the server's"
+            );
+            eprintln!("WAL-G's wal-fetch of {name}: equal to the server's pg_wal copy");
+        }
+    }
+}
+
 /// The test: 2 minutes of pgbench, wal-receive killed with -9 at the midpoint and
 /// restarted at once; nothing lost, the replay equals the source, memory within the plan.
 #[test]
@@ -274,6 +313,7 @@ fn kill_9_under_load_loses_nothing() {
     );
     assert_segments_stored(&s3, 1, first_seg, last);
     eprintln!("segments {first_seg:X}..={last:X} stored");
+    walg_reads(&s3, &pg, &[first_seg, last]);
     pg.stop();
 
     let restored = restore(&s3.env("walrecv"));
