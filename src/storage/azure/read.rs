@@ -51,7 +51,7 @@ fn content_md5(resp: &ureq::Response) -> Option<[u8; 16]> {
 
 /// Opens `blob` (the full name in the container) for streaming.
 pub fn open(client: Arc<Client>, blob: String) -> Result<ObjectReader, StorageError> {
-    let what = format!("Get Blob {blob}");
+    let what = (Op::AzGetBlob, blob.clone());
     resume::open(BlobGet { client, blob }, what, |resp| {
         content_md5(resp).map(|m| (m, "Content-MD5"))
     })

@@ -59,7 +59,7 @@ impl Refetch for ObjectGet {
 
 /// Opens `key` (the full key inside the bucket) for streaming.
 pub fn open(client: Arc<Client>, key: String) -> Result<ObjectReader, StorageError> {
-    let what = format!("GetObject {key}");
+    let what = (Op::GetObject, key.clone());
     resume::open(ObjectGet { client, key }, what, |resp| {
         etag_md5(resp).map(|m| (m, "ETag"))
     })
