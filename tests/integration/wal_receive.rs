@@ -6,6 +6,8 @@
 //!   the source. Both processes' peak RSS stay within the memory plan; SIGTERM ends the
 //!   second one with exit 0. WAL-G v3.0.8's wal-fetch reads what wal-receive stored (the
 //!   first and last segments), byte for byte what the server wrote.
+//! - A lost session is opened again from the slot, with no segment missed: across a server
+//!   restart, and after 60 s of a silent WAL sender.
 //! - Following a standby that is promoted, across a stop and a restart: the segment the old
 //!   timeline ends in is stored as `.partial`, the new timeline's `.history` is stored, a
 //!   restart whose slot lies before the switch streams the rest of the old timeline first,
@@ -227,21 +229,29 @@ fn walg_reads(s3: &S3Server, pg: &PgCluster, segnos: &[u64]) {
     }
 }
 
-/// The test: 2 minutes of pgbench, wal-receive killed with -9 at the midpoint and
-/// restarted at once; nothing lost, the replay equals the source, memory within the plan.
-#[test]
-fn kill_9_under_load_loses_nothing() {
-    let Some(_) = require_or_fail(Tool::Postgres, "kill_9_under_load_loses_nothing") else {
-        return;
-    };
-    let Some(_) = require_or_fail(Tool::S3s, "kill_9_under_load_loses_nothing") else {
-        return;
-    };
+/// Settings as the tests pass them to a process.
+type Env = Vec<(String, String)>;
+
+/// S3 and a PostgreSQL 15 primary that allows replication, with wal-rus's settings for
+/// both; `None` when a tool is missing (and not required).
+fn primary_with_s3(test: &str) -> Option<(S3Server, Env, PgCluster)> {
+    require_or_fail(Tool::Postgres, test)?;
+    require_or_fail(Tool::S3s, test)?;
     let s3 = S3Server::start();
     let port = common::free_port();
     let env = with_pg(s3.env("walrecv"), port);
     let mut pg = PgCluster::init_with_env(port, REPLICATION_CONF, &env);
     pg.start();
+    Some((s3, env, pg))
+}
+
+/// The test: 2 minutes of pgbench, wal-receive killed with -9 at the midpoint and
+/// restarted at once; nothing lost, the replay equals the source, memory within the plan.
+#[test]
+fn kill_9_under_load_loses_nothing() {
+    let Some((s3, env, mut pg)) = primary_with_s3("kill_9_under_load_loses_nothing") else {
+        return;
+    };
     pg.pgbench_init(10);
     let plan = Plan::read(&env);
     let (planned, planned_virt) = (plan.rss("wal-receive"), plan.virt("wal-receive"));
@@ -401,4 +411,77 @@ fn follows_a_promoted_standby_across_a_restart() {
         restored.dumpall() == source,
         "the restored cluster differs from the promoted standby"
     );
+}
+
+/// Sends `sig` to process `pid`.
+fn signal(pid: &str, sig: &str) {
+    let st = Command::new("kill").args([sig, pid]).status().unwrap();
+    assert!(st.success(), "kill {sig} {pid}");
+}
+
+/// Waits until wal-receive's log says it lost its session and will connect again, the
+/// `count`th time.
+fn wait_reconnecting(recv: &mut WalReceive, count: usize, within: Duration) -> String {
+    let log = recv.log.clone();
+    common::wait_for_or_explain(
+        "wal-receive connecting again",
+        within,
+        || {
+            recv.assert_running();
+            let text = recv.log();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("connecting again"))
+                .collect();
+            (lines.len() >= count).then(|| lines[count - 1].to_string())
+        },
+        || fs::read_to_string(&log).unwrap_or_default(),
+    )
+}
+
+/// A lost session is opened again, from the slot, with no segment missed: across a restart
+/// of the server, and when the WAL sender says nothing for longer than the receive timeout
+/// (60 s; the sender is stopped with SIGSTOP and let go once wal-receive gave it up).
+#[test]
+fn reconnects_after_a_restart_and_a_silent_server() {
+    let Some((s3, env, mut pg)) = primary_with_s3("reconnects_after_a_restart_and_a_silent_server")
+    else {
+        return;
+    };
+    let mut recv = WalReceive::start(&env);
+    let slot_start = active_slot(&pg, &mut recv);
+    pg.psql("create table t (x int)");
+    pg.psql("insert into t select generate_series(1, 100000)");
+    switch_and_wait_stored(&pg, &s3, &mut recv);
+
+    // The server restarts under it.
+    pg.stop();
+    let lost = wait_reconnecting(&mut recv, 1, Duration::from_secs(60));
+    eprintln!("after the server stopped: {lost}");
+    pg.start();
+    pg.psql("insert into t select generate_series(1, 100000)");
+    switch_and_wait_stored(&pg, &s3, &mut recv);
+    active_slot(&pg, &mut recv);
+
+    // The WAL sender goes silent.
+    let sender = pg.psql("select active_pid from pg_replication_slots where slot_name = 'walg'");
+    signal(&sender, "-STOP");
+    let stopped = Instant::now();
+    let silent = wait_reconnecting(&mut recv, 2, Duration::from_secs(120));
+    let waited = stopped.elapsed();
+    signal(&sender, "-CONT");
+    eprintln!(
+        "after {:.0} s of a silent WAL sender: {silent}",
+        waited.as_secs_f64()
+    );
+    assert!(
+        waited >= Duration::from_secs(55),
+        "gave the session up after {waited:?}, before the 60 s receive timeout"
+    );
+    pg.psql("insert into t select generate_series(1, 100000)");
+    let (tli, last) = switch_and_wait_stored(&pg, &s3, &mut recv);
+    assert_eq!(tli, 1);
+    assert_segments_stored(&s3, 1, slot_start / SEG, last);
+    let (status, log) = recv.terminate();
+    assert!(status.success(), "wal-receive exited with {status}:\n{log}");
 }
