@@ -8,7 +8,9 @@
 use super::sources::{Sources, uint_setting};
 use super::{ConfigError, bad};
 use crate::storage::azure::sign::SharedKey;
+use crate::storage::azure::token::{DEFAULT_AUTHORITY, IMDS_TOKEN_URL, TokenSource, Tokens};
 use crate::storage::azure::{AzureAuth, AzureConfig};
+use std::sync::Arc;
 use std::time::Duration;
 
 const CONN: &str = "AZURE_STORAGE_CONNECTION_STRING";
@@ -145,7 +147,8 @@ pub(super) fn config(
     })
 }
 
-/// The credential: the account key wins over a SAS token, as in WAL-G.
+/// The credential: the account key wins over a SAS token, as in WAL-G, and either over
+/// the default credential chain.
 fn auth(src: &Sources, cs: &ConnectionString, account: &str) -> Result<AzureAuth, ConfigError> {
     let key = agreed(
         setting(src, "AZURE_STORAGE_ACCESS_KEY"),
@@ -165,14 +168,75 @@ fn auth(src: &Sources, cs: &ConnectionString, account: &str) -> Result<AzureAuth
     )?;
     match sas.map(|t| t.trim().trim_start_matches('?').to_string()) {
         Some(t) if !t.is_empty() => Ok(AzureAuth::Sas(t)),
-        _ => Err(bad(
-            "AZURE_STORAGE_ACCESS_KEY",
-            "not set, nor AZURE_STORAGE_SAS_TOKEN: WAL-G would then use Azure's default \
-             credential chain (a service principal from AZURE_CLIENT_ID/AZURE_TENANT_ID/\
-             AZURE_CLIENT_SECRET, workload identity, managed identity, the Azure CLI), which \
-             wal-rus does not implement",
-        )),
+        _ => token_source(src).map(|t| AzureAuth::Token(Arc::new(Tokens::new(t)))),
     }
+}
+
+/// Without a key or a SAS, Azure's default credential chain in the SDK's order: a service
+/// principal's secret from the environment, a workload identity, a managed identity (the
+/// Azure CLI's login, last in WAL-G's chain, is not read).
+fn token_source(src: &Sources) -> Result<TokenSource, ConfigError> {
+    let env = |name: &str| {
+        src.get(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    if env("AZURE_CLIENT_CERTIFICATE_PATH").is_some() && env("AZURE_CLIENT_SECRET").is_none() {
+        return Err(bad(
+            "AZURE_CLIENT_CERTIFICATE_PATH",
+            "is set: a service principal's certificate is not supported by wal-rus (use \
+             AZURE_CLIENT_SECRET, a workload or managed identity, a key or a SAS)",
+        ));
+    }
+    let authority = env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| DEFAULT_AUTHORITY.into());
+    let authority = format!("{}/", authority.trim_end_matches('/'));
+    let principal = |what: &str| -> Result<(String, String), ConfigError> {
+        match (env("AZURE_TENANT_ID"), env("AZURE_CLIENT_ID")) {
+            (Some(t), Some(c)) => Ok((t, c)),
+            (None, _) => Err(bad(
+                "AZURE_TENANT_ID",
+                format!("not set, and {what} needs it"),
+            )),
+            (_, None) => Err(bad(
+                "AZURE_CLIENT_ID",
+                format!("not set, and {what} needs it"),
+            )),
+        }
+    };
+    if let Some(secret) = env("AZURE_CLIENT_SECRET") {
+        let (tenant, client_id) = principal("AZURE_CLIENT_SECRET")?;
+        return Ok(TokenSource::ClientSecret {
+            authority,
+            tenant,
+            client_id,
+            secret,
+        });
+    }
+    if let Some(file) = env("AZURE_FEDERATED_TOKEN_FILE") {
+        let (tenant, client_id) = principal("AZURE_FEDERATED_TOKEN_FILE")?;
+        return Ok(TokenSource::Workload {
+            authority,
+            tenant,
+            client_id,
+            token_file: file.into(),
+        });
+    }
+    let identity_header = env("IDENTITY_HEADER");
+    let endpoint = match (env("IDENTITY_ENDPOINT"), &identity_header) {
+        (Some(e), Some(_)) => e,
+        (Some(_), None) => {
+            return Err(bad(
+                "IDENTITY_HEADER",
+                "not set, and IDENTITY_ENDPOINT (App Service's managed identity) needs it",
+            ));
+        }
+        (None, _) => IMDS_TOKEN_URL.to_string(),
+    };
+    Ok(TokenSource::ManagedIdentity {
+        endpoint,
+        identity_header,
+        client_id: env("AZURE_CLIENT_ID"),
+    })
 }
 
 /// The Blob service endpoint: the connection string's `BlobEndpoint`, else

@@ -174,13 +174,41 @@ fn missing_or_malformed_credentials_are_refused_by_name() {
     ])
     .unwrap_err();
     assert_eq!(e.setting, "AZURE_STORAGE_ACCOUNT");
-    let e = load(&[
+    // A service principal needs its tenant and application; App Service its header; a
+    // certificate is refused.
+    let chain = [
         ("WALG_AZ_PREFIX", "azure://c/p"),
         ("AZURE_STORAGE_ACCOUNT", "a"),
-    ])
-    .unwrap_err();
-    assert_eq!(e.setting, "AZURE_STORAGE_ACCESS_KEY");
-    assert!(e.message.contains("default credential chain"), "{e}");
+    ];
+    let refused = |extra: &[(&str, &str)]| {
+        let mut pairs = chain.to_vec();
+        pairs.extend_from_slice(extra);
+        let e = load(&pairs).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        e.setting
+    };
+    assert_eq!(
+        refused(&[
+            ("AZURE_CLIENT_SECRET", "s3cr3t"),
+            ("AZURE_CLIENT_ID", "app")
+        ]),
+        "AZURE_TENANT_ID"
+    );
+    assert_eq!(
+        refused(&[
+            ("AZURE_FEDERATED_TOKEN_FILE", "/t"),
+            ("AZURE_TENANT_ID", "t")
+        ]),
+        "AZURE_CLIENT_ID"
+    );
+    assert_eq!(
+        refused(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:1/msi/token")]),
+        "IDENTITY_HEADER"
+    );
+    assert_eq!(
+        refused(&[("AZURE_CLIENT_CERTIFICATE_PATH", "/c.pem")]),
+        "AZURE_CLIENT_CERTIFICATE_PATH"
+    );
     let e = load(&[
         ("WALG_AZ_PREFIX", "azure://c/p"),
         ("AZURE_STORAGE_ACCOUNT", "a"),
@@ -210,4 +238,58 @@ fn the_plan_sees_azure_blocks_and_buffers() {
     assert!(push.components.iter().any(|t| t.name == "azure_client"));
     assert!(s.wait_limit() > Duration::from_secs(300));
     assert!(s.wait_limit() < Duration::from_secs(6 * 3600));
+}
+
+#[test]
+fn without_a_key_or_sas_the_default_chain_is_followed_in_the_sdks_order() {
+    let source = |extra: &[(&str, &str)]| {
+        let mut pairs = vec![
+            ("WALG_AZ_PREFIX", "azure://c/p"),
+            ("AZURE_STORAGE_ACCOUNT", "a"),
+        ];
+        pairs.extend_from_slice(extra);
+        match azure(&pairs).auth {
+            AzureAuth::Token(t) => t.describe(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let all = [
+        ("AZURE_TENANT_ID", "tn"),
+        ("AZURE_CLIENT_ID", "app"),
+        ("AZURE_CLIENT_SECRET", "s3cr3t"),
+        ("AZURE_FEDERATED_TOKEN_FILE", "/var/run/token"),
+    ];
+    let d = source(&all);
+    assert_eq!(d, "service principal app of tenant tn (client secret)");
+    assert_eq!(
+        source(
+            &all[..2]
+                .iter()
+                .chain(&all[3..])
+                .copied()
+                .collect::<Vec<_>>()
+        ),
+        "workload identity app of tenant tn (/var/run/token)"
+    );
+    assert_eq!(
+        source(&[]),
+        "the managed identity at http://169.254.169.254/metadata/identity/oauth2/token"
+    );
+    assert_eq!(
+        source(&[
+            ("AZURE_CLIENT_ID", "uami"),
+            ("IDENTITY_ENDPOINT", "http://127.0.0.1:41/msi/token"),
+            ("IDENTITY_HEADER", "hdr-s3cr3t"),
+        ]),
+        "managed identity uami at http://127.0.0.1:41/msi/token"
+    );
+    // A key still wins, as in WAL-G.
+    let mut with_key = all.to_vec();
+    with_key.extend([
+        ("WALG_AZ_PREFIX", "azure://c/p"),
+        ("AZURE_STORAGE_ACCOUNT", "a"),
+        ("AZURE_STORAGE_ACCESS_KEY", KEY),
+    ]);
+    assert!(matches!(azure(&with_key).auth, AzureAuth::SharedKey(_)));
+    assert!(!format!("{:?}", azure(&with_key)).contains("s3cr3t"));
 }

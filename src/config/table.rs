@@ -296,7 +296,6 @@ const SCAN_DELTA: &str = "WAL-delta maps; wal-rus finds a delta's changed pages 
 const FORWARD_CHAIN: &str = "wal-rus applies a delta chain base first (WAL-G's default order); the restored directory is the same";
 const NO_CLIENT_CERT: &str = "client certificates are not sent by wal-rus (a server that requires one refuses the connection)";
 const OSS_ONLY: &str = "Alibaba OSS storage; read only with WALG_OSS_PREFIX, which wal-rus refuses";
-const AZ_CHAIN: &str = "Azure's default credential chain: WAL-G reads it only without AZURE_STORAGE_ACCESS_KEY and AZURE_STORAGE_SAS_TOKEN, and wal-rus requires one of them";
 const SWIFT_ONLY: &str = "Swift storage; read only with WALG_SWIFT_PREFIX, which wal-rus refuses";
 const SSH_ONLY: &str = "SSH storage; read only with WALG_SSH_PREFIX, which wal-rus refuses";
 const PG_CONN: &str = "the connection of backup-push, wal-verify and wal-receive (trust, md5, SCRAM-SHA-256; TLS via rustls)";
@@ -389,11 +388,14 @@ pub static TABLE: &[Section] = &[
         h(S("AZURE_MAX_BUFFERS"), "blocks a streamed upload stages at once, at most 2 (the memory plan's part uploaders)").on(Kind::Az).def("4"),
         h(S("AZURE_TRY_TIMEOUT"), "minutes one try of a request may take (0: only the I/O timeouts); a broken download resumes instead").on(Kind::Az).def("5"),
         h(E("AZURE_STORAGE_CONNECTION_STRING"), "the Azure SDKs' connection string (`AccountName`, `AccountKey` or `SharedAccessSignature`, `BlobEndpoint`, `DefaultEndpointsProtocol`, `EndpointSuffix`) for an emulator or a private endpoint; WAL-G does not read it, so the settings above, where set, must agree with it").on(Kind::Az),
-        w(E("AZURE_CLIENT_ID"), AZ_CHAIN).on(Kind::Az),
-        w(E("AZURE_TENANT_ID"), AZ_CHAIN).on(Kind::Az),
-        w(E("AZURE_CLIENT_SECRET"), AZ_CHAIN).on(Kind::Az),
-        w(E("AZURE_CLIENT_CERTIFICATE_PATH"), AZ_CHAIN).on(Kind::Az),
-        w(E("AZURE_FEDERATED_TOKEN_FILE"), AZ_CHAIN).on(Kind::Az),
+        h(E("AZURE_TENANT_ID"), "without a key or a SAS: the service principal's or workload identity's tenant (Microsoft Entra ID tokens)").on(Kind::Az),
+        h(E("AZURE_CLIENT_ID"), "without a key or a SAS: the service principal's or workload identity's application, or a user-assigned managed identity").on(Kind::Az),
+        h(E("AZURE_CLIENT_SECRET"), "without a key or a SAS: the service principal's secret, exchanged for tokens refreshed before they expire; never logged").on(Kind::Az),
+        h(E("AZURE_FEDERATED_TOKEN_FILE"), "without a key, SAS or client secret: workload identity (AKS), the file re-read at every refresh").on(Kind::Az),
+        h(E("AZURE_AUTHORITY_HOST"), "Microsoft Entra ID's authority for the two above").on(Kind::Az).def("https://login.microsoftonline.com/"),
+        h(E("IDENTITY_ENDPOINT"), "with IDENTITY_HEADER: App Service's managed identity; without either, the VM's (IMDS at 169.254.169.254)").on(Kind::Az),
+        h(E("IDENTITY_HEADER"), "App Service's managed-identity header; never logged").on(Kind::Az),
+        r(E("AZURE_CLIENT_CERTIFICATE_PATH"), "a service principal's certificate: wal-rus exits 1 rather than authenticate otherwise than asked").on(Kind::Az),
     ]},
     Section { title: "Google Cloud Storage", rows: &[
         h(E("GOOGLE_APPLICATION_CREDENTIALS"), "a service-account key file: its key signs the OAuth2 token requests (RS256 JWT to its `token_uri`); without it, the GCE/GKE metadata server's tokens (other key-file types are refused)").on(Kind::Gs),

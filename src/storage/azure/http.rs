@@ -1,5 +1,5 @@
-//! One Blob service call = one authorized HTTP request (Shared Key header, or the SAS token
-//! appended to the query), with the shared agent's timeouts, a per-try deadline
+//! One Blob service call = one authorized HTTP request (Shared Key header, the SAS token
+//! appended to the query, or an Entra ID bearer token), with the shared agent's timeouts, a per-try deadline
 //! (`AZURE_TRY_TIMEOUT`) and the shared bounded retries.
 //!
 //! Retryable versus permanent is decided by `StorageError::is_retryable`. Azure's error
@@ -119,8 +119,14 @@ impl Client {
         call.blob.unwrap_or(&self.cfg.container).to_string()
     }
 
-    /// The authorized request for `call` carrying `content_length`, without its body.
-    fn request(&self, call: &Call, content_length: Option<u64>) -> ureq::Request {
+    /// The authorized request for `call` carrying `content_length`, without its body;
+    /// `bearer` is the token's `Authorization` when tokens authorize.
+    fn request(
+        &self,
+        call: &Call,
+        content_length: Option<u64>,
+        bearer: Option<String>,
+    ) -> ureq::Request {
         let mut path = format!(
             "{}/{}",
             self.base_path,
@@ -143,7 +149,7 @@ impl Client {
             .iter()
             .map(|(k, v)| format!("{}={}", sign::encode(k, false), sign::encode(v, false)))
             .collect();
-        let mut auth = None;
+        let mut auth = bearer;
         match &self.cfg.auth {
             AzureAuth::SharedKey(key) => {
                 auth = Some(key.authorization(&Request {
@@ -154,6 +160,7 @@ impl Client {
                 }));
             }
             AzureAuth::Sas(token) => query.push(token.clone()),
+            AzureAuth::Token(_) => {}
         }
         let mut url = format!("{}://{}{}", self.scheme, self.authority, path);
         if !query.is_empty() {
@@ -179,11 +186,21 @@ impl Client {
     pub fn send_once(&self, call: &Call, body: Body) -> Result<ureq::Response, StorageError> {
         let what = self.what(call);
         let has_body = !matches!(body, Body::Empty);
+        let bearer = match &self.cfg.auth {
+            AzureAuth::Token(tokens) => Some(tokens.bearer(&self.agent)?),
+            _ => None,
+        };
         let result = match body {
-            Body::Empty if call.method == "PUT" => self.request(call, Some(0)).send_bytes(&[]),
-            Body::Empty => self.request(call, None).call(),
-            Body::Bytes(b) => self.request(call, Some(b.len() as u64)).send_bytes(b),
-            Body::Stream(reader, len) => self.request(call, Some(len)).send(Coalesced(reader)),
+            Body::Empty if call.method == "PUT" => {
+                self.request(call, Some(0), bearer).send_bytes(&[])
+            }
+            Body::Empty => self.request(call, None, bearer).call(),
+            Body::Bytes(b) => self
+                .request(call, Some(b.len() as u64), bearer)
+                .send_bytes(b),
+            Body::Stream(reader, len) => self
+                .request(call, Some(len), bearer)
+                .send(Coalesced(reader)),
         };
         Sent {
             op: call.op,
@@ -240,6 +257,10 @@ impl Client {
     /// Turns an error answer into a `StorageError` with Azure's code and message, and a
     /// hint for the codes a setting can cure.
     fn status_error(&self, call: &Call, status: u16, resp: ureq::Response) -> StorageError {
+        if let (401, AzureAuth::Token(tokens)) = (status, &self.cfg.auth) {
+            // Revoked or expired early: the next try fetches a new one.
+            tokens.invalidate();
+        }
         let header_code = resp.header("x-ms-error-code").map(str::to_string);
         let mut body = Vec::new();
         let _ = resp.into_reader().take(64 * 1024).read_to_end(&mut body);
@@ -274,7 +295,10 @@ impl Client {
                 self.cfg.container,
                 self.endpoint_display()
             ),
-            "AuthenticationFailed" => format!("{message} ({})", self.cfg.auth.hint()),
+            "AuthenticationFailed" | "InvalidAuthenticationInfo" => {
+                format!("{message} ({})", self.cfg.auth.hint())
+            }
+            _ if status == 401 => format!("{message} ({})", self.cfg.auth.hint()),
             // Azurite says this of a wrong signature too; Azure of a credential or a
             // network rule that does not allow the operation.
             "AuthorizationFailure" | "AuthorizationPermissionMismatch" => format!(

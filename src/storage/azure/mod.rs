@@ -2,7 +2,7 @@
 //! by hand over blocking HTTP (ureq + rustls), with the blob names WAL-G's Azure storage
 //! makes, so an archive holds the same keys as on S3 under the same path.
 //!
-//! One concern per file: `sign` is Shared Key, `xml` the listings, errors and block lists,
+//! One concern per file: `sign` is Shared Key, `token` the Entra ID tokens, `xml` the listings, errors and block lists,
 //! `http` turns one call into one authorized request (timeouts, trust and bounded retries
 //! are `storage::net`'s, shared with the other clouds), `upload` stores bodies (Put Blob,
 //! or staged blocks committed by Put Block List, so nothing partial ever has the final
@@ -11,6 +11,7 @@
 pub mod http;
 pub mod read;
 pub mod sign;
+pub mod token;
 pub mod upload;
 pub mod xml;
 
@@ -28,6 +29,8 @@ pub enum AzureAuth {
     SharedKey(sign::SharedKey),
     /// A SAS token appended to every URL's query (`AZURE_STORAGE_SAS_TOKEN`), without `?`.
     Sas(String),
+    /// Microsoft Entra ID bearer tokens (service principal, workload or managed identity).
+    Token(Arc<token::Tokens>),
 }
 
 impl fmt::Debug for AzureAuth {
@@ -35,6 +38,7 @@ impl fmt::Debug for AzureAuth {
         match self {
             AzureAuth::SharedKey(k) => write!(f, "SharedKey({k:?})"),
             AzureAuth::Sas(_) => f.write_str("Sas(<redacted>)"),
+            AzureAuth::Token(t) => write!(f, "{t:?}"),
         }
     }
 }
@@ -51,6 +55,10 @@ impl AzureAuth {
                 "check AZURE_STORAGE_SAS_TOKEN (or the connection string's \
                  SharedAccessSignature): its signature, start and expiry, and the account"
             }
+            AzureAuth::Token(_) => {
+                "check that the identity has a Storage Blob Data role (Contributor to write) \
+                 on the account or container, and AZURE_STORAGE_ACCOUNT"
+            }
         }
     }
 
@@ -59,6 +67,7 @@ impl AzureAuth {
         match self {
             AzureAuth::SharedKey(_) => "account key",
             AzureAuth::Sas(_) => "SAS token",
+            AzureAuth::Token(_) => "Microsoft Entra ID token",
         }
     }
 }

@@ -1,26 +1,14 @@
 //! The JSON documents of the GCS JSON API and of Google's token endpoints that wal-rus
-//! reads: an object's resource, a page of a listing, an error, an access token.
+//! reads: an object's resource, a page of a listing, an error, a key file (token answers are
+//! `storage::net::oauth`'s).
 //!
 //! Only the members used are declared; the rest are ignored, so a field Google adds
 //! changes nothing. Numbers that the API sends as strings (`size`, `generation`) are read
 //! from either form, as emulators are not always exact about it.
 
 use serde::Deserialize;
-use serde::de::{self, Deserializer};
 
-/// A `u64` that may come as a JSON string (GCS's `int64` fields) or a number.
-fn u64_loose<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Loose {
-        Num(u64),
-        Text(String),
-    }
-    match Loose::deserialize(d)? {
-        Loose::Num(n) => Ok(n),
-        Loose::Text(s) => s.trim().parse().map_err(de::Error::custom),
-    }
-}
+use crate::storage::net::oauth::u64_loose;
 
 /// An object's metadata (objects.get without `alt=media`, objects.insert's answer, an
 /// item of a listing).
@@ -105,30 +93,6 @@ pub fn parse_error(body: &[u8]) -> Option<ApiError> {
     })
 }
 
-/// An OAuth2 token answer (the token endpoint's and the metadata server's alike).
-#[derive(Deserialize)]
-pub struct TokenAnswer {
-    /// The bearer token. Deliberately not `Debug`.
-    pub access_token: String,
-    /// Seconds it stays valid.
-    #[serde(deserialize_with = "u64_loose")]
-    pub expires_in: u64,
-    /// `Bearer`.
-    #[serde(default)]
-    pub token_type: String,
-}
-
-/// An OAuth2 error answer: `{"error": "invalid_grant", "error_description": "..."}`. Its
-/// words are Google's and hold no secret.
-#[derive(Debug, Deserialize)]
-pub struct TokenError {
-    /// The error code.
-    pub error: String,
-    /// Its description.
-    #[serde(default)]
-    pub error_description: String,
-}
-
 /// A service-account key file, as `gcloud iam service-accounts keys create` writes it.
 #[derive(Deserialize)]
 pub struct KeyFile {
@@ -203,15 +167,6 @@ mod tests {
 
     #[test]
     fn tokens_and_key_files() {
-        let t: TokenAnswer = serde_json::from_str(
-            r#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#,
-        )
-        .unwrap();
-        assert_eq!((t.access_token.as_str(), t.expires_in), ("ya29.x", 3599));
-        let e: TokenError =
-            serde_json::from_str(r#"{"error":"invalid_grant","error_description":"Invalid JWT"}"#)
-                .unwrap();
-        assert_eq!(e.error, "invalid_grant");
         let k: KeyFile = serde_json::from_str(
             r#"{"type":"service_account","client_email":"a@b.iam.gserviceaccount.com",
                 "private_key":"-----BEGIN PRIVATE KEY-----\n...","private_key_id":"abc",

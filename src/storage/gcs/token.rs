@@ -6,58 +6,9 @@
 //! when GCS answers 401 (a revoked or rotated token).
 
 use super::auth::{Auth, METADATA_TOKEN_PATH, ServiceAccount, grant_body};
-use super::json::{TokenAnswer, TokenError};
-use crate::storage::net::{describe_body, read_small_body, transport_detail};
-use crate::storage::{Op, StorageError};
-use std::sync::Mutex;
-
-/// Seconds before expiry at which a token is replaced.
-pub const REFRESH_MARGIN: i64 = 300;
-
-/// A token and when to stop using it.
-struct Cached {
-    token: String,
-    refresh_at: i64,
-}
-
-/// The current token, shared by every thread of a command.
-#[derive(Default)]
-pub struct TokenCache {
-    current: Mutex<Option<Cached>>,
-}
-
-/// What a fetch returns: the token and its lifetime in seconds.
-pub type Fetched = (String, u64);
-
-impl TokenCache {
-    /// The token to send at `now` (Unix seconds): the kept one while it is fresh, else a new
-    /// one from `fetch`. Threads that need one meanwhile wait for the same fetch.
-    pub fn get(
-        &self,
-        now: i64,
-        fetch: &mut dyn FnMut(i64) -> Result<Fetched, StorageError>,
-    ) -> Result<String, StorageError> {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = current.as_ref()
-            && now < c.refresh_at
-        {
-            return Ok(c.token.clone());
-        }
-        let (token, lifetime) = fetch(now)?;
-        let lifetime = i64::try_from(lifetime).unwrap_or(i64::MAX / 2);
-        let margin = REFRESH_MARGIN.min(lifetime / 2);
-        *current = Some(Cached {
-            token: token.clone(),
-            refresh_at: now.saturating_add(lifetime - margin),
-        });
-        Ok(token)
-    }
-
-    /// Forgets the kept token (GCS refused it).
-    pub fn invalidate(&self) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
-    }
-}
+use crate::storage::StorageError;
+pub use crate::storage::net::oauth::{Fetched, REFRESH_MARGIN, TokenCache};
+use crate::storage::net::oauth::{fail, token_answer};
 
 /// Where tokens come from and the cache in front of it.
 pub struct Tokens {
@@ -107,17 +58,8 @@ impl Tokens {
         match &self.auth {
             Auth::Anonymous => Err(fail("", "no credentials configured".into())),
             Auth::ServiceAccount(sa) => fetch_for_account(agent, sa, now),
-            Auth::Metadata { host } => fetch_from_metadata(agent, host),
+            Auth::Metadata { host } => fetch_from_metadata(agent, host, now),
         }
-    }
-}
-
-/// A failure to get a token that another try will not cure.
-fn fail(what: &str, detail: String) -> StorageError {
-    StorageError::Io {
-        op: Op::Credentials,
-        key: what.to_string(),
-        source: std::io::Error::other(detail),
     }
 }
 
@@ -133,119 +75,31 @@ fn fetch_for_account(
         .post(&sa.token_uri)
         .set("Content-Type", "application/x-www-form-urlencoded")
         .send_string(&grant_body(&assertion));
-    token_answer(answer, &what, false)
+    token_answer(answer, &what, None, now)
 }
 
 /// The metadata server's token for the instance's (or the GKE workload's) account.
-fn fetch_from_metadata(agent: &ureq::Agent, host: &str) -> Result<Fetched, StorageError> {
+fn fetch_from_metadata(agent: &ureq::Agent, host: &str, now: i64) -> Result<Fetched, StorageError> {
     let what = format!("token from the metadata server at {host}");
     let answer = agent
         .get(&format!("http://{host}{METADATA_TOKEN_PATH}"))
         .set("Metadata-Flavor", "Google")
         .call();
-    token_answer(answer, &what, true)
-}
-
-/// Reads a token answer, or says why there was none.
-fn token_answer(
-    answer: Result<ureq::Response, ureq::Error>,
-    what: &str,
-    metadata: bool,
-) -> Result<Fetched, StorageError> {
-    let resp = match answer {
-        Ok(resp) => resp,
-        Err(ureq::Error::Status(status, resp)) => {
-            let body = read_small_body(resp, Op::Credentials, what).unwrap_or_default();
-            let (code, message) = match serde_json::from_slice::<TokenError>(&body) {
-                Ok(e) => (e.error, e.error_description),
-                Err(_) => ("(no OAuth2 error document)".into(), describe_body(&body)),
-            };
-            return Err(StorageError::Remote {
-                op: Op::Credentials,
-                key: what.to_string(),
-                status,
-                code,
-                message,
-            });
-        }
-        // Off Google Cloud the metadata server's name does not resolve: no retry helps.
-        Err(ureq::Error::Transport(t)) if metadata && t.kind() == ureq::ErrorKind::Dns => {
-            return Err(fail(
-                what,
-                format!(
-                    "{} (not on Google Cloud? set GOOGLE_APPLICATION_CREDENTIALS to a \
-                     service-account key file)",
-                    transport_detail(&t)
-                ),
-            ));
-        }
-        Err(ureq::Error::Transport(t)) => {
-            return Err(StorageError::Transport {
-                op: Op::Credentials,
-                key: what.to_string(),
-                detail: transport_detail(&t),
-            });
-        }
-    };
-    let body = read_small_body(resp, Op::Credentials, what)?;
-    let answer: TokenAnswer = serde_json::from_slice(&body).map_err(|e| StorageError::Garbled {
-        op: Op::Credentials,
-        key: what.to_string(),
-        detail: format!("not a token answer ({e})"),
-    })?;
-    if answer.access_token.is_empty()
-        || !(answer.token_type.is_empty() || answer.token_type.eq_ignore_ascii_case("bearer"))
-    {
-        return Err(fail(
-            what,
-            format!(
-                "answer holds no bearer token (type {:?})",
-                answer.token_type
-            ),
-        ));
-    }
-    Ok((answer.access_token, answer.expires_in))
+    token_answer(
+        answer,
+        &what,
+        Some(
+            "not on Google Cloud? set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file",
+        ),
+        now,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::auth::METADATA_TOKEN_PATH;
     use super::*;
-    use std::cell::Cell;
-
-    #[test]
-    fn tokens_are_kept_until_shortly_before_they_expire() {
-        let cache = TokenCache::default();
-        let fetches = Cell::new(0);
-        let mut fetch = |now: i64| {
-            fetches.set(fetches.get() + 1);
-            Ok((format!("t{}@{now}", fetches.get()), 3600))
-        };
-        assert_eq!(cache.get(1000, &mut fetch).unwrap(), "t1@1000");
-        // Kept for 3600 s less the 300 s margin.
-        assert_eq!(cache.get(1001, &mut fetch).unwrap(), "t1@1000");
-        assert_eq!(cache.get(1000 + 3299, &mut fetch).unwrap(), "t1@1000");
-        assert_eq!(fetches.get(), 1);
-        // The hour mark of a long backup: replaced before it is refused.
-        assert_eq!(cache.get(1000 + 3300, &mut fetch).unwrap(), "t2@4300");
-        assert_eq!(cache.get(4400, &mut fetch).unwrap(), "t2@4300");
-        assert_eq!(fetches.get(), 2);
-        cache.invalidate();
-        assert_eq!(cache.get(4401, &mut fetch).unwrap(), "t3@4401");
-    }
-
-    #[test]
-    fn short_lived_tokens_are_replaced_at_half_life() {
-        let cache = TokenCache::default();
-        let mut n = 0;
-        let mut fetch = |_now: i64| {
-            n += 1;
-            Ok((format!("t{n}"), 60))
-        };
-        assert_eq!(cache.get(0, &mut fetch).unwrap(), "t1");
-        assert_eq!(cache.get(29, &mut fetch).unwrap(), "t1");
-        assert_eq!(cache.get(30, &mut fetch).unwrap(), "t2");
-    }
+    use crate::storage::Op;
 
     /// Answers one request with `answer` and hands back the request as read.
     fn one_shot(
@@ -343,20 +197,5 @@ mod tests {
         let jwt = request.split("assertion=").nth(1).unwrap();
         assert!(jwt.starts_with("eyJ"), "{request}");
         assert!(!text.contains(&jwt[..20]), "{text}");
-    }
-
-    #[test]
-    fn a_failed_fetch_keeps_nothing_and_is_tried_again() {
-        let cache = TokenCache::default();
-        let mut fail_next = true;
-        let mut fetch = |_now: i64| {
-            if std::mem::take(&mut fail_next) {
-                Err(fail("token", "refused".into()))
-            } else {
-                Ok(("good".into(), 3600))
-            }
-        };
-        assert!(cache.get(0, &mut fetch).is_err());
-        assert_eq!(cache.get(1, &mut fetch).unwrap(), "good");
     }
 }

@@ -1,11 +1,12 @@
 //! A scripted HTTP server on loopback for the cloud clients' unit tests: one raw answer per
-//! connection, each request's head recorded. No real cloud needed.
+//! connection, each request's head and body recorded. No real cloud needed.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-/// Serves one scripted raw response per connection and records each request head.
+/// Serves one scripted raw response per connection and records each request (head, blank
+/// line, body).
 pub fn fake(script: Vec<Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -31,6 +32,9 @@ pub fn fake(script: Vec<Vec<u8>>) -> (String, Arc<Mutex<Vec<String>>>) {
             }
             let mut body = vec![0u8; len];
             let _ = reader.read_exact(&mut body);
+            // The body after the head's blank line, as on the wire.
+            head.push_str("\r\n");
+            head.push_str(&String::from_utf8_lossy(&body));
             log.lock().unwrap().push(head);
             let mut s = stream;
             let _ = s.write_all(&answer);

@@ -10,6 +10,7 @@ pub mod answer;
 pub mod body;
 #[cfg(test)]
 pub mod fake_server;
+pub mod oauth;
 pub mod parts;
 pub mod reopen;
 pub mod resume;
