@@ -345,6 +345,9 @@ impl PhysicalReplication {
                 self.conn.send_copy_done()?;
                 Ok(StreamEvent::Ended(self.rest_of_answer()?))
             }
+            // A WAL sender done at the server's shutdown completes the command without
+            // ending the copy first, and closes the connection.
+            Some(Event::Complete(_)) => Ok(StreamEvent::Ended(None)),
             Some(other) => Err(PgError::Protocol(format!(
                 "unexpected message in the replication stream: {other:?}"
             ))),

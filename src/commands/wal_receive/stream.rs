@@ -392,12 +392,21 @@ impl Stream<'_> {
         }
     }
 
-    /// A standby status update: received up to `received`, stored up to what the uploads
-    /// completed without a hole (the slot keeps everything after that).
+    /// A standby status update: received up to `received`; flushed up to what the uploads
+    /// stored without a hole, or, once every complete segment is stored, up to `received`
+    /// inside the segment being filled. The slot keeps the whole segment its position is
+    /// in, and a restart receives that segment again from its start, so nothing unstored is
+    /// given up; and a server shutting down waits for its WAL sender until the flush
+    /// position reaches the end it sent, which would otherwise never come.
     pub(super) fn send_status(&mut self, reply: bool) -> Result<(), Error> {
+        let flush = if self.flight.all_stored() {
+            self.received
+        } else {
+            self.flight.stored().unwrap_or_default()
+        };
         let status = StandbyStatus {
             write: self.received,
-            flush: self.flight.stored().unwrap_or_default(),
+            flush,
             apply: Lsn(0),
             reply,
         };

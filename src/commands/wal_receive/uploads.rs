@@ -172,6 +172,11 @@ impl InFlight {
         self.stored
     }
 
+    /// Whether every job handed over is stored (none uploading, none failed).
+    pub fn all_stored(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Jobs still uploading.
     pub fn uploading(&self) -> usize {
         self.queue
@@ -295,5 +300,22 @@ mod tests {
         assert!(!f.finish(c));
         assert_eq!(f.stored(), Some(Lsn(0x0400_0000)));
         assert_eq!(f.uploading(), 0, "every job has answered");
+        assert!(!f.all_stored(), "a failed job is never stored");
+    }
+
+    #[test]
+    fn all_stored_only_when_every_job_answered_stored() {
+        let mut f = InFlight::default();
+        assert!(f.all_stored());
+        let a = f.add(Some(Lsn(0x0400_0000)));
+        let h = f.add(None);
+        assert!(!f.all_stored());
+        f.finish(h);
+        assert!(
+            !f.all_stored(),
+            "the segment before the history file is still uploading"
+        );
+        f.finish(a);
+        assert!(f.all_stored());
     }
 }
