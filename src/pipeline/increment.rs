@@ -23,6 +23,9 @@ use std::os::unix::fs::FileExt;
 /// would pass 1 MiB. PostgreSQL's relation segments are 1 GiB unless built otherwise.
 pub const MAX_INCREMENTED_FILE: u64 = 64 << 30;
 
+/// Pages of a 1 GiB relation segment file, the most PostgreSQL's default build writes.
+const SEGMENT_PAGES: u64 = (1 << 30) / BLCKSZ as u64;
+
 /// Which pages of one file go into its increment: one bit per page.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ChangedBlocks {
@@ -239,7 +242,11 @@ pub fn apply(stream: &mut dyn Read, len: u64, file: &File, buf: &mut [u8]) -> io
             "increment of a {size}-byte file: over the {MAX_INCREMENTED_FILE}-byte limit"
         )));
     }
-    let pages = size.div_ceil(BLCKSZ as u64);
+    // WAL-G's writer takes a file's size before it scans the file, so a file that grows
+    // meanwhile has blocks past that size in its increment; WAL-G's restore writes them,
+    // extending the file, and so does this, up to a relation segment's pages (or the
+    // size, when larger): the bitmap stays within the plan's page-bitmap term.
+    let pages = size.div_ceil(BLCKSZ as u64).max(SEGMENT_PAGES);
     let mut blocks = ChangedBlocks::for_pages(pages);
     let mut last: Option<u32> = None;
     let mut number = [0u8; 4];
@@ -248,7 +255,8 @@ pub fn apply(stream: &mut dyn Read, len: u64, file: &File, buf: &mut [u8]) -> io
         let b = u32::from_le_bytes(number);
         if u64::from(b) >= pages || last.is_some_and(|l| b <= l) {
             return Err(invalid(format!(
-                "increment block {b} out of order or outside a {size}-byte file"
+                "increment block {b} out of order or outside a {size}-byte file \
+                 (and a relation segment)"
             )));
         }
         blocks.set(b);
@@ -352,6 +360,25 @@ mod tests {
         assert_eq!(got, None);
     }
 
+    /// A block past the size the writer saw (the file grew while WAL-G scanned it) extends
+    /// the file, as WAL-G's restore does.
+    #[test]
+    fn blocks_past_the_recorded_size_extend_the_file() {
+        let (target, _) = file_of(&[heap_page(1)]);
+        let out = target.reopen().unwrap();
+        let mut s = increment::header(8192, 2).to_vec();
+        for b in [0u32, 1] {
+            s.extend_from_slice(&b.to_le_bytes());
+        }
+        for lsn in [7, 8] {
+            s.extend_from_slice(&heap_page(lsn));
+        }
+        apply(&mut &s[..], s.len() as u64, &out, &mut [0u8; BLCKSZ]).unwrap();
+        let got = std::fs::read(target.path()).unwrap();
+        assert_eq!(got.len(), 2 * BLCKSZ);
+        assert!(got[BLCKSZ..] == heap_page(8)[..]);
+    }
+
     #[test]
     fn apply_refuses_what_no_writer_makes() {
         let (target, _) = file_of(&[heap_page(1)]);
@@ -369,7 +396,7 @@ mod tests {
         let try_apply = |s: Vec<u8>| apply(&mut &s[..], s.len() as u64, &out, &mut [0u8; BLCKSZ]);
         let e = try_apply(stream(16384, &[1, 0])).unwrap_err();
         assert!(e.to_string().contains("out of order"), "{e}");
-        let e = try_apply(stream(8192, &[1])).unwrap_err();
+        let e = try_apply(stream(8192, &[SEGMENT_PAGES as u32])).unwrap_err();
         assert!(e.to_string().contains("outside"), "{e}");
         let mut s = stream(8192, &[0]);
         s[0] = b'x';
